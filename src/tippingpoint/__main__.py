@@ -1,0 +1,3 @@
+from tippingpoint.cli import main
+
+main()

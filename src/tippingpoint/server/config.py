@@ -1,0 +1,80 @@
+"""Configuration of ``tippingpoint serve``: one frozen dataclass, validated once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["ServeConfig", "default_processes", "parse_hostport", "parse_ports"]
+
+
+def default_processes() -> int:
+    """The number of cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def parse_ports(spec: str) -> tuple[int, ...]:
+    """``"8282-8291,9000"`` -> ``(8282, ..., 8291, 9000)``; raises ValueError with the fix."""
+    ports: list[int] = []
+    for part in spec.replace(" ", "").split(","):
+        if not part:
+            continue
+        low_s, sep, high_s = part.partition("-")
+        try:
+            low = int(low_s)
+            high = int(high_s) if sep else low
+        except ValueError:
+            raise ValueError(
+                f"bad port list {spec!r}: use numbers and ranges like 8282-8291,9000"
+            ) from None
+        if not (1 <= low <= high <= 65535):
+            raise ValueError(f"bad port range {part!r}: ports go from 1 to 65535, low before high")
+        ports.extend(p for p in range(low, high + 1) if p not in ports)
+    if not ports:
+        raise ValueError(f"bad port list {spec!r}: give at least one port, e.g. 8282")
+    return tuple(ports)
+
+
+def parse_hostport(spec: str) -> tuple[str, int]:
+    """``"127.0.0.1:8125"`` -> ``("127.0.0.1", 8125)``."""
+    host, sep, port_s = spec.rpartition(":")
+    if not sep or not host or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
+        raise ValueError(f"bad address {spec!r}: use host:port, e.g. 127.0.0.1:8125")
+    return host.strip("[]"), int(port_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Everything a backend worker needs; built by the CLI or by code."""
+
+    host: str = "127.0.0.1"
+    ports: tuple[int, ...] = (8282,)
+    processes: int = 1
+    idle_timeout: float = 3600.0
+    header_timeout: float = 30.0
+    max_header: int = 16 * 1024
+    max_body: int = 16 * 1024 * 1024
+    max_connections: int | None = None
+    backlog: int = 4096
+    loop: str = "auto"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    statsd: tuple[str, int] | None = None
+    statsd_metric: str = "tippingpoint.serve.requests"
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise ValueError("--processes must be >= 1")
+        if self.idle_timeout <= 0 or self.header_timeout <= 0:
+            raise ValueError("timeouts must be > 0 seconds")
+        if self.max_header < 256:
+            raise ValueError("--max-header-size must be >= 256 bytes")
+        if self.max_body < 0:
+            raise ValueError("--max-body-size must be >= 0")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError("--max-connections must be >= 1")
+        if self.loop not in ("auto", "uvloop", "asyncio"):
+            raise ValueError("--loop must be auto, uvloop or asyncio")

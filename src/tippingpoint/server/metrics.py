@@ -1,0 +1,62 @@
+"""Prometheus text exposition of the backend's counters (pure formatting)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tippingpoint.server.stats import STATUS_CODES
+
+__all__ = ["render_prometheus"]
+
+_PREFIX = "tippingpoint_serve_"
+
+_COUNTERS = (
+    ("accepted", "connections_accepted_total", "Connections accepted."),
+    ("closed", "connections_closed_total", "Connections closed."),
+    ("bytes_in", "received_bytes_total", "Bytes received from clients."),
+    ("bytes_out", "sent_bytes_total", "Bytes sent to clients."),
+    ("conn_errors", "connection_errors_total", "Connections lost with an error (reset...)."),
+    ("header_timeouts", "header_timeouts_total", "Connections closed by the header-read timeout."),
+    ("idle_timeouts", "idle_timeouts_total", "Keep-alive connections closed when idle too long."),
+    ("accept_pauses", "accept_pauses_total", "Times a process stopped accepting at capacity."),
+)
+
+
+def render_prometheus(rows: Sequence[dict[str, int]]) -> str:
+    """Metrics for the whole server from the per-process counter rows."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, text: str) -> None:
+        out.append(f"# HELP {_PREFIX}{name} {text}")
+        out.append(f"# TYPE {_PREFIX}{name} {kind}")
+
+    live = [r for r in rows if r["alive"]]
+    family("requests_total", "counter", "Requests answered, by status code.")
+    for code in STATUS_CODES:
+        total = sum(r[f"req_{code}"] for r in rows)
+        out.append(f'{_PREFIX}requests_total{{code="{code}"}} {total}')
+    family("requests_rejected_total", "counter", "Requests answered with a 4xx or 5xx status.")
+    rejected = sum(r[f"req_{code}"] for r in rows for code in STATUS_CODES if code >= 400)
+    out.append(f"{_PREFIX}requests_rejected_total {rejected}")
+    for field, name, text in _COUNTERS:
+        family(name, "counter", text)
+        out.append(f"{_PREFIX}{name} {sum(r[field] for r in rows)}")
+    family("connections_active", "gauge", "Connections open now.")
+    out.append(f"{_PREFIX}connections_active {sum(r['accepted'] - r['closed'] for r in rows)}")
+    family("connection_capacity", "gauge", "Connections the live processes can hold (fd limits).")
+    out.append(f"{_PREFIX}connection_capacity {sum(r['capacity'] for r in live)}")
+    family("processes", "gauge", "Worker processes alive.")
+    out.append(f"{_PREFIX}processes {len(live)}")
+    labels = [f'{{process="{i}",pid="{r["pid"]}"}}' for i, r in enumerate(rows)]
+    family("process_accepting", "gauge", "1 when a worker accepts connections, 0 when not.")
+    for label, r in zip(labels, rows, strict=True):
+        accepting = 1 if r["alive"] and not r["accept_paused"] else 0
+        out.append(f"{_PREFIX}process_accepting{label} {accepting}")
+    family("process_connections_active", "gauge", "Connections open now, per worker process.")
+    for label, r in zip(labels, rows, strict=True):
+        out.append(f"{_PREFIX}process_connections_active{label} {r['accepted'] - r['closed']}")
+    family("process_requests_total", "counter", "Requests answered, per worker process.")
+    for label, r in zip(labels, rows, strict=True):
+        requests = sum(r[f"req_{code}"] for code in STATUS_CODES)
+        out.append(f"{_PREFIX}process_requests_total{label} {requests}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""Sans-io wire codecs: no sockets, no event loop, bytes in and values out."""

@@ -1,0 +1,411 @@
+"""Sans-io HTTP/1.x request reader for the backend server.
+
+Bytes go in with :meth:`RequestReader.feed`; complete requests come out of
+:meth:`RequestReader.next_request`. Request bodies (``Content-Length`` or chunked)
+are read and discarded: the backend only needs to know where one request ends and
+the next begins. Nothing here touches a socket or an event loop.
+
+Two kinds of failure:
+
+* a framing error (the next request cannot be found reliably) raises
+  :class:`ProtocolError`; the caller answers with its status and closes;
+* a well-framed request with a bad ``sleep``/``times`` value comes back as a
+  :class:`Request` whose ``error`` is set; the connection can go on.
+
+The parser is strict where being lenient invites request smuggling: header names
+must be tokens directly followed by ``:``, obsolete line folding is refused, a
+request with both ``Content-Length`` and ``Transfer-Encoding`` is refused, and
+``Content-Length`` must be plain decimal digits. Lines end with CRLF; up to a
+few empty lines before a request line are skipped (RFC 9112, 2.2).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = [
+    "CONTINUE",
+    "MAX_SLEEP_MS",
+    "MAX_TIMES",
+    "ProtocolError",
+    "Request",
+    "RequestReader",
+]
+
+MAX_SLEEP_MS: Final = 3_600_000
+"""Largest accepted ``sleep`` header value: one hour, in milliseconds."""
+MAX_TIMES: Final = 100_000
+"""Largest accepted ``times`` header value."""
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") [^\x00-\x20\x7f]+ HTTP/([0-9])\.([0-9])\r\n")
+# Header lines after the request line; the value may hold HTAB, visible ASCII and obs-text.
+_HEADER_LINES = re.compile(rb"(?:" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+# The whole head: request line, header lines, the empty line. One pass validates it all.
+_HEAD_RE = re.compile(
+    rb"(" + _TOKEN + rb") [^\x00-\x20\x7f]+ HTTP/([0-9])\.([0-9])\r\n"
+    rb"(?:" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n"
+)
+# Any header the backend acts on (searched in the lower-cased header block).
+_SPECIAL = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|sleep|times|expect):")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
+
+_CL: Final = b"\r\ncontent-length:"
+_TE: Final = b"\r\ntransfer-encoding:"
+_CONN: Final = b"\r\nconnection:"
+_SLEEP: Final = b"\r\nsleep:"
+_TIMES: Final = b"\r\ntimes:"
+_EXPECT: Final = b"\r\nexpect:"
+
+# Reader states.
+_HEAD: Final = 0
+_FIXED: Final = 1
+_CHUNK_SIZE_LINE: Final = 2
+_CHUNK_DATA: Final = 3
+_CHUNK_CRLF: Final = 4
+_TRAILERS: Final = 5
+
+_MAX_LEADING_CRLF: Final = 8
+_MAX_CHUNK_LINE: Final = 1024
+
+
+class ProtocolError(Exception):
+    """A request that cannot be framed: answer ``status`` with ``reason``, then close."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class Request:
+    """What the backend needs to know about one complete request (body already consumed).
+
+    ``sleep`` is None when the request had no ``sleep`` and no ``times`` header (the
+    fast path). ``error`` holds ``(status, reason)`` for a well-framed request whose
+    ``sleep``/``times`` value is unusable. ``kind`` is
+    ``keep_alive << 2 | http10 << 1 | head`` and indexes pre-encoded responses;
+    ``fast`` means: answer at once and keep the connection.
+    """
+
+    __slots__ = ("error", "fast", "head", "http10", "keep_alive", "kind", "sleep", "times")
+
+    def __init__(
+        self,
+        keep_alive: bool,
+        http10: bool,
+        head: bool,
+        sleep: int | None = None,
+        times: int = 0,
+        error: tuple[int, str] | None = None,
+    ) -> None:
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        self.head = head
+        self.sleep = sleep
+        self.times = times
+        self.error = error
+        self.kind = (keep_alive << 2) | (http10 << 1) | head
+        self.fast = keep_alive and sleep is None and not times and error is None
+
+    def __repr__(self) -> str:
+        return (
+            f"Request(keep_alive={self.keep_alive}, http10={self.http10}, head={self.head}, "
+            f"sleep={self.sleep}, times={self.times}, error={self.error})"
+        )
+
+
+# Shared instances for the common requests without sleep/times/error: no allocation
+# per request on the fast path. Index: keep_alive << 2 | http10 << 1 | head.
+_PLAIN: Final = tuple(Request(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8))
+
+CONTINUE: Final = Request(True, False, False)
+CONTINUE.fast = False
+"""Returned once when a request asked for ``Expect: 100-continue`` and its body is still to come."""
+
+
+def _header(block: bytes, key: bytes) -> bytes:
+    """The value of header ``key`` in the lower-cased block; repeated headers are joined by ','."""
+    start = block.find(key)
+    values: list[bytes] = []
+    while start >= 0:
+        start += len(key)
+        stop = block.find(b"\r\n", start)
+        values.append(block[start:stop].strip(b" \t"))
+        start = block.find(key, stop)
+    return b",".join(values)
+
+
+def _parse_ms(name: str, raw: bytes, cap: int) -> int | str:
+    """An integer header value in [0, cap], or the reason it is not one."""
+    if not raw.isdigit():
+        return f"{name} must be a whole number >= 0, got {raw[:40].decode('latin-1')!r}"
+    value = int(raw)
+    if value > cap:
+        return f"{name} must be <= {cap}, got {value}"
+    return value
+
+
+class RequestReader:
+    """Incremental request reader. Not thread-safe; one per connection."""
+
+    __slots__ = (
+        "_continue",
+        "_pending",
+        "_pos",
+        "_remaining",
+        "_state",
+        "_total",
+        "buffer",
+        "max_body",
+        "max_header",
+    )
+
+    def __init__(self, max_header: int = 16384, max_body: int = 16 * 1024 * 1024) -> None:
+        self.max_header = max_header
+        self.max_body = max_body
+        self.buffer = b""
+        self._pos = 0
+        self._state = _HEAD
+        self._remaining = 0
+        self._total = 0
+        self._pending: Request | None = None
+        self._continue = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet consumed."""
+        return len(self.buffer) - self._pos if self.buffer else 0
+
+    @property
+    def reading_body(self) -> bool:
+        """True between the end of a request's headers and the end of its body."""
+        return self._state != _HEAD
+
+    @property
+    def in_request(self) -> bool:
+        """True when part of a request has arrived (headers or body still incomplete)."""
+        return self._state != _HEAD or len(self.buffer) > self._pos
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes. ``buffer`` is empty when everything fed has been consumed."""
+        if not self.buffer or self._pos >= len(self.buffer):
+            self.buffer = data
+        else:
+            self.buffer = self.buffer[self._pos :] + data
+        self._pos = 0
+
+    def next_request(self) -> Request | None:
+        """The next complete request, :data:`CONTINUE`, or None when more bytes are needed."""
+        if self._state != _HEAD:
+            if self._continue:
+                self._continue = False
+                return CONTINUE
+            return self._read_body()
+        buf = self.buffer
+        pos = self._pos
+        end = buf.find(b"\r\n\r\n", pos)
+        if end < 0:
+            self._check_incomplete_head(buf, pos)
+            return None
+        if buf[pos] == 13:  # CR: empty lines before the request line
+            skipped = 0
+            while buf.startswith(b"\r\n", pos):
+                pos += 2
+                skipped += 1
+                if skipped > _MAX_LEADING_CRLF:
+                    raise ProtocolError(400, "too many empty lines before the request line")
+            self._pos = pos
+            end = buf.find(b"\r\n\r\n", pos)
+            if end < 0:
+                self._check_incomplete_head(buf, pos)
+            return None
+        if end + 4 - pos > self.max_header:
+            raise ProtocolError(431, f"request header block exceeds {self.max_header} bytes")
+        match = _HEAD_RE.fullmatch(buf, pos, end + 4)
+        if match is None:
+            raise self._head_error(buf, pos, end)
+        if end + 4 == len(buf):
+            self.buffer = b""
+            self._pos = 0
+        else:
+            self._pos = end + 4
+        method, major, minor = match.groups()
+        if major != b"1":
+            raise ProtocolError(505, "only HTTP/1.0 and HTTP/1.1 are supported")
+        http10 = minor == b"0"
+        head = method == b"HEAD"
+        block = buf[match.end(3) : end + 2].lower()
+        if _SPECIAL.search(block) is None:
+            # The fast path: no framing, connection or delay headers.
+            return _PLAIN[((not http10) << 2) | (http10 << 1) | head]
+        return self._special(block, http10, head)
+
+    def _special(self, block: bytes, http10: bool, head: bool) -> Request | None:
+        """A request with a body, connection options or sleep/times headers."""
+        keep_alive = not http10
+        if _CONN in block:
+            tokens = [t.strip() for t in _header(block, _CONN).split(b",")]
+            if b"close" in tokens:
+                keep_alive = False
+            elif http10 and b"keep-alive" in tokens:
+                keep_alive = True
+
+        body = 0
+        chunked = False
+        if _TE in block:
+            if http10:
+                raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
+            if _CL in block:
+                raise ProtocolError(400, "both Content-Length and Transfer-Encoding are present")
+            codings = [c.strip() for c in _header(block, _TE).split(b",")]
+            if codings[-1] != b"chunked":
+                raise ProtocolError(501, "only the chunked Transfer-Encoding is supported")
+            chunked = True
+        elif _CL in block:
+            values = set(v.strip() for v in _header(block, _CL).split(b","))
+            if len(values) != 1:
+                raise ProtocolError(400, "conflicting Content-Length values")
+            raw = values.pop()
+            if not raw.isdigit() or len(raw) > 18:
+                raise ProtocolError(400, f"invalid Content-Length {raw[:40].decode('latin-1')!r}")
+            body = int(raw)
+            if body > self.max_body:
+                raise ProtocolError(413, f"request body exceeds {self.max_body} bytes")
+
+        has_sleep = _SLEEP in block
+        has_times = _TIMES in block
+        request: Request
+        if not (has_sleep or has_times):
+            request = _PLAIN[(keep_alive << 2) | (http10 << 1) | head]
+        else:
+            request = self._delayed(block, keep_alive, http10, head, has_sleep, has_times)
+
+        if not chunked and body == 0:
+            return request
+        self._pending = request
+        self._total = 0
+        if chunked:
+            self._state = _CHUNK_SIZE_LINE
+        else:
+            self._state = _FIXED
+            self._remaining = body
+        if not http10 and _EXPECT in block and _header(block, _EXPECT) == b"100-continue":
+            return CONTINUE
+        return self._read_body()
+
+    # Internals
+
+    @staticmethod
+    def _head_error(buf: bytes, pos: int, end: int) -> ProtocolError:
+        if _REQUEST_LINE.match(buf, pos, end + 2) is None:
+            return ProtocolError(400, "malformed request line")
+        return ProtocolError(400, "malformed header line")
+
+    def _check_incomplete_head(self, buf: bytes, pos: int) -> None:
+        if len(buf) - pos > self.max_header:
+            raise ProtocolError(431, f"request header block exceeds {self.max_header} bytes")
+        if buf.find(b"\n\n", pos) >= 0:
+            raise ProtocolError(400, "lines must end with CRLF")
+
+    @staticmethod
+    def _delayed(
+        block: bytes, keep_alive: bool, http10: bool, head: bool, has_sleep: bool, has_times: bool
+    ) -> Request:
+        sleep: int | str = 0
+        times: int | str = 0
+        if has_sleep:
+            raw = _header(block, _SLEEP)
+            sleep = (
+                _parse_ms("sleep", raw, MAX_SLEEP_MS)
+                if b"," not in raw
+                else ("sleep header given more than once")
+            )
+        if has_times:
+            raw = _header(block, _TIMES)
+            times = (
+                _parse_ms("times", raw, MAX_TIMES)
+                if b"," not in raw
+                else ("times header given more than once")
+            )
+        if isinstance(sleep, str):
+            return Request(keep_alive, http10, head, error=(400, sleep))
+        if isinstance(times, str):
+            return Request(keep_alive, http10, head, error=(400, times))
+        return Request(keep_alive, http10, head, sleep, times)
+
+    def _finish(self) -> Request:
+        request = self._pending
+        assert request is not None
+        self._pending = None
+        self._state = _HEAD
+        if self._pos >= len(self.buffer):
+            self.buffer = b""
+            self._pos = 0
+        return request
+
+    def _count(self, n: int) -> None:
+        self._total += n
+        if self._total > self.max_body:
+            raise ProtocolError(413, f"request body exceeds {self.max_body} bytes")
+
+    def _read_body(self) -> Request | None:
+        buf = self.buffer
+        while True:
+            state = self._state
+            available = len(buf) - self._pos
+            if state == _FIXED:
+                take = min(available, self._remaining)
+                self._pos += take
+                self._remaining -= take
+                if self._remaining:
+                    return None
+                return self._finish()
+            if state == _CHUNK_SIZE_LINE:
+                stop = buf.find(b"\r\n", self._pos)
+                if stop < 0:
+                    if available > _MAX_CHUNK_LINE:
+                        raise ProtocolError(400, "chunk size line too long")
+                    return None
+                match = _CHUNK_SIZE.fullmatch(buf, self._pos, stop)
+                if match is None:
+                    raise ProtocolError(400, "invalid chunk size line")
+                size = int(match.group(1), 16)
+                self._pos = stop + 2
+                if size == 0:
+                    self._state = _TRAILERS
+                    self._remaining = 0
+                    continue
+                self._count(size)
+                self._remaining = size
+                self._state = _CHUNK_DATA
+            elif state == _CHUNK_DATA:
+                take = min(available, self._remaining)
+                self._pos += take
+                self._remaining -= take
+                if self._remaining:
+                    return None
+                self._state = _CHUNK_CRLF
+            elif state == _CHUNK_CRLF:
+                if available < 2:
+                    return None
+                if not buf.startswith(b"\r\n", self._pos):
+                    raise ProtocolError(400, "chunk data not followed by CRLF")
+                self._pos += 2
+                self._state = _CHUNK_SIZE_LINE
+            else:  # _TRAILERS: header lines up to an empty line
+                stop = buf.find(b"\r\n", self._pos)
+                if stop < 0:
+                    if available > self.max_header:
+                        raise ProtocolError(431, "trailer section too large")
+                    return None
+                line_len = stop - self._pos
+                self._pos = stop + 2
+                if line_len == 0:
+                    return self._finish()
+                self._remaining += line_len + 2
+                if self._remaining > self.max_header:
+                    raise ProtocolError(431, "trailer section too large")
+                if _HEADER_LINES.fullmatch(buf, stop - line_len, stop + 2) is None:
+                    raise ProtocolError(400, "malformed trailer line")
