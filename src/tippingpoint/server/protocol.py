@@ -41,12 +41,8 @@ class PongProtocol(asyncio.Protocol):
         "_read_paused",
         "_write_paused",
         "_eof",
-        # Per-request state (delayed responses)
-        "_busy",
-        "_req",
-        "_left",
-        "_started",
-        "_timer",
+        # Per-request state: the delayed response in progress, if any
+        "_delayed",
     )
 
     def __init__(self, worker: Worker) -> None:
@@ -58,11 +54,7 @@ class PongProtocol(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._eof = False
-        self._busy = False
-        self._req: Request | None = None
-        self._left = 0
-        self._started = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._delayed: _Delayed | None = None
 
     # Protocol interface
 
@@ -72,7 +64,7 @@ class PongProtocol(asyncio.Protocol):
         w = self._w
         w.stats.accepted += 1
         w.conns.add(self)
-        self.deadline = w.tick + w.idle_ticks
+        self.deadline = w.idle_deadline
         if len(w.conns) >= w.capacity:
             w.pause_accepting()
 
@@ -83,9 +75,9 @@ class PongProtocol(asyncio.Protocol):
             w.stats.conn_errors += 1
         w.conns.discard(self)
         self._transport = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._delayed is not None:
+            self._delayed.cancel()
+            self._delayed = None
         if w.paused and len(w.conns) <= w.resume_level:
             w.resume_accepting()
 
@@ -95,7 +87,7 @@ class PongProtocol(asyncio.Protocol):
         stats.bytes_in += len(data)
         reader = self._reader
         reader.feed(data)
-        if self._busy or self._write_paused:
+        if self._delayed is not None or self._write_paused:
             if reader.buffered > _PAUSE_BUFFERED and not self._read_paused:
                 self._pause_reading()
             return
@@ -111,13 +103,13 @@ class PongProtocol(asyncio.Protocol):
             stats.bytes_out += len(data)
             self._transport.write(data)  # type: ignore[union-attr]
             self._idle = True
-            self.deadline = w.tick + w.idle_ticks
+            self.deadline = w.idle_deadline
             return
         self._serve(req)
 
     def eof_received(self) -> bool | None:
         # Half-close from the client: finish what is in progress, then close.
-        if not self._busy:
+        if self._delayed is None:
             return None
         self._eof = True
         return True
@@ -127,7 +119,7 @@ class PongProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if not self._busy and self._transport is not None:
+        if self._delayed is None and self._transport is not None:
             self._resume_reading()
             self._continue_serving()
 
@@ -183,10 +175,10 @@ class PongProtocol(asyncio.Protocol):
                 # The header timeout runs from a request's first byte (and between
                 # reads of its body); dribbling more header bytes does not extend it.
                 self._idle = False
-                self.deadline = w.tick + w.header_ticks
+                self.deadline = w.header_deadline
         else:
             self._idle = True
-            self.deadline = w.tick + w.idle_ticks
+            self.deadline = w.idle_deadline
 
     def _fail(self, error: ProtocolError, out: list[bytes]) -> None:
         """Answer a framing error and close: the next request cannot be found."""
@@ -214,62 +206,21 @@ class PongProtocol(asyncio.Protocol):
         out.clear()
 
     def _start_delayed(self, req: Request) -> None:
-        self._busy = True
-        self._req = req
-        self._left = 0 if req.head else req.times
-        self._started = False
+        self._delayed = _Delayed(self, req)
         self.deadline = _NEVER
         self._idle = False
-        self._arm()
 
-    def _arm(self) -> None:
-        req = self._req
-        assert req is not None and req.sleep is not None
-        self._timer = self._w.loop.call_later(self._w.random_ms(req.sleep), self._pong)
-
-    def _pong(self) -> None:
-        self._timer = None
+    def _end_delayed(self, req: Request) -> None:
+        """The delayed response has been written in full."""
+        self._delayed = None
         transport = self._transport
-        req = self._req
-        if transport is None or req is None:
+        if transport is None:
             return
-        w = self._w
-        responses = w.responses
-        if not self._started:
-            self._started = True
-            if self._left == 0:
-                data = responses.plain[req.kind]
-            elif req.http10:
-                data = responses.stream_close + b"pong"
-            elif req.keep_alive:
-                data = responses.chunked_keep_alive + CHUNK_PONG
-            else:
-                data = responses.chunked_close + CHUNK_PONG
-            if self._left == 0:
-                self._end(transport, req, data)
-                return
-        else:
-            data = b"pong" if req.http10 else CHUNK_PONG
-            self._left -= 1
-            if self._left == 0:
-                self._end(transport, req, data if req.http10 else data + LAST_CHUNK)
-                return
-        w.stats.bytes_out += len(data)
-        transport.write(data)
-        self._arm()
-
-    def _end(self, transport: asyncio.Transport, req: Request, data: bytes) -> None:
-        w = self._w
-        w.stats.bytes_out += len(data)
-        w.stats.req_200 += 1
-        transport.write(data)
-        self._req = None
-        self._busy = False
         if self._eof or not req.keep_alive or (req.http10 and req.times and not req.head):
             transport.close()
             return
         self._idle = True
-        self.deadline = w.tick + w.idle_ticks
+        self.deadline = self._w.idle_deadline
         self._resume_reading()
         if self._reader.buffered:
             self._continue_serving()
@@ -306,11 +257,74 @@ class PongProtocol(asyncio.Protocol):
         self.deadline = _NEVER
 
     def shutdown(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._delayed is not None:
+            self._delayed.cancel()
+            self._delayed = None
         if self._transport is not None:
             self._transport.close()
+
+
+class _Delayed:
+    """A response written after random pauses: the first pong, then ``times`` more.
+
+    Allocated only for requests with ``sleep``/``times``, so idle connections do not
+    carry this state.
+    """
+
+    __slots__ = ("conn", "left", "req", "started", "timer")
+
+    def __init__(self, conn: PongProtocol, req: Request) -> None:
+        self.conn = conn
+        self.req = req
+        self.left = 0 if req.head else req.times
+        self.started = False
+        self.timer: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        w = self.conn._w
+        assert self.req.sleep is not None
+        self.timer = w.loop.call_later(w.random_ms(self.req.sleep), self._pong)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _pong(self) -> None:
+        self.timer = None
+        conn = self.conn
+        transport = conn._transport
+        if transport is None:
+            return
+        req = self.req
+        w = conn._w
+        responses = w.responses
+        last = self.left == 0
+        if not self.started:
+            self.started = True
+            if last:
+                data = responses.plain[req.kind]
+            elif req.http10:
+                data = responses.stream_close + b"pong"
+            elif req.keep_alive:
+                data = responses.chunked_keep_alive + CHUNK_PONG
+            else:
+                data = responses.chunked_close + CHUNK_PONG
+        else:
+            self.left -= 1
+            last = self.left == 0
+            if req.http10:
+                data = b"pong"
+            else:
+                data = CHUNK_PONG + LAST_CHUNK if last else CHUNK_PONG
+        w.stats.bytes_out += len(data)
+        transport.write(data)
+        if last:
+            w.stats.req_200 += 1
+            conn._end_delayed(req)
+        else:
+            self._arm()
 
 
 class BufferedPongProtocol(PongProtocol, asyncio.BufferedProtocol):

@@ -76,6 +76,10 @@ class Worker:
         self.tick = 0
         self.idle_ticks = math.ceil(config.idle_timeout)
         self.header_ticks = math.ceil(config.header_timeout)
+        # Deadlines for connections touched during this tick: one shared int object each,
+        # instead of a new int per connection.
+        self.idle_deadline = self.idle_ticks
+        self.header_deadline = self.header_ticks
         self.nofile = nofile
         capacity = max(1, nofile - len(config.ports) - _RESERVED_FDS)
         if config.max_connections is not None:
@@ -203,6 +207,8 @@ class Worker:
         self._quarter += 1
         if self._quarter % _QUARTERS_PER_TICK == 0:
             self.tick += 1
+            self.idle_deadline = self.tick + self.idle_ticks
+            self.header_deadline = self.tick + self.header_ticks
             self.responses = self.responses.refreshed()
             self._sweep()
         self.shared.publish(self.index, self.stats)

@@ -48,7 +48,7 @@ _HEAD_RE = re.compile(
     rb"(?:" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n"
 )
 # Any header the backend acts on (searched in the lower-cased header block).
-_SPECIAL = re.compile(rb"\r\n(?:content-length|transfer-encoding|connection|sleep|times|expect):")
+_SPECIAL = re.compile(rb"\r\n(content-length|transfer-encoding|connection|sleep|times|expect):")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 
 _CL: Final = b"\r\ncontent-length:"
@@ -220,7 +220,7 @@ class RequestReader:
             end = buf.find(b"\r\n\r\n", pos)
             if end < 0:
                 self._check_incomplete_head(buf, pos)
-            return None
+                return None
         if end + 4 - pos > self.max_header:
             raise ProtocolError(431, f"request header block exceeds {self.max_header} bytes")
         match = _HEAD_RE.fullmatch(buf, pos, end + 4)
@@ -237,15 +237,18 @@ class RequestReader:
         http10 = minor == b"0"
         head = method == b"HEAD"
         block = buf[match.end(3) : end + 2].lower()
-        if _SPECIAL.search(block) is None:
+        names = _SPECIAL.findall(block)
+        if not names:
             # The fast path: no framing, connection or delay headers.
             return _PLAIN[((not http10) << 2) | (http10 << 1) | head]
-        return self._special(block, http10, head)
+        return self._special(block, names, http10, head)
 
-    def _special(self, block: bytes, http10: bool, head: bool) -> Request | None:
+    def _special(
+        self, block: bytes, names: list[bytes], http10: bool, head: bool
+    ) -> Request | None:
         """A request with a body, connection options or sleep/times headers."""
         keep_alive = not http10
-        if _CONN in block:
+        if b"connection" in names:
             tokens = [t.strip() for t in _header(block, _CONN).split(b",")]
             if b"close" in tokens:
                 keep_alive = False
@@ -254,16 +257,16 @@ class RequestReader:
 
         body = 0
         chunked = False
-        if _TE in block:
+        if b"transfer-encoding" in names:
             if http10:
                 raise ProtocolError(400, "Transfer-Encoding is not allowed in HTTP/1.0")
-            if _CL in block:
+            if b"content-length" in names:
                 raise ProtocolError(400, "both Content-Length and Transfer-Encoding are present")
             codings = [c.strip() for c in _header(block, _TE).split(b",")]
             if codings[-1] != b"chunked":
                 raise ProtocolError(501, "only the chunked Transfer-Encoding is supported")
             chunked = True
-        elif _CL in block:
+        elif b"content-length" in names:
             values = set(v.strip() for v in _header(block, _CL).split(b","))
             if len(values) != 1:
                 raise ProtocolError(400, "conflicting Content-Length values")
@@ -274,8 +277,8 @@ class RequestReader:
             if body > self.max_body:
                 raise ProtocolError(413, f"request body exceeds {self.max_body} bytes")
 
-        has_sleep = _SLEEP in block
-        has_times = _TIMES in block
+        has_sleep = b"sleep" in names
+        has_times = b"times" in names
         request: Request
         if not (has_sleep or has_times):
             request = _PLAIN[(keep_alive << 2) | (http10 << 1) | head]
@@ -291,7 +294,7 @@ class RequestReader:
         else:
             self._state = _FIXED
             self._remaining = body
-        if not http10 and _EXPECT in block and _header(block, _EXPECT) == b"100-continue":
+        if not http10 and b"expect" in names and _header(block, _EXPECT) == b"100-continue":
             return CONTINUE
         return self._read_body()
 
