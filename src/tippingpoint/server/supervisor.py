@@ -8,7 +8,6 @@ SIGKILL. On SIGINT/SIGTERM the supervisor stops the workers and exits 0.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import select
 import signal
@@ -19,6 +18,7 @@ import traceback
 from typing import Final
 
 from tippingpoint.limits import raise_nofile
+from tippingpoint.procs import describe_status, die_with_parent
 from tippingpoint.server.config import ServeConfig
 from tippingpoint.server.metrics import render_prometheus
 from tippingpoint.server.stats import SharedStats
@@ -26,7 +26,6 @@ from tippingpoint.server.worker import describe_ports, run_worker
 
 __all__ = ["ServeError", "serve"]
 
-_PR_SET_PDEATHSIG: Final = 1
 _STARTUP_TIMEOUT: Final = 30.0
 _STOP_GRACE: Final = 5.0
 
@@ -39,16 +38,6 @@ def _log(message: str) -> None:
     print(f"tippingpoint serve: {message}", file=sys.stderr, flush=True)
 
 
-def _die_with_parent(parent: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 def _fork_worker(
     config: ServeConfig, index: int, shared: SharedStats, ready_w: int, ready_r: int, nofile: int
 ) -> int:
@@ -59,7 +48,7 @@ def _fork_worker(
     code = 1
     try:
         os.close(ready_r)
-        _die_with_parent(parent)
+        die_with_parent(parent)
         code = run_worker(config, index, shared, ready_w, nofile)
     except KeyboardInterrupt:
         code = 0
@@ -68,13 +57,6 @@ def _fork_worker(
     finally:
         sys.stderr.flush()
         os._exit(code)
-
-
-def _describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        return f"killed by signal {sig} ({signal.Signals(sig).name})"
-    return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
 def _stop_workers(pids: dict[int, int], shared: SharedStats) -> None:
@@ -112,7 +94,7 @@ def _reap(pids: dict[int, int], shared: SharedStats, log: bool) -> list[tuple[in
                 shared.mark_dead(index)
             gone.append((index, pid, status))
             if log:
-                _log(f"worker {index} pid {pid} {_describe_status(status)}")
+                _log(f"worker {index} pid {pid} {describe_status(status)}")
     return gone
 
 
@@ -139,7 +121,7 @@ def _start(config: ServeConfig) -> tuple[dict[int, int], SharedStats]:
             if gone:
                 index, _pid, status = gone[0]
                 raise ServeError(
-                    f"worker {index} failed to start ({_describe_status(status)}); "
+                    f"worker {index} failed to start ({describe_status(status)}); "
                     "see its message above"
                 )
     except BaseException:

@@ -1,0 +1,1 @@
+"""The load generator's I/O engine: client protocol, pacing loop, recording."""

@@ -1,0 +1,458 @@
+"""One shard of an attack on one event loop: the pacing loop, connection pools, intervals.
+
+Open model (a rate or a pace plan): hit ``n`` is due at ``start + pacer.time_of(n)``;
+this process sends hits ``k, k+P, k+2P...``. Due hits go to an idle keep-alive
+connection, else to a new connection while under the connection cap, else they wait
+in a queue, their latency clock running. Closed model (rate 0): each connection sends
+its next request as soon as the last response has arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from time import monotonic_ns
+from typing import Any, Final
+
+from tippingpoint.engine.client import IP_BIND_ADDRESS_NO_PORT, ClientConn, classify_error
+from tippingpoint.engine.recorder import Recorder
+from tippingpoint.engine.timer import Alarm
+from tippingpoint.model import AttackConfig, Shard
+from tippingpoint.targets import Origin, encode_request
+
+__all__ = ["Engine", "Pool", "make_ssl_context"]
+
+_NEVER: Final = 1 << 62
+_SWEEP_S: Final = 0.1
+_STOP_GRACE_S: Final = 2.0
+
+
+def make_ssl_context(config: AttackConfig) -> ssl.SSLContext:
+    tls = config.tls
+    ctx = ssl.create_default_context(cafile=tls.cacert)
+    if tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if tls.cert:
+        ctx.load_cert_chain(tls.cert, tls.key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class Pool:
+    """Connections to one origin."""
+
+    __slots__ = ("addr", "conns", "family", "idle", "origin", "queue", "server_hostname", "ssl")
+
+    def __init__(self, origin: Origin, ctx: ssl.SSLContext | None, server_name: str | None) -> None:
+        self.origin = origin
+        infos = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+        self.family: socket.AddressFamily = infos[0][0]
+        self.addr: tuple[Any, ...] = infos[0][4]
+        self.ssl = ctx if origin.tls else None
+        self.server_hostname = (server_name or origin.host) if origin.tls else None
+        self.idle: list[ClientConn] = []
+        self.conns: set[ClientConn] = set()
+        self.queue: deque[tuple[int, int, int]] = deque()
+
+
+class Engine:
+    def __init__(
+        self,
+        config: AttackConfig,
+        shard: Shard,
+        emit: Callable[[dict[str, Any]], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.config = config
+        self.shard = shard
+        self.emit = emit
+        self.loop = loop
+        self.rec = Recorder(shard.index)
+        ctx = make_ssl_context(config) if any(t.origin.tls for t in config.targets) else None
+        pools: dict[Origin, Pool] = {}
+        self._pools = pools
+        self._target_pool: list[Pool] = []
+        self._requests: list[bytes] = []
+        self._heads: list[bool] = []
+        self._body_lens: list[int] = []
+        for target in config.targets:
+            pool = pools.get(target.origin)
+            if pool is None:
+                pool = pools[target.origin] = Pool(target.origin, ctx, config.tls.server_name)
+            self._target_pool.append(pool)
+            self._requests.append(encode_request(target, config.keepalive))
+            self._heads.append(target.method == "HEAD")
+            self._body_lens.append(len(target.body))
+        self._ntargets = len(config.targets)
+        self._open = 0  # connections open or being opened
+        self._max_conns = shard.max_connections
+        self._laddrs = shard.laddrs
+        self._laddr_i = 0
+        self._in_flight: set[ClientConn] = set()
+        self._connecting = 0
+        self._timeout_ns = int(config.timeout * 1e9)
+        self._start = shard.start_ns
+        self._stopping = False
+        self._plan_done = False
+        self._done = asyncio.Event()
+        self._interval_ns = int(config.interval * 1e9)
+        self._interval_i = 0
+        self._records = open(config.records, "a") if config.records else None  # noqa: SIM115
+        self._record_lines: list[str] = []
+        self._record_seq = 0
+        # Open model
+        self._pacer = config.pacer() if not config.closed else None
+        self._step = shard.count
+        self._n = shard.index - shard.count
+        self._next_due = _NEVER
+        self._alarm = Alarm(loop, self._pump)
+        # Closed model
+        self._closed_left = 0
+        self._closed_end_ns = _NEVER
+        self._closed_n = shard.index
+
+    # Running
+
+    async def run(self) -> None:
+        loop = self.loop
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        self._schedule_interval()
+        loop.call_later(_SWEEP_S, self._sweep)
+        delay = (self._start - monotonic_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self._pacer is not None:
+            self._advance()
+            self._pump()
+        else:
+            self._start_closed()
+        await self._done.wait()
+        self._alarm.close()
+        for pool in self._pools.values():
+            for conn in list(pool.conns):
+                conn.close()
+        await asyncio.sleep(0)
+        self._flush_interval(final=True)
+        if self._records is not None:
+            self._write_records()
+            self._records.close()
+
+    def stop(self) -> None:
+        """Stop sending; wait briefly for responses in flight, then end."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._next_due = _NEVER
+        for pool in self._pools.values():
+            for _, _, _ in pool.queue:
+                self.rec.error("interrupted", "stopped before this request could be sent")
+                self.rec.codes[0] = self.rec.codes.get(0, 0) + 1
+                self.rec.done += 1
+            pool.queue.clear()
+        self.loop.call_later(_STOP_GRACE_S, self._abort_all)
+        self._check_done()
+
+    def _abort_all(self) -> None:
+        for conn in list(self._in_flight):
+            conn.timeout()
+        self._done.set()
+
+    def _check_done(self) -> None:
+        if (
+            (self._plan_done or self._stopping)
+            and not self._in_flight
+            and not self._connecting
+            and all(not pool.queue for pool in self._pools.values())
+        ):
+            self._done.set()
+
+    # Open model: pacing
+
+    def _advance(self) -> None:
+        assert self._pacer is not None
+        self._n += self._step
+        t = self._pacer.time_of(self._n)
+        if t is None or self._stopping:
+            self._next_due = _NEVER
+            self._plan_done = True
+            self._check_done()
+        else:
+            self._next_due = self._start + int(t * 1e9)
+
+    def _pump(self) -> None:
+        now = monotonic_ns()
+        while self._next_due <= now:
+            self._dispatch(self._n % self._ntargets, self._next_due, now)
+            self._advance()
+        due = self._next_due
+        if due != _NEVER:
+            armed = self._alarm.armed_at
+            if armed == 0 or armed > due:
+                self._alarm.arm(due)
+
+    def _dispatch(self, ti: int, intended: int, now: int) -> None:
+        rec = self.rec
+        rec.sent += 1
+        rec.lateness.append((now - intended) // 1000)
+        t_us = (now - self._start) // 1000
+        if rec.first_send < 0:
+            rec.first_send = t_us
+        rec.last_send = t_us
+        pool = self._target_pool[ti]
+        idle = pool.idle
+        while idle:
+            conn = idle.pop()
+            if conn.open:
+                conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
+                rec.bytes_out += self._body_lens[ti]
+                self._in_flight.add(conn)
+                return
+        if self._open < self._max_conns:
+            self._connect(pool, ti, intended)
+        else:
+            pool.queue.append((ti, intended, now))
+            rec.queued += 1
+
+    # Closed model
+
+    def _start_closed(self) -> None:
+        config = self.config
+        if config.requests is not None:
+            share, extra = divmod(config.requests, self.shard.count)
+            self._closed_left = share + (1 if self.shard.index < extra else 0)
+        else:
+            self._closed_left = _NEVER
+        if config.duration is not None:
+            self._closed_end_ns = self._start + int(config.duration * 1e9)
+        conns = min(self.shard.closed_connections, self._closed_left)
+        if conns <= 0:
+            self._plan_done = True
+            self._check_done()
+            return
+        for _ in range(conns):
+            self._closed_hit(None, monotonic_ns())
+
+    def _closed_hit(self, conn: ClientConn | None, now: int) -> bool:
+        """Send the next closed-model request on ``conn`` (or a new connection)."""
+        if self._stopping or self._closed_left <= 0 or now >= self._closed_end_ns:
+            self._plan_done = True
+            return False
+        self._closed_left -= 1
+        ti = self._closed_n % self._ntargets
+        self._closed_n += self.shard.count
+        rec = self.rec
+        rec.sent += 1
+        rec.lateness.append(0)
+        t_us = (now - self._start) // 1000
+        if rec.first_send < 0:
+            rec.first_send = t_us
+        rec.last_send = t_us
+        if conn is not None and conn.pool is self._target_pool[ti]:
+            conn.send(self._requests[ti], now, self._heads[ti], now, ti)
+            rec.bytes_out += self._body_lens[ti]
+            self._in_flight.add(conn)
+        else:
+            if conn is not None:
+                conn.close()
+            self._connect(self._target_pool[ti], ti, now)
+        return True
+
+    # Connections
+
+    def _connect(self, pool: Pool, ti: int, intended: int) -> None:
+        self._open += 1
+        self._connecting += 1
+        self.loop.create_task(self._open_conn(pool, ti, intended))
+
+    async def _open_conn(self, pool: Pool, ti: int, intended: int) -> None:
+        t0 = monotonic_ns()
+        sock = None
+        try:
+            sock = socket.socket(pool.family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._laddrs:
+                if pool.family == socket.AF_INET:
+                    sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                laddr = self._laddrs[self._laddr_i % len(self._laddrs)]
+                self._laddr_i += 1
+                sock.bind((laddr, 0))
+            async with asyncio.timeout(self.config.timeout):
+                await self.loop.sock_connect(sock, pool.addr)
+                _, conn = await self.loop.create_connection(
+                    lambda: ClientConn(self, pool),
+                    sock=sock,
+                    ssl=pool.ssl,
+                    server_hostname=pool.server_hostname,
+                    ssl_handshake_timeout=self.config.timeout if pool.ssl else None,
+                )
+        except (OSError, ssl.SSLError, TimeoutError) as e:
+            self._connecting -= 1
+            self._open -= 1
+            if sock is not None:
+                sock.close()
+            self._request_failed(e)
+            self._drain(pool)
+            self._check_done()
+            return
+        self._connecting -= 1
+        now = monotonic_ns()
+        rec = self.rec
+        rec.opened += 1
+        rec.connect.append((now - t0) // 1000)
+        pool.conns.add(conn)
+        if self._stopping:
+            conn.close()
+            self._check_done()
+            return
+        conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
+        rec.bytes_out += self._body_lens[ti]
+        self._in_flight.add(conn)
+
+    def _drain(self, pool: Pool) -> None:
+        """Give queued hits to free capacity."""
+        while pool.queue and self._open < self._max_conns and not self._stopping:
+            ti, intended, _ = pool.queue.popleft()
+            self._connect(pool, ti, intended)
+
+    # Called by connections
+
+    def on_response(self, conn: ClientConn, now: int, status: int, body_bytes: int) -> None:
+        rec = self.rec
+        rec.done += 1
+        codes = rec.codes
+        codes[status] = codes.get(status, 0) + 1
+        rec.latency.append((now - conn.intended_ns) // 1000)
+        rec.service.append((now - conn.sent_ns) // 1000)
+        rec.ttfb.append((conn.first_byte_ns - conn.sent_ns) // 1000)
+        rec.bytes_in += body_bytes
+        rec.last_done = (now - self._start) // 1000
+        self._in_flight.discard(conn)
+        if self._records is not None:
+            self._record(conn, now, status, body_bytes, "")
+        if conn.reusable and self.config.keepalive:
+            if self._pacer is None:
+                self._closed_hit(conn, now)
+            else:
+                queue = conn.pool.queue
+                if queue and not self._stopping:
+                    ti, intended, _ = queue.popleft()
+                    conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
+                    rec.bytes_out += self._body_lens[ti]
+                    self._in_flight.add(conn)
+                else:
+                    conn.pool.idle.append(conn)
+                if self._next_due <= now:
+                    self._pump()
+        elif self._pacer is None:
+            self._closed_hit(None, now)
+        self._check_done()
+
+    def on_error(self, conn: ClientConn, exc: BaseException) -> None:
+        self._in_flight.discard(conn)
+        self._request_failed(exc)
+        if self._records is not None:
+            self._record(conn, monotonic_ns(), 0, 0, classify_error(exc)[1])
+        self._check_done()
+
+    def _request_failed(self, exc: BaseException) -> None:
+        rec = self.rec
+        kind, message = classify_error(exc)
+        rec.error(kind, message)
+        rec.done += 1
+        rec.codes[0] = rec.codes.get(0, 0) + 1
+        rec.last_done = (monotonic_ns() - self._start) // 1000
+        if self._pacer is None:
+            self._closed_hit(None, monotonic_ns())
+
+    def on_closed(self, conn: ClientConn, pool: Pool) -> None:
+        if conn in pool.conns:
+            pool.conns.discard(conn)
+            self._open -= 1
+            self.rec.closed += 1
+        self._drain(pool)
+        self._check_done()
+
+    # Timers
+
+    def _sweep(self) -> None:
+        if self._done.is_set():
+            return
+        now = monotonic_ns()
+        limit = now - self._timeout_ns
+        for conn in [c for c in self._in_flight if c.sent_ns < limit]:
+            conn.timeout()
+        for pool in self._pools.values():
+            queue = pool.queue
+            while queue and queue[0][1] < limit:
+                queue.popleft()
+                self._request_failed(TimeoutError("waited --timeout for a free connection"))
+        self._check_done()
+        self.loop.call_later(_SWEEP_S, self._sweep)
+
+    def _schedule_interval(self) -> None:
+        boundary = self._start + (self._interval_i + 1) * self._interval_ns
+        delay = max((boundary - monotonic_ns()) / 1e9, 0.0)
+        self.loop.call_later(delay, self._on_interval)
+
+    def _on_interval(self) -> None:
+        if self._done.is_set():
+            return
+        self._flush_interval(final=False)
+        self._schedule_interval()
+
+    def _flush_interval(self, final: bool) -> None:
+        t = self._interval_i * self.config.interval
+        if final:
+            duration = max((monotonic_ns() - self._start) / 1e9 - t, 0.0)
+        else:
+            duration = self.config.interval
+            self._interval_i += 1
+        record = self.rec.flush(t, duration, self._open, len(self._in_flight))
+        if final:
+            record["final"] = True
+        self.emit(record)
+        if self._records is not None:
+            self._write_records()
+
+    # Per-request records (Vegeta's JSON result format)
+
+    def _record(self, conn: ClientConn, now: int, code: int, body: int, error: str) -> None:
+        intended_epoch = self.shard.start_epoch + (conn.intended_ns - self._start) / 1e9
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(intended_epoch))
+        frac = f"{intended_epoch % 1:.9f}"[1:]
+        target = self.config.targets[conn.ti]
+        self._record_seq += 1
+        self._record_lines.append(
+            json.dumps(
+                {
+                    "attack": "",
+                    "seq": self._record_seq - 1,
+                    "code": code,
+                    "timestamp": f"{stamp}{frac}Z",
+                    "latency": now - conn.intended_ns,
+                    "bytes_out": len(target.body),
+                    "bytes_in": body,
+                    "error": error,
+                    "body": None,
+                    "method": target.method,
+                    "url": target.url,
+                    "headers": None,
+                },
+                separators=(",", ":"),
+            )
+        )
+
+    def _write_records(self) -> None:
+        if self._record_lines and self._records is not None:
+            os.write(self._records.fileno(), ("\n".join(self._record_lines) + "\n").encode())
+            self._record_lines.clear()

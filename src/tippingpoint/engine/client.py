@@ -1,0 +1,156 @@
+"""The client side of one connection: send a pre-encoded request, time the response.
+
+A connection carries one request at a time. Times are ``time.monotonic_ns()``;
+latency is measured from the hit's *intended* send time, so a server stall shows
+in the percentiles instead of slowing the schedule down (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+from time import monotonic_ns
+from typing import TYPE_CHECKING, cast
+
+from tippingpoint.wire.response import ResponseError, ResponseReader
+
+if TYPE_CHECKING:
+    from tippingpoint.engine.attack import Engine, Pool
+
+__all__ = ["ClientConn", "classify_error"]
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def classify_error(exc: BaseException) -> tuple[str, str]:
+    """``(kind, message)`` for a failed connection or request."""
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return "tls", message
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused", message
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return "reset", message
+    if isinstance(exc, TimeoutError):
+        return "timeout", message
+    if isinstance(exc, ResponseError):
+        return "malformed", message
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return "fd-limit", f"{message} (out of file descriptors: more --processes)"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return "no-ports", f"{message} (out of source ports: more --laddr addresses)"
+        if exc.errno == errno.ECONNRESET:
+            return "reset", message
+    return "other", message
+
+
+class ClientConn(asyncio.Protocol):
+    __slots__ = (
+        "_engine",
+        "_pool",
+        "_reader",
+        "_transport",
+        "busy",
+        "eof",
+        "first_byte_ns",
+        "intended_ns",
+        "sent_ns",
+        "ti",
+    )
+
+    def __init__(self, engine: Engine, pool: Pool) -> None:
+        self._engine = engine
+        self._pool = pool
+        self._reader = ResponseReader()
+        self._transport: asyncio.Transport | None = None
+        self.busy = False
+        self.eof = False
+        self.intended_ns = 0
+        self.sent_ns = 0
+        self.first_byte_ns = 0
+        self.ti = 0
+
+    # Protocol interface
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        now = monotonic_ns()
+        if not self.busy:
+            self._fail(ResponseError(f"{len(data)} bytes received with no request outstanding"))
+            return
+        reader = self._reader
+        if self.first_byte_ns == 0:
+            self.first_byte_ns = now
+        try:
+            complete = reader.feed(data)
+        except ResponseError as e:
+            self._fail(e)
+            return
+        if complete:
+            self.busy = False
+            self._engine.on_response(self, now, reader.status, reader.body_bytes)
+            if not reader.keep_alive:
+                self.close()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        if self.busy and self._reader.feed_eof():
+            self.busy = False
+            now = monotonic_ns()
+            self._engine.on_response(self, now, self._reader.status, self._reader.body_bytes)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self.busy:
+            self.busy = False
+            if exc is None:
+                exc = ConnectionResetError("connection closed before the response ended")
+            self._engine.on_error(self, exc)
+        self._engine.on_closed(self, self._pool)
+
+    # Used by the engine
+
+    @property
+    def pool(self) -> Pool:
+        return self._pool
+
+    @property
+    def open(self) -> bool:
+        return self._transport is not None and not self.eof
+
+    @property
+    def reusable(self) -> bool:
+        """The last response allows another request on this connection."""
+        return self._reader.keep_alive and not self.eof and self._transport is not None
+
+    def send(self, request: bytes, intended_ns: int, head: bool, now: int, ti: int) -> None:
+        self.ti = ti
+        self.intended_ns = intended_ns
+        self.sent_ns = now
+        self.first_byte_ns = 0
+        self.busy = True
+        self._reader.start(head)
+        self._transport.write(request)  # type: ignore[union-attr]
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.busy:
+            self.busy = False
+            self._engine.on_error(self, exc)
+        self.abort()
+
+    def timeout(self) -> None:
+        self._fail(TimeoutError("no response within --timeout"))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()

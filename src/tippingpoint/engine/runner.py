@@ -1,0 +1,221 @@
+"""Runs an attack over several processes and collects their interval records.
+
+The plan is split into shards (interleaved hits, a share of the connection cap and
+of the source addresses); each shard runs in a forked process with its own event
+loop and sends its records, one JSON line each, through a pipe. The parent passes
+every line on as it arrives, so a crash loses at most the interval in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tippingpoint import __version__
+from tippingpoint.limits import raise_nofile
+from tippingpoint.model import AttackConfig, Shard
+from tippingpoint.procs import describe_status, die_with_parent
+from tippingpoint.stats import DEFAULT_HIGHEST
+
+__all__ = ["Plan", "plan_shards", "run_attack"]
+
+_RESERVED_FDS: Final = 64
+_START_DELAY_S: Final = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    processes: int
+    per_process_connections: int
+    fd_limit: int
+    shards: tuple[Shard, ...]
+
+
+def plan_shards(config: AttackConfig, fd_limit: int, start_ns: int, start_epoch: float) -> Plan:
+    """How many processes, and what each one takes.
+
+    More processes than asked for when the connection cap does not fit in one
+    process's open-file limit (the hard limit cannot be raised without privileges).
+    """
+    capacity = max(1, fd_limit - _RESERVED_FDS)
+    wanted = config.max_connections
+    if config.closed:
+        wanted = max(wanted or 0, config.connections)
+    processes = max(1, config.processes)
+    if wanted is not None:
+        processes = max(processes, math.ceil(wanted / capacity))
+    per_process = capacity if wanted is None else math.ceil(wanted / processes)
+    shards = []
+    for k in range(processes):
+        if len(config.laddrs) >= processes:
+            laddrs = config.laddrs[k::processes]
+        else:
+            laddrs = (
+                config.laddrs[k % max(1, len(config.laddrs)) :]
+                + config.laddrs[: k % max(1, len(config.laddrs))]
+            )
+        closed_conns = 0
+        if config.closed:
+            share, extra = divmod(config.connections, processes)
+            closed_conns = share + (1 if k < extra else 0)
+        shards.append(
+            Shard(
+                index=k,
+                count=processes,
+                start_ns=start_ns,
+                start_epoch=start_epoch,
+                max_connections=min(per_process, capacity),
+                laddrs=tuple(laddrs),
+                closed_connections=closed_conns,
+            )
+        )
+    return Plan(processes, per_process, fd_limit, tuple(shards))
+
+
+def header_record(config: AttackConfig, plan: Plan, start_epoch: float) -> dict[str, Any]:
+    return {
+        "type": "attack",
+        "version": 1,
+        "tool": f"tippingpoint {__version__}",
+        "start": start_epoch,
+        "targets": [f"{t.method} {t.url}" for t in config.targets],
+        "rate": None if config.pace else config.rate,
+        "pace": [[s.duration, s.start_rate, s.end_rate] for s in config.pace],
+        "closed_connections": config.connections if config.closed else None,
+        "duration": config.duration,
+        "requests": config.requests,
+        "timeout": config.timeout,
+        "keepalive": config.keepalive,
+        "processes": plan.processes,
+        "max_connections_per_process": plan.shards[0].max_connections,
+        "unit": "us",
+        "histogram": {"lowest": 1, "highest": DEFAULT_HIGHEST, "digits": 3},
+    }
+
+
+def _child(config: AttackConfig, shard: Shard, write_fd: int) -> int:
+    import asyncio
+
+    from tippingpoint.engine.attack import Engine
+    from tippingpoint.server.worker import new_loop
+
+    def emit(record: dict[str, Any]) -> None:
+        os.write(write_fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+
+    loop, _ = new_loop("auto")
+    asyncio.set_event_loop(loop)
+    try:
+        engine = Engine(config, shard, emit, loop)
+        loop.run_until_complete(engine.run())
+    finally:
+        loop.close()
+    return 0
+
+
+def run_attack(
+    config: AttackConfig,
+    on_line: Callable[[bytes], None],
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
+) -> int:
+    """Run the attack; every result-stream line goes to ``on_line`` as it is produced.
+
+    Returns 0, or 1 when a worker process failed. SIGINT/SIGTERM stop the workers
+    gracefully (they flush what they have).
+    """
+    soft, _hard = raise_nofile()
+    start_ns = time.monotonic_ns() + int(_START_DELAY_S * 1e9)
+    start_epoch = time.time() + _START_DELAY_S
+    plan = plan_shards(config, soft, start_ns, start_epoch)
+    if on_plan is not None:
+        on_plan(plan)
+    header = header_record(config, plan, start_epoch)
+    on_line((json.dumps(header, separators=(",", ":")) + "\n").encode())
+    if on_record is not None:
+        on_record(header)
+
+    children: dict[int, int] = {}  # pid -> read fd
+    parent = os.getpid()
+    for shard in plan.shards:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(read_fd)
+                for other in children.values():
+                    os.close(other)
+                die_with_parent(parent)
+                code = _child(config, shard, write_fd)
+            except KeyboardInterrupt:
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(write_fd)
+        children[pid] = read_fd
+
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    failed = 0
+    buffers: dict[int, bytes] = {fd: b"" for fd in children.values()}
+    try:
+        open_fds = set(children.values())
+        while open_fds:
+            try:
+                readable, _, _ = select.select(list(open_fds), [], [], 1.0)
+            except InterruptedError:
+                continue
+            for fd in readable:
+                data = os.read(fd, 1 << 20)
+                if not data:
+                    open_fds.discard(fd)
+                    os.close(fd)
+                    continue
+                lines = (buffers[fd] + data).split(b"\n")
+                buffers[fd] = lines.pop()
+                for line in lines:
+                    if not line:
+                        continue
+                    on_line(line + b"\n")
+                    if on_record is not None:
+                        on_record(json.loads(line))
+        for pid in children:
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                failed += 1
+                print(
+                    f"tippingpoint attack: worker pid {pid} {describe_status(status)}",
+                    file=sys.stderr,
+                )
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+    return 1 if failed else 0

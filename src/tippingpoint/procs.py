@@ -1,0 +1,31 @@
+"""Child processes: forked workers that never outlive their parent."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from typing import Final
+
+__all__ = ["describe_status", "die_with_parent"]
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked child: ask the kernel for SIGTERM when ``parent`` dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def describe_status(status: int) -> str:
+    """``os.waitpid`` status as words: "exited with code 1", "killed by signal 9 (SIGKILL)"."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return f"killed by signal {sig} ({signal.Signals(sig).name})"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"

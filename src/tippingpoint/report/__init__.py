@@ -1,0 +1,1 @@
+"""Reports: read result streams, merge them, and format them. Formatters only format."""
