@@ -163,3 +163,123 @@ def read_response(sock: socket.socket, timeout: float = 5) -> bytes:
         body += sock.recv(65536)
     assert len(body) == length, (head, body)
     return head + b"\r\n\r\n" + body
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    log_format peers '$remote_addr $status';
+    access_log {dir}/access.log peers;
+    client_body_temp_path {dir};
+    proxy_temp_path {dir};
+    fastcgi_temp_path {dir};
+    uwsgi_temp_path {dir};
+    scgi_temp_path {dir};
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        {tls}
+        location / {{ return 200 "pong"; }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Nginx:
+    proc: subprocess.Popen[bytes]
+    port: int
+    dir: str
+    tls: bool
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/"
+
+    def access_log(self) -> list[str]:
+        with open(os.path.join(self.dir, "access.log")) as f:
+            return f.read().splitlines()
+
+
+def make_cert(directory: str, name: str = "localhost") -> tuple[str, str]:
+    """A self-signed ECDSA P-256 certificate for ``name`` and 127.0.0.1 (openssl CLI)."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name},IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def nginx(tmp_path) -> Iterator[Callable[..., Nginx]]:
+    """Debian's nginx, one worker, answering pong; optionally with TLS."""
+    started: list[Nginx] = []
+
+    def _start(tls: bool = False) -> Nginx:
+        directory = tempfile.mkdtemp(dir=tmp_path)
+        [port] = free_ports(1)
+        tls_conf = ""
+        if tls:
+            cert, key = make_cert(directory)
+            tls_conf = (
+                f"listen 127.0.0.1:{port + 0} ssl; ssl_certificate {cert}; "
+                f"ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;"
+            )
+        conf = NGINX_CONF.format(dir=directory, port=port, tls=tls_conf)
+        if tls:
+            conf = conf.replace(f"listen 127.0.0.1:{port};", "")
+        path = os.path.join(directory, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        proc = subprocess.Popen(["nginx", "-c", path], stderr=subprocess.PIPE)
+        server = Nginx(proc, port, directory, tls)
+        started.append(server)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+        return server
+
+    yield _start
+    for server in started:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
+def run_tp(
+    *args: str, timeout: float = 120, input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the tippingpoint CLI; output as bytes."""
+    return subprocess.run(
+        tippingpoint_cmd(*args), capture_output=True, timeout=timeout, input=input
+    )
