@@ -206,7 +206,7 @@ class Histogram:
     def encode(self) -> str:
         nonzero = np.nonzero(self.counts)[0]
         limit = int(nonzero[-1]) + 1 if len(nonzero) else 0
-        payload = _encode_counts(self.counts[:limit].tolist())
+        payload = _encode_counts(self.counts[:limit])
         header = _PAYLOAD_HEADER.pack(
             _ENCODING_COOKIE, len(payload), 0, self.digits, self.lowest, self.highest, 1.0
         )
@@ -253,32 +253,28 @@ class Histogram:
         self.total_sum = int((mids * self.counts[nonzero]).sum())
 
 
-def _encode_counts(counts: list[int]) -> bytes:
-    out = bytearray()
-    i = 0
-    n = len(counts)
-    while i < n:
-        count = counts[i]
-        if count == 0:
-            j = i
-            while j < n and counts[j] == 0:
-                j += 1
-            value = -(j - i)
-            i = j
-        else:
-            value = count
-            i += 1
-        zz = ((value << 1) ^ (value >> 63)) & 0xFFFFFFFFFFFFFFFF
-        for _ in range(8):
-            if zz < 0x80:
-                break
-            out.append((zz & 0x7F) | 0x80)
-            zz >>= 7
-        else:
-            out.append(zz & 0xFF)  # the 9th byte carries 8 bits
-            continue
-        out.append(zz)
-    return bytes(out)
+def _encode_counts(counts: npt.NDArray[np.int64]) -> bytes:
+    """ZigZag LEB128 varints of the counts, a run of zeros written as minus its length
+    (HdrHistogram V2). Vectorised: one numpy pass whatever the number of buckets."""
+    if len(counts) == 0:
+        return b""
+    is_zero = counts == 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], is_zero.view(np.int8), [0]))))
+    run_starts, run_ends = edges[0::2], edges[1::2]
+    nonzero = np.flatnonzero(~is_zero)
+    positions = np.concatenate([nonzero, run_starts])
+    tokens = np.concatenate([counts[nonzero], -(run_ends - run_starts)]).astype(np.int64)
+    tokens = tokens[np.argsort(positions, kind="stable")]
+    zz = ((tokens << 1) ^ (tokens >> 63)).view(np.uint64)
+    nbytes = np.ones(len(zz), dtype=np.int64)
+    for step in range(1, 9):
+        nbytes += zz >= np.uint64(1 << (7 * step))
+    shifts = np.arange(9, dtype=np.uint64) * np.uint64(7)
+    groups = (zz[:, None] >> shifts[None, :]) & np.uint64(0x7F)
+    groups[:, 8] = zz >> np.uint64(56)  # the 9th byte carries 8 bits
+    column = np.arange(9)[None, :]
+    groups |= np.where(column < (nbytes[:, None] - 1), np.uint64(0x80), np.uint64(0))
+    return groups.astype(np.uint8)[column < nbytes[:, None]].tobytes()
 
 
 def _decode_counts(data: bytes) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -25,13 +26,24 @@ from tippingpoint.engine.client import IP_BIND_ADDRESS_NO_PORT, ClientConn, clas
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.model import AttackConfig, Shard
+from tippingpoint.stats import Histogram
 from tippingpoint.targets import Origin, encode_request
 
 __all__ = ["Engine", "Pool", "make_ssl_context"]
 
 _NEVER: Final = 1 << 62
 _SWEEP_S: Final = 0.1
+_ABSORB_S: Final = 0.05
 _STOP_GRACE_S: Final = 2.0
+# Connection growth. Opening a connection costs the loop far more than a request on
+# an open one, so when every connection is busy the pool grows by at most an eighth
+# (at least 8) per 10 ms, with at most 64 connects under way; hits beyond that wait
+# for the first connection to free up or to open. A stall (a GC pass, a busy
+# machine) then cannot turn into a storm of connects that starves the schedule,
+# while a workload that holds connections (long `sleep`) still grows quickly:
+# x1.125 per 10 ms is x100 in 0.4 s.
+_MAX_CONNECTING: Final = 64
+_GROWTH_WINDOW_NS: Final = 10_000_000
 
 
 def make_ssl_context(config: AttackConfig) -> ssl.SSLContext:
@@ -75,7 +87,7 @@ class Engine:
         self.shard = shard
         self.emit = emit
         self.loop = loop
-        self.rec = Recorder(shard.index)
+        self.rec = Recorder(shard.index, shard.start_ns)
         ctx = make_ssl_context(config) if any(t.origin.tls for t in config.targets) else None
         pools: dict[Origin, Pool] = {}
         self._pools = pools
@@ -92,11 +104,16 @@ class Engine:
             self._heads.append(target.method == "HEAD")
             self._body_lens.append(len(target.body))
         self._ntargets = len(config.targets)
+        self._single = self._ntargets == 1
         self._open = 0  # connections open or being opened
         self._max_conns = shard.max_connections
         self._laddrs = shard.laddrs
         self._laddr_i = 0
-        self._in_flight: set[ClientConn] = set()
+        self._in_flight = 0
+        self._keepalive = config.keepalive
+        self._budget = 0
+        self._budget_at = 0
+        self._drain_armed = False
         self._connecting = 0
         self._timeout_ns = int(config.timeout * 1e9)
         self._start = shard.start_ns
@@ -113,6 +130,14 @@ class Engine:
         self._step = shard.count
         self._n = shard.index - shard.count
         self._next_due = _NEVER
+        self._ns_per_hit = 0.0
+        self._hit_limit = 0
+        pacer = self._pacer
+        if pacer is not None and len(pacer.segments) == 1:
+            seg = pacer.segments[0]
+            if seg.start_rate == seg.end_rate > 0:
+                self._ns_per_hit = 1e9 / seg.start_rate
+                self._hit_limit = pacer.total_hits()
         self._alarm = Alarm(loop, self._pump)
         # Closed model
         self._closed_left = 0
@@ -127,6 +152,13 @@ class Engine:
             loop.add_signal_handler(sig, self.stop)
         self._schedule_interval()
         loop.call_later(_SWEEP_S, self._sweep)
+        loop.call_later(_ABSORB_S, self._absorb)
+        # Run numpy's code paths once now, not in the first interval.
+        self.rec.latency.append(1000)
+        self.rec.absorb()
+        self.rec.hists["latency"] = Histogram()
+        if self._pacer is not None and self._keepalive:
+            await self._warm_up()
         delay = (self._start - monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
@@ -146,23 +178,41 @@ class Engine:
             self._write_records()
             self._records.close()
 
+    async def _warm_up(self) -> None:
+        """Open the connections the schedule will need at once, before it starts.
+
+        About 2 ms worth of the peak rate: without them the first hits each open a
+        connection while more keep coming due."""
+        assert self._pacer is not None
+        peak = max(max(seg.start_rate, seg.end_rate) for seg in self._pacer.segments)
+        want = math.ceil(peak / self.shard.count * 0.002)
+        want = max(2, min(want, 256, self._max_conns))
+        pools = list(self._pools.values())
+        tasks = [self._connect(pools[i % len(pools)], -1, 0) for i in range(want)]
+        timeout = max((self._start - monotonic_ns()) / 1e9, 0.05)
+        await asyncio.wait(tasks, timeout=timeout)
+
     def stop(self) -> None:
         """Stop sending; wait briefly for responses in flight, then end."""
         if self._stopping:
             return
         self._stopping = True
         self._next_due = _NEVER
+        self._closed_left = 0
         for pool in self._pools.values():
             for _, _, _ in pool.queue:
                 self.rec.error("interrupted", "stopped before this request could be sent")
-                self.rec.codes[0] = self.rec.codes.get(0, 0) + 1
+                self.rec.codes[0] += 1
                 self.rec.done += 1
             pool.queue.clear()
         self.loop.call_later(_STOP_GRACE_S, self._abort_all)
         self._check_done()
 
+    def _busy_conns(self) -> list[ClientConn]:
+        return [c for pool in self._pools.values() for c in pool.conns if c.busy]
+
     def _abort_all(self) -> None:
-        for conn in list(self._in_flight):
+        for conn in self._busy_conns():
             conn.timeout()
         self._done.set()
 
@@ -178,9 +228,15 @@ class Engine:
     # Open model: pacing
 
     def _advance(self) -> None:
-        assert self._pacer is not None
         self._n += self._step
-        t = self._pacer.time_of(self._n)
+        if self._ns_per_hit:  # constant rate: no call into the pacer
+            if self._n < self._hit_limit and not self._stopping:
+                self._next_due = self._start + int(self._n * self._ns_per_hit)
+                return
+            t = None
+        else:
+            assert self._pacer is not None
+            t = self._pacer.time_of(self._n)
         if t is None or self._stopping:
             self._next_due = _NEVER
             self._plan_done = True
@@ -200,27 +256,50 @@ class Engine:
                 self._alarm.arm(due)
 
     def _dispatch(self, ti: int, intended: int, now: int) -> None:
-        rec = self.rec
-        rec.sent += 1
-        rec.lateness.append((now - intended) // 1000)
-        t_us = (now - self._start) // 1000
-        if rec.first_send < 0:
-            rec.first_send = t_us
-        rec.last_send = t_us
         pool = self._target_pool[ti]
         idle = pool.idle
         while idle:
             conn = idle.pop()
             if conn.open:
-                conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
-                rec.bytes_out += self._body_lens[ti]
-                self._in_flight.add(conn)
+                self._send(conn, ti, intended, now, now)
                 return
-        if self._open < self._max_conns:
+        if self._may_connect(now):
             self._connect(pool, ti, intended)
         else:
             pool.queue.append((ti, intended, now))
-            rec.queued += 1
+            self.rec.queued += 1
+
+    def _may_connect(self, now: int) -> bool:
+        if self._open >= self._max_conns or self._connecting >= _MAX_CONNECTING:
+            return False
+        if now - self._budget_at >= _GROWTH_WINDOW_NS:
+            self._budget = max(8, self._open // 8)
+            self._budget_at = now
+        if self._budget > 0:
+            self._budget -= 1
+            return True
+        if not self._drain_armed:
+            self._drain_armed = True
+            self.loop.call_later(_GROWTH_WINDOW_NS / 1e9, self._drain_all)
+        return False
+
+    def _drain_all(self) -> None:
+        self._drain_armed = False
+        for pool in self._pools.values():
+            self._drain(pool)
+
+    def _send(self, conn: ClientConn, ti: int, intended: int, now: int, acted: int) -> None:
+        """Send hit ``ti`` on ``conn``; ``acted`` is when the generator took the hit up
+        (its lateness is ``acted - intended``: a connect in between does not count)."""
+        rec = self.rec
+        rec.sent += 1
+        rec.lateness.append(acted - intended)
+        if rec.first_send_ns < 0:
+            rec.first_send_ns = now
+        rec.last_send_ns = now
+        rec.bytes_out += self._body_lens[ti]
+        self._in_flight += 1
+        conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
 
     # Closed model
 
@@ -251,15 +330,13 @@ class Engine:
         self._closed_n += self.shard.count
         rec = self.rec
         rec.sent += 1
-        rec.lateness.append(0)
-        t_us = (now - self._start) // 1000
-        if rec.first_send < 0:
-            rec.first_send = t_us
-        rec.last_send = t_us
+        if rec.first_send_ns < 0:
+            rec.first_send_ns = now
+        rec.last_send_ns = now
         if conn is not None and conn.pool is self._target_pool[ti]:
             conn.send(self._requests[ti], now, self._heads[ti], now, ti)
             rec.bytes_out += self._body_lens[ti]
-            self._in_flight.add(conn)
+            self._in_flight += 1
         else:
             if conn is not None:
                 conn.close()
@@ -268,12 +345,13 @@ class Engine:
 
     # Connections
 
-    def _connect(self, pool: Pool, ti: int, intended: int) -> None:
+    def _connect(self, pool: Pool, ti: int, intended: int) -> asyncio.Task[None]:
+        """Open a connection for hit ``ti`` (-1: none, the connection goes idle)."""
         self._open += 1
         self._connecting += 1
-        self.loop.create_task(self._open_conn(pool, ti, intended))
+        return self.loop.create_task(self._open_conn(pool, ti, intended, monotonic_ns()))
 
-    async def _open_conn(self, pool: Pool, ti: int, intended: int) -> None:
+    async def _open_conn(self, pool: Pool, ti: int, intended: int, acted: int) -> None:
         t0 = monotonic_ns()
         sock = None
         try:
@@ -300,6 +378,8 @@ class Engine:
             self._open -= 1
             if sock is not None:
                 sock.close()
+            if ti < 0:
+                return  # a warm-up connection: no request lost; the hits will say why
             self._request_failed(e)
             self._drain(pool)
             self._check_done()
@@ -308,57 +388,82 @@ class Engine:
         now = monotonic_ns()
         rec = self.rec
         rec.opened += 1
-        rec.connect.append((now - t0) // 1000)
+        rec.connect.append(now - t0)
         pool.conns.add(conn)
         if self._stopping:
             conn.close()
             self._check_done()
             return
-        conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
-        rec.bytes_out += self._body_lens[ti]
-        self._in_flight.add(conn)
+        if ti < 0:
+            pool.idle.append(conn)
+            return
+        if self._pacer is None:
+            rec.sent += 1  # closed model: no schedule, no lateness
+            rec.last_send_ns = now
+            if rec.first_send_ns < 0:
+                rec.first_send_ns = now
+            rec.bytes_out += self._body_lens[ti]
+            self._in_flight += 1
+            conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
+        else:
+            self._send(conn, ti, intended, now, acted)
+        self._drain(pool)
 
     def _drain(self, pool: Pool) -> None:
         """Give queued hits to free capacity."""
-        while pool.queue and self._open < self._max_conns and not self._stopping:
+        while (
+            len(pool.queue) > self._connecting
+            and not self._stopping
+            and self._may_connect(monotonic_ns())
+        ):
             ti, intended, _ = pool.queue.popleft()
             self._connect(pool, ti, intended)
 
     # Called by connections
 
-    def on_response(self, conn: ClientConn, now: int, status: int, body_bytes: int) -> None:
+    def on_response(
+        self, conn: ClientConn, now: int, status: int, body_bytes: int, keep_alive: bool
+    ) -> None:
         rec = self.rec
         rec.done += 1
-        codes = rec.codes
-        codes[status] = codes.get(status, 0) + 1
-        rec.latency.append((now - conn.intended_ns) // 1000)
-        rec.service.append((now - conn.sent_ns) // 1000)
-        rec.ttfb.append((conn.first_byte_ns - conn.sent_ns) // 1000)
+        rec.codes[status] += 1
+        sent = conn.sent_ns
+        rec.latency.append(now - conn.intended_ns)
+        rec.service.append(now - sent)
+        rec.ttfb.append(conn.first_byte_ns - sent)
         rec.bytes_in += body_bytes
-        rec.last_done = (now - self._start) // 1000
-        self._in_flight.discard(conn)
+        rec.last_done_ns = now
+        self._in_flight -= 1
         if self._records is not None:
             self._record(conn, now, status, body_bytes, "")
-        if conn.reusable and self.config.keepalive:
+        if keep_alive and self._keepalive and not conn.eof:
             if self._pacer is None:
+                if self._single and self._closed_left > 0 and now < self._closed_end_ns:
+                    # Closed model, one target: the next request on this connection.
+                    self._closed_left -= 1
+                    rec.sent += 1
+                    rec.last_send_ns = now
+                    conn.send(self._requests[0], now, self._heads[0], now, 0)
+                    rec.bytes_out += self._body_lens[0]
+                    self._in_flight += 1
+                    return
                 self._closed_hit(conn, now)
             else:
                 queue = conn.pool.queue
                 if queue and not self._stopping:
                     ti, intended, _ = queue.popleft()
-                    conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
-                    rec.bytes_out += self._body_lens[ti]
-                    self._in_flight.add(conn)
+                    self._send(conn, ti, intended, now, now)
                 else:
                     conn.pool.idle.append(conn)
                 if self._next_due <= now:
                     self._pump()
         elif self._pacer is None:
             self._closed_hit(None, now)
-        self._check_done()
+        if self._plan_done or self._stopping:
+            self._check_done()
 
     def on_error(self, conn: ClientConn, exc: BaseException) -> None:
-        self._in_flight.discard(conn)
+        self._in_flight -= 1
         self._request_failed(exc)
         if self._records is not None:
             self._record(conn, monotonic_ns(), 0, 0, classify_error(exc)[1])
@@ -369,8 +474,8 @@ class Engine:
         kind, message = classify_error(exc)
         rec.error(kind, message)
         rec.done += 1
-        rec.codes[0] = rec.codes.get(0, 0) + 1
-        rec.last_done = (monotonic_ns() - self._start) // 1000
+        rec.codes[0] += 1
+        rec.last_done_ns = monotonic_ns()
         if self._pacer is None:
             self._closed_hit(None, monotonic_ns())
 
@@ -389,7 +494,7 @@ class Engine:
             return
         now = monotonic_ns()
         limit = now - self._timeout_ns
-        for conn in [c for c in self._in_flight if c.sent_ns < limit]:
+        for conn in [c for c in self._busy_conns() if c.sent_ns < limit]:
             conn.timeout()
         for pool in self._pools.values():
             queue = pool.queue
@@ -398,6 +503,12 @@ class Engine:
                 self._request_failed(TimeoutError("waited --timeout for a free connection"))
         self._check_done()
         self.loop.call_later(_SWEEP_S, self._sweep)
+
+    def _absorb(self) -> None:
+        if self._done.is_set():
+            return
+        self.rec.absorb()
+        self.loop.call_later(_ABSORB_S, self._absorb)
 
     def _schedule_interval(self) -> None:
         boundary = self._start + (self._interval_i + 1) * self._interval_ns
@@ -417,9 +528,11 @@ class Engine:
         else:
             duration = self.config.interval
             self._interval_i += 1
-        record = self.rec.flush(t, duration, self._open, len(self._in_flight))
+        record = self.rec.flush(t, duration, self._open, self._in_flight)
         if final:
             record["final"] = True
+            if self._stopping:
+                record["interrupted"] = True
         self.emit(record)
         if self._records is not None:
             self._write_records()

@@ -93,8 +93,9 @@ class ClientConn(asyncio.Protocol):
             return
         if complete:
             self.busy = False
-            self._engine.on_response(self, now, reader.status, reader.body_bytes)
-            if not reader.keep_alive:
+            keep_alive = reader.keep_alive
+            self._engine.on_response(self, now, reader.status, reader.body_bytes, keep_alive)
+            if not keep_alive:
                 self.close()
 
     def eof_received(self) -> bool | None:
@@ -102,7 +103,8 @@ class ClientConn(asyncio.Protocol):
         if self.busy and self._reader.feed_eof():
             self.busy = False
             now = monotonic_ns()
-            self._engine.on_response(self, now, self._reader.status, self._reader.body_bytes)
+            reader = self._reader
+            self._engine.on_response(self, now, reader.status, reader.body_bytes, False)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:

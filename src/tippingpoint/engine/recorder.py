@@ -1,14 +1,16 @@
 """Per-process measurements, folded into one record per interval.
 
-The hot path appends integers to arrays (microseconds); :meth:`Recorder.flush`
-turns them into HDR histograms once per interval and returns a plain dict, one line
-of the result stream.
+The hot path appends raw ``monotonic_ns`` differences to arrays and bumps a list of
+status counters; :meth:`Recorder.flush` turns them into HDR histograms (microseconds)
+once per interval and returns a plain dict, one line of the result stream.
 """
 
 from __future__ import annotations
 
 from array import array
 from typing import Any
+
+import numpy as np
 
 from tippingpoint.stats import Histogram
 
@@ -32,9 +34,10 @@ class Recorder:
         "connect",
         "done",
         "errors",
-        "first_send",
-        "last_done",
-        "last_send",
+        "first_send_ns",
+        "hists",
+        "last_done_ns",
+        "last_send_ns",
         "latency",
         "lateness",
         "opened",
@@ -42,17 +45,20 @@ class Recorder:
         "queued",
         "sent",
         "service",
+        "start_ns",
         "ttfb",
     )
 
-    def __init__(self, process: int) -> None:
+    def __init__(self, process: int, start_ns: int) -> None:
         self.process = process
+        self.start_ns = start_ns
         self.latency = array("q")
         self.service = array("q")
         self.ttfb = array("q")
         self.connect = array("q")
         self.lateness = array("q")
-        self.codes: dict[int, int] = {}
+        self.codes = [0] * 1000  # by status; 0 counts requests that got no response
+        self.hists = {name: Histogram() for name in METRICS}
         self.errors: dict[str, list[Any]] = {}
         self.sent = 0
         self.done = 0
@@ -61,9 +67,9 @@ class Recorder:
         self.bytes_out = 0
         self.opened = 0
         self.closed = 0
-        self.first_send = -1
-        self.last_send = -1
-        self.last_done = -1
+        self.first_send_ns = -1
+        self.last_send_ns = -1
+        self.last_done_ns = -1
 
     def error(self, kind: str, message: str) -> None:
         entry = self.errors.get(kind)
@@ -72,18 +78,23 @@ class Recorder:
         else:
             entry[0] += 1
 
-    def flush(self, t: float, duration: float, open_conns: int, in_flight: int) -> dict[str, Any]:
-        """The record for the interval starting ``t`` seconds into the attack; resets."""
-        hists = {}
-        lat_sum = 0
+    def absorb(self) -> None:
+        """Move the values gathered so far into the interval's histograms.
+
+        Called every few tens of milliseconds so that the work is spread out instead
+        of stalling the loop once a second."""
         for name in METRICS:
             values: array[int] = getattr(self, name)
-            h = Histogram()
-            h.record_many(values)
-            if name == "latency":
-                lat_sum = h.total_sum
-            hists[name] = h.encode()
-            setattr(self, name, array("q"))
+            if values:
+                self.hists[name].record_many(np.frombuffer(values, dtype=np.int64) // 1000)
+                setattr(self, name, array("q"))
+
+    def flush(self, t: float, duration: float, open_conns: int, in_flight: int) -> dict[str, Any]:
+        """The record for the interval starting ``t`` seconds into the attack; resets."""
+        self.absorb()
+        hists = {name: h.encode() for name, h in self.hists.items()}
+        lat_sum = self.hists["latency"].total_sum
+        self.hists = {name: Histogram() for name in METRICS}
         record: dict[str, Any] = {
             "type": "interval",
             "process": self.process,
@@ -92,21 +103,25 @@ class Recorder:
             "sent": self.sent,
             "done": self.done,
             "queued": self.queued,
-            "codes": {str(k): v for k, v in sorted(self.codes.items())},
+            "codes": {str(k): v for k, v in enumerate(self.codes) if v},
             "errors": {k: {"count": v[0], "sample": v[1]} for k, v in self.errors.items()},
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "conns": {"opened": self.opened, "closed": self.closed, "open": open_conns},
             "in_flight": in_flight,
             "latency_sum_us": lat_sum,
-            "first_send": self.first_send,
-            "last_send": self.last_send,
-            "last_done": self.last_done,
+            "first_send": self._us(self.first_send_ns),
+            "last_send": self._us(self.last_send_ns),
+            "last_done": self._us(self.last_done_ns),
             "hist": hists,
         }
-        self.codes = {}
+        self.codes = [0] * 1000
         self.errors = {}
         self.sent = self.done = self.queued = 0
         self.bytes_in = self.bytes_out = self.opened = self.closed = 0
-        self.first_send = self.last_send = self.last_done = -1
+        self.first_send_ns = self.last_send_ns = self.last_done_ns = -1
         return record
+
+    def _us(self, ns: int) -> int:
+        """Microseconds since the attack's start, or -1 for none."""
+        return -1 if ns < 0 else (ns - self.start_ns) // 1000

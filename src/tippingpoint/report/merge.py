@@ -133,6 +133,8 @@ class Summary:
         self.opened += int(conns.get("opened", 0))
         self.closed += int(conns.get("closed", 0))
         self.latency_sum_us += int(record.get("latency_sum_us", 0))
+        if record.get("interrupted"):
+            self.interrupted = True
         for key, pick in (("first_send", min), ("last_send", max), ("last_done", max)):
             value = record.get(key, -1)
             if value is not None and value >= 0:

@@ -30,12 +30,43 @@ class ResponseError(Exception):
     """The response cannot be framed (the message says how)."""
 
 
-def _value(head: bytes, key: bytes) -> bytes | None:
-    i = head.find(key)
-    if i < 0:
-        return None
-    start = i + len(key)
-    return head[start : head.find(b"\r\n", start)].strip()
+_CHUNKED: Final = -1
+_UNTIL_CLOSE_LENGTH: Final = -2
+_FRAMING_HEADERS = re.compile(rb"\r\n(content-length|transfer-encoding|connection):[ \t]*([^\r]*)")
+# Heads seen recently -> their framing. Responses of one server usually repeat their
+# headers byte for byte (the Date changes once a second), so most responses are
+# framed with one dictionary lookup. The mapping is a pure function of the bytes.
+_MEMO: dict[bytes, tuple[int, bool, int]] = {}
+_MEMO_SIZE: Final = 256
+
+
+def _framing(head: bytes) -> tuple[int, bool, int]:
+    """``(status, keep_alive, length)`` of a response head (without the final CRLFCRLF);
+    length is the Content-Length, ``_CHUNKED`` or ``_UNTIL_CLOSE_LENGTH``."""
+    if head[:5] != b"HTTP/" or head[8:9] != b" " or not head[9:12].isdigit():
+        raise ResponseError(f"malformed status line: {head[:60]!r}")
+    status = int(head[9:12])
+    http10 = head[5:8] == b"1.0"
+    found: dict[bytes, bytes] = {}
+    for name, value in _FRAMING_HEADERS.findall(head.lower() + b"\r\n"):
+        found[name] = found[name] + b"," + value.strip() if name in found else value.strip()
+    conn = found.get(b"connection")
+    if http10:
+        keep_alive = conn is not None and b"keep-alive" in conn
+    else:
+        keep_alive = conn is None or b"close" not in conn
+    te = found.get(b"transfer-encoding")
+    if te is not None and te.endswith(b"chunked"):
+        return status, keep_alive, _CHUNKED
+    cl = found.get(b"content-length")
+    if cl is not None:
+        values = {v.strip() for v in cl.split(b",")}
+        if len(values) != 1 or not (raw := values.pop()).isdigit():
+            raise ResponseError(f"bad Content-Length {cl[:30]!r}")
+        return status, keep_alive, int(raw)
+    if status < 200 or status in (204, 304):
+        return status, keep_alive, 0
+    return status, False, _UNTIL_CLOSE_LENGTH
 
 
 class ResponseReader:
@@ -102,46 +133,37 @@ class ResponseReader:
                     raise ResponseError(f"not an HTTP response: {data[:30]!r}")
                 self._buf = data
                 return False
-            if data[:5] != b"HTTP/" or data[8:9] != b" " or not data[9:12].isdigit():
-                raise ResponseError(f"malformed status line: {data[: min(end, 60)]!r}")
-            status = int(data[9:12])
-            http10 = data[5:8] == b"1.0"
-            body_start = end + 4
-            if 100 <= status < 200:  # interim response: the real one follows
-                data = data[body_start:]
-                if not data:
-                    self._buf = b""
-                    return False
-                continue
-            break
+            head = data[:end]
+            framing = _MEMO.get(head)
+            if framing is None:
+                framing = _framing(head)
+                if len(_MEMO) >= _MEMO_SIZE:
+                    _MEMO.clear()
+                _MEMO[head] = framing
+            status, keep_alive, length = framing
+            if status >= 200:
+                break
+            data = data[end + 4 :]  # an interim 1xx response: the real one follows
+            if not data:
+                self._buf = b""
+                return False
         self.status = status
-        head = data[: end + 2].lower()
-        conn = _value(head, b"\r\nconnection:") if b"\r\nconnection:" in head else None
-        if http10:
-            self.keep_alive = conn is not None and b"keep-alive" in conn
-        else:
-            self.keep_alive = conn is None or b"close" not in conn
-        rest = data[body_start:]
+        self.keep_alive = keep_alive
+        rest = data[end + 4 :]
         if self._head_request or status in (204, 304):
             self._state = _DONE
             return self._finish(rest)
-        te = _value(head, b"\r\ntransfer-encoding:") if b"\r\ntransfer-encoding:" in head else None
-        if te is not None and te.endswith(b"chunked"):
-            self._state = _CHUNK_SIZE_LINE
-            return self._body(rest)
-        cl = _value(head, b"\r\ncontent-length:") if b"\r\ncontent-length:" in head else None
-        if cl is not None:
-            if not cl.isdigit():
-                raise ResponseError(f"bad Content-Length {cl[:30]!r}")
-            self._remaining = int(cl)
-            self._state = _FIXED
-            if len(rest) == self._remaining:  # the usual case: all of it in one read
-                self.body_bytes = self._remaining
+        if length >= 0:
+            if len(rest) == length:  # the usual case: all of it in one read
+                self.body_bytes = length
                 self._state = _DONE
                 return True
-            return self._body(rest)
-        self._state = _UNTIL_CLOSE
-        self.keep_alive = False
+            self._remaining = length
+            self._state = _FIXED
+        elif length == _CHUNKED:
+            self._state = _CHUNK_SIZE_LINE
+        else:
+            self._state = _UNTIL_CLOSE
         return self._body(rest)
 
     def _finish(self, rest: bytes) -> bool:

@@ -1,0 +1,37 @@
+"""The generator-saturation verdict on synthetic summaries (no sockets)."""
+
+from __future__ import annotations
+
+from tippingpoint.report.merge import Summary
+
+
+def summary(
+    lateness_us: list[int], sent: int = 1000, planned: int = 1000, queued: int = 0
+) -> Summary:
+    s = Summary()
+    s.hists["lateness"].record_many(lateness_us)
+    s.sent, s.planned, s.queued = sent, planned, queued
+    return s
+
+
+def test_on_schedule() -> None:
+    saturated, verdict = summary([50] * 985 + [900] * 15).saturation()
+    assert not saturated and verdict.startswith("OK") and "0.900 ms" in verdict
+
+
+def test_late_sends() -> None:
+    saturated, verdict = summary([50] * 980 + [5000] * 20).saturation()
+    assert saturated and "p99 send lateness 5.0 ms" in verdict and "not the server" in verdict
+
+
+def test_missing_sends_and_queueing() -> None:
+    saturated, verdict = summary([10] * 100, sent=900).saturation()
+    assert saturated and "sent 900 of 1000 planned" in verdict
+    saturated, verdict = summary([10] * 100, queued=5).saturation()
+    assert saturated and "5 requests waited for a free connection" in verdict
+
+
+def test_an_interrupted_run_is_not_called_saturated_for_missing_sends() -> None:
+    s = summary([10] * 100, sent=500)
+    s.interrupted = True
+    assert not s.saturation()[0]
