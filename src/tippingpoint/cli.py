@@ -229,6 +229,12 @@ def _parse_laddrs(spec: str | None) -> tuple[str, ...]:
 @click.option("--key", type=click.Path(dir_okay=False), help="TLS: client key.")
 @click.option("--sni", default=None, help="TLS: server name to send and verify.")
 @click.option(
+    "--tls-resume/--no-tls-resume",
+    default=False,
+    show_default=True,
+    help="TLS: offer the last session ticket on new connections (resumption).",
+)
+@click.option(
     "--processes",
     type=int,
     default=None,
@@ -264,6 +270,7 @@ def attack(
     cert: str | None,
     key: str | None,
     sni: str | None,
+    tls_resume: bool,
     processes: int | None,
     output: str,
     records: str | None,
@@ -309,7 +316,14 @@ def attack(
             keepalive=not no_keepalive,
             laddrs=_parse_laddrs(laddr),
             timeout=parse_duration(timeout),
-            tls=TLSOptions(insecure=insecure, cacert=cacert, cert=cert, key=key, server_name=sni),
+            tls=TLSOptions(
+                insecure=insecure,
+                cacert=cacert,
+                cert=cert,
+                key=key,
+                server_name=sni,
+                resume=tls_resume,
+            ),
             processes=processes if processes is not None else default_processes(),
             records=records,
         )

@@ -17,7 +17,7 @@ class TLSOptions:
     cert: str | None = None
     key: str | None = None
     server_name: str | None = None
-    resume: bool = True
+    resume: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -328,3 +328,86 @@ def test_interval_histograms_decode(serve) -> None:
     assert len(intervals) >= 2
     total = sum(Histogram.decode(r["hist"]["latency"]).total for r in intervals)
     assert total == 200
+
+
+def test_tls_session_resumption(nginx) -> None:
+    server = nginx(tls=True)
+    cert = os.path.join(server.dir, "cert.pem")
+    common = [
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--processes",
+        "1",
+        "--cacert",
+        cert,
+        "--no-keepalive",
+    ]
+    full = report_json(attack(server.url, *common))
+    assert full["status_codes"] == {"200": 50}
+    assert full["connections"]["tls_resumed"] == 0
+    resumed = report_json(attack(server.url, *common, "--tls-resume"))
+    assert resumed["status_codes"] == {"200": 50}
+    # The first handshakes are full; once a ticket has arrived, new connections resume.
+    assert resumed["connections"]["tls_resumed"] >= 40
+    kept = report_json(
+        attack(
+            server.url,
+            "--rate",
+            "300",
+            "--duration",
+            "1s",
+            "--processes",
+            "1",
+            "--cacert",
+            cert,
+            "--tls-resume",
+        )
+    )
+    assert kept["status_codes"] == {"200": 300}
+    assert kept["connections"]["opened"] < 20
+
+
+def test_live_view_on_a_terminal(serve) -> None:
+    import pty
+    import select
+
+    server = serve()
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        tippingpoint_cmd(
+            "attack", server.url, "--rate", "100", "--duration", "2s", "--processes", "1"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        elif proc.poll() is not None:
+            break
+    out, _ = proc.communicate(timeout=30)
+    os.close(master)
+    assert proc.returncode == 0
+    text = screen.decode(errors="replace")
+    for label in (
+        "target rate",
+        "100/s",
+        "in flight",
+        "open connections",
+        "p99 (last s)",
+        "on schedule",
+    ):
+        assert label in text, (label, text[-2000:])
+    assert report_json(out)["requests"] == 200  # the stream is unaffected

@@ -27,8 +27,9 @@ def test_late_sends() -> None:
 def test_missing_sends_and_queueing() -> None:
     saturated, verdict = summary([10] * 100, sent=900).saturation()
     assert saturated and "sent 900 of 1000 planned" in verdict
-    saturated, verdict = summary([10] * 100, queued=5).saturation()
-    assert saturated and "5 requests waited for a free connection" in verdict
+    saturated, verdict = summary([10] * 100, queued=11).saturation()
+    assert saturated and "11 requests waited for a free connection" in verdict
+    assert not summary([10] * 100, queued=10).saturation()[0]  # up to 1 % is noise
 
 
 def test_an_interrupted_run_is_not_called_saturated_for_missing_sends() -> None:

@@ -25,6 +25,7 @@ from typing import Any, Final
 from tippingpoint.engine.client import IP_BIND_ADDRESS_NO_PORT, ClientConn, classify_error
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.timer import Alarm
+from tippingpoint.engine.tls import TLSClientConn
 from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.stats import Histogram
 from tippingpoint.targets import Origin, encode_request
@@ -44,6 +45,11 @@ _STOP_GRACE_S: Final = 2.0
 # x1.125 per 10 ms is x100 in 0.4 s.
 _MAX_CONNECTING: Final = 64
 _GROWTH_WINDOW_NS: Final = 10_000_000
+# Above this rate per process, the pacing loop wakes on a fixed 100 µs tick and sends
+# every hit due since the last tick; below it, it wakes for each hit. Lateness from the
+# tick is at most 100 µs; the saving is a wake-up and a timer re-arming per hit.
+_TICK_ABOVE_RATE: Final = 10_000
+_TICK_NS: Final = 100_000
 
 
 def make_ssl_context(config: AttackConfig) -> ssl.SSLContext:
@@ -61,7 +67,18 @@ def make_ssl_context(config: AttackConfig) -> ssl.SSLContext:
 class Pool:
     """Connections to one origin."""
 
-    __slots__ = ("addr", "conns", "family", "idle", "origin", "queue", "server_hostname", "ssl")
+    __slots__ = (
+        "addr",
+        "conns",
+        "family",
+        "idle",
+        "origin",
+        "queue",
+        "resume",
+        "server_hostname",
+        "session",
+        "ssl",
+    )
 
     def __init__(self, origin: Origin, ctx: ssl.SSLContext | None, server_name: str | None) -> None:
         self.origin = origin
@@ -73,6 +90,8 @@ class Pool:
         self.idle: list[ClientConn] = []
         self.conns: set[ClientConn] = set()
         self.queue: deque[tuple[int, int, int]] = deque()
+        self.session: ssl.SSLSession | None = None
+        self.resume = False
 
 
 class Engine:
@@ -99,6 +118,7 @@ class Engine:
             pool = pools.get(target.origin)
             if pool is None:
                 pool = pools[target.origin] = Pool(target.origin, ctx, config.tls.server_name)
+                pool.resume = config.tls.resume
             self._target_pool.append(pool)
             self._requests.append(encode_request(target, config.keepalive))
             self._heads.append(target.method == "HEAD")
@@ -163,6 +183,9 @@ class Engine:
         if delay > 0:
             await asyncio.sleep(delay)
         if self._pacer is not None:
+            peak = max(max(seg.start_rate, seg.end_rate) for seg in self._pacer.segments)
+            if peak / self.shard.count > _TICK_ABOVE_RATE:
+                self._alarm.arm_periodic(self._start, _TICK_NS)
             self._advance()
             self._pump()
         else:
@@ -251,9 +274,11 @@ class Engine:
             self._advance()
         due = self._next_due
         if due != _NEVER:
-            armed = self._alarm.armed_at
-            if armed == 0 or armed > due:
-                self._alarm.arm(due)
+            alarm = self._alarm
+            if not alarm.periodic and (alarm.armed_at == 0 or alarm.armed_at > due):
+                alarm.arm(due)
+        elif self._alarm.periodic:
+            self._alarm.close()
 
     def _dispatch(self, ti: int, intended: int, now: int) -> None:
         pool = self._target_pool[ti]
@@ -366,13 +391,22 @@ class Engine:
                 sock.bind((laddr, 0))
             async with asyncio.timeout(self.config.timeout):
                 await self.loop.sock_connect(sock, pool.addr)
-                _, conn = await self.loop.create_connection(
-                    lambda: ClientConn(self, pool),
-                    sock=sock,
-                    ssl=pool.ssl,
-                    server_hostname=pool.server_hostname,
-                    ssl_handshake_timeout=self.config.timeout if pool.ssl else None,
-                )
+                if pool.ssl is not None and pool.resume:
+                    _, tls_conn = await self.loop.create_connection(
+                        lambda: TLSClientConn(self, pool), sock=sock
+                    )
+                    await tls_conn.handshake
+                    conn: ClientConn = tls_conn
+                    if tls_conn.resumed:
+                        self.rec.tls_resumed += 1
+                else:
+                    _, conn = await self.loop.create_connection(
+                        lambda: ClientConn(self, pool),
+                        sock=sock,
+                        ssl=pool.ssl,
+                        server_hostname=pool.server_hostname,
+                        ssl_handshake_timeout=self.config.timeout if pool.ssl else None,
+                    )
         except (OSError, ssl.SSLError, TimeoutError) as e:
             self._connecting -= 1
             self._open -= 1

@@ -46,6 +46,7 @@ class Recorder:
         "sent",
         "service",
         "start_ns",
+        "tls_resumed",
         "ttfb",
     )
 
@@ -67,6 +68,7 @@ class Recorder:
         self.bytes_out = 0
         self.opened = 0
         self.closed = 0
+        self.tls_resumed = 0
         self.first_send_ns = -1
         self.last_send_ns = -1
         self.last_done_ns = -1
@@ -107,7 +109,12 @@ class Recorder:
             "errors": {k: {"count": v[0], "sample": v[1]} for k, v in self.errors.items()},
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
-            "conns": {"opened": self.opened, "closed": self.closed, "open": open_conns},
+            "conns": {
+                "opened": self.opened,
+                "closed": self.closed,
+                "open": open_conns,
+                "tls_resumed": self.tls_resumed,
+            },
             "in_flight": in_flight,
             "latency_sum_us": lat_sum,
             "first_send": self._us(self.first_send_ns),
@@ -118,7 +125,7 @@ class Recorder:
         self.codes = [0] * 1000
         self.errors = {}
         self.sent = self.done = self.queued = 0
-        self.bytes_in = self.bytes_out = self.opened = self.closed = 0
+        self.bytes_in = self.bytes_out = self.opened = self.closed = self.tls_resumed = 0
         self.first_send_ns = self.last_send_ns = self.last_done_ns = -1
         return record
 

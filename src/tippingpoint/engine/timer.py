@@ -50,7 +50,9 @@ class Alarm:
         self._fd = -1
         self._spec = _Itimerspec()
         self._handle: asyncio.TimerHandle | None = None
+        self._period = 0.0
         self.armed_at = 0
+        self.periodic = False
         if self._libc is not None:
             fd = self._libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
             if fd >= 0:
@@ -71,17 +73,39 @@ class Alarm:
         delay = (at_ns - time.monotonic_ns()) / 1e9
         self._handle = self._loop.call_later(max(delay, 0.0), self._fired_timer)
 
+    def arm_periodic(self, first_ns: int, period_ns: int) -> None:
+        """Wake at ``first_ns`` and then every ``period_ns`` until :meth:`close`.
+
+        For dense schedules: one wake-up sends every hit that has come due since the
+        last, instead of one wake-up (and one re-arming) per hit."""
+        self.periodic = True
+        self.armed_at = first_ns
+        if self._fd >= 0:
+            spec = self._spec
+            spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(max(first_ns, 1), 1_000_000_000)
+            spec.it_interval.tv_sec, spec.it_interval.tv_nsec = divmod(period_ns, 1_000_000_000)
+            assert self._libc is not None
+            self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None)
+            return
+        self._period = period_ns / 1e9
+        delay = (first_ns - time.monotonic_ns()) / 1e9
+        self._handle = self._loop.call_later(max(delay, 0.0), self._fired_timer)
+
     def _fired(self) -> None:
         try:
             os.read(self._fd, 8)
         except BlockingIOError:
             return
-        self.armed_at = 0
+        if not self.periodic:
+            self.armed_at = 0
         self._callback()
 
     def _fired_timer(self) -> None:
         self._handle = None
-        self.armed_at = 0
+        if self.periodic:
+            self._handle = self._loop.call_later(self._period, self._fired_timer)
+        else:
+            self.armed_at = 0
         self._callback()
 
     def close(self) -> None:

@@ -53,7 +53,7 @@ def summary_dict(s: Summary) -> dict[str, Any]:
         "planned": s.planned,
         "offered_rate": s.offered_rate,
         "queued": s.queued,
-        "connections": {"opened": s.opened, "closed": s.closed},
+        "connections": {"opened": s.opened, "closed": s.closed, "tls_resumed": s.tls_resumed},
         "saturation": {"saturated": saturated, "verdict": verdict},
     }
     for name in ("service", "ttfb", "connect", "lateness"):

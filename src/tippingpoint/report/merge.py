@@ -40,6 +40,7 @@ class Summary:
     bytes_out: int = 0
     opened: int = 0
     closed: int = 0
+    tls_resumed: int = 0
     latency_sum_us: int = 0
     first_send: float | None = None
     """Epoch seconds of the earliest send."""
@@ -101,7 +102,7 @@ class Summary:
             reasons.append(f"p99 send lateness {p99 / 1000:.1f} ms")
         if self.planned and not self.interrupted and self.sent < 0.99 * self.planned:
             reasons.append(f"sent {self.sent} of {self.planned} planned requests")
-        if self.queued:
+        if self.queued > 0.01 * max(self.sent, 1):
             reasons.append(f"{self.queued} requests waited for a free connection")
         if reasons:
             return True, (
@@ -132,6 +133,7 @@ class Summary:
         conns = record.get("conns", {})
         self.opened += int(conns.get("opened", 0))
         self.closed += int(conns.get("closed", 0))
+        self.tls_resumed += int(conns.get("tls_resumed", 0))
         self.latency_sum_us += int(record.get("latency_sum_us", 0))
         if record.get("interrupted"):
             self.interrupted = True

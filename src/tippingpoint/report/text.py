@@ -86,7 +86,13 @@ def render_text(s: Summary) -> str:
                 f"{s.offered_rate:.2f}, {s.sent / s.attack_s if s.attack_s else 0:.2f}",
             )
         )
-    lines.append(_row("Connections", "[opened, closed]", f"{s.opened}, {s.closed}"))
+    lines.append(
+        _row(
+            "Connections",
+            "[opened, closed, tls resumed]",
+            f"{s.opened}, {s.closed}, {s.tls_resumed}",
+        )
+    )
     lines.append(f"Generator     {s.saturation()[1]}")
     if lat.total:
         lines.append("")
