@@ -5,9 +5,12 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ["describe_status", "die_with_parent"]
+__all__ = ["describe_status", "die_with_parent", "fork_child"]
 
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -29,3 +32,25 @@ def describe_status(status: int) -> str:
         sig = os.WTERMSIG(status)
         return f"killed by signal {sig} ({signal.Signals(sig).name})"
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+def fork_child(run: Callable[[], int], close_fds: Iterable[int] = ()) -> int:
+    """Fork; the child closes ``close_fds``, dies with this process, runs ``run`` and exits
+    with its code (0 on Ctrl-C, 1 with a traceback on a crash). Returns the child's pid."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        for fd in close_fds:
+            os.close(fd)
+        die_with_parent(parent)
+        code = run()
+    except KeyboardInterrupt:
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)

@@ -11,6 +11,7 @@ import asyncio
 import errno
 import socket
 import ssl
+from collections.abc import Callable
 from time import monotonic_ns
 from typing import TYPE_CHECKING, cast
 
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["ClientConn", "classify_error"]
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def _not_connected(data: bytes) -> None:
+    raise ConnectionError("request sent before the connection was made")
 
 
 def classify_error(exc: BaseException) -> tuple[str, str]:
@@ -59,6 +64,7 @@ class ClientConn(asyncio.Protocol):
         "intended_ns",
         "sent_ns",
         "ti",
+        "_out",
     )
 
     def __init__(self, engine: Engine, pool: Pool) -> None:
@@ -72,11 +78,14 @@ class ClientConn(asyncio.Protocol):
         self.sent_ns = 0
         self.first_byte_ns = 0
         self.ti = 0
+        self._out: Callable[[bytes], None] = _not_connected
 
     # Protocol interface
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        # Where request bytes go: the transport itself, or TLS (see engine/tls.py).
+        self._out = self._transport.write
 
     def data_received(self, data: bytes) -> None:
         now = monotonic_ns()
@@ -138,7 +147,7 @@ class ClientConn(asyncio.Protocol):
         self.first_byte_ns = 0
         self.busy = True
         self._reader.start(head)
-        self._transport.write(request)  # type: ignore[union-attr]
+        self._out(request)
 
     def _fail(self, exc: BaseException) -> None:
         if self.busy:

@@ -9,6 +9,7 @@ every line on as it arrives, so a crash loses at most the interval in progress.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import math
@@ -17,7 +18,6 @@ import select
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,7 +29,7 @@ from tippingpoint import __version__
 from tippingpoint.engine.attack import Engine
 from tippingpoint.limits import raise_nofile
 from tippingpoint.model import AttackConfig, Shard
-from tippingpoint.procs import describe_status, die_with_parent
+from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.server.worker import new_loop
 from tippingpoint.stats import DEFAULT_HIGHEST
 
@@ -151,25 +151,11 @@ def run_attack(
         on_record(header)
 
     children: dict[int, int] = {}  # pid -> read fd
-    parent = os.getpid()
     for shard in plan.shards:
         read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(read_fd)
-                for other in children.values():
-                    os.close(other)
-                die_with_parent(parent)
-                code = _child(config, shard, write_fd)
-            except KeyboardInterrupt:
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stderr.flush()
-                os._exit(code)
+        pid = fork_child(
+            functools.partial(_child, config, shard, write_fd), [read_fd, *children.values()]
+        )
         os.close(write_fd)
         children[pid] = read_fd
 

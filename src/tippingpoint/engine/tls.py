@@ -44,6 +44,7 @@ class TLSClientConn(ClientConn):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._out = self._write_tls
         self._do_handshake()
 
     def data_received(self, data: bytes) -> None:
@@ -89,18 +90,6 @@ class TLSClientConn(ClientConn):
             )
         super().connection_lost(exc)
 
-    # Used by the engine
-
-    def send(self, request: bytes, intended_ns: int, head: bool, now: int, ti: int) -> None:
-        self.ti = ti
-        self.intended_ns = intended_ns
-        self.sent_ns = now
-        self.first_byte_ns = 0
-        self.busy = True
-        self._reader.start(head)
-        self._ssl.write(request)
-        self._flush()
-
     # TLS
 
     def _do_handshake(self) -> None:
@@ -119,6 +108,10 @@ class TLSClientConn(ClientConn):
         self.resumed = self._ssl.session_reused
         if not self.handshake.done():
             self.handshake.set_result(None)
+
+    def _write_tls(self, request: bytes) -> None:
+        self._ssl.write(request)
+        self._flush()
 
     def _flush(self) -> None:
         data = self._outgoing.read()

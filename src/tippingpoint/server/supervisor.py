@@ -8,17 +8,17 @@ SIGKILL. On SIGINT/SIGTERM the supervisor stops the workers and exits 0.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import select
 import signal
 import socket
 import sys
 import time
-import traceback
 from typing import Final
 
 from tippingpoint.limits import raise_nofile
-from tippingpoint.procs import describe_status, die_with_parent
+from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.server.config import ServeConfig
 from tippingpoint.server.metrics import render_prometheus
 from tippingpoint.server.stats import SharedStats
@@ -41,22 +41,9 @@ def _log(message: str) -> None:
 def _fork_worker(
     config: ServeConfig, index: int, shared: SharedStats, ready_w: int, ready_r: int, nofile: int
 ) -> int:
-    parent = os.getpid()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1
-    try:
-        os.close(ready_r)
-        die_with_parent(parent)
-        code = run_worker(config, index, shared, ready_w, nofile)
-    except KeyboardInterrupt:
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stderr.flush()
-        os._exit(code)
+    return fork_child(
+        functools.partial(run_worker, config, index, shared, ready_w, nofile), [ready_r]
+    )
 
 
 def _stop_workers(pids: dict[int, int], shared: SharedStats) -> None:
