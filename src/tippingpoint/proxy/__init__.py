@@ -1,0 +1,1 @@
+"""Real HAProxy, driven by tippingpoint: configuration, processes, statistics."""

@@ -1,0 +1,111 @@
+"""The HAProxy configuration tippingpoint runs: rendered from one value, no I/O.
+
+An HTTP frontend and a TLS frontend share one round-robin backend over the `serve`
+ports, with health checks. ``maxconn`` follows from the real open-file limit: HAProxy
+needs about two descriptors per connection (client side and server side). Timeouts
+are long by default, as the article needed for its long-sleep requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+__all__ = ["LOG_FORMAT", "ProxyConfig", "derive_maxconn", "render"]
+
+# The article's log line: client, date, frontend, backend/server, the timers
+# Tq/Tw/Tc/Tr/Tt, status, bytes, termination state, connection counts, request line.
+LOG_FORMAT: Final = (
+    "%ci:%cp [%t] %ft %b/%s %Tq/%Tw/%Tc/%Tr/%Tt %ST %B %tsc %ac/%fc/%bc/%sc/%rc %{+Q}r"
+)
+_FD_RESERVE: Final = 200
+
+
+def derive_maxconn(fd_limit: int) -> int:
+    """Connections one HAProxy process can carry within ``fd_limit`` descriptors."""
+    return max(100, (fd_limit - _FD_RESERVE) // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    backends: tuple[tuple[str, int], ...]
+    http: tuple[str, int] | None = ("127.0.0.1", 8080)
+    https: tuple[str, int] | None = ("127.0.0.1", 8443)
+    cert_bundle: Path | None = None
+    maxconn: int = 9900
+    nbthread: int = 1
+    cpus: tuple[int, ...] = ()
+    """CPUs for ``cpu-map`` (thread i on cpus[i % len]); empty: no pinning."""
+    timeout_connect_s: float = 10.0
+    timeout_client_s: float = 7200.0
+    timeout_server_s: float = 7200.0
+    rate_limit_sessions: int | None = None
+    log: bool = False
+    health_checks: bool = True
+    stats_socket: Path = Path("haproxy.sock")
+    extra_global: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.backends:
+            raise ValueError("give at least one backend address, e.g. 127.0.0.1:8282")
+        if self.http is None and self.https is None:
+            raise ValueError("give an HTTP or a TLS frontend address")
+        if self.https is not None and self.cert_bundle is None:
+            raise ValueError("the TLS frontend needs a certificate bundle")
+        if self.nbthread < 1 or self.maxconn < 1:
+            raise ValueError("threads and maxconn must be >= 1")
+
+
+def _ms(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms"
+
+
+def render(config: ProxyConfig) -> str:
+    lines = [
+        "global",
+        f"    maxconn {config.maxconn}",
+        f"    nbthread {config.nbthread}",
+        f"    stats socket {config.stats_socket} mode 600 level admin expose-fd listeners",
+        "    tune.ssl.default-dh-param 2048",
+        "    ssl-default-bind-options ssl-min-ver TLSv1.2",
+    ]
+    if config.cpus:
+        for thread in range(config.nbthread):
+            lines.append(f"    cpu-map 1/{thread + 1} {config.cpus[thread % len(config.cpus)]}")
+    if config.log:
+        lines.append("    log stdout format raw local0")
+    lines.extend(f"    {line}" for line in config.extra_global)
+    lines += [
+        "",
+        "defaults",
+        "    mode http",
+        f"    maxconn {config.maxconn}",
+        "    retries 3",
+        "    option redispatch",
+        "    option dontlognull",
+        f"    timeout connect {_ms(config.timeout_connect_s)}",
+        f"    timeout client {_ms(config.timeout_client_s)}",
+        f"    timeout server {_ms(config.timeout_server_s)}",
+        f"    timeout http-keep-alive {_ms(config.timeout_client_s)}",
+        "    timeout http-request 30s",
+        "    timeout check 5s",
+    ]
+    if config.log:
+        lines += ["    log global", f'    log-format "{LOG_FORMAT}"']
+    lines += ["", "frontend api"]
+    if config.http is not None:
+        host, port = config.http
+        lines.append(f"    bind {host}:{port}")
+    if config.https is not None:
+        host, port = config.https
+        lines.append(f"    bind {host}:{port} ssl crt {config.cert_bundle} alpn http/1.1")
+    if config.rate_limit_sessions is not None:
+        lines.append(f"    rate-limit sessions {config.rate_limit_sessions}")
+    lines += ["    default_backend servers", "", "backend servers", "    balance roundrobin"]
+    if config.health_checks:
+        lines += ["    option httpchk GET /health", "    default-server inter 2s fall 3 rise 2"]
+    check = " check" if config.health_checks else ""
+    for i, (host, port) in enumerate(config.backends, start=1):
+        lines.append(f"    server s{i} {host}:{port}{check}")
+    return "\n".join(lines) + "\n"

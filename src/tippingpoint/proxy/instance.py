@@ -1,0 +1,149 @@
+"""HAProxy processes: validate, start, reload, stop. Several instances share the same
+ports with SO_REUSEPORT (HAProxy's default on Linux) — the modern form of the
+article's ``nbproc``, and the way past one process's descriptor limit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tippingpoint.procs import die_with_parent
+from tippingpoint.proxy.config import ProxyConfig, render
+from tippingpoint.proxy.stats import show_info
+
+__all__ = ["HAProxyError", "ProxyFleet", "find_haproxy"]
+
+
+class HAProxyError(Exception):
+    """A one-line reason, with the fix where there is one."""
+
+
+def find_haproxy(binary: str | None = None) -> str:
+    path = shutil.which(binary or "haproxy")
+    if path is None:
+        where = f"{binary!r} is not an executable" if binary else "haproxy is not on PATH"
+        raise HAProxyError(
+            f"{where}: install it (Debian: apt-get install haproxy) or give --haproxy-bin PATH"
+        )
+    return path
+
+
+def validate(binary: str, config_path: Path) -> None:
+    result = subprocess.run(
+        [binary, "-c", "-f", str(config_path)], capture_output=True, text=True, timeout=30
+    )
+    if result.returncode != 0:
+        alerts = [ln for ln in (result.stdout + result.stderr).splitlines() if "ALERT" in ln]
+        reason = alerts[0] if alerts else (result.stderr or result.stdout).strip()[-300:]
+        raise HAProxyError(f"HAProxy refused the configuration {config_path}: {reason}")
+
+
+def _child_setup(parent: int) -> None:
+    die_with_parent(parent)
+
+
+class ProxyFleet:
+    """``instances`` HAProxy processes with one configuration, in ``workdir``."""
+
+    def __init__(self, binary: str, workdir: Path, config: ProxyConfig, instances: int = 1) -> None:
+        if instances < 1:
+            raise ValueError("--instances must be >= 1")
+        self.binary = binary
+        self.workdir = workdir
+        self.config = config
+        self.instances = instances
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._retired: list[subprocess.Popen[bytes]] = []
+        self.sockets = [workdir / f"haproxy-{i}.sock" for i in range(instances)]
+        self.config_paths = [workdir / f"haproxy-{i}.cfg" for i in range(instances)]
+        self.log_paths = [workdir / f"haproxy-{i}.log" for i in range(instances)]
+
+    def write_configs(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for i in range(self.instances):
+            text = render(replace(self.config, stats_socket=self.sockets[i]))
+            self.config_paths[i].write_text(text)
+            validate(self.binary, self.config_paths[i])
+
+    def _spawn(self, i: int, old_pid: int | None = None) -> subprocess.Popen[bytes]:
+        args = [self.binary, "-f", str(self.config_paths[i]), "-db"]
+        if old_pid is not None:
+            args += ["-sf", str(old_pid)]
+        parent = os.getpid()
+        log = open(self.log_paths[i], "ab")  # noqa: SIM115
+        try:
+            return subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=lambda: _child_setup(parent),
+            )
+        finally:
+            log.close()
+
+    def _wait_ready(self, i: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                tail = self.log_paths[i].read_text(errors="replace").strip().splitlines()[-3:]
+                raise HAProxyError(
+                    f"HAProxy instance {i} exited with code {proc.returncode}: " + " | ".join(tail)
+                )
+            try:
+                if int(show_info(self.sockets[i]).get("Pid", "0")) == proc.pid:
+                    return
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise HAProxyError(f"HAProxy instance {i} did not answer on {self.sockets[i]}")
+            time.sleep(0.05)
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.write_configs()
+        try:
+            for i in range(self.instances):
+                proc = self._spawn(i)
+                self.procs.append(proc)
+                self._wait_ready(i, proc, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def reload(self, config: ProxyConfig | None = None, timeout: float = 15.0) -> None:
+        """New processes take over the ports; the old ones finish their connections."""
+        if config is not None:
+            self.config = config
+        self.write_configs()
+        for i, old in enumerate(self.procs):
+            proc = self._spawn(i, old.pid)
+            self._wait_ready(i, proc, timeout)
+            self.procs[i] = proc
+            self._retired.append(old)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.poll() is None]
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Soft-stop every instance (SIGUSR1), then SIGTERM, then SIGKILL."""
+        procs = [*self.procs, *self._retired]
+        for sig, wait in ((signal.SIGUSR1, grace), (signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+            alive = [p for p in procs if p.poll() is None]
+            if not alive:
+                break
+            for p in alive:
+                try:
+                    p.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while any(p.poll() is None for p in alive) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self.procs = []
+        self._retired = []

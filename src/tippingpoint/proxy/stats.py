@@ -1,0 +1,64 @@
+"""HAProxy's stats socket: ``show info`` and ``show stat``, per instance and summed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["SUMMED", "query", "show_info", "show_stat", "sum_info"]
+
+SUMMED = (
+    "CurrConns",
+    "CumConns",
+    "CumReq",
+    "ConnRate",
+    "SessRate",
+    "SslRate",
+    "SslFrontendKeyRate",
+    "CurrSslConns",
+    "CumSslConns",
+    "Run_queue",
+    "Tasks",
+)
+"""``show info`` fields that add up across instances."""
+
+
+def query(path: Path, command: str, timeout: float = 5.0) -> str:
+    """Send one command to a stats socket; the whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def show_info(path: Path) -> dict[str, str]:
+    info = {}
+    for line in query(path, "show info").splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            info[name.strip()] = value.strip()
+    return info
+
+
+def show_stat(path: Path) -> list[dict[str, str]]:
+    """Rows of ``show stat``: one per frontend, backend and server."""
+    text = query(path, "show stat").lstrip("# ")
+    return [dict(row) for row in csv.DictReader(io.StringIO(text)) if row.get("pxname")]
+
+
+def sum_info(infos: Sequence[dict[str, str]]) -> dict[str, float]:
+    """The :data:`SUMMED` fields added over instances, plus ``Idle_pct`` averaged."""
+    out: dict[str, float] = {}
+    for name in SUMMED:
+        out[name] = sum(float(i.get(name, 0) or 0) for i in infos)
+    if infos:
+        out["Idle_pct"] = sum(float(i.get("Idle_pct", 0) or 0) for i in infos) / len(infos)
+    out["instances"] = len(infos)
+    return out
