@@ -283,3 +283,68 @@ def run_tp(
     return subprocess.run(
         tippingpoint_cmd(*args), capture_output=True, timeout=timeout, input=input
     )
+
+
+@dataclass
+class Proxy:
+    proc: subprocess.Popen[bytes]
+    dir: str
+    http_port: int
+    https_port: int
+
+    def stats(self) -> dict:
+        import json as _json
+
+        out = subprocess.run(
+            tippingpoint_cmd("proxy", "stats", "--dir", self.dir, "--json"),
+            capture_output=True,
+            timeout=30,
+        )
+        assert out.returncode == 0, out.stderr
+        return _json.loads(out.stdout)
+
+
+@pytest.fixture
+def proxy(tmp_path) -> Iterator[Callable[..., Proxy]]:
+    """`tippingpoint proxy` (real HAProxy) in front of given backend ports."""
+    started: list[Proxy] = []
+
+    def _start(backend_ports: list[int], *args: str) -> Proxy:
+        http_port, https_port = free_ports(2)
+        directory = tempfile.mkdtemp(dir=tmp_path)
+        proc = subprocess.Popen(
+            tippingpoint_cmd(
+                "proxy",
+                "--backends",
+                ",".join(f"127.0.0.1:{p}" for p in backend_ports),
+                "--http",
+                f"127.0.0.1:{http_port}",
+                "--https",
+                f"127.0.0.1:{https_port}",
+                "--dir",
+                directory,
+                *args,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        server = Proxy(proc, directory, http_port, https_port)
+        started.append(server)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((HOST, http_port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    message = proc.stderr.read().decode() if proc.stderr else ""
+                    raise AssertionError(message) from None
+                assert time.monotonic() < deadline, "proxy did not start"
+                time.sleep(0.05)
+        return server
+
+    yield _start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
+            server.proc.wait(30)

@@ -168,31 +168,134 @@ def _parse_laddrs(spec: str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _request_options(f: Callable[..., None]) -> Callable[..., None]:
+    """What to request and how to connect: shared by attack and sweep."""
+    options = [
+        click.argument("url", required=False),
+        click.option(
+            "--targets",
+            "targets_file",
+            type=click.Path(dir_okay=False),
+            help="Targets file (Vegeta's http or json format); '-' for stdin.",
+        ),
+        click.option(
+            "--format",
+            "targets_format",
+            type=click.Choice(["http", "json"]),
+            default="http",
+            show_default=True,
+            help="Targets file format.",
+        ),
+        click.option("-X", "--method", default="GET", show_default=True, help="Method for URL."),
+        click.option(
+            "-H",
+            "--header",
+            "headers",
+            multiple=True,
+            help="Header 'Name: value' (repeatable), e.g. -H 'sleep: 1000'.",
+        ),
+        click.option("--body-file", type=click.Path(dir_okay=False), help="Request body file."),
+        click.option(
+            "--max-connections",
+            type=int,
+            default=None,
+            help="Cap on open connections (all processes); hits beyond it queue.",
+        ),
+        click.option("--no-keepalive", is_flag=True, help="A new connection for every request."),
+        click.option(
+            "--laddr",
+            default=None,
+            help="Source addresses, e.g. 127.0.0.2-127.0.0.40 (more ports).",
+        ),
+        click.option("--timeout", default="30s", show_default=True, help="Per-request timeout."),
+        click.option("--insecure", is_flag=True, help="TLS: do not verify the server certificate."),
+        click.option(
+            "--cacert", type=click.Path(dir_okay=False), help="TLS: CA bundle to verify with."
+        ),
+        click.option("--cert", type=click.Path(dir_okay=False), help="TLS: client certificate."),
+        click.option("--key", type=click.Path(dir_okay=False), help="TLS: client key."),
+        click.option("--sni", default=None, help="TLS: server name to send and verify."),
+        click.option(
+            "--tls-resume/--no-tls-resume",
+            default=False,
+            show_default=True,
+            help="TLS: offer the last session ticket on new connections.",
+        ),
+        click.option(
+            "--processes",
+            type=int,
+            default=None,
+            help="Load processes  [default: cores; more when connections need it].",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _attack_config(opts: dict[str, Any], **plan: Any) -> Any:
+    """An AttackConfig from the shared request options and a load plan; raises ValueError,
+    TargetError, click.BadParameter or OSError with a one-line message."""
+    from pathlib import Path
+
+    from tippingpoint.model import AttackConfig, TLSOptions
+    from tippingpoint.pacer import parse_duration
+    from tippingpoint.server.config import default_processes
+    from tippingpoint.targets import Target, parse_header, parse_targets
+
+    head = tuple(parse_header(h) for h in opts["headers"])
+    body = Path(opts["body_file"]).read_bytes() if opts["body_file"] else b""
+    targets_file = opts["targets_file"]
+    if targets_file:
+        text = sys.stdin.read() if targets_file == "-" else Path(targets_file).read_text()
+        base = None if targets_file == "-" else Path(targets_file).parent
+        targets = parse_targets(text, opts["targets_format"], head, body, base)
+    elif opts["url"]:
+        targets = [Target(opts["method"].upper(), opts["url"], head, body)]
+    else:
+        raise ValueError(
+            "give a URL or --targets FILE, e.g. "
+            "tippingpoint attack http://127.0.0.1:8282/ --rate 100 --duration 10s"
+        )
+    if opts["max_connections"] is not None and opts["max_connections"] < 1:
+        raise ValueError("--max-connections must be >= 1")
+    config = AttackConfig(
+        targets=tuple(targets),
+        max_connections=opts["max_connections"],
+        keepalive=not opts["no_keepalive"],
+        laddrs=_parse_laddrs(opts["laddr"]),
+        timeout=parse_duration(opts["timeout"]),
+        tls=TLSOptions(
+            insecure=opts["insecure"],
+            cacert=opts["cacert"],
+            cert=opts["cert"],
+            key=opts["key"],
+            server_name=opts["sni"],
+            resume=opts["tls_resume"],
+        ),
+        processes=opts["processes"] if opts["processes"] is not None else default_processes(),
+        **plan,
+    )
+    if config.timeout <= 0:
+        raise ValueError("--timeout must be > 0")
+    return config
+
+
+def _warn_timeout(config: Any, command: str) -> None:
+    from tippingpoint.pacer import format_duration
+
+    worst = config.longest_server_delay()
+    if worst > config.timeout:
+        click.echo(
+            f"tippingpoint {command}: warning: the sleep/times headers let the server take up "
+            f"to {format_duration(worst)}, beyond --timeout {format_duration(config.timeout)}: "
+            "those requests will fail as timeouts (raise --timeout)",
+            err=True,
+        )
+
+
 @cli.command()
-@click.argument("url", required=False)
-@click.option(
-    "--targets",
-    "targets_file",
-    type=click.Path(dir_okay=False),
-    help="Targets file (Vegeta's http or json format); '-' for stdin.",
-)
-@click.option(
-    "--format",
-    "targets_format",
-    type=click.Choice(["http", "json"]),
-    default="http",
-    show_default=True,
-    help="Targets file format.",
-)
-@click.option("-X", "--method", default="GET", show_default=True, help="Method for URL.")
-@click.option(
-    "-H",
-    "--header",
-    "headers",
-    multiple=True,
-    help="Header 'Name: value' (repeatable), e.g. -H 'sleep: 1000' -H 'times: 2'.",
-)
-@click.option("--body-file", type=click.Path(dir_okay=False), help="Request body file.")
+@_request_options
 @click.option(
     "--rate",
     default="50/1s",
@@ -212,36 +315,6 @@ def _parse_laddrs(spec: str | None) -> tuple[str, ...]:
     help="Closed model (--rate 0): connections sending back to back.",
 )
 @click.option(
-    "--max-connections",
-    type=int,
-    default=None,
-    help="Cap on open connections (all processes); hits beyond it queue.",
-)
-@click.option("--no-keepalive", is_flag=True, help="A new connection for every request.")
-@click.option(
-    "--laddr",
-    default=None,
-    help="Source addresses, e.g. 127.0.0.2-127.0.0.40 (more ports per destination).",
-)
-@click.option("--timeout", default="30s", show_default=True, help="Per-request timeout.")
-@click.option("--insecure", is_flag=True, help="TLS: do not verify the server certificate.")
-@click.option("--cacert", type=click.Path(dir_okay=False), help="TLS: CA bundle to verify with.")
-@click.option("--cert", type=click.Path(dir_okay=False), help="TLS: client certificate.")
-@click.option("--key", type=click.Path(dir_okay=False), help="TLS: client key.")
-@click.option("--sni", default=None, help="TLS: server name to send and verify.")
-@click.option(
-    "--tls-resume/--no-tls-resume",
-    default=False,
-    show_default=True,
-    help="TLS: offer the last session ticket on new connections (resumption).",
-)
-@click.option(
-    "--processes",
-    type=int,
-    default=None,
-    help="Load processes  [default: cores; more when --max-connections needs them].",
-)
-@click.option(
     "-o", "--output", default="-", show_default=True, help="Result stream file ('-' for stdout)."
 )
 @click.option(
@@ -250,99 +323,34 @@ def _parse_laddrs(spec: str | None) -> tuple[str, ...]:
     default=None,
     help="Also write one line per request (Vegeta's JSON result format).",
 )
-def attack(
-    url: str | None,
-    targets_file: str | None,
-    targets_format: str,
-    method: str,
-    headers: tuple[str, ...],
-    body_file: str | None,
-    rate: str,
-    pace: str | None,
-    duration: str | None,
-    requests: int | None,
-    connections: int,
-    max_connections: int | None,
-    no_keepalive: bool,
-    laddr: str | None,
-    timeout: str,
-    insecure: bool,
-    cacert: str | None,
-    cert: str | None,
-    key: str | None,
-    sni: str | None,
-    tls_resume: bool,
-    processes: int | None,
-    output: str,
-    records: str | None,
-) -> None:
+def attack(**opts: Any) -> None:
     """Send load at a constant rate (or a plan, or closed-loop) and stream the results.
 
     Latency counts from each request's intended send time. The result stream (JSON
     lines, HDR histograms per second and per process) goes to --output; read it with
     `tippingpoint report`.
     """
-    from pathlib import Path
-
     from tippingpoint.engine.runner import run_attack
-    from tippingpoint.model import AttackConfig, TLSOptions
-    from tippingpoint.pacer import format_duration, parse_duration, parse_pace, parse_rate
-    from tippingpoint.server.config import default_processes
-    from tippingpoint.targets import Target, TargetError, parse_header, parse_targets
+    from tippingpoint.pacer import parse_duration, parse_pace, parse_rate
+    from tippingpoint.targets import TargetError
 
     try:
-        head = tuple(parse_header(h) for h in headers)
-        body = Path(body_file).read_bytes() if body_file else b""
-        if targets_file:
-            text = sys.stdin.read() if targets_file == "-" else Path(targets_file).read_text()
-            base = None if targets_file == "-" else Path(targets_file).parent
-            targets = parse_targets(text, targets_format, head, body, base)
-        elif url:
-            targets = [Target(method.upper(), url, head, body)]
-        else:
-            _fail(
-                "give a URL or --targets FILE, e.g. "
-                "tippingpoint attack http://127.0.0.1:8282/ --rate 100 --duration 10s"
-            )
-            return
-        segments = tuple(parse_pace(pace)) if pace else ()
-        config = AttackConfig(
-            targets=tuple(targets),
-            rate=parse_rate(rate),
-            pace=segments,
+        duration, requests = opts["duration"], opts["requests"]
+        config = _attack_config(
+            opts,
+            rate=parse_rate(opts["rate"]),
+            pace=tuple(parse_pace(opts["pace"])) if opts["pace"] else (),
             duration=parse_duration(duration) if duration else None,
             requests=requests,
-            connections=connections,
-            max_connections=max_connections,
-            keepalive=not no_keepalive,
-            laddrs=_parse_laddrs(laddr),
-            timeout=parse_duration(timeout),
-            tls=TLSOptions(
-                insecure=insecure,
-                cacert=cacert,
-                cert=cert,
-                key=key,
-                server_name=sni,
-                resume=tls_resume,
-            ),
-            processes=processes if processes is not None else default_processes(),
-            records=records,
+            connections=opts["connections"],
+            records=opts["records"],
         )
-        if not config.closed and not config.pace and config.duration is None and requests is None:
-            _fail("give --duration or --requests (or --pace) so the attack ends")
-            return
-        if config.closed and config.duration is None and requests is None:
-            _fail("the closed model (--rate 0) needs --duration or --requests")
-            return
-        if config.closed and connections < 1:
-            _fail("--connections must be >= 1")
-            return
-        if max_connections is not None and max_connections < 1:
-            _fail("--max-connections must be >= 1")
-            return
-        if config.timeout <= 0:
-            _fail("--timeout must be > 0")
-            return
+        if not config.closed and not config.pace and duration is None and requests is None:
+            raise ValueError("give --duration or --requests (or --pace) so the attack ends")
+        if config.closed and duration is None and requests is None:
+            raise ValueError("the closed model (--rate 0) needs --duration or --requests")
+        if config.closed and config.connections < 1:
+            raise ValueError("--connections must be >= 1")
         if not config.closed:
             config.pacer()
     except (ValueError, TargetError, click.BadParameter) as e:
@@ -351,14 +359,8 @@ def attack(
     except OSError as e:
         _fail(f"cannot read {e.filename}: {e.strerror}")
         return
-    worst = config.longest_server_delay()
-    if worst > config.timeout:
-        click.echo(
-            f"tippingpoint attack: warning: the sleep/times headers let the server take up to "
-            f"{format_duration(worst)}, beyond --timeout {format_duration(config.timeout)}: "
-            "those requests will fail as timeouts (raise --timeout)",
-            err=True,
-        )
+    _warn_timeout(config, "attack")
+    output = opts["output"]
     out = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
 
     def on_line(line: bytes) -> None:
@@ -389,6 +391,150 @@ def attack(
         if out is not sys.stdout.buffer:
             out.close()
     sys.exit(code)
+
+
+@cli.command()
+@_request_options
+@click.option(
+    "--start",
+    "start_rate",
+    default="1000",
+    show_default=True,
+    help="First rate (requests per second).",
+)
+@click.option(
+    "--step",
+    "step_spec",
+    default="x1.5",
+    show_default=True,
+    help="Next rate: x1.5 (multiply) or +1000 (add).",
+)
+@click.option("--step-duration", default="10s", show_default=True, help="Length of each step.")
+@click.option(
+    "--max-steps",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Steps in all, refinement included.",
+)
+@click.option("--max-rate", default=None, help="Never offer more than this rate.")
+@click.option(
+    "--refine",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Bisection steps between the last good and the first bad rate.",
+)
+@click.option("--slo", default=None, help="Also a knee when above, e.g. 'p99<50ms'.")
+@click.option(
+    "--factor",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="A knee when p99 > FACTOR x the low-load p99 ...",
+)
+@click.option(
+    "--floor",
+    "floor_ms",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="... and more than FLOOR ms above it.",
+)
+@click.option(
+    "--proxy-dir",
+    default=None,
+    help="A `tippingpoint proxy` directory: watch its HAProxy (CPU, counters).",
+)
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="NAME=PID[,PID...] to watch (CPU %, RSS) beside the proxy.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    help="Directory for each step's result stream and the monitor series.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def sweep(**opts: Any) -> None:
+    """Step the rate up until latency tips over; print the table and the tipping point."""
+    import json
+    from pathlib import Path
+
+    from tippingpoint.knee import KneeRule, parse_slo
+    from tippingpoint.monitor import Monitor
+    from tippingpoint.pacer import parse_duration, parse_rate
+    from tippingpoint.proxy.stats import show_info
+    from tippingpoint.sweep import SweepConfig, parse_step, render_table, run_sweep
+    from tippingpoint.targets import TargetError
+
+    try:
+        config = _attack_config(opts, rate=1.0, duration=1.0)
+        step_duration = parse_duration(opts["step_duration"])
+        if step_duration < 1:
+            raise ValueError("--step-duration must be >= 1s")
+        sweep_config = SweepConfig(
+            attack=config,
+            start=parse_rate(opts["start_rate"]),
+            step=parse_step(opts["step_spec"]),
+            step_duration=step_duration,
+            max_steps=opts["max_steps"],
+            refine=opts["refine"],
+            max_rate=parse_rate(opts["max_rate"]) if opts["max_rate"] else None,
+            rule=KneeRule(
+                factor=opts["factor"],
+                floor_ms=opts["floor_ms"],
+                slo=parse_slo(opts["slo"]) if opts["slo"] else None,
+            ),
+            out=Path(opts["out_dir"]) if opts["out_dir"] else None,
+        )
+        if sweep_config.start <= 0 or sweep_config.max_steps < 1:
+            raise ValueError("--start must be > 0 and --max-steps >= 1")
+        roles: dict[str, list[int]] = {}
+        for spec in opts["roles"]:
+            name, sep, pids = spec.partition("=")
+            if not sep or not all(p.isdigit() for p in pids.split(",")):
+                raise ValueError(f"bad --role {spec!r}: use NAME=PID[,PID...]")
+            roles.setdefault(name, []).extend(int(p) for p in pids.split(","))
+    except (ValueError, TargetError, click.BadParameter) as e:
+        _fail(str(e))
+        return
+    except OSError as e:
+        _fail(f"cannot read {e.filename}: {e.strerror}")
+        return
+    _warn_timeout(config, "sweep")
+    sockets = None
+    if opts["proxy_dir"]:
+        directory = Path(opts["proxy_dir"])
+        found = sorted(directory.glob("haproxy-*.sock"))
+        try:
+            roles["proxy"] = [int(show_info(p)["Pid"]) for p in found]
+        except (OSError, KeyError, ValueError):
+            _fail(f"cannot read HAProxy's sockets in {directory}: is `tippingpoint proxy` running?")
+            return
+
+        def sockets() -> list[Path]:
+            return sorted(directory.glob("haproxy-*.sock"))
+
+    monitor = Monitor(roles, sockets)
+
+    def on_row(row: Any) -> None:
+        if not opts["as_json"]:
+            click.echo(
+                f"step {row.offered:,.0f}/s: achieved {row.achieved:,.0f}/s, "
+                f"p99 {row.p99_ms:.2f} ms, success {row.success * 100:.2f}%"
+                + (f" - {row.verdict}" if row.verdict else ""),
+                err=True,
+            )
+
+    result = run_sweep(sweep_config, monitor, on_row)
+    if opts["as_json"]:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        click.echo(render_table(result), nl=False)
 
 
 def _open_inputs(files: tuple[str, ...]) -> list[tuple[str, Any]]:
@@ -731,6 +877,123 @@ def proxy_stats(ctx: click.Context, workdir: str | None, as_json: bool) -> None:
             f"{acc['stot']:9,.0f} {acc['req_tot']:9,.0f} {acc['bin']:12,.0f} "
             f"{acc['bout']:12,.0f}"
         )
+
+
+_CSV_COLUMNS = (
+    "t",
+    "tcp_established",
+    "tcp_inuse",
+    "tcp_orphan",
+    "tcp_tw",
+    "tcp_mem",
+    "segments_in_per_s",
+    "segments_out_per_s",
+    "lo_rx_packets_per_s",
+    "lo_tx_packets_per_s",
+    "lo_rx_bytes_per_s",
+    "lo_tx_bytes_per_s",
+    "mem_used_kib",
+    "mem_available_kib",
+    "slab_kib",
+)
+
+
+@cli.command()
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="NAME=PID[,PID...]: CPU % and RSS of these processes and their children.",
+)
+@click.option("--haproxy-dir", default=None, help="Read HAProxy counters from the sockets here.")
+@click.option("--interval", default="1s", show_default=True, help="Sampling interval.")
+@click.option("--duration", default=None, help="Stop after this long  [default: Ctrl-C].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "csv"]),
+    default="json",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("-o", "--output", default="-", show_default=True, help="Output file.")
+def watch(
+    roles: tuple[str, ...],
+    haproxy_dir: str | None,
+    interval: str,
+    duration: str | None,
+    fmt: str,
+    output: str,
+) -> None:
+    """Sample the machine as the article's Ganglia did: TCP established, sockets, packets,
+    memory, CPU per role, HAProxy counters."""
+    import json
+    import signal as sig
+    from pathlib import Path
+
+    from tippingpoint.monitor import Monitor, loopback
+    from tippingpoint.pacer import parse_duration
+
+    try:
+        period = parse_duration(interval)
+        limit = parse_duration(duration) if duration else None
+        if period <= 0:
+            raise ValueError("--interval must be > 0")
+        role_map: dict[str, list[int]] = {}
+        for spec in roles:
+            name, sep, pids = spec.partition("=")
+            if not sep or not name or not all(p.strip().isdigit() for p in pids.split(",")):
+                raise ValueError(f"bad --role {spec!r}: use NAME=PID[,PID...]")
+            role_map.setdefault(name, []).extend(int(p) for p in pids.split(","))
+    except ValueError as e:
+        _fail(str(e))
+        return
+    sockets = None
+    if haproxy_dir:
+        directory = Path(haproxy_dir)
+
+        def sockets() -> list[Path]:
+            return sorted(directory.glob("haproxy-*.sock"))
+
+    monitor = Monitor(role_map, sockets)
+    out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    stop = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    for s in (sig.SIGINT, sig.SIGTERM):
+        sig.signal(s, on_signal)
+    if fmt == "csv":
+        names = [f"{r}_{k}" for r in role_map for k in ("cpu_pct", "rss_kib")]
+        out.write(",".join([*_CSV_COLUMNS, *names, "haproxy_curr_conns"]) + "\n")
+    start = time.monotonic()
+    next_at = start + period
+    try:
+        while not stop and (limit is None or time.monotonic() - start < limit):
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += period
+            if stop or (limit is not None and time.monotonic() - start > limit + 0.01):
+                break
+            record = monitor.sample()
+            for event in record.get("events", []):
+                click.echo(f"tippingpoint watch: {event}", err=True)
+            if fmt == "json":
+                out.write(json.dumps(record) + "\n")
+            else:
+                flat = {**record, **{f"lo_{k}": v for k, v in loopback(record).items()}}
+                row = [str(flat.get(c, "")) for c in _CSV_COLUMNS]
+                for r in role_map:
+                    row += [str(record["roles"][r]["cpu_pct"]), str(record["roles"][r]["rss_kib"])]
+                row.append(str(record.get("haproxy", {}).get("CurrConns", "")))
+                out.write(",".join(row) + "\n")
+            out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
 
 
 def main() -> None:

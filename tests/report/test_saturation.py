@@ -24,12 +24,11 @@ def test_late_sends() -> None:
     assert saturated and "p99 send lateness 5.0 ms" in verdict and "not the server" in verdict
 
 
-def test_missing_sends_and_queueing() -> None:
+def test_missing_sends_but_not_queueing() -> None:
     saturated, verdict = summary([10] * 100, sent=900).saturation()
     assert saturated and "sent 900 of 1000 planned" in verdict
-    saturated, verdict = summary([10] * 100, queued=11).saturation()
-    assert saturated and "11 requests waited for a free connection" in verdict
-    assert not summary([10] * 100, queued=10).saturation()[0]  # up to 1 % is noise
+    # Waiting for a connection is the server's slowness (or the cap), not the client's.
+    assert not summary([10] * 100, queued=500).saturation()[0]
 
 
 def test_an_interrupted_run_is_not_called_saturated_for_missing_sends() -> None:

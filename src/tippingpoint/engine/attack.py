@@ -281,12 +281,16 @@ class Engine:
             self._alarm.close()
 
     def _dispatch(self, ti: int, intended: int, now: int) -> None:
+        # Lateness is the pacing loop's delay in taking the hit up. Waiting for a free
+        # connection afterwards counts in the latency, not here: it is what a slow
+        # server (or the --max-connections cap) does, not the generator's CPU.
+        self.rec.lateness.append(now - intended)
         pool = self._target_pool[ti]
         idle = pool.idle
         while idle:
             conn = idle.pop()
             if conn.open:
-                self._send(conn, ti, intended, now, now)
+                self._send(conn, ti, intended, now)
                 return
         if self._may_connect(now):
             self._connect(pool, ti, intended)
@@ -313,12 +317,9 @@ class Engine:
         for pool in self._pools.values():
             self._drain(pool)
 
-    def _send(self, conn: ClientConn, ti: int, intended: int, now: int, acted: int) -> None:
-        """Send hit ``ti`` on ``conn``; ``acted`` is when the generator took the hit up
-        (its lateness is ``acted - intended``: a connect in between does not count)."""
+    def _send(self, conn: ClientConn, ti: int, intended: int, now: int) -> None:
         rec = self.rec
         rec.sent += 1
-        rec.lateness.append(acted - intended)
         if rec.first_send_ns < 0:
             rec.first_send_ns = now
         rec.last_send_ns = now
@@ -374,9 +375,9 @@ class Engine:
         """Open a connection for hit ``ti`` (-1: none, the connection goes idle)."""
         self._open += 1
         self._connecting += 1
-        return self.loop.create_task(self._open_conn(pool, ti, intended, monotonic_ns()))
+        return self.loop.create_task(self._open_conn(pool, ti, intended))
 
-    async def _open_conn(self, pool: Pool, ti: int, intended: int, acted: int) -> None:
+    async def _open_conn(self, pool: Pool, ti: int, intended: int) -> None:
         t0 = monotonic_ns()
         sock = None
         try:
@@ -440,7 +441,7 @@ class Engine:
             self._in_flight += 1
             conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
         else:
-            self._send(conn, ti, intended, now, acted)
+            self._send(conn, ti, intended, now)
         self._drain(pool)
 
     def _drain(self, pool: Pool) -> None:
@@ -486,7 +487,7 @@ class Engine:
                 queue = conn.pool.queue
                 if queue and not self._stopping:
                     ti, intended, _ = queue.popleft()
-                    self._send(conn, ti, intended, now, now)
+                    self._send(conn, ti, intended, now)
                 else:
                     conn.pool.idle.append(conn)
                 if self._next_due <= now:

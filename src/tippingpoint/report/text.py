@@ -93,6 +93,14 @@ def render_text(s: Summary) -> str:
             f"{s.opened}, {s.closed}, {s.tls_resumed}",
         )
     )
+    if s.queued:
+        lines.append(
+            _row(
+                "Queued",
+                "[waited for a connection]",
+                f"{s.queued} (connection cap or pool growth; counted in latency)",
+            )
+        )
     lines.append(f"Generator     {s.saturation()[1]}")
     if lat.total:
         lines.append("")

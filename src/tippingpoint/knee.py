@@ -1,0 +1,123 @@
+"""The tipping point: where latency leaves its low-load level. Pure; no I/O.
+
+A sweep offers higher and higher rates. A step is *past the knee* when any of:
+
+* its p99 is above ``factor`` times the low-load p99 **and** above it by at least
+  ``floor_ms`` (so that microsecond noise at low load does not count), where the
+  low-load p99 is the lowest p99 of the first ``baseline_steps`` steps;
+* its p99 is above the SLO (``--slo 'p99<50ms'``), when one is given;
+* fewer than ``min_success`` of its requests succeeded (default 99.9 %);
+* it achieved less than ``min_achieved`` of the offered rate (default 98 %): the
+  server no longer keeps up.
+
+A step whose generator fell behind while the server's figures still look fine says
+nothing about the server: the sweep stops there and says that the client is the
+limit. When the server's figures are past the knee too, the server tipped first (its
+slowness made the client open connection after connection) and the step counts as
+past the knee. The tipping point is the highest rate
+offered before the first step past the knee.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["KneeRule", "Step", "Verdict", "find_knee", "judge", "parse_slo"]
+
+_SLO = re.compile(r"^\s*p(\d+(?:\.\d+)?)\s*<\s*([\d.]+)\s*(us|µs|ms|s)\s*$")
+_SLO_UNITS = {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_slo(text: str) -> tuple[float, float]:
+    """``"p99<50ms"`` -> ``(99.0, 50.0)`` (percentile, milliseconds)."""
+    match = _SLO.match(text)
+    if match is None:
+        raise ValueError(f"bad SLO {text!r}: use the form p99<50ms (p50, p90, p99, p99.9...)")
+    percentile = float(match.group(1))
+    if not 0 < percentile <= 100:
+        raise ValueError(f"bad SLO {text!r}: the percentile must be in (0, 100]")
+    return percentile, float(match.group(2)) * _SLO_UNITS[match.group(3)]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    offered: float
+    achieved: float
+    p50_ms: float
+    p99_ms: float
+    success: float
+    saturated: bool = False
+    percentiles_ms: tuple[tuple[float, float], ...] = ()
+    """Extra ``(percentile, ms)`` pairs, for an SLO on another percentile."""
+
+    def at(self, percentile: float) -> float:
+        if percentile == 99:
+            return self.p99_ms
+        if percentile == 50:
+            return self.p50_ms
+        for p, value in self.percentiles_ms:
+            if p == percentile:
+                return value
+        raise KeyError(f"step has no p{percentile:g}")
+
+
+@dataclass(frozen=True, slots=True)
+class KneeRule:
+    factor: float = 3.0
+    floor_ms: float = 2.0
+    baseline_steps: int = 2
+    slo: tuple[float, float] | None = None
+    min_success: float = 0.999
+    min_achieved: float = 0.98
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    past_knee: bool
+    client_limited: bool
+    reason: str
+
+
+def baseline(steps: Sequence[Step], rule: KneeRule) -> float:
+    first = [s.p99_ms for s in steps[: rule.baseline_steps] if not s.saturated]
+    return min(first) if first else 0.0
+
+
+def judge(step: Step, base_p99_ms: float, rule: KneeRule) -> Verdict:
+    """Is ``step`` past the knee, given the low-load p99?"""
+    reasons = []
+    limit = max(base_p99_ms * rule.factor, base_p99_ms + rule.floor_ms)
+    if base_p99_ms > 0 and step.p99_ms > limit:
+        reasons.append(
+            f"p99 {step.p99_ms:.2f} ms > {rule.factor:g} x low-load p99 {base_p99_ms:.2f} ms"
+        )
+    if rule.slo is not None:
+        percentile, bound = rule.slo
+        value = step.at(percentile)
+        if value > bound:
+            reasons.append(f"p{percentile:g} {value:.2f} ms > SLO {bound:g} ms")
+    if step.success < rule.min_success:
+        reasons.append(f"success {step.success * 100:.2f} % < {rule.min_success * 100:g} %")
+    if step.offered > 0 and step.achieved < rule.min_achieved * step.offered:
+        reasons.append(
+            f"achieved {step.achieved:,.0f}/s < {rule.min_achieved * 100:g} % of offered"
+        )
+    if reasons:
+        if step.saturated:  # the server tipped over first; the client then fell behind
+            reasons.append("the load generator fell behind too")
+        return Verdict(True, False, "; ".join(reasons))
+    if step.saturated:
+        return Verdict(False, True, "the load generator fell behind: the client is the limit")
+    return Verdict(False, False, "within the low-load latency")
+
+
+def find_knee(steps: Sequence[Step], rule: KneeRule) -> tuple[int | None, Verdict | None]:
+    """Index of the first step past the knee (or where the client became the limit)."""
+    base = baseline(steps, rule)
+    for i, step in enumerate(steps):
+        verdict = judge(step, base, rule)
+        if verdict.past_knee or verdict.client_limited:
+            return i, verdict
+    return None, None

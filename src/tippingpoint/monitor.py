@@ -1,0 +1,215 @@
+"""The machine as the article watched it in Ganglia, sampled once a second.
+
+TCP established (the article's headline figure, from ``/proc/net/snmp``), socket
+states and socket memory (``/proc/net/sockstat``), packets and bytes per second per
+interface (``/proc/net/dev``), memory available and slab (``/proc/meminfo``), CPU %
+and RSS per role (proxy, backends, clients: by PID and their children, via psutil),
+and HAProxy's counters from its stats sockets. A watched process that disappears is
+reported once, with its exit status when it was our child.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tippingpoint.proxy.stats import show_info, sum_info
+
+__all__ = ["Monitor", "read_dev", "read_meminfo", "read_snmp", "read_sockstat"]
+
+
+def read_snmp(text: str | None = None) -> dict[str, int]:
+    """``Tcp:`` counters: CurrEstab, ActiveOpens, PassiveOpens, InSegs, OutSegs, ..."""
+    text = text if text is not None else Path("/proc/net/snmp").read_text()
+    lines = [ln.split() for ln in text.splitlines() if ln.startswith("Tcp:")]
+    if len(lines) < 2:
+        return {}
+    return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:], strict=False)}
+
+
+def read_sockstat(text: str | None = None) -> dict[str, int]:
+    """TCP sockets in use, orphans, time-wait, allocated, memory (pages)."""
+    text = text if text is not None else Path("/proc/net/sockstat").read_text()
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("TCP:"):
+            parts = line.split()[1:]
+            out.update({f"tcp_{k}": int(v) for k, v in zip(parts[0::2], parts[1::2], strict=False)})
+        elif line.startswith("sockets:"):
+            out["sockets_used"] = int(line.split()[2])
+    return out
+
+
+def read_dev(text: str | None = None) -> dict[str, tuple[int, int, int, int]]:
+    """Interface -> (rx bytes, rx packets, tx bytes, tx packets)."""
+    text = text if text is not None else Path("/proc/net/dev").read_text()
+    out = {}
+    for line in text.splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        f = rest.split()
+        if len(f) >= 10:
+            out[name.strip()] = (int(f[0]), int(f[1]), int(f[8]), int(f[9]))
+    return out
+
+
+def read_meminfo(text: str | None = None) -> dict[str, int]:
+    """Values in KiB."""
+    text = text if text is not None else Path("/proc/meminfo").read_text()
+    out = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            out[name] = int(parts[0])
+    return out
+
+
+@dataclass
+class _Role:
+    name: str
+    pids: list[int]
+    procs: dict[int, psutil.Process] = field(default_factory=dict)
+    cpu: dict[int, float] = field(default_factory=dict)
+    gone: set[int] = field(default_factory=set)
+
+
+class Monitor:
+    """Call :meth:`sample` once per interval; each call returns one flat record."""
+
+    def __init__(
+        self,
+        roles: dict[str, list[int]] | None = None,
+        haproxy_sockets: Callable[[], Iterable[Path]] | None = None,
+        exit_status: Callable[[int], str | None] | None = None,
+    ) -> None:
+        self.roles = [_Role(name, list(pids)) for name, pids in (roles or {}).items()]
+        self.haproxy_sockets = haproxy_sockets
+        self.exit_status = exit_status
+        self.start = time.monotonic()
+        self._last_t = self.start
+        self._last_snmp = read_snmp()
+        self._last_dev = read_dev()
+        for role in self.roles:
+            self._refresh(role)
+
+    def add_role(self, name: str, pids: list[int]) -> None:
+        role = _Role(name, pids)
+        self._refresh(role)
+        self.roles.append(role)
+
+    def _refresh(self, role: _Role) -> None:
+        """Track the role's processes and their children (new workers appear)."""
+        for pid in role.pids:
+            if pid in role.gone:
+                continue
+            try:
+                proc = role.procs.get(pid) or psutil.Process(pid)
+                role.procs.setdefault(pid, proc)
+                for child in proc.children(recursive=True):
+                    if child.pid not in role.procs:
+                        role.procs[child.pid] = child
+                        role.cpu[child.pid] = _cpu(child)
+                role.cpu.setdefault(pid, _cpu(proc))
+            except psutil.NoSuchProcess:
+                continue
+
+    def sample(self) -> dict[str, Any]:
+        now = time.monotonic()
+        dt = max(now - self._last_t, 1e-6)
+        self._last_t = now
+        record: dict[str, Any] = {
+            "type": "monitor",
+            "t": round(now - self.start, 3),
+            "epoch": time.time(),
+        }
+        snmp = read_snmp()
+        record["tcp_established"] = snmp.get("CurrEstab", 0)
+        for key, name in (
+            ("InSegs", "segments_in_per_s"),
+            ("OutSegs", "segments_out_per_s"),
+            ("ActiveOpens", "active_opens_per_s"),
+            ("PassiveOpens", "passive_opens_per_s"),
+        ):
+            record[name] = round((snmp.get(key, 0) - self._last_snmp.get(key, 0)) / dt, 1)
+        self._last_snmp = snmp
+        record.update(read_sockstat())
+        dev = read_dev()
+        interfaces = {}
+        for name, values in dev.items():
+            before = self._last_dev.get(name, values)
+            rates = [round((a - b) / dt, 1) for a, b in zip(values, before, strict=True)]
+            interfaces[name] = dict(
+                zip(
+                    ("rx_bytes_per_s", "rx_packets_per_s", "tx_bytes_per_s", "tx_packets_per_s"),
+                    rates,
+                    strict=True,
+                )
+            )
+        self._last_dev = dev
+        record["interfaces"] = interfaces
+        mem = read_meminfo()
+        record["mem_total_kib"] = mem.get("MemTotal", 0)
+        record["mem_available_kib"] = mem.get("MemAvailable", 0)
+        record["mem_used_kib"] = mem.get("MemTotal", 0) - mem.get("MemAvailable", 0)
+        record["slab_kib"] = mem.get("Slab", 0)
+        roles: dict[str, Any] = {}
+        events: list[str] = []
+        for role in self.roles:
+            self._refresh(role)
+            cpu = 0.0
+            rss = 0
+            alive = 0
+            for pid, proc in list(role.procs.items()):
+                try:
+                    total = _cpu(proc)
+                    cpu += (total - role.cpu.get(pid, total)) / dt * 100
+                    role.cpu[pid] = total
+                    rss += proc.memory_info().rss
+                    alive += 1
+                except psutil.NoSuchProcess:
+                    del role.procs[pid]
+                    role.cpu.pop(pid, None)
+                    if pid in role.pids:  # a watched process, not one of its children
+                        role.gone.add(pid)
+                        status = self.exit_status(pid) if self.exit_status else None
+                        events.append(
+                            f"{role.name} pid {pid} is gone" + (f": {status}" if status else "")
+                        )
+            roles[role.name] = {
+                "cpu_pct": round(cpu, 1),
+                "rss_kib": rss // 1024,
+                "processes": alive,
+            }
+        record["roles"] = roles
+        if events:
+            record["events"] = events
+        if self.haproxy_sockets is not None:
+            infos = []
+            for path in self.haproxy_sockets():
+                try:
+                    infos.append(show_info(path))
+                except OSError:
+                    continue
+            if infos:
+                record["haproxy"] = sum_info(infos)
+        return record
+
+
+def _cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def loopback(record: dict[str, Any]) -> dict[str, float]:
+    """The ``lo`` interface's rates (zeros when absent)."""
+    return record.get("interfaces", {}).get("lo", {}) or {
+        "rx_bytes_per_s": 0.0,
+        "rx_packets_per_s": 0.0,
+        "tx_bytes_per_s": 0.0,
+        "tx_packets_per_s": 0.0,
+    }

@@ -1,0 +1,257 @@
+"""Find the tipping point: attack steps at rising rates, with the machine watched.
+
+Each step is a full constant-rate attack (every process, the result stream kept in
+``out/step-NN-RATE.jsonl``) while :class:`tippingpoint.monitor.Monitor` samples the
+machine once a second. :mod:`tippingpoint.knee` decides when a step is past the
+knee; the sweep stops there (or where the client became the limit), then refines the
+knee by bisection between the last good and the first bad rate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tippingpoint.engine.runner import run_attack
+from tippingpoint.knee import KneeRule, Step, Verdict, baseline, judge
+from tippingpoint.model import AttackConfig
+from tippingpoint.monitor import Monitor, loopback
+from tippingpoint.report.merge import Summary, read_records, summarize
+
+__all__ = ["SweepConfig", "SweepResult", "parse_step", "run_sweep"]
+
+
+def parse_step(text: str) -> tuple[str, float]:
+    """``"x1.5"`` (multiply) or ``"+1000"`` (add) -> ``("x", 1.5)`` / ``("+", 1000)``."""
+    text = text.strip()
+    try:
+        if text[:1] in ("x", "*"):
+            factor = float(text[1:])
+            if factor <= 1:
+                raise ValueError
+            return "x", factor
+        value = float(text.lstrip("+"))
+        if value <= 0:
+            raise ValueError
+        return "+", value
+    except ValueError:
+        raise ValueError(f"bad --step {text!r}: use x1.5 (multiply) or +1000 (add)") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SweepConfig:
+    attack: AttackConfig
+    start: float
+    step: tuple[str, float] = ("x", 1.5)
+    step_duration: float = 10.0
+    max_steps: int = 10
+    refine: int = 0
+    max_rate: float | None = None
+    rule: KneeRule = field(default_factory=KneeRule)
+    out: Path | None = None
+
+
+@dataclass
+class Row:
+    offered: float
+    achieved: float
+    mean_ms: float
+    p50_ms: float
+    p99_ms: float
+    success: float
+    proxy_cpu_pct: float | None
+    tcp_established: int
+    packets_in_per_s: float
+    packets_out_per_s: float
+    saturated: bool
+    verdict: str
+    refined: bool = False
+
+    def step(self) -> Step:
+        return Step(
+            self.offered, self.achieved, self.p50_ms, self.p99_ms, self.success, self.saturated
+        )
+
+
+@dataclass
+class SweepResult:
+    rows: list[Row]
+    tipping_point: float | None
+    first_bad: float | None
+    client_limited: bool
+    reason: str
+    monitor: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tipping_point": self.tipping_point,
+            "first_bad": self.first_bad,
+            "client_limited": self.client_limited,
+            "reason": self.reason,
+            "steps": [vars(r) for r in self.rows],
+        }
+
+
+def _run_step(
+    config: SweepConfig,
+    rate: float,
+    index: int,
+    monitor: Monitor | None,
+    samples: list[dict[str, Any]],
+) -> tuple[Row, Summary]:
+    attack = replace(
+        config.attack, rate=rate, pace=(), duration=config.step_duration, requests=None
+    )
+    lines: list[bytes] = []
+    stop = threading.Event()
+    step_samples: list[dict[str, Any]] = []
+
+    def sampler() -> None:
+        while not stop.wait(1.0):
+            if monitor is not None:
+                record = monitor.sample()
+                record["step"] = index
+                record["offered"] = rate
+                step_samples.append(record)
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    try:
+        run_attack(attack, lines.append)
+    finally:
+        stop.set()
+        thread.join()
+    samples.extend(step_samples)
+    if config.out is not None:
+        config.out.mkdir(parents=True, exist_ok=True)
+        (config.out / f"step-{index:02d}-{rate:.0f}.jsonl").write_bytes(b"".join(lines))
+    text = b"".join(lines).decode()
+
+    summary = summarize(read_records([(f"step {index}", io.StringIO(text))]))
+    lat = summary.hists["latency"]
+    p50, p99 = lat.percentiles([50, 99])
+    saturated, _ = summary.saturation()
+    cpu = [s["roles"]["proxy"]["cpu_pct"] for s in step_samples if "proxy" in s.get("roles", {})]
+    est = [int(s["tcp_established"]) for s in step_samples]
+    rx = [loopback(s)["rx_packets_per_s"] for s in step_samples]
+    tx = [loopback(s)["tx_packets_per_s"] for s in step_samples]
+    row = Row(
+        offered=rate,
+        achieved=summary.throughput,
+        mean_ms=summary.latency_mean_us / 1000,
+        p50_ms=p50 / 1000,
+        p99_ms=p99 / 1000,
+        success=summary.success_ratio,
+        proxy_cpu_pct=round(sum(cpu) / len(cpu), 1) if cpu else None,
+        tcp_established=max(est) if est else 0,
+        packets_in_per_s=round(sum(rx) / len(rx), 1) if rx else 0.0,
+        packets_out_per_s=round(sum(tx) / len(tx), 1) if tx else 0.0,
+        saturated=saturated,
+        verdict="",
+    )
+    return row, summary
+
+
+def run_sweep(
+    config: SweepConfig,
+    monitor: Monitor | None = None,
+    on_row: Callable[[Row], None] | None = None,
+) -> SweepResult:
+    rows: list[Row] = []
+    samples: list[dict[str, Any]] = []
+    rate = config.start
+    verdict: Verdict | None = None
+    first_bad: float | None = None
+    index = 0
+    interrupted = False
+    while index < config.max_steps:
+        if config.max_rate is not None and rate > config.max_rate:
+            break
+        row, summary = _run_step(config, rate, index, monitor, samples)
+        index += 1
+        verdict = judge(
+            row.step(), baseline([r.step() for r in [*rows, row]], config.rule), config.rule
+        )
+        row.verdict = verdict.reason
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+        if summary.interrupted:
+            interrupted = True
+            break
+        if verdict.past_knee or verdict.client_limited:
+            first_bad = rate
+            break
+        kind, amount = config.step
+        rate = rate * amount if kind == "x" else rate + amount
+    good = [r.offered for r in rows if not r.saturated and r.offered != first_bad]
+    last_good = max(good) if good else None
+    client_limited = verdict is not None and verdict.client_limited
+    if first_bad is not None and last_good is not None and not client_limited and not interrupted:
+        low, high = last_good, first_bad
+        base = baseline([r.step() for r in rows], config.rule)
+        for _ in range(config.refine):
+            if index >= config.max_steps or high - low < max(1.0, 0.02 * low):
+                break
+            mid = (low + high) / 2
+            row, summary = _run_step(config, mid, index, monitor, samples)
+            index += 1
+            row.refined = True
+            mid_verdict = judge(row.step(), base, config.rule)
+            row.verdict = mid_verdict.reason
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+            if summary.interrupted or mid_verdict.client_limited:
+                break
+            if mid_verdict.past_knee:
+                high = mid
+            else:
+                low = mid
+        last_good, first_bad = low, high
+    if interrupted:
+        reason = "interrupted"
+    elif verdict is None:
+        reason = "no steps run"
+    elif client_limited:
+        reason = f"the client is the limit at {rows[-1].offered:,.0f}/s: {verdict.reason}"
+    elif first_bad is None:
+        reason = "no knee found within the steps: raise --max-steps or --start"
+    else:
+        reason = verdict.reason
+    tipping = last_good if first_bad is not None and not client_limited else None
+    if config.out is not None:
+        config.out.mkdir(parents=True, exist_ok=True)
+        (config.out / "monitor.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    return SweepResult(rows, tipping, first_bad, client_limited, reason, samples)
+
+
+def render_table(result: SweepResult) -> str:
+    head = (
+        f"{'offered/s':>10} {'achieved/s':>11} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'success':>8} {'proxy CPU':>9} {'TCP est.':>9} {'pkts in/s':>10} {'pkts out/s':>10}"
+    )
+    lines = [head]
+    for r in sorted(result.rows, key=lambda r: r.offered):
+        cpu = f"{r.proxy_cpu_pct:.0f}%" if r.proxy_cpu_pct is not None else "-"
+        mark = " <- past the knee" if r.offered == result.first_bad else ""
+        if r.saturated:
+            mark = " <- client saturated"
+        lines.append(
+            f"{r.offered:10,.0f} {r.achieved:11,.0f} {r.mean_ms:8.2f} {r.p50_ms:8.2f} "
+            f"{r.p99_ms:8.2f} {r.success * 100:7.2f}% {cpu:>9} {r.tcp_established:9,d} "
+            f"{r.packets_in_per_s:10,.0f} {r.packets_out_per_s:10,.0f}{mark}"
+        )
+    if result.tipping_point is not None:
+        lines.append(
+            f"\nTipping point: {result.tipping_point:,.0f} requests/s "
+            f"(first past the knee: {result.first_bad:,.0f}/s: {result.reason})"
+        )
+    else:
+        lines.append(f"\nNo tipping point: {result.reason}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,66 @@
+"""Knee detection on synthetic latency curves."""
+
+from __future__ import annotations
+
+import pytest
+
+from tippingpoint.knee import KneeRule, Step, find_knee, judge, parse_slo
+
+
+def curve(rates: list[float], p99s: list[float], **kw: object) -> list[Step]:
+    return [Step(r, r, p / 2, p, 1.0, **kw) for r, p in zip(rates, p99s, strict=True)]  # type: ignore[arg-type]
+
+
+def test_flat_then_exponential() -> None:
+    # The article's Vegeta table: ~2-5 ms until 31,500/s, then 30 ms.
+    steps = curve(
+        [10_000, 15_000, 20_000, 25_000, 30_000, 31_500, 32_000],
+        [2.3, 2.5, 2.7, 2.87, 3.84, 5.3, 30.0],
+    )
+    index, verdict = find_knee(steps, KneeRule())
+    assert index == 6 and verdict is not None and verdict.past_knee
+    assert "p99 30.00 ms" in verdict.reason
+
+
+def test_microsecond_noise_is_not_a_knee() -> None:
+    steps = curve([1000, 2000, 4000, 8000], [0.2, 0.15, 0.5, 1.9])  # 12x but < 2 ms above
+    assert find_knee(steps, KneeRule()) == (None, None)
+
+
+def test_slo_success_and_achieved_rate() -> None:
+    rule = KneeRule(slo=parse_slo("p99<4ms"))
+    steps = curve([1000, 2000, 3000], [1.0, 2.0, 4.5])
+    index, verdict = find_knee(steps, rule)
+    assert index == 2 and verdict is not None and "SLO 4 ms" in verdict.reason
+    failing = Step(5000, 5000, 1, 2, 0.995)
+    assert "success 99.50 %" in judge(failing, 1.0, KneeRule()).reason
+    slow = Step(5000, 4500, 1, 2, 1.0)
+    assert "achieved 4,500/s" in judge(slow, 1.0, KneeRule()).reason
+
+
+def test_a_saturated_generator_is_the_client_limit_not_a_knee() -> None:
+    steps = [*curve([1000, 2000], [1.0, 1.1]), Step(4000, 4000, 0.5, 1.2, 1.0, saturated=True)]
+    index, verdict = find_knee(steps, KneeRule())
+    assert index == 2 and verdict is not None
+    assert verdict.client_limited and not verdict.past_knee and "client" in verdict.reason
+
+
+def test_a_server_that_tipped_first_is_a_knee_even_if_the_client_then_fell_behind() -> None:
+    steps = [*curve([1000, 2000], [1.0, 1.1]), Step(4000, 3000, 5, 90, 1.0, saturated=True)]
+    index, verdict = find_knee(steps, KneeRule())
+    assert index == 2 and verdict is not None and verdict.past_knee
+    assert not verdict.client_limited and "fell behind too" in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("p99<50ms", (99, 50)), ("p99.9 < 1s", (99.9, 1000)), ("p50<300us", (50, 0.3))],
+)
+def test_parse_slo(text: str, value: tuple[float, float]) -> None:
+    assert parse_slo(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["p99>50ms", "99<50ms", "p99<50", "p0<1ms", "p101<1ms"])
+def test_bad_slo(text: str) -> None:
+    with pytest.raises(ValueError, match="SLO"):
+        parse_slo(text)

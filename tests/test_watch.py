@@ -1,0 +1,77 @@
+"""`tippingpoint watch` and the /proc parsers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+from tests.conftest import HOST, run_tp, tippingpoint_cmd
+from tippingpoint.monitor import Monitor, read_dev, read_meminfo, read_snmp, read_sockstat
+
+SNMP = (
+    "Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets"
+    " CurrEstab InSegs OutSegs\nTcp: 1 200 120000 -1 10 20 0 0 7 1000 2000\n"
+)
+
+
+def test_parsers() -> None:
+    assert read_snmp(SNMP)["CurrEstab"] == 7 and read_snmp(SNMP)["OutSegs"] == 2000
+    sock = read_sockstat("sockets: used 42\nTCP: inuse 5 orphan 1 tw 3 alloc 6 mem 9\n")
+    assert sock == {
+        "sockets_used": 42,
+        "tcp_inuse": 5,
+        "tcp_orphan": 1,
+        "tcp_tw": 3,
+        "tcp_alloc": 6,
+        "tcp_mem": 9,
+    }
+    dev = read_dev("h1\nh2\n    lo: 100 2 0 0 0 0 0 0 300 4 0 0 0 0 0 0\n")
+    assert dev == {"lo": (100, 2, 300, 4)}
+    assert read_meminfo("MemTotal: 100 kB\nSlab: 5 kB\n") == {"MemTotal": 100, "Slab": 5}
+
+
+def test_established_connections_and_cpu_are_seen(serve) -> None:
+    server = serve()
+    monitor = Monitor({"backend": server.worker_pids})
+    first = monitor.sample()
+    socks = [socket.create_connection((HOST, server.port)) for _ in range(50)]
+    time.sleep(0.3)
+    second = monitor.sample()
+    # Both ends of each connection count: at least 100 more established.
+    assert second["tcp_established"] >= first["tcp_established"] + 100
+    assert second["roles"]["backend"]["processes"] == 1
+    assert second["roles"]["backend"]["rss_kib"] > 1000
+    for s in socks:
+        s.close()
+
+
+def test_a_watched_process_that_dies_is_reported(tmp_path) -> None:
+    victim = subprocess.Popen(["sleep", "30"])
+    proc = subprocess.Popen(
+        tippingpoint_cmd(
+            "watch", "--role", f"victim={victim.pid}", "--duration", "3s", "--interval", "0.5s"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1.0)
+    victim.kill()
+    victim.wait()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert f"victim pid {victim.pid} is gone".encode() in err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) >= 4
+    assert any("events" in r for r in records)
+    assert records[-1]["roles"]["victim"]["processes"] == 0
+    assert os.path.exists("/proc/self")
+
+
+def test_csv_output() -> None:
+    result = run_tp("watch", "--duration", "1.5s", "--format", "csv", "--interval", "0.5s")
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].startswith("t,tcp_established,tcp_inuse")
+    assert len(lines) == 4
