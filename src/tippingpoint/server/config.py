@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["ServeConfig", "default_processes", "parse_hostport", "parse_ports"]
+__all__ = ["ServeConfig", "default_processes", "parse_cpus", "parse_hostport", "parse_ports"]
 
 
 def default_processes() -> int:
@@ -36,6 +36,22 @@ def parse_ports(spec: str) -> tuple[int, ...]:
     if not ports:
         raise ValueError(f"bad port list {spec!r}: give at least one port, e.g. 8282")
     return tuple(ports)
+
+
+def parse_cpus(spec: str) -> tuple[int, ...]:
+    """``"0-1,3"`` -> ``(0, 1, 3)``: CPU numbers as taskset writes them."""
+    cpus: list[int] = []
+    for part in str(spec).replace(" ", "").split(","):
+        low_s, sep, high_s = part.partition("-")
+        if not low_s.isdigit() or (sep and not high_s.isdigit()):
+            raise ValueError(f"bad CPU list {spec!r}: use numbers and ranges like 0-1,3")
+        low, high = int(low_s), int(high_s) if sep else int(low_s)
+        if high < low or high >= (os.cpu_count() or 1):
+            raise ValueError(
+                f"bad CPU list {spec!r}: this machine has CPUs 0-{(os.cpu_count() or 1) - 1}"
+            )
+        cpus.extend(c for c in range(low, high + 1) if c not in cpus)
+    return tuple(cpus)
 
 
 def parse_hostport(spec: str) -> tuple[str, int]:

@@ -1,0 +1,192 @@
+"""The bench's self-contained HTML report: plotly.js embedded once, data inline.
+
+Works offline. Charts: the tipping-point graph of each sweep (p50 and p99 against the
+offered rate, the knee marked), achieved against offered rate, TCP established, CPU %
+and memory per role over time, and per-experiment latency over time; then the tables.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from importlib import resources
+from typing import Any
+
+__all__ = ["plotly_js", "render_html"]
+
+
+def plotly_js() -> str:
+    """plotly.min.js from the plotly package (no network at report time or view time)."""
+    return (resources.files("plotly") / "package_data" / "plotly.min.js").read_text()
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ddd; padding: 4px 8px; text-align: right; }
+th { background: #f4f4f4; } td.l, th.l { text-align: left; }
+.verdict { font-weight: bold; } .chart { width: 100%; height: 420px; }
+pre { background: #f8f8f8; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+_SCRIPT = """
+const DATA = JSON.parse(document.getElementById('bench-data').textContent);
+const layout = (title, x, y, extra) => Object.assign({
+  title: {text: title}, xaxis: {title: {text: x}}, yaxis: {title: {text: y}},
+  margin: {t: 50, r: 20}, legend: {orientation: 'h'}}, extra || {});
+const config = {displaylogo: false, responsive: true};
+let rendered = 0;
+function plot(id, traces, lay) {
+  Plotly.newPlot(id, traces, lay, config).then(() => {
+    rendered += 1;
+    document.body.dataset.charts = String(rendered);
+  });
+}
+for (const exp of DATA.experiments) {
+  if (exp.kind === 'sweep') {
+    const rows = exp.sweep.steps.slice().sort((a, b) => a.offered - b.offered);
+    const x = rows.map(r => r.offered);
+    const shapes = exp.sweep.tipping_point === null ? [] : [{type: 'line',
+      x0: exp.sweep.tipping_point, x1: exp.sweep.tipping_point, yref: 'paper', y0: 0, y1: 1,
+      line: {dash: 'dot', color: '#d62728'}}];
+    const annotations = exp.sweep.tipping_point === null ? [] : [{x: exp.sweep.tipping_point,
+      yref: 'paper', y: 1, text: 'tipping point ' + Math.round(exp.sweep.tipping_point) + '/s',
+      showarrow: false, yanchor: 'bottom'}];
+    plot('knee-' + exp.id, [
+      {x: x, y: rows.map(r => r.p50_ms), name: 'p50', mode: 'lines+markers'},
+      {x: x, y: rows.map(r => r.p99_ms), name: 'p99', mode: 'lines+markers'},
+      {x: x, y: rows.map(r => r.mean_ms), name: 'mean', mode: 'lines+markers'}],
+      layout(exp.name + ': latency against offered rate', 'offered requests/s', 'ms',
+             {yaxis: {type: 'log', title: {text: 'ms (log)'}}, shapes: shapes,
+              annotations: annotations}));
+    plot('rate-' + exp.id, [
+      {x: x, y: rows.map(r => r.achieved), name: 'achieved', mode: 'lines+markers'},
+      {x: x, y: x, name: 'offered', mode: 'lines', line: {dash: 'dash'}}],
+      layout(exp.name + ': achieved against offered', 'offered requests/s', 'requests/s'));
+  } else {
+    const t = exp.timeline;
+    plot('lat-' + exp.id, [
+      {x: t.t, y: t.p50_ms, name: 'p50'}, {x: t.t, y: t.p99_ms, name: 'p99'}],
+      layout(exp.name + ': latency over time', 's', 'ms'));
+    plot('rate-' + exp.id, [{x: t.t, y: t.rate, name: 'responses/s'}],
+      layout(exp.name + ': rate over time', 's', 'requests/s'));
+  }
+}
+const m = DATA.monitor;
+plot('tcp', [{x: m.t, y: m.tcp_established, name: 'TCP established', fill: 'tozeroy'}],
+  layout('TCP established (both ends of every connection)', 's', 'connections'));
+plot('cpu', Object.keys(m.roles).map(r => ({x: m.t, y: m.roles[r].cpu_pct, name: r})),
+  layout('CPU % per role', 's', '% of one core'));
+plot('mem', [{x: m.t, y: m.mem_used_mib, name: 'memory used (MiB)'}]
+  .concat(Object.keys(m.roles).map(r => ({x: m.t, y: m.roles[r].rss_mib, name: r + ' RSS'}))),
+  layout('Memory', 's', 'MiB'));
+plot('pkts', [{x: m.t, y: m.rx_packets, name: 'packets in/s (lo)'},
+              {x: m.t, y: m.tx_packets, name: 'packets out/s (lo)'}],
+  layout('Packets per second', 's', 'packets/s'));
+"""
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    out = ["<table><tr>"]
+    out += [
+        f'<th class="{"l" if i == 0 else ""}">{html.escape(h)}</th>' for i, h in enumerate(headers)
+    ]
+    out.append("</tr>")
+    for row in rows:
+        out.append("<tr>")
+        out += [
+            f'<td class="{"l" if i == 0 else ""}">{html.escape(str(v))}</td>'
+            for i, v in enumerate(row)
+        ]
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _sweep_rows(sweep: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for r in sorted(sweep["steps"], key=lambda r: r["offered"]):
+        cpu = "-" if r["proxy_cpu_pct"] is None else f"{r['proxy_cpu_pct']:.0f}%"
+        rows.append(
+            [
+                f"{r['offered']:,.0f}",
+                f"{r['achieved']:,.0f}",
+                f"{r['mean_ms']:.2f}",
+                f"{r['p50_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['success'] * 100:.2f}%",
+                cpu,
+                f"{r['tcp_established']:,}",
+                f"{r['packets_in_per_s']:,.0f}",
+                f"{r['packets_out_per_s']:,.0f}",
+                r["verdict"],
+            ]
+        )
+    return rows
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """``data``: ``title``, ``summary`` rows, ``experiments`` (sweeps and attacks),
+    ``monitor`` series, ``config`` text, ``machine``."""
+    parts = [
+        f"<h1>{html.escape(data['title'])}</h1>",
+        f"<p>{html.escape(data['machine'])}</p>",
+        "<h2>Summary</h2>",
+        _table(["experiment", "result"], data["summary"]),
+    ]
+    for exp in data["experiments"]:
+        eid = exp["id"]
+        parts.append(f"<h2>{html.escape(exp['name'])}</h2><p>{html.escape(exp['description'])}</p>")
+        if exp["kind"] == "sweep":
+            sweep = exp["sweep"]
+            verdict = (
+                f"Tipping point: {sweep['tipping_point']:,.0f} requests/s"
+                if sweep["tipping_point"] is not None
+                else "No tipping point"
+            )
+            parts.append(
+                f'<p class="verdict">{html.escape(verdict)} — {html.escape(sweep["reason"])}</p>'
+            )
+            parts.append(f'<div id="knee-{eid}" class="chart"></div>')
+            parts.append(f'<div id="rate-{eid}" class="chart"></div>')
+            parts.append(
+                _table(
+                    [
+                        "offered/s",
+                        "achieved/s",
+                        "mean ms",
+                        "p50 ms",
+                        "p99 ms",
+                        "success",
+                        "proxy CPU",
+                        "TCP est.",
+                        "pkts in/s",
+                        "pkts out/s",
+                        "verdict",
+                    ],
+                    _sweep_rows(sweep),
+                )
+            )
+        else:
+            parts.append(f'<div id="lat-{eid}" class="chart"></div>')
+            parts.append(f'<div id="rate-{eid}" class="chart"></div>')
+            parts.append(f"<pre>{html.escape(exp['report'])}</pre>")
+    parts += [
+        "<h2>The machine</h2>",
+        '<div id="tcp" class="chart"></div>',
+        '<div id="cpu" class="chart"></div>',
+        '<div id="mem" class="chart"></div>',
+        '<div id="pkts" class="chart"></div>',
+        "<h2>HAProxy configuration</h2>",
+        f"<pre>{html.escape(data['config'])}</pre>",
+    ]
+    payload = json.dumps(data, default=str).replace("</", "<\\/")
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(data['title'])}</title><style>{_STYLE}</style>"
+        f"<script>{plotly_js()}</script></head><body>"
+        + "".join(parts)
+        + f'<script type="application/json" id="bench-data">{payload}</script>'
+        + f"<script>{_SCRIPT}</script></body></html>\n"
+    )
