@@ -347,8 +347,22 @@ def run_bench(
             f"bench: backends pid {serve.pid} on ports "
             f"{scenario.backend_ports[0]}-{scenario.backend_ports[-1]}, HAProxy pids {fleet.pids}"
         )
+        ours = {serve.pid: serve, **{p.pid: p for p in fleet.procs}}
+
+        def exit_status(pid: int) -> str | None:
+            proc = ours.get(pid)
+            if proc is None or proc.poll() is None:
+                return None
+            code = proc.returncode
+            if code < 0:
+                return f"killed by signal {-code} ({signal.Signals(-code).name})"
+            return f"exited with code {code}"
+
         monitor = Monitor(
-            {"proxy": fleet.pids, "backends": [serve.pid]}, lambda: fleet.sockets if fleet else []
+            {"proxy": fleet.pids, "backends": [serve.pid]},
+            lambda: fleet.sockets if fleet else [],
+            exit_status,
+            lambda event: log(f"bench: {event}"),
         )
         if scenario.client_cpus:
             os.sched_setaffinity(0, scenario.client_cpus)

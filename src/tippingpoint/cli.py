@@ -752,7 +752,10 @@ def proxy(
     haproxy_bin: str | None,
     print_config: bool,
 ) -> None:
-    """Run real HAProxy in front of the backends (HTTP and TLS) until Ctrl-C."""
+    """Run real HAProxy in front of the backends (HTTP and TLS) until Ctrl-C.
+
+    SIGHUP reloads: new HAProxy processes take the ports over, the old ones finish
+    their connections."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"workdir": workdir}
         return
@@ -808,16 +811,27 @@ def proxy(
         err=True,
     )
     stop = False
+    reload = False
 
     def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
+        nonlocal stop, reload
+        if signum == sig.SIGHUP:
+            reload = True
+        else:
+            stop = True
 
-    for s in (sig.SIGINT, sig.SIGTERM):
+    for s in (sig.SIGINT, sig.SIGTERM, sig.SIGHUP):
         sig.signal(s, on_signal)
     try:
         while not stop and fleet.pids:
             time.sleep(0.2)
+            if reload:  # SIGHUP: new processes take the ports over, the old ones finish
+                reload = False
+                try:
+                    fleet.reload()
+                    click.echo(f"tippingpoint proxy: reloaded, pids {fleet.pids}", err=True)
+                except HAProxyError as e:
+                    click.echo(f"tippingpoint proxy: reload failed: {e}", err=True)
     finally:
         fleet.stop()
     if not stop:

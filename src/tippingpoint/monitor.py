@@ -86,10 +86,12 @@ class Monitor:
         roles: dict[str, list[int]] | None = None,
         haproxy_sockets: Callable[[], Iterable[Path]] | None = None,
         exit_status: Callable[[int], str | None] | None = None,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         self.roles = [_Role(name, list(pids)) for name, pids in (roles or {}).items()]
         self.haproxy_sockets = haproxy_sockets
         self.exit_status = exit_status
+        self.on_event = on_event
         self.start = time.monotonic()
         self._last_t = self.start
         self._last_snmp = read_snmp()
@@ -188,6 +190,9 @@ class Monitor:
         record["roles"] = roles
         if events:
             record["events"] = events
+            if self.on_event is not None:
+                for event in events:
+                    self.on_event(event)
         if self.haproxy_sockets is not None:
             infos = []
             for path in self.haproxy_sockets():

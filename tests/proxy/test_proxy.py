@@ -123,3 +123,27 @@ def test_stats_cli_text(serve, proxy, metric: str) -> None:
     result = run_tp("proxy", "stats", "--dir", px.dir)
     assert result.returncode == 0
     assert metric.encode() in result.stdout and b"servers/s1" in result.stdout
+
+
+def test_sighup_reloads_with_new_processes(serve, proxy) -> None:
+    import time
+
+    backend = serve()
+    px = proxy(backend.ports, "--https", "")
+    before = [int(i["Pid"]) for i in px.stats()["instances"]]
+    px.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            after = [int(i["Pid"]) for i in px.stats()["instances"]]
+        except AssertionError:
+            after = before
+        if after != before:
+            break
+        assert time.monotonic() < deadline, "no reload"
+        time.sleep(0.2)
+    assert httpx.get(f"http://127.0.0.1:{px.http_port}/").content == b"pong"
+    deadline = time.monotonic() + 20
+    while any(os.path.exists(f"/proc/{pid}") for pid in before):  # the old one finishes
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

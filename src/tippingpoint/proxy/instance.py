@@ -128,6 +128,8 @@ class ProxyFleet:
 
     @property
     def pids(self) -> list[int]:
+        """The live instances (and reaps retired ones that have finished)."""
+        self._retired = [p for p in self._retired if p.poll() is None]
         return [p.pid for p in self.procs if p.poll() is None]
 
     def stop(self, grace: float = 5.0) -> None:
