@@ -15,6 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# SIGTERM runs the scripts' cleanup (finally blocks stop every process they started).
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 HOST = "127.0.0.1"
 
 

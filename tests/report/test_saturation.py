@@ -20,8 +20,13 @@ def test_on_schedule() -> None:
 
 
 def test_late_sends() -> None:
-    saturated, verdict = summary([50] * 980 + [5000] * 20).saturation()
-    assert saturated and "p99 send lateness 5.0 ms" in verdict and "not the server" in verdict
+    saturated, verdict = summary([50] * 900 + [5000] * 100).saturation()
+    assert saturated and "p95 send lateness 5.0 ms" in verdict and "not the server" in verdict
+
+
+def test_one_stall_is_not_saturation() -> None:
+    saturated, verdict = summary([50] * 980 + [15000] * 20).saturation()
+    assert not saturated and "p99 lateness 15.0" in verdict
 
 
 def test_missing_sends_but_not_queueing() -> None:
