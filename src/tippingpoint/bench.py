@@ -132,6 +132,8 @@ class Experiment:
     # attack
     rate: float = 100.0
     duration: float = 10.0
+    max_connections: int | None = None
+    """Sweeps hold a fixed pool of 128 by default (see `tippingpoint sweep`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,7 @@ def parse_scenario(text: str) -> Scenario:
                     slo=parse_slo(slo) if slo else None,
                     rate=parse_rate(str(raw.get("rate", 100))),
                     duration=parse_duration(str(raw.get("duration", "10s"))),
+                    max_connections=raw.get("max_connections", 128 if kind == "sweep" else None),
                 )
             )
         if not experiments:
@@ -378,6 +381,7 @@ def run_bench(
                 processes=scenario.client_processes,
                 rate=exp.rate,
                 duration=exp.duration,
+                max_connections=exp.max_connections,
             )
             exp_dir = out / f"{index + 1:02d}-{exp.kind}"
             reuse = "keep-alive" if exp.keepalive else "a new connection per request"

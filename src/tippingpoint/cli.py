@@ -393,6 +393,9 @@ def attack(**opts: Any) -> None:
     sys.exit(code)
 
 
+_SWEEP_CONNECTIONS = 128
+
+
 @cli.command()
 @_request_options
 @click.option(
@@ -472,6 +475,12 @@ def sweep(**opts: Any) -> None:
     from tippingpoint.targets import TargetError
 
     try:
+        if opts["max_connections"] is None:
+            # A fixed pool, as wrk2 holds: the sweep measures the server's request capacity;
+            # past it, hits queue and the latency shows the knee. Without a cap, a slowing
+            # server makes the client open connection after connection, and the run measures
+            # the proxy's connection handling instead.
+            opts["max_connections"] = _SWEEP_CONNECTIONS
         config = _attack_config(opts, rate=1.0, duration=1.0)
         step_duration = parse_duration(opts["step_duration"])
         if step_duration < 1:
