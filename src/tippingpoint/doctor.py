@@ -1,0 +1,273 @@
+"""What the article learnt the hard way, checked up front, with the exact fix for each.
+
+Open-file limits (per process and system-wide), ephemeral ports per source and
+destination pair, listen backlogs, TIME_WAIT reuse, conntrack, memory for the
+connections wanted, and the timeouts that cut long requests. :func:`plan_connections`
+is the arithmetic behind "how many processes and source addresses does N connections
+need", shared with the load generator's planning.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "KERNEL_BYTES_PER_CONNECTION",
+    "Check",
+    "ConnectionPlan",
+    "apply_fixes",
+    "diagnose",
+    "plan_connections",
+]
+
+KERNEL_BYTES_PER_CONNECTION = 8_200
+"""Kernel memory per connection with both ends on this machine (2 TCP sockets, inodes,
+files, dentries, epoll entries), measured by benchmarks/idle_connections.py."""
+USER_BYTES_CLIENT = 1_700
+USER_BYTES_SERVER = 1_500
+_RESERVED_FDS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPlan:
+    connections: int
+    client_processes: int
+    server_processes: int
+    source_addresses: int
+    ports_per_pair: int
+    memory_bytes: int
+    problems: tuple[str, ...] = ()
+
+    @property
+    def feasible(self) -> bool:
+        return not self.problems
+
+
+def plan_connections(
+    connections: int,
+    fd_limit: int,
+    port_range: tuple[int, int],
+    destination_ports: int = 1,
+    memory_available: int | None = None,
+    both_ends_local: bool = True,
+) -> ConnectionPlan:
+    """Processes, source addresses and memory for ``connections`` concurrent connections.
+
+    Each process holds at most ``fd_limit - 64`` sockets; each source address reaches
+    each destination port through at most ``port_range`` ports (connections to different
+    destination ports can share a source port)."""
+    per_process = max(1, fd_limit - _RESERVED_FDS)
+    ports = port_range[1] - port_range[0] + 1
+    processes = math.ceil(connections / per_process)
+    addresses = max(1, math.ceil(connections / (ports * max(1, destination_ports))))
+    memory = connections * (KERNEL_BYTES_PER_CONNECTION + USER_BYTES_CLIENT)
+    if both_ends_local:
+        memory += connections * USER_BYTES_SERVER
+    problems = []
+    if memory_available is not None and memory > 0.9 * memory_available:
+        problems.append(
+            f"{connections:,} connections need about {memory / 2**30:.1f} GiB "
+            f"(kernel {KERNEL_BYTES_PER_CONNECTION:,} B + user space per connection), "
+            f"{memory_available / 2**30:.1f} GiB are available: fewer connections, or more memory"
+        )
+    if addresses > 16_000_000:
+        problems.append("more source addresses than 127.0.0.0/8 holds")
+    return ConnectionPlan(
+        connections, processes, processes, addresses, ports, memory, tuple(problems)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    value: str
+    advice: str = ""
+    sysctl: tuple[str, str] | None = None
+    """``(key, value)`` that --apply can write."""
+
+
+@dataclass
+class _Sysctl:
+    root: Path = Path("/proc/sys")
+    reads: dict[str, str | None] = field(default_factory=dict)
+
+    def get(self, key: str) -> str | None:
+        if key not in self.reads:
+            path = self.root / key.replace(".", "/")
+            try:
+                self.reads[key] = " ".join(path.read_text().split())
+            except OSError:
+                self.reads[key] = None
+        return self.reads[key]
+
+
+def diagnose(
+    connections: int = 100_000,
+    sleep_ms: int | None = None,
+    client_timeout_s: float = 30.0,
+    proc_sys: Path = Path("/proc/sys"),
+    meminfo: Path = Path("/proc/meminfo"),
+    rlimit: Callable[[], tuple[int, int]] = lambda: resource.getrlimit(resource.RLIMIT_NOFILE),
+) -> tuple[list[Check], ConnectionPlan]:
+    sysctl = _Sysctl(proc_sys)
+    checks: list[Check] = []
+    soft, hard = rlimit()
+    plan_limit = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    checks.append(
+        Check(
+            "open files per process (RLIMIT_NOFILE)",
+            soft == hard,
+            f"soft {soft:,}, hard {hard:,}",
+            ""
+            if soft == hard
+            else f"tippingpoint raises soft to hard itself; for other tools: ulimit -n {hard}",
+        )
+    )
+    nr_open = sysctl.get("fs.nr_open")
+    per_process = max(1, plan_limit - _RESERVED_FDS)
+    checks.append(
+        Check(
+            "hard limit per process",
+            plan_limit >= min(connections, 1_048_576) + _RESERVED_FDS,
+            f"{plan_limit:,} descriptors: {per_process:,} connections per process",
+            f"{math.ceil(connections / per_process)} processes hold {connections:,} connections; "
+            "tippingpoint adds processes by itself. To raise the hard limit (needs "
+            f"CAP_SYS_RESOURCE): '* hard nofile {connections + 1024}' in /etc/security/limits.conf"
+            + (f" and fs.nr_open >= {connections + 1024} (now {nr_open})" if nr_open else ""),
+        )
+    )
+    file_max = sysctl.get("fs.file-max")
+    needed_files = 2 * connections + 10_000
+    if file_max is not None:
+        ok = int(file_max) >= needed_files
+        checks.append(
+            Check(
+                "system-wide open files (fs.file-max)",
+                ok,
+                f"{int(file_max):,}",
+                "" if ok else f"sysctl -w fs.file-max={needed_files}",
+                None if ok else ("fs.file-max", str(needed_files)),
+            )
+        )
+    port_range = (32768, 60999)
+    raw = sysctl.get("net.ipv4.ip_local_port_range")
+    if raw:
+        low, high = (int(x) for x in raw.split())
+        port_range = (low, high)
+        ports = high - low + 1
+        wide = ports >= 60_000
+        checks.append(
+            Check(
+                "ephemeral ports (net.ipv4.ip_local_port_range)",
+                wide,
+                f"{low}-{high}: {ports:,} connections per source address and destination port",
+                ""
+                if wide
+                else "sysctl -w net.ipv4.ip_local_port_range='1024 65535' (and spread "
+                "connections over source addresses: --laddr 127.0.0.2-127.0.0.N)",
+                None if wide else ("net.ipv4.ip_local_port_range", "1024 65535"),
+            )
+        )
+    for key, want in (("net.core.somaxconn", 65535), ("net.ipv4.tcp_max_syn_backlog", 65535)):
+        value = sysctl.get(key)
+        if value is not None:
+            ok = int(value) >= want
+            checks.append(
+                Check(
+                    f"listen backlog ({key})",
+                    ok,
+                    value,
+                    "" if ok else f"sysctl -w {key}={want}",
+                    None if ok else (key, str(want)),
+                )
+            )
+    reuse = sysctl.get("net.ipv4.tcp_tw_reuse")
+    if reuse is not None:
+        ok = reuse in ("1", "2")
+        checks.append(
+            Check(
+                "TIME_WAIT reuse for new outgoing connections (net.ipv4.tcp_tw_reuse)",
+                ok,
+                reuse + (" (loopback only)" if reuse == "2" else ""),
+                ""
+                if ok
+                else "sysctl -w net.ipv4.tcp_tw_reuse=1 (closing from the client "
+                "leaves ports in TIME_WAIT for 60 s)",
+                None if ok else ("net.ipv4.tcp_tw_reuse", "1"),
+            )
+        )
+    ct_max = sysctl.get("net.netfilter.nf_conntrack_max")
+    if ct_max is not None:
+        count = sysctl.get("net.netfilter.nf_conntrack_count") or "0"
+        ok = int(ct_max) >= 2 * connections or int(count) == 0
+        checks.append(
+            Check(
+                "conntrack table (net.netfilter.nf_conntrack_max)",
+                ok,
+                f"max {int(ct_max):,}, tracking {int(count):,} now",
+                "" if ok else f"sysctl -w net.netfilter.nf_conntrack_max={2 * connections}",
+                None if ok else ("net.netfilter.nf_conntrack_max", str(2 * connections)),
+            )
+        )
+    available = None
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    plan = plan_connections(connections, plan_limit, port_range, 1, available)
+    checks.append(
+        Check(
+            f"memory for {connections:,} connections (client and server here)",
+            plan.feasible,
+            f"about {plan.memory_bytes / 2**30:.2f} GiB needed"
+            + (f", {available / 2**30:.1f} GiB available" if available else ""),
+            "; ".join(plan.problems),
+        )
+    )
+    checks.append(
+        Check(
+            "processes and source addresses",
+            True,
+            f"{plan.client_processes} client process(es), {plan.source_addresses} source "
+            f"address(es) per destination port",
+        )
+    )
+    if sleep_ms is not None:
+        longest = (sleep_ms + 1) / 1000
+        ok = client_timeout_s > longest
+        checks.append(
+            Check(
+                "timeouts that cut long requests",
+                ok,
+                f"sleep up to {longest:g} s; client --timeout {client_timeout_s:g} s; "
+                "serve idle 3600 s; tippingpoint proxy 2 h",
+                ""
+                if ok
+                else f"raise the client's --timeout above {longest:g} s (Vegeta's 30 s "
+                "default failed half the article's requests)",
+            )
+        )
+    return checks, plan
+
+
+def apply_fixes(checks: list[Check], proc_sys: Path = Path("/proc/sys")) -> list[str]:
+    """Write the sysctls the failed checks name; one line per attempt."""
+    lines = []
+    for check in checks:
+        if check.ok or check.sysctl is None:
+            continue
+        key, value = check.sysctl
+        path = proc_sys / key.replace(".", "/")
+        try:
+            path.write_text(value + "\n")
+            lines.append(f"set {key} = {value}")
+        except OSError as e:
+            lines.append(f"could not set {key} = {value}: {e.strerror} (run as root)")
+    return lines
