@@ -1112,5 +1112,152 @@ def doctor(connections: int, sleep_ms: int | None, timeout: str, apply_: bool) -
             click.echo(line)
 
 
+@cli.command()
+@click.argument("url")
+@click.option("--connections", type=int, required=True, help="Connections to hold in all.")
+@click.option(
+    "--connect-rate", default="1000", show_default=True, help="New connections per second."
+)
+@click.option(
+    "--duration",
+    default="60s",
+    show_default=True,
+    help="How long to hold, from the start (opening included).",
+)
+@click.option(
+    "--request-every", default=None, help="Each connection sends a request this often, e.g. 30s."
+)
+@click.option(
+    "--ports",
+    "dest_ports",
+    default=None,
+    help="Spread over these destination ports, e.g. 8282-8291.",
+)
+@click.option("--laddr", default=None, help="Source addresses, e.g. 127.0.0.2-127.0.0.40.")
+@click.option(
+    "--processes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="At least this many (more when the descriptor limit needs them).",
+)
+@click.option("--insecure", is_flag=True, help="TLS: do not verify the server certificate.")
+@click.option("--cacert", type=click.Path(dir_okay=False), help="TLS: CA bundle.")
+@click.option("-o", "--output", default=None, help="Write the records (JSON lines) here.")
+def hold(
+    url: str,
+    connections: int,
+    connect_rate: str,
+    duration: str,
+    request_every: str | None,
+    dest_ports: str | None,
+    laddr: str | None,
+    processes: int,
+    insecure: bool,
+    cacert: str | None,
+    output: str | None,
+) -> None:
+    """Open connections at a rate and hold them (idle or with a periodic request)."""
+    import functools
+
+    from tippingpoint.engine.hold import HoldConfig, hold_child, plan_hold
+    from tippingpoint.engine.runner import run_children
+    from tippingpoint.limits import raise_nofile
+    from tippingpoint.pacer import parse_duration, parse_rate
+    from tippingpoint.server.config import parse_ports
+    from tippingpoint.targets import Target, TargetError
+
+    try:
+        if connections < 1:
+            raise ValueError("--connections must be >= 1")
+        config = HoldConfig(
+            target=Target("GET", url),
+            connections=connections,
+            connect_rate=parse_rate(connect_rate),
+            duration=parse_duration(duration),
+            request_every=parse_duration(request_every) if request_every else None,
+            ports=parse_ports(dest_ports) if dest_ports else (),
+            laddrs=_parse_laddrs(laddr),
+            insecure=insecure,
+            cacert=cacert,
+            processes=max(1, processes),
+        )
+        if config.connect_rate <= 0:
+            raise ValueError("--connect-rate must be > 0")
+    except (ValueError, TargetError, click.BadParameter) as e:
+        _fail(str(e))
+        return
+    soft, _ = raise_nofile()
+    shards = plan_hold(config, soft, time.monotonic_ns() + 500_000_000)
+    click.echo(
+        f"tippingpoint hold: {connections:,} connections in {len(shards)} process(es) "
+        f"(open-file limit {soft:,}), {len(config.laddrs) or 1} source address(es), "
+        f"{len(config.ports) or 1} destination port(s), {config.connect_rate:,.0f}/s",
+        err=True,
+    )
+    out = open(output, "wb") if output else None  # noqa: SIM115
+    per_second: dict[float, dict[str, int]] = {}
+    failures: dict[tuple[int, str], int] = {}
+    finals: list[dict[str, Any]] = []
+
+    def on_record(record: dict[str, Any]) -> None:
+        if record.get("final"):
+            finals.append(record)
+            return
+        row = per_second.setdefault(
+            record["t"], {"established": 0, "lost": 0, "rss_kib": 0, "reports": 0}
+        )
+        row["established"] += record["established"]
+        row["lost"] += record["lost"]
+        row["rss_kib"] += record["rss_kib"]
+        row["reports"] += 1
+        for kind, entry in record["failed"].items():  # cumulative per process
+            failures[(record["process"], kind)] = entry["count"]
+        if row["reports"] == len(shards):  # every process has reported this second
+            click.echo(
+                f"  {record['t']:6.0f} s: {row['established']:,} established, {row['lost']:,} lost",
+                err=True,
+            )
+
+    def on_line(line: bytes) -> None:
+        if out is not None:
+            out.write(line)
+            out.flush()
+
+    try:
+        code = run_children(
+            [functools.partial(hold_child, config, shard) for shard in shards],
+            on_line,
+            on_record,
+            "hold",
+        )
+    finally:
+        if out:
+            out.close()
+    peak = max((r["established"] for r in per_second.values()), default=0)
+    reached = next(
+        (t for t, r in sorted(per_second.items()) if r["established"] >= connections), None
+    )
+    seconds = [per_second[t] for t in sorted(per_second)]
+    empty = {"established": 0, "lost": 0, "rss_kib": 0}
+    first = seconds[0] if seconds else empty
+    last = seconds[-1] if seconds else empty
+    full = max(seconds, key=lambda r: r["established"]) if seconds else empty
+    growth = (full["rss_kib"] - first["rss_kib"]) * 1024
+    added = full["established"] - first["established"]
+    per_conn = f" ({growth / added:,.0f} B per connection)" if added > 0 and growth > 0 else ""
+    by_kind: dict[str, int] = {}
+    for (_, kind), count in failures.items():
+        by_kind[kind] = by_kind.get(kind, 0) + count
+    click.echo(
+        f"peak established {peak:,} of {connections:,}"
+        + (f", all established after {reached:.0f} s" if reached else "")
+        + f"; lost {last['lost']:,}; failures "
+        + (", ".join(f"{k}: {v:,}" for k, v in by_kind.items()) or "none")
+        + f"; client RSS grew {growth / 2**20:,.1f} MiB{per_conn}"
+    )
+    sys.exit(code)
+
+
 def main() -> None:
     cli()

@@ -33,7 +33,7 @@ from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.server.worker import new_loop
 from tippingpoint.stats import DEFAULT_HIGHEST
 
-__all__ = ["Plan", "plan_shards", "run_attack"]
+__all__ = ["Plan", "plan_shards", "run_attack", "run_children"]
 
 _RESERVED_FDS: Final = 64
 _START_DELAY_S: Final = 0.5
@@ -110,6 +110,8 @@ def header_record(config: AttackConfig, plan: Plan, start_epoch: float) -> dict[
 
 
 def _child(config: AttackConfig, shard: Shard, write_fd: int) -> int:
+    """One attack worker: its own event loop, records written to ``write_fd``."""
+
     def emit(record: dict[str, Any]) -> None:
         os.write(write_fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
 
@@ -150,20 +152,31 @@ def run_attack(
     if on_record is not None:
         on_record(header)
 
+    return run_children(
+        [functools.partial(_child, config, shard) for shard in plan.shards],
+        on_line,
+        on_record,
+        "attack",
+    )
+
+
+def run_children(
+    jobs: list[Callable[[int], int]],
+    on_line: Callable[[bytes], None],
+    on_record: Callable[[dict[str, Any]], None] | None,
+    name: str,
+) -> int:
+    """Fork one process per job (``job(write_fd) -> exit code``); pass on every JSON line
+    they write as it arrives. SIGINT/SIGTERM are forwarded as SIGTERM (the workers stop
+    gracefully and flush). Returns 0, or 1 when a worker failed."""
     children: dict[int, int] = {}  # pid -> read fd
-    for shard in plan.shards:
+    for job in jobs:
         read_fd, write_fd = os.pipe()
-        pid = fork_child(
-            functools.partial(_child, config, shard, write_fd), [read_fd, *children.values()]
-        )
+        pid = fork_child(functools.partial(job, write_fd), [read_fd, *children.values()])
         os.close(write_fd)
         children[pid] = read_fd
 
-    stopping = False
-
     def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
         for pid in children:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -199,7 +212,7 @@ def run_attack(
             if status != 0:
                 failed += 1
                 print(
-                    f"tippingpoint attack: worker pid {pid} {describe_status(status)}",
+                    f"tippingpoint {name}: worker pid {pid} {describe_status(status)}",
                     file=sys.stderr,
                 )
     finally:

@@ -1,0 +1,290 @@
+"""Holding connections (tcpkali-style): open them at a rate, keep them, count them.
+
+One process's share: ``connections`` connections opened at ``connect_rate`` per second,
+spread over source addresses and destination ports, then held until the end, each
+optionally sending a request every ``request_every`` seconds (spread evenly, so that N
+connections make N / request_every requests per second). Once a second the process
+emits a record: established, opened, failed by kind, lost (closed by the peer),
+connect and request latency histograms, and its own RSS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import ssl
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic_ns
+from typing import Any, cast
+
+import numpy as np
+
+from tippingpoint.engine.client import IP_BIND_ADDRESS_NO_PORT, classify_error
+from tippingpoint.stats import Histogram
+from tippingpoint.targets import Target, encode_request
+from tippingpoint.wire.response import ResponseError, ResponseReader
+
+__all__ = ["HoldConfig", "HoldShard", "Holder", "hold_child", "plan_hold"]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldConfig:
+    target: Target
+    connections: int
+    connect_rate: float
+    duration: float
+    request_every: float | None = None
+    ports: tuple[int, ...] = ()
+    """Destination ports to spread over (default: the URL's)."""
+    laddrs: tuple[str, ...] = ()
+    timeout: float = 30.0
+    insecure: bool = False
+    cacert: str | None = None
+    processes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HoldShard:
+    index: int
+    count: int
+    connections: int
+    connect_rate: float
+    laddrs: tuple[str, ...]
+    start_ns: int
+
+
+class _Conn(asyncio.Protocol):
+    __slots__ = ("holder", "reader", "sent_ns", "transport")
+
+    def __init__(self, holder: Holder) -> None:
+        self.holder = holder
+        self.transport: asyncio.Transport | None = None
+        self.reader: ResponseReader | None = None
+        self.sent_ns = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        if reader is None:
+            return
+        try:
+            done = reader.feed(data)
+        except ResponseError as e:
+            self.holder.fail(e)
+            self.reader = None
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if done:
+            self.holder.request_latency.append(monotonic_ns() - self.sent_ns)
+            self.holder.codes[reader.status] = self.holder.codes.get(reader.status, 0) + 1
+            self.reader = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.holder.on_lost(self)
+
+    def request(self, data: bytes) -> None:
+        if self.transport is None or self.reader is not None:
+            return
+        self.reader = ResponseReader()
+        self.reader.start()
+        self.sent_ns = monotonic_ns()
+        self.transport.write(data)
+
+
+class Holder:
+    def __init__(
+        self,
+        config: HoldConfig,
+        shard: HoldShard,
+        emit: Callable[[dict[str, Any]], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.config = config
+        self.shard = shard
+        self.emit = emit
+        self.loop = loop
+        origin = config.target.origin
+        info = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+        self.host = str(info[0][4][0])
+        self.ports = config.ports or (origin.port,)
+        self.ssl: ssl.SSLContext | None = None
+        if origin.tls:
+            self.ssl = ssl.create_default_context(cafile=config.cacert)
+            if config.insecure:
+                self.ssl.check_hostname = False
+                self.ssl.verify_mode = ssl.CERT_NONE
+        self.request_bytes = encode_request(config.target)
+        self.conns: list[_Conn] = []
+        self.opening = 0
+        self.started = 0
+        self.opened = 0
+        self.lost = 0
+        self.failed: dict[str, list[Any]] = {}
+        self.connect_latency = array("q")
+        self.request_latency = array("q")
+        self.codes: dict[int, int] = {}
+        self.stopping = False
+        self.done = asyncio.Event()
+
+    def fail(self, exc: BaseException) -> None:
+        kind, message = classify_error(exc)
+        entry = self.failed.setdefault(kind, [0, message[:300]])
+        entry[0] += 1
+
+    def on_lost(self, conn: _Conn) -> None:
+        if not self.stopping:
+            self.lost += 1
+
+    async def _open_one(self, n: int) -> None:
+        t0 = monotonic_ns()
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM
+        )
+        try:
+            sock.setblocking(False)
+            if self.shard.laddrs:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((self.shard.laddrs[n % len(self.shard.laddrs)], 0))
+            port = self.ports[(n // max(1, len(self.shard.laddrs))) % len(self.ports)]
+            async with asyncio.timeout(self.config.timeout):
+                await self.loop.sock_connect(sock, (self.host, port))
+                _, conn = await self.loop.create_connection(
+                    lambda: _Conn(self),
+                    sock=sock,
+                    ssl=self.ssl,
+                    server_hostname=self.config.target.origin.host if self.ssl else None,
+                )
+        except (OSError, ssl.SSLError, TimeoutError) as e:
+            sock.close()
+            self.fail(e)
+            return
+        finally:
+            self.opening -= 1
+        self.connect_latency.append(monotonic_ns() - t0)
+        self.opened += 1
+        self.conns.append(conn)
+
+    def _open_batch(self) -> None:
+        """Every 10 ms: open the connections due by now."""
+        if self.stopping:
+            return
+        elapsed = (monotonic_ns() - self.shard.start_ns) / 1e9
+        due = min(self.shard.connections, int(elapsed * self.shard.connect_rate) + 1)
+        while self.started < due and self.opening < 2000:
+            self.started += 1
+            self.opening += 1
+            self.loop.create_task(self._open_one(self.started - 1))
+        if self.started < self.shard.connections:
+            self.loop.call_later(0.01, self._open_batch)
+
+    def _requests(self, second: int) -> None:
+        """Connection i requests in the seconds where i % period == second % period."""
+        period = max(1, round(self.config.request_every or 0))
+        phase = second % period
+        for i in range(phase, len(self.conns), period):
+            self.conns[i].request(self.request_bytes)
+
+    def _record(self, t: float) -> dict[str, Any]:
+        hists = {}
+        for name in ("connect_latency", "request_latency"):
+            values: array[int] = getattr(self, name)
+            h = Histogram()
+            if values:
+                h.record_many(np.frombuffer(values, dtype=np.int64) // 1000)
+            hists[name.split("_")[0]] = h.encode()
+            setattr(self, name, array("q"))
+        established = sum(1 for c in self.conns if c.transport is not None)
+        record = {
+            "type": "hold",
+            "process": self.shard.index,
+            "t": round(t, 3),
+            "established": established,
+            "opened": self.opened,
+            "lost": self.lost,
+            "failed": {k: {"count": v[0], "sample": v[1]} for k, v in self.failed.items()},
+            "codes": {str(k): v for k, v in self.codes.items()},
+            "rss_kib": _rss_kib(),
+            "hist": hists,
+        }
+        self.codes = {}
+        return record
+
+    async def run(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self.done.set)
+        delay = (self.shard.start_ns - monotonic_ns()) / 1e9
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._open_batch()
+        end = self.shard.start_ns + int(self.config.duration * 1e9)
+        second = 0
+        while not self.done.is_set():
+            next_tick = self.shard.start_ns + (second + 1) * 1_000_000_000
+            try:
+                await asyncio.wait_for(
+                    self.done.wait(), max(0.0, (next_tick - monotonic_ns()) / 1e9)
+                )
+            except TimeoutError:
+                pass
+            second += 1
+            self.emit(self._record(float(second)))
+            if monotonic_ns() >= end:
+                break
+            if self.config.request_every:
+                self._requests(second)
+        self.stopping = True
+        for conn in self.conns:
+            if conn.transport is not None:
+                conn.transport.abort()
+        await asyncio.sleep(0)
+        record = self._record(float(second))
+        record["final"] = True
+        self.emit(record)
+
+
+def _rss_kib() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def plan_hold(config: HoldConfig, fd_limit: int, start_ns: int) -> list[HoldShard]:
+    """Shards: enough processes for the descriptor limit, connections and rate split evenly,
+    source addresses dealt out round-robin."""
+    from tippingpoint.doctor import plan_connections
+
+    plan = plan_connections(config.connections, fd_limit, (1, 1))
+    processes = max(config.processes, plan.client_processes)
+    shards = []
+    for k in range(processes):
+        share = config.connections // processes + (1 if k < config.connections % processes else 0)
+        laddrs = config.laddrs[k::processes] if len(config.laddrs) >= processes else config.laddrs
+        shards.append(
+            HoldShard(k, processes, share, config.connect_rate / processes, tuple(laddrs), start_ns)
+        )
+    return shards
+
+
+def hold_child(config: HoldConfig, shard: HoldShard, write_fd: int) -> int:
+    import json
+
+    from tippingpoint.server.worker import new_loop
+
+    def emit(record: dict[str, Any]) -> None:
+        os.write(write_fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+
+    loop, _ = new_loop("auto")
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(Holder(config, shard, emit, loop).run())
+    finally:
+        loop.close()
+    return 0

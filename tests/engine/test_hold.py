@@ -1,0 +1,85 @@
+"""`tippingpoint hold`: connections held across processes, source addresses and ports."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from tests.conftest import run_tp
+from tippingpoint.engine.hold import HoldConfig, plan_hold
+from tippingpoint.targets import Target
+
+
+def test_plan_splits_connections_rate_and_addresses() -> None:
+    config = HoldConfig(
+        Target("GET", "http://127.0.0.1:8282/"),
+        connections=50_000,
+        connect_rate=10_000,
+        duration=60,
+        laddrs=tuple(f"127.0.0.{i}" for i in range(2, 8)),
+    )
+    shards = plan_hold(config, fd_limit=20_000, start_ns=0)
+    assert len(shards) == 3  # 19,936 per process
+    assert [s.connections for s in shards] == [16_667, 16_667, 16_666]
+    assert all(abs(s.connect_rate - 10_000 / 3) < 1e-9 for s in shards)
+    assert [len(s.laddrs) for s in shards] == [2, 2, 2]
+
+
+def test_hold_keeps_connections_with_periodic_requests(serve, tmp_path: Path) -> None:
+    server = serve(ports=4, processes=2)
+    out = tmp_path / "hold.jsonl"
+    start = time.monotonic()
+    result = run_tp(
+        "hold",
+        server.url + "/",
+        "--connections",
+        "3000",
+        "--connect-rate",
+        "3000",
+        "--duration",
+        "4s",
+        "--ports",
+        f"{server.ports[0]}-{server.ports[-1]}",
+        "--laddr",
+        "127.0.0.2-127.0.0.4",
+        "--processes",
+        "2",
+        "--request-every",
+        "1s",
+        "-o",
+        str(out),
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - start < 30
+    summary = result.stdout.decode()
+    assert re.search(r"peak established 3,000 of 3,000, all established after \d s", summary)
+    assert "lost 0; failures none" in summary
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["process"] for r in records} == {0, 1}
+    answered = sum(sum(r["codes"].values()) for r in records)
+    assert answered >= 3000  # every connection asked at least once a second
+    assert all(set(r["codes"]) <= {"200"} for r in records)
+    metrics = server.metrics()
+    assert metrics["tippingpoint_serve_connections_accepted_total"] == 3000
+    assert metrics['tippingpoint_serve_requests_total{code="200"}'] == answered
+
+
+def test_refused_connections_are_counted() -> None:
+    result = run_tp(
+        "hold",
+        "http://127.0.0.1:1/",
+        "--connections",
+        "20",
+        "--connect-rate",
+        "10",
+        "--duration",
+        "3s",
+        "--processes",
+        "2",
+    )
+    assert result.returncode == 0
+    # Spread over 2 processes and 3 seconds: counted once each, not once per second.
+    assert b"failures refused: 20" in result.stdout
