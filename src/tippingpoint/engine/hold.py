@@ -235,6 +235,10 @@ class Holder:
             except TimeoutError:
                 pass
             second += 1
+            # Seconds of real time since the start: a starved process may take longer
+            # than a second per round, and its records must still line up with the others.
+            elapsed = round((monotonic_ns() - self.shard.start_ns) / 1e9)
+            second = max(second, elapsed)
             self.emit(self._record(float(second)))
             if monotonic_ns() >= end:
                 break
