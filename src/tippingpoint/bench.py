@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from tippingpoint.engine.runner import run_attack
 from tippingpoint.knee import KneeRule, parse_slo
 from tippingpoint.limits import raise_nofile
 from tippingpoint.model import AttackConfig, TLSOptions
-from tippingpoint.monitor import Monitor, loopback
+from tippingpoint.monitor import Monitor, loopback, sampling
 from tippingpoint.pacer import parse_duration, parse_rate
 from tippingpoint.proxy.config import ProxyConfig, derive_maxconn, render
 from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
@@ -328,7 +327,6 @@ def run_bench(
     samples: list[dict[str, Any]] = []
     experiments: list[dict[str, Any]] = []
     summary_rows: list[list[Any]] = []
-    stop = threading.Event()
     old_affinity = os.sched_getaffinity(0)
     try:
         _wait_port("127.0.0.1", scenario.backend_ports[-1], serve)
@@ -438,20 +436,8 @@ def run_bench(
             else:
                 lines: list[bytes] = []
 
-                def sampler(exp_index: int = index) -> None:
-                    while not stop.wait(1.0):
-                        record = monitor.sample()
-                        record["step"] = f"attack {exp_index}"
-                        samples.append(record)
-
-                thread = threading.Thread(target=sampler, daemon=True)
-                thread.start()
-                try:
+                with sampling(monitor, samples, step=f"attack {index}"):
                     run_attack(attack, lines.append)
-                finally:
-                    stop.set()
-                    thread.join()
-                    stop.clear()
                 stream = b"".join(lines)
                 exp_dir.mkdir(parents=True, exist_ok=True)
                 (exp_dir / "attack.jsonl").write_bytes(stream)

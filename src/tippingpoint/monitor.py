@@ -10,8 +10,10 @@ reported once, with its exit status when it was our child.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import psutil
 
 from tippingpoint.proxy.stats import show_info, sum_info
 
-__all__ = ["Monitor", "read_dev", "read_meminfo", "read_snmp", "read_sockstat"]
+__all__ = ["Monitor", "read_dev", "read_meminfo", "read_snmp", "read_sockstat", "sampling"]
 
 
 def read_snmp(text: str | None = None) -> dict[str, int]:
@@ -203,6 +205,28 @@ class Monitor:
             if infos:
                 record["haproxy"] = sum_info(infos)
         return record
+
+
+@contextmanager
+def sampling(monitor: Monitor | None, into: list[dict[str, Any]], **tags: Any) -> Iterator[None]:
+    """Sample ``monitor`` once a second in a thread while the block runs; each record,
+    with ``tags`` added, is appended to ``into``."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(1.0):
+            if monitor is not None:
+                record = monitor.sample()
+                record.update(tags)
+                into.append(record)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _cpu(proc: psutil.Process) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import statistics
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 from tippingpoint.engine.runner import run_attack
 from tippingpoint.knee import KneeRule, Step, Verdict, baseline, judge
 from tippingpoint.model import AttackConfig
-from tippingpoint.monitor import Monitor, loopback
+from tippingpoint.monitor import Monitor, loopback, sampling
 from tippingpoint.report.merge import Summary, read_records, summarize, windows
 
 __all__ = ["SweepConfig", "SweepResult", "parse_step", "run_sweep"]
@@ -116,24 +115,9 @@ def _run_step(
         config.attack, rate=rate, pace=(), duration=config.step_duration, requests=None
     )
     lines: list[bytes] = []
-    stop = threading.Event()
     step_samples: list[dict[str, Any]] = []
-
-    def sampler() -> None:
-        while not stop.wait(1.0):
-            if monitor is not None:
-                record = monitor.sample()
-                record["step"] = index
-                record["offered"] = rate
-                step_samples.append(record)
-
-    thread = threading.Thread(target=sampler, daemon=True)
-    thread.start()
-    try:
+    with sampling(monitor, step_samples, step=index, offered=rate):
         run_attack(attack, lines.append)
-    finally:
-        stop.set()
-        thread.join()
     samples.extend(step_samples)
     if config.out is not None:
         config.out.mkdir(parents=True, exist_ok=True)
