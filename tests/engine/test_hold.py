@@ -83,3 +83,29 @@ def test_refused_connections_are_counted() -> None:
     assert result.returncode == 0
     # Spread over 2 processes and 3 seconds: counted once each, not once per second.
     assert b"failures refused: 20" in result.stdout
+
+
+def test_hold_tls_connections(nginx) -> None:
+    server = nginx(tls=True)
+    cert = f"{server.dir}/cert.pem"
+    result = run_tp(
+        "hold",
+        server.url,
+        "--connections",
+        "200",
+        "--connect-rate",
+        "400",
+        "--duration",
+        "2s",
+        "--cacert",
+        cert,
+        "--request-every",
+        "1s",
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"peak established 200 of 200" in result.stdout
+    assert b"failures none" in result.stdout
+    bad = run_tp(
+        "hold", server.url, "--connections", "5", "--connect-rate", "50", "--duration", "1s"
+    )
+    assert b"failures tls: 5" in bad.stdout  # not verified without --cacert

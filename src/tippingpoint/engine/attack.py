@@ -26,7 +26,7 @@ from tippingpoint.engine.client import IP_BIND_ADDRESS_NO_PORT, ClientConn, clas
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.engine.tls import TLSClientConn
-from tippingpoint.model import AttackConfig, Shard
+from tippingpoint.model import AttackConfig, Shard, TLSOptions
 from tippingpoint.stats import Histogram
 from tippingpoint.targets import Origin, encode_request
 
@@ -52,8 +52,8 @@ _TICK_ABOVE_RATE: Final = 10_000
 _TICK_NS: Final = 100_000
 
 
-def make_ssl_context(config: AttackConfig) -> ssl.SSLContext:
-    tls = config.tls
+def make_ssl_context(tls: TLSOptions) -> ssl.SSLContext:
+    """The client TLS context: verification unless --insecure, CA, client cert, ALPN."""
     ctx = ssl.create_default_context(cafile=tls.cacert)
     if tls.insecure:
         ctx.check_hostname = False
@@ -107,7 +107,7 @@ class Engine:
         self.emit = emit
         self.loop = loop
         self.rec = Recorder(shard.index, shard.start_ns)
-        ctx = make_ssl_context(config) if any(t.origin.tls for t in config.targets) else None
+        ctx = make_ssl_context(config.tls) if any(t.origin.tls for t in config.targets) else None
         pools: dict[Origin, Pool] = {}
         self._pools = pools
         self._target_pool: list[Pool] = []

@@ -24,6 +24,7 @@ from typing import Any, cast
 import numpy as np
 
 from tippingpoint.engine.client import IP_BIND_ADDRESS_NO_PORT, classify_error
+from tippingpoint.model import TLSOptions
 from tippingpoint.stats import Histogram
 from tippingpoint.targets import Target, encode_request
 from tippingpoint.wire.response import ResponseError, ResponseReader
@@ -117,10 +118,9 @@ class Holder:
         self.ports = config.ports or (origin.port,)
         self.ssl: ssl.SSLContext | None = None
         if origin.tls:
-            self.ssl = ssl.create_default_context(cafile=config.cacert)
-            if config.insecure:
-                self.ssl.check_hostname = False
-                self.ssl.verify_mode = ssl.CERT_NONE
+            from tippingpoint.engine.attack import make_ssl_context
+
+            self.ssl = make_ssl_context(TLSOptions(insecure=config.insecure, cacert=config.cacert))
         self.request_bytes = encode_request(config.target)
         self.conns: list[_Conn] = []
         self.opening = 0
