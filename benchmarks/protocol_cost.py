@@ -2,7 +2,8 @@
 
 Feeds a wrk-style request to the server protocol with a transport that discards
 writes, and prints microseconds per request for the plain, pipelined (3 per read)
-and ab-style (4 headers, HTTP/1.0 keep-alive) cases, plus the parser alone.
+and ab-style (4 headers, HTTP/1.0 keep-alive) cases, plus the parser alone and, when
+httptools is installed, httptools' parser on the same request.
 
     python benchmarks/protocol_cost.py [--number 200000]
 """
@@ -59,6 +60,20 @@ def main() -> None:
         "data_received, ab -k request": (lambda: proto.data_received(AB), 1),
         "data_received, 3 pipelined": (lambda: proto.data_received(WRK * 3), 3),
     }
+    try:
+        import httptools
+
+        class Callbacks:
+            def on_header(self, name: bytes, value: bytes) -> None:
+                pass
+
+            def on_message_complete(self) -> None:
+                pass
+
+        parser = httptools.HttpRequestParser(Callbacks())
+        cases["httptools parser only (wrk request)"] = (lambda: parser.feed_data(WRK), 1)
+    except ImportError:
+        print("(httptools not installed: pip install httptools to compare its parser)")
     for label, (fn, per_call) in cases.items():
         best = min(timeit.repeat(fn, number=n, repeat=5)) / (n * per_call)
         print(f"{label:32s} {best * 1e6:6.2f} us per request")

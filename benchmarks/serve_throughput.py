@@ -51,6 +51,10 @@ def servers(tmp: Path) -> dict[str, tuple[list[str], int]]:
         ),
         "node (article)": ([node, str(ROOT / "benchmarks/node/pingpong.js"), "18282"], 18282),
         "nginx 1 worker": (["nginx", "-c", str(tmp / "nginx.conf")], 18283),
+        "bare uvloop (no parsing)": (
+            [sys.executable, str(ROOT / "benchmarks/bare_pong.py"), "18284"],
+            18284,
+        ),
     }
 
 

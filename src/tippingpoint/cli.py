@@ -146,6 +146,17 @@ def serve(
     sys.exit(code)
 
 
+def _parse_roles(specs: tuple[str, ...]) -> dict[str, list[int]]:
+    """``("proxy=12,13", "backends=20")`` -> role -> PIDs (for the monitor)."""
+    roles: dict[str, list[int]] = {}
+    for spec in specs:
+        name, sep, pids = spec.partition("=")
+        if not sep or not name or not all(p.strip().isdigit() for p in pids.split(",")):
+            raise ValueError(f"bad --role {spec!r}: use NAME=PID[,PID...]")
+        roles.setdefault(name, []).extend(int(p) for p in pids.split(","))
+    return roles
+
+
 def _parse_laddrs(spec: str | None) -> tuple[str, ...]:
     """``127.0.0.2-127.0.0.40`` or ``127.0.0.2,127.0.0.3`` -> addresses."""
     import ipaddress
@@ -502,12 +513,7 @@ def sweep(**opts: Any) -> None:
         )
         if sweep_config.start <= 0 or sweep_config.max_steps < 1:
             raise ValueError("--start must be > 0 and --max-steps >= 1")
-        roles: dict[str, list[int]] = {}
-        for spec in opts["roles"]:
-            name, sep, pids = spec.partition("=")
-            if not sep or not all(p.isdigit() for p in pids.split(",")):
-                raise ValueError(f"bad --role {spec!r}: use NAME=PID[,PID...]")
-            roles.setdefault(name, []).extend(int(p) for p in pids.split(","))
+        roles = _parse_roles(opts["roles"])
     except (ValueError, TargetError, click.BadParameter) as e:
         _fail(str(e))
         return
@@ -962,12 +968,7 @@ def watch(
         limit = parse_duration(duration) if duration else None
         if period <= 0:
             raise ValueError("--interval must be > 0")
-        role_map: dict[str, list[int]] = {}
-        for spec in roles:
-            name, sep, pids = spec.partition("=")
-            if not sep or not name or not all(p.strip().isdigit() for p in pids.split(",")):
-                raise ValueError(f"bad --role {spec!r}: use NAME=PID[,PID...]")
-            role_map.setdefault(name, []).extend(int(p) for p in pids.split(","))
+        role_map = _parse_roles(roles)
     except ValueError as e:
         _fail(str(e))
         return

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from time import monotonic_ns
 from typing import Any, Final
 
-from tippingpoint.engine.client import IP_BIND_ADDRESS_NO_PORT, ClientConn, classify_error
+from tippingpoint.engine.client import ClientConn, classify_error, client_socket
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.engine.tls import TLSClientConn
@@ -381,15 +381,11 @@ class Engine:
         t0 = monotonic_ns()
         sock = None
         try:
-            sock = socket.socket(pool.family, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            laddr = None
             if self._laddrs:
-                if pool.family == socket.AF_INET:
-                    sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                 laddr = self._laddrs[self._laddr_i % len(self._laddrs)]
                 self._laddr_i += 1
-                sock.bind((laddr, 0))
+            sock = client_socket(pool.family, laddr)
             async with asyncio.timeout(self.config.timeout):
                 await self.loop.sock_connect(sock, pool.addr)
                 if pool.ssl is not None and pool.resume:

@@ -20,9 +20,28 @@ from tippingpoint.wire.response import ResponseError, ResponseReader
 if TYPE_CHECKING:
     from tippingpoint.engine.attack import Engine, Pool
 
-__all__ = ["ClientConn", "classify_error"]
+__all__ = ["ClientConn", "classify_error", "client_socket"]
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def client_socket(family: int, laddr: str | None) -> socket.socket:
+    """A non-blocking TCP socket for an outgoing connection, bound to ``laddr`` if given.
+
+    ``IP_BIND_ADDRESS_NO_PORT`` defers the choice of the source port to ``connect``, so
+    that binding many sockets to one address does not use the port range up by itself."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if laddr is not None:
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((laddr, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _not_connected(data: bytes) -> None:

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from tippingpoint.engine.client import IP_BIND_ADDRESS_NO_PORT, classify_error
+from tippingpoint.engine.client import classify_error, client_socket
 from tippingpoint.model import TLSOptions
 from tippingpoint.stats import Histogram
 from tippingpoint.targets import Target, encode_request
@@ -145,14 +145,11 @@ class Holder:
 
     async def _open_one(self, n: int) -> None:
         t0 = monotonic_ns()
-        sock = socket.socket(
-            socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM
-        )
+        sock = None
         try:
-            sock.setblocking(False)
-            if self.shard.laddrs:
-                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                sock.bind((self.shard.laddrs[n % len(self.shard.laddrs)], 0))
+            laddrs = self.shard.laddrs
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = client_socket(family, laddrs[n % len(laddrs)] if laddrs else None)
             port = self.ports[(n // max(1, len(self.shard.laddrs))) % len(self.ports)]
             async with asyncio.timeout(self.config.timeout):
                 await self.loop.sock_connect(sock, (self.host, port))
@@ -163,7 +160,8 @@ class Holder:
                     server_hostname=self.config.target.origin.host if self.ssl else None,
                 )
         except (OSError, ssl.SSLError, TimeoutError) as e:
-            sock.close()
+            if sock is not None:
+                sock.close()
             self.fail(e)
             return
         finally:

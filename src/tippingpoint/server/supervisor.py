@@ -13,7 +13,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from typing import Final
 
@@ -23,6 +22,7 @@ from tippingpoint.server.config import ServeConfig
 from tippingpoint.server.metrics import render_prometheus
 from tippingpoint.server.stats import SharedStats
 from tippingpoint.server.worker import describe_ports, run_worker
+from tippingpoint.server.worker import log as _log
 
 __all__ = ["ServeError", "serve"]
 
@@ -32,10 +32,6 @@ _STOP_GRACE: Final = 5.0
 
 class ServeError(Exception):
     """A one-line reason why the server could not start."""
-
-
-def _log(message: str) -> None:
-    print(f"tippingpoint serve: {message}", file=sys.stderr, flush=True)
 
 
 def _fork_worker(

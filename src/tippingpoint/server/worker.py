@@ -22,7 +22,7 @@ from tippingpoint.server.protocol import BufferedPongProtocol, PongProtocol
 from tippingpoint.server.responses import Responses
 from tippingpoint.server.stats import SharedStats, WorkerStats
 
-__all__ = ["Worker", "describe_ports", "new_loop", "run_worker"]
+__all__ = ["Worker", "describe_ports", "log", "new_loop", "run_worker"]
 
 _QUARTERS_PER_TICK: Final = 4
 _RESERVED_FDS: Final = 32
@@ -114,7 +114,7 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop.set)
         ports = describe_ports(self.config.ports)
-        _log(
+        log(
             f"worker {self.index} pid {os.getpid()} listening on {self.config.host}:{ports} "
             f"({self.loop_name}), open-file limit {self.nofile}, "
             f"capacity {self.capacity} connections"
@@ -172,7 +172,7 @@ class Worker:
             server.close()
         self.servers = []
         self._listening = False
-        _log(
+        log(
             f"worker {self.index}: at capacity ({len(self.conns)} connections), "
             f"not accepting until below {self.resume_level}"
         )
@@ -190,7 +190,7 @@ class Worker:
             try:
                 await self._listen()
             except OSError as e:
-                _log(f"worker {self.index}: cannot listen again ({e.strerror}); retrying in 1 s")
+                log(f"worker {self.index}: cannot listen again ({e.strerror}); retrying in 1 s")
                 await asyncio.sleep(1)
         if self.paused:
             for server in self.servers:
@@ -220,7 +220,8 @@ class Worker:
             conn.expire()
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
+    """One line on stderr; the server logs only start-up, capacity and exits."""
     print(f"tippingpoint serve: {message}", file=sys.stderr, flush=True)
 
 
@@ -234,7 +235,7 @@ def run_worker(
     try:
         loop.run_until_complete(worker.run(ready_fd))
     except OSError as e:
-        _log(
+        log(
             f"worker {index}: cannot listen on {config.host} ports "
             f"{describe_ports(config.ports)}: {e.strerror or e} "
             "(is another server using them? choose other --ports)"
