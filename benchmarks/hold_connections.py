@@ -1,12 +1,16 @@
-"""Hold N concurrent connections client -> `tippingpoint serve`, both on this machine.
+"""Hold N concurrent connections, both ends on this machine: client -> `tippingpoint serve`,
+or client -> HAProxy (several instances, HTTP or TLS) -> `serve`.
 
-The backend gets enough processes for the 20,000-descriptor limit (one per 19,000
-connections) on 10 ports; `tippingpoint hold` plans its own processes and spreads its
-connections over source addresses 127.0.0.2... and the 10 ports. Reported: time to
-establish, connections lost, memory (kernel slab, user space of both sides), and the
-processes and addresses used. Everything stops by itself after --hold seconds.
+The plan comes from tippingpoint's own planner (`tippingpoint.plan`): client processes
+for the 20,000-descriptor limit, source addresses for the ephemeral port range, HAProxy
+instances (two descriptors per proxied connection, 85 % fill) and backend processes;
+a plan that cannot fit is refused before anything starts. Reported: time to establish,
+connections lost, memory (kernel slab, user space of every side), processes and
+addresses used. Everything stops by itself after --hold seconds.
 
     python benchmarks/hold_connections.py --connections 1000000 --connect-rate 20000 --hold 60
+    python benchmarks/hold_connections.py --connections 500000 --proxy --hold 60
+    python benchmarks/hold_connections.py --connections 100000 --tls --hold 60
 """
 
 from __future__ import annotations
@@ -15,13 +19,21 @@ import argparse
 import math
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common import machine, need, start, stop, tippingpoint, wait_port
+from tippingpoint.certs import make_certificate
+from tippingpoint.limits import memory_available, port_range, raise_nofile
+from tippingpoint.plan import plan_connections
+from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
+from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
 
 PORTS = "8282-8291"
+FRONTEND = 18080
+TLS_FRONTEND = 18443
 
 
 def meminfo() -> dict[str, int]:
@@ -32,9 +44,12 @@ def meminfo() -> dict[str, int]:
     return out
 
 
-def tree_rss_kib(pid: int) -> int:
+def tree_rss_kib(pids: list[int]) -> int:
+    if not pids:
+        return 0
+    ids = ",".join(map(str, pids))
     out = subprocess.run(
-        ["ps", "-o", "rss=", "--ppid", str(pid), "-p", str(pid)], capture_output=True, text=True
+        ["ps", "-o", "rss=", "--ppid", ids, "-p", ids], capture_output=True, text=True
     ).stdout
     return sum(int(x) for x in out.split())
 
@@ -45,17 +60,36 @@ def main() -> None:
     parser.add_argument("--connect-rate", type=int, default=20_000)
     parser.add_argument("--hold", type=int, default=60)
     parser.add_argument("--request-every", default=None)
+    parser.add_argument("--proxy", action="store_true", help="through HAProxy instances")
+    parser.add_argument("--tls", action="store_true", help="TLS through HAProxy")
     args = parser.parse_args()
     need("taskset")
     n = args.connections
+    proxied = args.proxy or args.tls
+    soft, _ = raise_nofile()
+    ports = port_range()
+    plan = plan_connections(
+        n,
+        soft,
+        ports,
+        1 if proxied else 10,
+        memory_available(),
+        proxied=proxied,
+        tls=args.tls,
+        backend_ports=10,
+    )
+    print(f"plan: {plan.describe()}", flush=True)
+    if not plan.feasible:
+        sys.exit("cannot fit: " + "; ".join(plan.problems))
     serve_processes = max(1, math.ceil(n / 19_000))
-    addresses = max(1, math.ceil(n / (28_000 * 10)) + 1)
+    addresses = plan.source_addresses + 1
     laddr = f"127.0.0.2-127.0.0.{1 + addresses}"
     # The ramp may take longer than N / rate when the machine is busy opening them: leave
     # it twice the time, so that the connections are held for at least --hold seconds.
     ramp = n / args.connect_rate
     duration = int(2 * ramp + args.hold + 5)
     before = meminfo()
+    fleet: ProxyFleet | None = None
     with tempfile.TemporaryDirectory() as tmp:
         server = start(
             [
@@ -72,26 +106,52 @@ def main() -> None:
         )
         try:
             wait_port(9299, timeout=120)
+            if proxied:
+                bundle = make_certificate(Path(tmp) / "tls", "ecdsa")[2]
+                low, high = (int(p) for p in PORTS.split("-"))
+                fleet = ProxyFleet(
+                    find_haproxy(),
+                    Path(tmp) / "proxy",
+                    ProxyConfig(
+                        backends=tuple(("127.0.0.1", p) for p in range(low, high + 1)),
+                        http=("127.0.0.1", FRONTEND),
+                        https=("127.0.0.1", TLS_FRONTEND),
+                        cert_bundle=bundle,
+                        maxconn=derive_maxconn(soft),
+                        health_checks=False,
+                    ),
+                    plan.proxy_instances,
+                )
+                fleet.start(timeout=60)
+                url = (
+                    f"https://127.0.0.1:{TLS_FRONTEND}/"
+                    if args.tls
+                    else f"http://127.0.0.1:{FRONTEND}/"
+                )
+                target = ["--cacert", str(Path(tmp) / "tls" / "cert.pem")] if args.tls else []
+            else:
+                url = "http://127.0.0.1:8282/"
+                target = ["--ports", PORTS]
             cmd = [
                 *tippingpoint(),
                 "hold",
-                "http://127.0.0.1:8282/",
+                url,
                 "--connections",
                 str(n),
                 "--connect-rate",
                 str(args.connect_rate),
                 "--duration",
                 f"{duration}s",
-                "--ports",
-                PORTS,
                 "--laddr",
                 laddr,
+                *target,
             ]
             if args.request_every:
                 cmd += ["--request-every", args.request_every]
             t0 = time.monotonic()
             hold = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            peak_slab = peak_used = serve_rss = 0
+            peak_slab = peak_used = serve_rss = proxy_rss = hold_rss = 0
+            proxy_base = tree_rss_kib(fleet.pids) if fleet else 0
             while hold.poll() is None:
                 time.sleep(2)
                 m = meminfo()
@@ -101,10 +161,15 @@ def main() -> None:
                     (m["MemTotal"] - m["MemAvailable"])
                     - (before["MemTotal"] - before["MemAvailable"]),
                 )
-                serve_rss = max(serve_rss, tree_rss_kib(server.pid))
+                serve_rss = max(serve_rss, tree_rss_kib([server.pid]))
+                hold_rss = max(hold_rss, tree_rss_kib([hold.pid]))
+                if fleet is not None:
+                    proxy_rss = max(proxy_rss, tree_rss_kib(fleet.pids))
             out, err = hold.communicate()
             elapsed = time.monotonic() - t0
         finally:
+            if fleet is not None:
+                fleet.stop(grace=1)
             stop(server, timeout=60)
     print(f"machine: {machine()}")
     print(f"command: {' '.join(cmd[2:])}")
@@ -112,10 +177,18 @@ def main() -> None:
     print(out.strip())
     established = re.search(r"all established after (\d+) s", out)
     print(f"serve: {serve_processes} processes on 10 ports; client source addresses {laddr}")
+    if fleet is not None:
+        print(
+            f"HAProxy: {plan.proxy_instances} instances, maxconn {derive_maxconn(soft):,} each; "
+            f"RSS {proxy_base / 1024:.0f} MiB at start, peak {proxy_rss / 2**20:.2f} GiB "
+            f"({(proxy_rss - proxy_base) * 1024 / n:,.0f} B per connection)"
+        )
     print(
-        f"peak memory used (all processes and kernel) +{peak_used / 2**20:.2f} GiB; "
-        f"kernel slab +{peak_slab / 2**20:.2f} GiB ({peak_slab * 1024 / n:,.0f} B per "
-        f"connection); serve RSS {serve_rss / 2**20:.2f} GiB "
+        f"peak memory used (all processes and kernel) +{peak_used / 2**20:.2f} GiB "
+        f"({peak_used * 1024 / n:,.0f} B per connection); kernel slab "
+        f"+{peak_slab / 2**20:.2f} GiB ({peak_slab * 1024 / n:,.0f} B per connection); "
+        f"client RSS {hold_rss / 2**20:.2f} GiB ({hold_rss * 1024 / n:,.0f} B per connection); "
+        f"serve RSS {serve_rss / 2**20:.2f} GiB "
         f"({serve_rss * 1024 / n:,.0f} B per connection incl. process baselines)"
     )
     if established:

@@ -32,6 +32,7 @@ def scenario(tmp: Path) -> Path:
     text = f"""
 [bench]
 title = "small bench"
+open_files = 1200   # HAProxy: 500 connections per instance; clients: 1,136 per process
 [backends]
 ports = "{ports[0]}-{ports[1]}"
 processes = 1
@@ -56,6 +57,14 @@ frontend = "https"
 rate = 100
 duration = "2s"
 headers = ["sleep: 300", "times: 1"]
+[[experiment]]
+name = "held connections"
+kind = "hold"
+frontend = "http"
+connections = 3000
+connect_rate = 3000
+duration = "5s"
+request_every = "2s"
 """
     path = tmp / "small.toml"
     path.write_text(text)
@@ -63,13 +72,18 @@ headers = ["sleep: 300", "times: 1"]
 
 
 @pytest.fixture(scope="module")
-def report_dir(tmp_path_factory) -> Path:
+def bench_run(tmp_path_factory) -> tuple[Path, str]:
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "report"
     result = run_tp("bench", str(scenario(tmp)), "-o", str(out), timeout=300)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert b"report: " in result.stdout
-    return out
+    return out, result.stderr.decode() + result.stdout.decode()
+
+
+@pytest.fixture(scope="module")
+def report_dir(bench_run: tuple[Path, str]) -> Path:
+    return bench_run[0]
 
 
 def test_bench_writes_the_report_and_cleans_up(report_dir: Path) -> None:
@@ -82,10 +96,15 @@ def test_bench_writes_the_report_and_cleans_up(report_dir: Path) -> None:
         "serve.log",
         "01-sweep",
         "02-attack",
+        "03-hold",
         "tls",
     } <= names
     summary = json.loads((report_dir / "summary.json").read_text())
-    assert [row[0] for row in summary["summary"]] == ["http sweep", "tls long requests"]
+    assert [row[0] for row in summary["summary"]] == [
+        "http sweep",
+        "tls long requests",
+        "held connections",
+    ]
     sweep = summary["experiments"][0]["sweep"]
     assert [s["offered"] for s in sweep["steps"]] == [200, 400]
     assert all(s["success"] == 1.0 for s in sweep["steps"])
@@ -96,6 +115,34 @@ def test_bench_writes_the_report_and_cleans_up(report_dir: Path) -> None:
     # Nothing left running: no HAProxy with this report's config, no serve on its ports.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(report_dir / "proxy") not in ps
+    assert str(report_dir / "03-hold") not in ps
+
+
+def test_a_hold_gets_the_processes_and_instances_its_plan_needs(
+    bench_run: tuple[Path, str],
+) -> None:
+    report_dir, output = bench_run
+    # 3,000 connections with 1,200 descriptors per process: 3 clients and 3 backends
+    # (1,136 each), 8 HAProxy instances (500 connections each, planned 85 % full).
+    assert "8 HAProxy instance(s)" in output and "3 client process(es)" in output
+    assert "started 2 more backend process(es) and 7 more HAProxy instance(s)" in output
+    summary = json.loads((report_dir / "summary.json").read_text())
+    row = summary["summary"][2][1]
+    assert re.match(
+        r"peak established 3,000 of 3,000, all established after \d s; lost 0; "
+        r"failures none",
+        row,
+    ), row
+    hold = summary["experiments"][2]
+    assert max(hold["hold"]["established"]) == 3000
+    assert re.search(r"requests [\d,]+ \(200: [\d,]+\)", hold["report"])
+    stream = (report_dir / "03-hold" / "hold.jsonl").read_text()
+    records = [json.loads(x) for x in stream.splitlines()]
+    assert {r["process"] for r in records} == {0, 1, 2}
+    monitor = [json.loads(x) for x in (report_dir / "monitor.jsonl").read_text().splitlines()]
+    held = [m for m in monitor if m.get("step") == "hold 2"]
+    assert held and max(m["roles"]["proxy (hold)"]["processes"] for m in held) == 7
+    assert max(m["tcp_established"] for m in held) >= 6000  # both ends of every connection
 
 
 def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
@@ -117,10 +164,10 @@ def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
             timeout=120,
         )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    # 2 charts per experiment and 4 for the machine, all drawn by plotly.
+    # 2 charts per sweep or attack, 1 per hold and 4 for the machine, all drawn by plotly.
     charts = re.search(r'data-charts="(\d+)"', dom.stdout)
-    assert charts is not None and int(charts.group(1)) == 8, dom.stdout[:500]
-    assert dom.stdout.count('class="main-svg"') >= 8
+    assert charts is not None and int(charts.group(1)) == 9, dom.stdout[:500]
+    assert dom.stdout.count('class="main-svg"') >= 9
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "rror" in line or "Uncaught" in line], console
     assert "Tipping point" in dom.stdout or "No tipping point" in dom.stdout
@@ -147,12 +194,12 @@ def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
 
 def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     parsed = parse_scenario(DEFAULT_SCENARIO)
-    assert [e.kind for e in parsed.experiments] == ["sweep", "sweep", "sweep", "attack"]
+    assert [e.kind for e in parsed.experiments] == ["sweep", "sweep", "sweep", "attack", "hold"]
     assert parsed.experiments[2].keepalive is False
     for text, message in (
         ("[bench", "not valid TOML"),
         ("", "no [[experiment]]"),
-        ('[[experiment]]\nkind = "soak"', "use sweep or attack"),
+        ('[[experiment]]\nkind = "soak"', "use sweep, attack or hold"),
         ('[[experiment]]\nstep = "x0"', "bad --step"),
     ):
         with pytest.raises(ScenarioError, match=re.escape(message)):
@@ -162,4 +209,21 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[[experiment]]\nkind = 'nope'\n")
     result = run_tp("bench", str(bad))
-    assert result.returncode == 2 and b"use sweep or attack" in result.stderr
+    assert result.returncode == 2 and b"use sweep, attack or hold" in result.stderr
+    ramp = tmp_path / "ramp.toml"
+    ramp.write_text(
+        "[[experiment]]\nkind = 'hold'\nconnections = 100000\nconnect_rate = 1000\n"
+        "duration = '60s'\n"
+    )
+    result = run_tp("bench", str(ramp), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert b"100,000 connections at 1,000/s take 100 s to open" in result.stderr
+    huge = tmp_path / "huge.toml"
+    huge.write_text(
+        "[[experiment]]\nkind = 'hold'\nconnections = 5000000\nconnect_rate = 100000\n"
+        "duration = '600s'\n"
+    )
+    result = run_tp("bench", str(huge), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and b"this plan cannot fit" in result.stderr
+    assert b"GiB are available" in result.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything started

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_tp
-from tippingpoint.doctor import apply_fixes, diagnose, plan_connections
+from tippingpoint.doctor import apply_fixes, diagnose
+from tippingpoint.plan import plan_connections
 
 
 def fake_proc(tmp: Path, values: dict[str, str]) -> Path:
@@ -32,12 +33,40 @@ def test_plan_for_a_million_connections() -> None:
     plan = plan_connections(1_000_000, 20_000, (32768, 60999), 1, 24 * 2**30)
     assert plan.client_processes == 51  # 19,936 per process
     assert plan.ports_per_pair == 28_232
-    assert plan.source_addresses == 36
+    assert plan.source_addresses == 119  # each pair planned 30 % full: 8,469 ports
+    assert plan.proxy_instances == 0 and plan.backend_ports == 0
     assert plan.feasible
     ten_ports = plan_connections(1_000_000, 20_000, (1024, 65535), 10, 24 * 2**30)
-    assert ten_ports.source_addresses == 2
+    assert ten_ports.source_addresses == 6
     tight = plan_connections(3_000_000, 20_000, (1024, 65535), 1, 24 * 2**30)
     assert not tight.feasible and "GiB" in tight.problems[0]
+    fits = int(tight.problems[0].split("at most about ")[1].split()[0].replace(",", ""))
+    assert plan_connections(fits, 20_000, (1024, 65535), 1, 24 * 2**30).feasible
+    assert not plan_connections(fits * 101 // 100, 20_000, (1024, 65535), 1, 24 * 2**30).feasible
+
+
+def test_plan_through_haproxy_counts_both_legs_and_instances() -> None:
+    direct = plan_connections(500_000, 20_000, (1024, 65535), 1)
+    proxied = plan_connections(500_000, 20_000, (1024, 65535), 1, proxied=True, backend_ports=10)
+    # 9,900 connections per instance (two descriptors each), filled to 85 %: 8,415
+    assert proxied.proxy_instances == 60
+    assert proxied.backend_ports == 26 and proxied.source_addresses == 26
+    assert proxied.feasible and "and 26 to keep connect() fast" in proxied.warnings[0]
+    crowded = plan_connections(500_000, 20_000, (1024, 65535), 1, proxied=True, backend_ports=7)
+    assert not crowded.feasible and "need 8 backend port(s)" in crowded.problems[0]
+    assert proxied.memory_bytes > direct.memory_bytes + 500_000 * 9_000
+    tls = plan_connections(100_000, 20_000, (1024, 65535), 1, proxied=True, tls=True)
+    assert tls.memory_bytes > 100_000 * 50_000
+
+
+def test_plan_refuses_too_few_source_addresses() -> None:
+    plan = plan_connections(100_000, 20_000, (32768, 60999), 1, source_addresses=1)
+    assert not plan.feasible
+    assert "need 4 source address(es)" in plan.problems[0]
+    assert "--laddr 127.0.0.2-127.0.0.13" in plan.problems[0]
+    crowded = plan_connections(100_000, 20_000, (32768, 60999), 1, source_addresses=4)
+    assert crowded.feasible and "and 12 to keep connect() fast" in crowded.warnings[0]
+    assert not plan_connections(100_000, 20_000, (32768, 60999), 1, source_addresses=12).warnings
 
 
 def test_checks_and_fixes_on_a_fake_proc(tmp_path: Path) -> None:

@@ -9,9 +9,11 @@ success, error or Ctrl-C.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -23,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from tippingpoint.certs import make_certificate
-from tippingpoint.engine.runner import run_attack
+from tippingpoint.engine.hold import HoldConfig, HoldTally, hold_child, plan_hold
+from tippingpoint.engine.runner import run_attack, run_children
 from tippingpoint.knee import KneeRule, parse_slo
-from tippingpoint.limits import raise_nofile
+from tippingpoint.limits import memory_available, port_range, raise_nofile
 from tippingpoint.model import AttackConfig, TLSOptions
 from tippingpoint.monitor import Monitor, loopback, sampling
 from tippingpoint.pacer import parse_duration, parse_rate
+from tippingpoint.plan import ConnectionPlan, plan_connections
 from tippingpoint.proxy.config import ProxyConfig, derive_maxconn, render
 from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
 from tippingpoint.report.html import render_html
@@ -39,7 +43,14 @@ from tippingpoint.stats import Histogram
 from tippingpoint.sweep import SweepConfig, parse_step, render_table, run_sweep
 from tippingpoint.targets import Target, parse_header
 
-__all__ = ["DEFAULT_SCENARIO", "Experiment", "Scenario", "parse_scenario", "run_bench"]
+__all__ = [
+    "DEFAULT_SCENARIO",
+    "Experiment",
+    "Scenario",
+    "parse_scenario",
+    "plan_holds",
+    "run_bench",
+]
 
 DEFAULT_SCENARIO = """\
 # The article's three questions on a 2-core machine, in a few minutes.
@@ -102,6 +113,15 @@ rate = 800
 duration = "20s"
 headers = ["sleep: 5000"]
 timeout = "30s"
+
+[[experiment]]        # the bench adds the processes and HAProxy instances this needs
+name = "Held connections, a request every 5 s"
+kind = "hold"
+frontend = "http"
+connections = 20000
+connect_rate = 5000
+duration = "15s"
+request_every = "5s"
 """
 
 
@@ -133,6 +153,10 @@ class Experiment:
     duration: float = 10.0
     max_connections: int | None = None
     """Sweeps hold a fixed pool of 128 by default (see `tippingpoint sweep`)."""
+    # hold
+    connections: int = 10_000
+    connect_rate: float = 2_000.0
+    request_every: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +175,9 @@ class Scenario:
     client_processes: int
     client_cpus: tuple[int, ...]
     experiments: tuple[Experiment, ...] = field(default=())
+    open_files: int | None = None
+    """Soft open-file limit for everything the bench starts (at most the hard limit):
+    rehearses a plan for a machine with a lower limit, at a small scale."""
 
 
 def _addr(text: str, key: str) -> tuple[str, int]:
@@ -172,8 +199,12 @@ def parse_scenario(text: str) -> Scenario:
         for i, raw in enumerate(data.get("experiment", [])):
             key = f"experiment[{i}]"
             kind = raw.get("kind", "sweep")
-            if kind not in ("sweep", "attack"):
-                raise ScenarioError(f"{key}.kind: use sweep or attack, got {kind!r}")
+            if kind not in ("sweep", "attack", "hold"):
+                raise ScenarioError(f"{key}.kind: use sweep, attack or hold, got {kind!r}")
+            connections = int(raw.get("connections", 10_000))
+            if connections < 1:
+                raise ScenarioError(f"{key}.connections: must be >= 1")
+            every = raw.get("request_every")
             if raw.get("frontend", "http") not in ("http", "https"):
                 raise ScenarioError(f"{key}.frontend: use http or https")
             slo = raw.get("slo")
@@ -199,6 +230,9 @@ def parse_scenario(text: str) -> Scenario:
                     rate=parse_rate(str(raw.get("rate", 100))),
                     duration=parse_duration(str(raw.get("duration", "10s"))),
                     max_connections=raw.get("max_connections", 128 if kind == "sweep" else None),
+                    connections=connections,
+                    connect_rate=parse_rate(str(raw.get("connect_rate", 2000))),
+                    request_every=parse_duration(str(every)) if every else None,
                 )
             )
         if not experiments:
@@ -218,6 +252,7 @@ def parse_scenario(text: str) -> Scenario:
             client_processes=int(client.get("processes", 1)),
             client_cpus=parse_cpus(str(client["cpus"])) if client.get("cpus") is not None else (),
             experiments=tuple(experiments),
+            open_files=int(bench["open_files"]) if "open_files" in bench else None,
         )
     except ScenarioError:
         raise
@@ -236,10 +271,47 @@ def quick(scenario: Scenario) -> Scenario:
                 max_steps=min(e.max_steps, 6),
                 refine=min(e.refine, 1),
                 duration=min(e.duration, 8.0),
+                connections=min(e.connections, 2_000),
             )
             for e in scenario.experiments
         ),
     )
+
+
+def plan_holds(
+    scenario: Scenario,
+    fd_limit: int,
+    ports: tuple[int, int],
+    memory: int | None,
+) -> dict[int, ConnectionPlan]:
+    """The plan of every hold experiment (client processes, source addresses, backend
+    processes, HAProxy instances), made before anything starts: one that cannot fit is
+    refused with its numbers."""
+    plans = {}
+    for index, exp in enumerate(scenario.experiments):
+        if exp.kind != "hold":
+            continue
+        ramp = exp.connections / exp.connect_rate
+        if ramp >= exp.duration:
+            raise ScenarioError(
+                f"{exp.name}: {exp.connections:,} connections at {exp.connect_rate:,.0f}/s take "
+                f"{ramp:.0f} s to open, and duration is {exp.duration:g} s: a longer duration "
+                "or a higher connect_rate"
+            )
+        plan = plan_connections(
+            exp.connections,
+            fd_limit,
+            ports,
+            1,
+            memory,
+            proxied=True,
+            tls=exp.frontend == "https",
+            backend_ports=len(scenario.backend_ports),
+        )
+        if not plan.feasible:
+            raise ScenarioError(f"{exp.name}: this plan cannot fit: " + "; ".join(plan.problems))
+        plans[index] = plan
+    return plans
 
 
 def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -299,6 +371,108 @@ def _monitor_series(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _run_hold(
+    exp: Experiment,
+    plan: ConnectionPlan,
+    scenario: Scenario,
+    url: str,
+    cacert: str,
+    proxy_config: ProxyConfig,
+    binary: str,
+    fd_limit: int,
+    exp_dir: Path,
+    monitor: Monitor,
+    log: Callable[[str], None],
+) -> HoldTally:
+    """One hold experiment with the backends and HAProxy instances its plan needs: the
+    bench's own, plus extra ones on the same ports (SO_REUSEPORT) for this experiment
+    only, so that the sweeps keep the topology the scenario asked for."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    extra_serve = plan.server_processes - scenario.backend_processes
+    extra_proxy = plan.proxy_instances - scenario.proxy_instances
+    serve: subprocess.Popen[bytes] | None = None
+    fleet: ProxyFleet | None = None
+    stream = open(exp_dir / "hold.jsonl", "wb")  # noqa: SIM115
+    serve_log = open(exp_dir / "serve.log", "wb")  # noqa: SIM115
+    try:
+        if extra_serve > 0:
+            serve = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tippingpoint",
+                    "serve",
+                    "--ports",
+                    ",".join(map(str, scenario.backend_ports)),
+                    "--processes",
+                    str(extra_serve),
+                ],
+                stdout=serve_log,
+                stderr=subprocess.STDOUT,
+            )
+            monitor.add_role("backends (hold)", [serve.pid])
+        if extra_proxy > 0:
+            fleet = ProxyFleet(binary, exp_dir / "proxy", proxy_config, extra_proxy)
+            fleet.start(timeout=60)
+            monitor.add_role("proxy (hold)", fleet.pids)
+        if extra_serve > 0 or extra_proxy > 0:
+            log(
+                f"  started {max(0, extra_serve)} more backend process(es) and "
+                f"{max(0, extra_proxy)} more HAProxy instance(s) for this hold"
+            )
+        addresses = tuple(f"127.0.0.{2 + i}" for i in range(plan.source_addresses))
+        config = HoldConfig(
+            target=Target(exp.method, url, exp.headers, exp.body),
+            connections=exp.connections,
+            connect_rate=exp.connect_rate,
+            duration=exp.duration,
+            request_every=exp.request_every,
+            laddrs=addresses,
+            timeout=exp.timeout,
+            cacert=cacert,
+            processes=scenario.client_processes,
+        )
+        shards = plan_hold(config, fd_limit, time.monotonic_ns() + 500_000_000)
+        tally = HoldTally(exp.connections, len(shards))
+
+        def on_record(record: dict[str, Any]) -> None:
+            line = tally.add(record)
+            if line is not None:
+                log("  " + line)
+
+        def on_line(line: bytes) -> None:
+            stream.write(line)
+            stream.flush()
+
+        code = run_children(
+            [functools.partial(hold_child, config, shard) for shard in shards],
+            on_line,
+            on_record,
+            "hold",
+        )
+        if code != 0:
+            log(f"  a hold process failed (exit {code}); see {exp_dir / 'hold.jsonl'}")
+        log(tally.summary())
+        return tally
+    finally:
+        stream.close()
+        if fleet is not None:
+            fleet.stop(grace=1)
+        if serve is not None:
+            _stop(serve)
+        serve_log.close()
+
+
 def run_bench(
     scenario: Scenario,
     out: Path,
@@ -306,9 +480,19 @@ def run_bench(
     haproxy_bin: str | None = None,
 ) -> dict[str, Any]:
     """Run everything; write ``out``; return the summary. Cleans up whatever happens."""
-    out.mkdir(parents=True, exist_ok=True)
     soft, hard = raise_nofile()
+    if scenario.open_files is not None:
+        if scenario.open_files < 256:
+            raise ScenarioError("bench.open_files: at least 256")
+        soft = min(scenario.open_files, hard)
     binary = find_haproxy(haproxy_bin)
+    plans = plan_holds(scenario, soft, port_range(), memory_available())
+    out.mkdir(parents=True, exist_ok=True)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for index, plan in plans.items():
+        log(f"bench: plan for {scenario.experiments[index].name}: {plan.describe()}")
+        for warning in plan.warnings:
+            log(f"bench: warning: {warning}")
     serve_cmd = [
         sys.executable,
         "-m",
@@ -336,7 +520,7 @@ def run_bench(
             http=scenario.http,
             https=scenario.https,
             cert_bundle=bundle,
-            maxconn=derive_maxconn(hard),
+            maxconn=derive_maxconn(soft),
             nbthread=scenario.proxy_threads,
             cpus=scenario.proxy_cpus,
             rate_limit_sessions=scenario.rate_limit,
@@ -386,8 +570,46 @@ def run_bench(
             description = f"{exp.method} {url}, {reuse}" + "".join(
                 f", {n}: {v}" for n, v in exp.headers
             )
+            if exp.kind == "hold":
+                description = (
+                    f"{exp.connections:,} connections to {url} opened at "
+                    f"{exp.connect_rate:,.0f}/s and held for {exp.duration:g} s from the start, "
+                    + (
+                        f"each asking {exp.path} every {exp.request_every:g} s"
+                        if exp.request_every
+                        else "idle"
+                    )
+                )
             log(f"bench: {exp.name} ({description})")
-            if exp.kind == "sweep":
+            if exp.kind == "hold":
+                with sampling(monitor, samples, step=f"hold {index}"):
+                    tally = _run_hold(
+                        exp,
+                        plans[index],
+                        scenario,
+                        url,
+                        cacert,
+                        proxy_config,
+                        binary,
+                        soft,
+                        exp_dir,
+                        monitor,
+                        log,
+                    )
+                experiments.append(
+                    {
+                        "id": index,
+                        "name": exp.name,
+                        "kind": "hold",
+                        "description": description,
+                        "report": tally.summary(),
+                        "hold": tally.timeline,
+                    }
+                )
+                summary_rows.append([exp.name, tally.summary().splitlines()[0]])
+                if tally.interrupted:
+                    break
+            elif exp.kind == "sweep":
                 result = run_sweep(
                     SweepConfig(
                         attack=attack,
@@ -471,15 +693,10 @@ def run_bench(
                     break
     finally:
         os.sched_setaffinity(0, old_affinity)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         if fleet is not None:
             fleet.stop()
-        if serve.poll() is None:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                serve.wait(15)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-                serve.wait()
+        _stop(serve)
         serve_log.close()
         (out / "monitor.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     data = {

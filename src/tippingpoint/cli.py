@@ -1061,6 +1061,9 @@ def bench(
     out = Path(out_dir)
     try:
         data = run_bench(parsed, out, lambda line: click.echo(line, err=True), haproxy_bin)
+    except ScenarioError as e:
+        _fail(f"scenario {scenario or '(default)'}: {e}")
+        return
     except (HAProxyError, RuntimeError, OSError) as e:
         _fail(f"bench: {e}", 1)
         return
@@ -1161,10 +1164,11 @@ def hold(
     """Open connections at a rate and hold them (idle or with a periodic request)."""
     import functools
 
-    from tippingpoint.engine.hold import HoldConfig, hold_child, plan_hold
+    from tippingpoint.engine.hold import HoldConfig, HoldTally, hold_child, plan_hold
     from tippingpoint.engine.runner import run_children
-    from tippingpoint.limits import raise_nofile
+    from tippingpoint.limits import memory_available, port_range, raise_nofile
     from tippingpoint.pacer import parse_duration, parse_rate
+    from tippingpoint.plan import plan_connections
     from tippingpoint.server.config import parse_ports
     from tippingpoint.targets import Target, TargetError
 
@@ -1189,6 +1193,22 @@ def hold(
         _fail(str(e))
         return
     soft, _ = raise_nofile()
+    origin = config.target.origin
+    plan = plan_connections(
+        connections,
+        soft,
+        port_range(),
+        len(config.ports) or 1,
+        memory_available(),
+        both_ends_local=origin.host in ("localhost", "::1") or origin.host.startswith("127."),
+        tls=origin.tls,
+        source_addresses=len(config.laddrs) or 1,
+    )
+    if not plan.feasible:
+        _fail("this plan cannot fit: " + "; ".join(plan.problems))
+        return
+    for warning in plan.warnings:
+        click.echo(f"tippingpoint: warning: {warning}", err=True)
     shards = plan_hold(config, soft, time.monotonic_ns() + 500_000_000)
     click.echo(
         f"tippingpoint hold: {connections:,} connections in {len(shards)} process(es) "
@@ -1197,28 +1217,12 @@ def hold(
         err=True,
     )
     out = open(output, "wb") if output else None  # noqa: SIM115
-    per_second: dict[float, dict[str, int]] = {}
-    failures: dict[tuple[int, str], int] = {}
-    finals: list[dict[str, Any]] = []
+    tally = HoldTally(connections, len(shards))
 
     def on_record(record: dict[str, Any]) -> None:
-        if record.get("final"):
-            finals.append(record)
-            return
-        row = per_second.setdefault(
-            record["t"], {"established": 0, "lost": 0, "rss_kib": 0, "reports": 0}
-        )
-        row["established"] += record["established"]
-        row["lost"] += record["lost"]
-        row["rss_kib"] += record["rss_kib"]
-        row["reports"] += 1
-        for kind, entry in record["failed"].items():  # cumulative per process
-            failures[(record["process"], kind)] = entry["count"]
-        if row["reports"] == len(shards):  # every process has reported this second
-            click.echo(
-                f"  {record['t']:6.0f} s: {row['established']:,} established, {row['lost']:,} lost",
-                err=True,
-            )
+        line = tally.add(record)
+        if line is not None:
+            click.echo("  " + line, err=True)
 
     def on_line(line: bytes) -> None:
         if out is not None:
@@ -1235,28 +1239,13 @@ def hold(
     finally:
         if out:
             out.close()
-    peak = max((r["established"] for r in per_second.values()), default=0)
-    reached = next(
-        (t for t, r in sorted(per_second.items()) if r["established"] >= connections), None
-    )
-    seconds = [per_second[t] for t in sorted(per_second)]
-    empty = {"established": 0, "lost": 0, "rss_kib": 0}
-    first = seconds[0] if seconds else empty
-    last = seconds[-1] if seconds else empty
-    full = max(seconds, key=lambda r: r["established"]) if seconds else empty
-    growth = (full["rss_kib"] - first["rss_kib"]) * 1024
-    added = full["established"] - first["established"]
-    per_conn = f" ({growth / added:,.0f} B per connection)" if added > 0 and growth > 0 else ""
-    by_kind: dict[str, int] = {}
-    for (_, kind), count in failures.items():
-        by_kind[kind] = by_kind.get(kind, 0) + count
-    click.echo(
-        f"peak established {peak:,} of {connections:,}"
-        + (f", all established after {reached:.0f} s" if reached else "")
-        + f"; lost {last['lost']:,}; failures "
-        + (", ".join(f"{k}: {v:,}" for k, v in by_kind.items()) or "none")
-        + f"; client RSS grew {growth / 2**20:,.1f} MiB{per_conn}"
-    )
+    click.echo(tally.summary())
+    if tally.lost:
+        click.echo(
+            "tippingpoint: lost connections were closed by the other end: look at its idle "
+            "timeouts (HAProxy: timeout http-request, timeout client; serve: --idle-timeout)",
+            err=True,
+        )
     sys.exit(code)
 
 

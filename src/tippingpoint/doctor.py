@@ -2,9 +2,9 @@
 
 Open-file limits (per process and system-wide), ephemeral ports per source and
 destination pair, listen backlogs, TIME_WAIT reuse, conntrack, memory for the
-connections wanted, and the timeouts that cut long requests. :func:`plan_connections`
-is the arithmetic behind "how many processes and source addresses does N connections
-need", shared with the load generator's planning.
+connections wanted, and the timeouts that cut long requests. The arithmetic of "how
+many processes, addresses and bytes" is :mod:`tippingpoint.plan`'s, shared with
+``hold`` and ``bench``.
 """
 
 from __future__ import annotations
@@ -15,70 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = [
-    "KERNEL_BYTES_PER_CONNECTION",
-    "Check",
-    "ConnectionPlan",
-    "apply_fixes",
-    "diagnose",
-    "plan_connections",
-]
+from tippingpoint.plan import RESERVED_FDS, ConnectionPlan, plan_connections
 
-KERNEL_BYTES_PER_CONNECTION = 8_200
-"""Kernel memory per connection with both ends on this machine (2 TCP sockets, inodes,
-files, dentries, epoll entries), measured by benchmarks/idle_connections.py."""
-USER_BYTES_CLIENT = 1_700
-USER_BYTES_SERVER = 1_500
-_RESERVED_FDS = 64
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionPlan:
-    connections: int
-    client_processes: int
-    server_processes: int
-    source_addresses: int
-    ports_per_pair: int
-    memory_bytes: int
-    problems: tuple[str, ...] = ()
-
-    @property
-    def feasible(self) -> bool:
-        return not self.problems
-
-
-def plan_connections(
-    connections: int,
-    fd_limit: int,
-    port_range: tuple[int, int],
-    destination_ports: int = 1,
-    memory_available: int | None = None,
-    both_ends_local: bool = True,
-) -> ConnectionPlan:
-    """Processes, source addresses and memory for ``connections`` concurrent connections.
-
-    Each process holds at most ``fd_limit - 64`` sockets; each source address reaches
-    each destination port through at most ``port_range`` ports (connections to different
-    destination ports can share a source port)."""
-    per_process = max(1, fd_limit - _RESERVED_FDS)
-    ports = port_range[1] - port_range[0] + 1
-    processes = math.ceil(connections / per_process)
-    addresses = max(1, math.ceil(connections / (ports * max(1, destination_ports))))
-    memory = connections * (KERNEL_BYTES_PER_CONNECTION + USER_BYTES_CLIENT)
-    if both_ends_local:
-        memory += connections * USER_BYTES_SERVER
-    problems = []
-    if memory_available is not None and memory > 0.9 * memory_available:
-        problems.append(
-            f"{connections:,} connections need about {memory / 2**30:.1f} GiB "
-            f"(kernel {KERNEL_BYTES_PER_CONNECTION:,} B + user space per connection), "
-            f"{memory_available / 2**30:.1f} GiB are available: fewer connections, or more memory"
-        )
-    if addresses > 16_000_000:
-        problems.append("more source addresses than 127.0.0.0/8 holds")
-    return ConnectionPlan(
-        connections, processes, processes, addresses, ports, memory, tuple(problems)
-    )
+__all__ = ["Check", "apply_fixes", "diagnose"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +68,11 @@ def diagnose(
         )
     )
     nr_open = sysctl.get("fs.nr_open")
-    per_process = max(1, plan_limit - _RESERVED_FDS)
+    per_process = max(1, plan_limit - RESERVED_FDS)
     checks.append(
         Check(
             "hard limit per process",
-            plan_limit >= min(connections, 1_048_576) + _RESERVED_FDS,
+            plan_limit >= min(connections, 1_048_576) + RESERVED_FDS,
             f"{plan_limit:,} descriptors: {per_process:,} connections per process",
             f"{math.ceil(connections / per_process)} processes hold {connections:,} connections; "
             "tippingpoint adds processes by itself. To raise the hard limit (needs "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 
-__all__ = ["raise_nofile"]
+__all__ = ["memory_available", "port_range", "raise_nofile"]
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -25,3 +25,25 @@ def raise_nofile() -> tuple[int, int]:
         except (ValueError, OSError):
             pass
     return soft, hard
+
+
+def port_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The ephemeral port range (Linux's default when it cannot be read)."""
+    try:
+        with open(path) as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def memory_available(path: str = "/proc/meminfo") -> int | None:
+    """MemAvailable in bytes, or None where there is no /proc/meminfo."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None

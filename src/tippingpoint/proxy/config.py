@@ -40,6 +40,10 @@ class ProxyConfig:
     timeout_connect_s: float = 10.0
     timeout_client_s: float = 7200.0
     timeout_server_s: float = 7200.0
+    timeout_request_s: float | None = None
+    """``timeout http-request``: also how long a new connection may wait, idle, for its
+    first request — HAProxy's 30 s habit cuts every held connection. Default: the client
+    timeout."""
     rate_limit_sessions: int | None = None
     log: bool = False
     health_checks: bool = True
@@ -62,6 +66,9 @@ def _ms(seconds: float) -> str:
 
 
 def render(config: ProxyConfig) -> str:
+    request_timeout = config.timeout_request_s
+    if request_timeout is None:
+        request_timeout = config.timeout_client_s
     lines = [
         "global",
         f"    maxconn {config.maxconn}",
@@ -88,7 +95,7 @@ def render(config: ProxyConfig) -> str:
         f"    timeout client {_ms(config.timeout_client_s)}",
         f"    timeout server {_ms(config.timeout_server_s)}",
         f"    timeout http-keep-alive {_ms(config.timeout_client_s)}",
-        "    timeout http-request 30s",
+        f"    timeout http-request {_ms(request_timeout)}",
         "    timeout check 5s",
     ]
     if config.log:

@@ -64,6 +64,12 @@ for (const exp of DATA.experiments) {
       {x: x, y: rows.map(r => r.achieved), name: 'achieved', mode: 'lines+markers'},
       {x: x, y: x, name: 'offered', mode: 'lines', line: {dash: 'dash'}}],
       layout(exp.name + ': achieved against offered', 'offered requests/s', 'requests/s'));
+  } else if (exp.kind === 'hold') {
+    const h = exp.hold;
+    plot('hold-' + exp.id, [
+      {x: h.t, y: h.established, name: 'established', fill: 'tozeroy'},
+      {x: h.t, y: h.lost, name: 'lost'}],
+      layout(exp.name + ': connections held over time', 's', 'connections'));
   } else {
     const t = exp.timeline;
     plot('lat-' + exp.id, [
@@ -127,7 +133,7 @@ def _sweep_rows(sweep: dict[str, Any]) -> list[list[Any]]:
 
 
 def render_html(data: dict[str, Any]) -> str:
-    """``data``: ``title``, ``summary`` rows, ``experiments`` (sweeps and attacks),
+    """``data``: ``title``, ``summary`` rows, ``experiments`` (sweeps, attacks, holds),
     ``monitor`` series, ``config`` text, ``machine``."""
     parts = [
         f"<h1>{html.escape(data['title'])}</h1>",
@@ -168,6 +174,9 @@ def render_html(data: dict[str, Any]) -> str:
                     _sweep_rows(sweep),
                 )
             )
+        elif exp["kind"] == "hold":
+            parts.append(f'<div id="hold-{eid}" class="chart"></div>')
+            parts.append(f"<pre>{html.escape(exp['report'])}</pre>")
         else:
             parts.append(f'<div id="lat-{eid}" class="chart"></div>')
             parts.append(f'<div id="rate-{eid}" class="chart"></div>')

@@ -1,0 +1,189 @@
+"""How many processes, source addresses, ports and bytes N concurrent connections need.
+
+Pure arithmetic, shared by ``doctor``, ``hold`` and ``bench``: a plan is computed from
+the target count and the machine's limits before anything starts, and a plan that
+cannot fit is refused with its numbers (not discovered at connection 28,233).
+
+The limits, as the article met them:
+
+- descriptors: a process holds ``fd_limit - 64`` sockets (20,000 hard here, and it
+  cannot be raised without CAP_SYS_RESOURCE), so clients, backends and HAProxy
+  instances are multiplied instead. A proxied connection costs HAProxy two
+  descriptors (client side and server side).
+- ports: one source address reaches one destination address and port through at
+  most ``ip_local_port_range`` ports; connections to different destination ports may
+  share a source port (the client binds with IP_BIND_ADDRESS_NO_PORT). HAProxy's
+  own connections to the backends come from 127.0.0.1, so the backend ports must
+  carry them.
+- memory: kernel and user space per connection, measured on this machine (see
+  docs/PERFORMANCE.md), plus a baseline per process.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from tippingpoint.proxy.config import derive_maxconn
+
+__all__ = [
+    "KERNEL_BYTES_PER_CONNECTION",
+    "ConnectionPlan",
+    "plan_connections",
+    "proxy_instances_for",
+]
+
+KERNEL_BYTES_PER_CONNECTION: Final = 9_000
+"""Kernel memory for one established loopback connection, both ends (2 TCP sockets,
+socket inodes, files, dentries, epoll entries): 10.2 KB of slab measured at one million,
+part of it reclaimable; all memory used grew by 10.6 KB per connection there, user
+space included."""
+CLIENT_BYTES: Final = 1_700
+CLIENT_TLS_BYTES: Final = 42_000
+SERVER_BYTES: Final = 1_500
+PROXY_BYTES: Final = 3_000
+PROXY_TLS_BYTES: Final = 30_000
+PROCESS_BYTES: Final = 16 * 2**20
+"""Baseline of one Python client or backend process, or one HAProxy instance."""
+RESERVED_FDS: Final = 64
+PORT_FILL: Final = 0.3
+"""connect() looks for a free port from a random point through one parity of the range
+(odd or even ports) first, and walks on while ports are taken: once that half fills up
+every connect scans thousands of ports and the machine goes to system time (94 % seen
+here with 500,000 connections over 9 source addresses, stuck near 55 % of each pair's
+ports; a million over 50 pairs at 31 % ran freely). Pairs are planned 30 % full."""
+PROXY_FILL: Final = 0.85
+"""Instances share a port with SO_REUSEPORT, which deals connections out by a hash:
+each instance is planned at 85 % of its maxconn so that none is full before the rest."""
+
+
+def proxy_instances_for(connections: int, fd_limit: int) -> int:
+    return max(1, math.ceil(connections / (PROXY_FILL * derive_maxconn(fd_limit))))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionPlan:
+    connections: int
+    client_processes: int
+    server_processes: int
+    proxy_instances: int
+    """0: the clients connect to the backends directly."""
+    source_addresses: int
+    """Needed to reach the destination ports with the ephemeral port range."""
+    destination_ports: int
+    backend_ports: int
+    """Needed for HAProxy's side (0 when direct)."""
+    ports_per_pair: int
+    memory_bytes: int
+    problems: tuple[str, ...] = ()
+    """Why it cannot fit: refused."""
+    warnings: tuple[str, ...] = ()
+    """It fits, but slowly: connect() will search crowded port ranges."""
+
+    @property
+    def feasible(self) -> bool:
+        return not self.problems
+
+    def describe(self) -> str:
+        parts = [
+            f"{self.connections:,} connections: {self.client_processes} client process(es)",
+            f"{self.source_addresses} source address(es) x {self.destination_ports} "
+            f"destination port(s) at {self.ports_per_pair:,} ports each, 30 % used",
+            f"{self.server_processes} backend process(es)",
+        ]
+        if self.proxy_instances:
+            parts.append(
+                f"{self.proxy_instances} HAProxy instance(s) reaching "
+                f"{self.backend_ports} backend port(s)"
+            )
+        parts.append(f"about {self.memory_bytes / 2**30:.1f} GiB of memory")
+        return ", ".join(parts)
+
+
+def plan_connections(
+    connections: int,
+    fd_limit: int,
+    port_range: tuple[int, int],
+    destination_ports: int = 1,
+    memory_available: int | None = None,
+    both_ends_local: bool = True,
+    *,
+    proxied: bool = False,
+    tls: bool = False,
+    source_addresses: int | None = None,
+    backend_ports: int | None = None,
+) -> ConnectionPlan:
+    """The processes, addresses, ports and memory for ``connections`` held at once.
+
+    ``source_addresses`` and ``backend_ports``, when given, are what the user offers:
+    too few is a problem with the number needed. Through a proxy (``proxied``), every
+    connection may also hold one from HAProxy to a backend (a request in flight, or
+    kept alive after one), so both legs are planned."""
+    if connections < 1:
+        raise ValueError("connections must be >= 1")
+    per_process = max(1, fd_limit - RESERVED_FDS)
+    ports = max(1, port_range[1] - port_range[0] + 1)
+    clients = math.ceil(connections / per_process)
+    servers = clients
+    instances = proxy_instances_for(connections, fd_limit) if proxied else 0
+    dest_ports = max(1, destination_ports)
+    usable = max(1, int(ports * PORT_FILL))
+    addresses = math.ceil(connections / (usable * dest_ports))
+    backends_needed = math.ceil(connections / usable) if proxied else 0
+    legs = 2 if proxied else 1
+    per_connection = legs * KERNEL_BYTES_PER_CONNECTION
+    per_connection += CLIENT_TLS_BYTES if tls else CLIENT_BYTES
+    if both_ends_local:
+        per_connection += SERVER_BYTES
+    if proxied:
+        per_connection += PROXY_TLS_BYTES if tls else PROXY_BYTES
+    memory = connections * per_connection + (clients + servers + instances) * PROCESS_BYTES
+    problems: list[str] = []
+    warnings: list[str] = []
+    if memory_available is not None and memory > 0.9 * memory_available:
+        share = 2 / per_process + (1 / (PROXY_FILL * derive_maxconn(fd_limit)) if proxied else 0)
+        fits = int(
+            (0.9 * memory_available - 3 * PROCESS_BYTES) / (per_connection + share * PROCESS_BYTES)
+        )
+        problems.append(
+            f"{connections:,} connections need about {memory / 2**30:.1f} GiB "
+            f"({per_connection:,} B each with the kernel's, plus the processes), "
+            f"{memory_available / 2**30:.1f} GiB are available: at most about "
+            f"{max(0, fits):,} connections fit"
+        )
+    # Fewer addresses or ports than planned: refused when the range cannot hold them
+    # at all, a warning when connect() will have to search a crowded range.
+    at_most = math.ceil(connections / (ports * dest_ports))
+    if source_addresses is not None and source_addresses < addresses:
+        text = (
+            f"{connections:,} connections to {dest_ports} destination port(s) need "
+            f"{at_most} source address(es) at {ports:,} ephemeral ports each, and "
+            f"{addresses} to keep connect() fast ({usable:,} each); {source_addresses} given: "
+            f"--laddr 127.0.0.2-127.0.0.{1 + addresses}, more destination ports, or a wider "
+            "net.ipv4.ip_local_port_range (tippingpoint doctor)"
+        )
+        (problems if source_addresses < at_most else warnings).append(text)
+    if backend_ports is not None and proxied and backend_ports < backends_needed:
+        text = (
+            f"HAProxy's {connections:,} connections to the backends need "
+            f"{math.ceil(connections / ports)} backend port(s) at {ports:,} ephemeral ports "
+            f"each, and {backends_needed} to keep connect() fast; {backend_ports} given: more "
+            "backend ports, or a wider net.ipv4.ip_local_port_range (tippingpoint doctor)"
+        )
+        (problems if backend_ports * ports < connections else warnings).append(text)
+    if addresses > 16_000_000:
+        problems.append("more source addresses than 127.0.0.0/8 holds")
+    return ConnectionPlan(
+        connections=connections,
+        client_processes=clients,
+        server_processes=servers,
+        proxy_instances=instances,
+        source_addresses=max(1, addresses),
+        destination_ports=dest_ports,
+        backend_ports=max(backends_needed, 1) if proxied else 0,
+        ports_per_pair=ports,
+        memory_bytes=memory,
+        problems=tuple(problems),
+        warnings=tuple(warnings),
+    )
