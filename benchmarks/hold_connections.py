@@ -76,6 +76,7 @@ def main() -> None:
         memory_available(),
         proxied=proxied,
         tls=args.tls,
+        idle=args.request_every is None,
         backend_ports=10,
     )
     print(f"plan: {plan.describe()}", flush=True)

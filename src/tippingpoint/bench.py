@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import ipaddress
 import json
 import os
 import resource
@@ -306,6 +307,7 @@ def plan_holds(
             memory,
             proxied=True,
             tls=exp.frontend == "https",
+            idle=exp.request_every is None,
             backend_ports=len(scenario.backend_ports),
         )
         if not plan.feasible:
@@ -430,7 +432,9 @@ def _run_hold(
                 f"  started {max(0, extra_serve)} more backend process(es) and "
                 f"{max(0, extra_proxy)} more HAProxy instance(s) for this hold"
             )
-        addresses = tuple(f"127.0.0.{2 + i}" for i in range(plan.source_addresses))
+        addresses = tuple(
+            str(ipaddress.IPv4Address(0x7F000002 + i)) for i in range(plan.source_addresses)
+        )
         config = HoldConfig(
             target=Target(exp.method, url, exp.headers, exp.body),
             connections=exp.connections,
@@ -466,6 +470,8 @@ def _run_hold(
         return tally
     finally:
         stream.close()
+        monitor.remove_role("proxy (hold)")
+        monitor.remove_role("backends (hold)")
         if fleet is not None:
             fleet.stop(grace=1)
         if serve is not None:

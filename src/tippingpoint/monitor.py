@@ -106,6 +106,10 @@ class Monitor:
         self._refresh(role)
         self.roles.append(role)
 
+    def remove_role(self, name: str) -> None:
+        """Stop watching a role (before stopping its processes on purpose)."""
+        self.roles = [role for role in self.roles if role.name != name]
+
     def _refresh(self, role: _Role) -> None:
         """Track the role's processes and their children (new workers appear)."""
         for pid in role.pids:

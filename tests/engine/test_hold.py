@@ -57,6 +57,8 @@ def test_hold_keeps_connections_with_periodic_requests(serve, tmp_path: Path) ->
     summary = result.stdout.decode()
     assert re.search(r"peak established 3,000 of 3,000, all established after \d s", summary)
     assert "lost 0; failures none" in summary
+    assert re.search(r"connect latency p50 [\d.]+ ms, p99 [\d.]+ ms", summary)
+    assert re.search(r"requests [\d,]+ \(200: [\d,]+\), p50 [\d.]+ ms", summary)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["process"] for r in records} == {0, 1}
     answered = sum(sum(r["codes"].values()) for r in records)
@@ -109,3 +111,31 @@ def test_hold_tls_connections(nginx) -> None:
         "hold", server.url, "--connections", "5", "--connect-rate", "50", "--duration", "1s"
     )
     assert b"failures tls: 5" in bad.stdout  # not verified without --cacert
+
+
+def test_a_plan_that_cannot_fit_is_refused_before_connecting() -> None:
+    # 200,000 connections from one source address to one port: more than any port range.
+    result = run_tp("hold", "http://127.0.0.1:1/", "--connections", "200000", "--duration", "1s")
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert "this plan cannot fit" in err and "source address(es)" in err
+    assert "--laddr 127.0.0.2-127.0.0." in err
+    assert b"failures" not in result.stdout  # not one connection was tried
+
+
+def test_connections_closed_by_the_server_are_lost_and_explained(serve) -> None:
+    server = serve("--idle-timeout", "1")
+    result = run_tp(
+        "hold",
+        server.url + "/",
+        "--connections",
+        "50",
+        "--connect-rate",
+        "500",
+        "--duration",
+        "4s",
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"peak established 50 of 50" in result.stdout
+    assert b"lost 50;" in result.stdout
+    assert b"look at its idle timeouts" in result.stderr

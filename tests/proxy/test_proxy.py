@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import os
 import signal
 import ssl
@@ -77,6 +79,10 @@ def test_rendered_config_and_maxconn() -> None:
     assert "rate-limit sessions 6000" in text and "%Tq/%Tw/%Tc/%Tr/%Tt" in text
     assert "server s2 127.0.0.1:8283 check" in text and "balance roundrobin" in text
     assert "timeout client 7200000ms" in text
+    # An idle connection waits for its first request under http-request: as long as the
+    # client timeout, or every held connection is cut at HAProxy's usual 30 s.
+    assert "timeout http-request 7200000ms" in text
+    assert "timeout http-request 5000ms" in render(replace(config, timeout_request_s=5.0))
 
 
 def test_print_config_and_errors(tmp_path) -> None:
