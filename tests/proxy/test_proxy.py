@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import os
 import signal
 import ssl
 import stat
 import subprocess
+from dataclasses import replace
 
 import httpx
 import pytest
