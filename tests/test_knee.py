@@ -23,8 +23,21 @@ def test_flat_then_exponential() -> None:
 
 
 def test_microsecond_noise_is_not_a_knee() -> None:
-    steps = curve([1000, 2000, 4000, 8000], [0.2, 0.15, 0.5, 1.9])  # 12x but < 2 ms above
+    steps = curve([1000, 2000, 4000, 8000], [0.2, 0.15, 0.5, 4.9])  # 32x but < 5 ms above
     assert find_knee(steps, KneeRule()) == (None, None)
+
+
+def test_the_knee_is_the_sharp_climb_not_the_creep() -> None:
+    # Measured here through HAProxy (serve and HAProxy sharing one core): p99 creeps to
+    # 4x its low-load value while every request is still answered on time, then leaps.
+    steps = curve(
+        [10_000, 12_000, 14_400, 17_280, 20_736, 24_883, 29_860, 35_832],
+        [1.23, 1.40, 2.39, 2.21, 3.13, 5.25, 32.35, 267.77],
+    )
+    index, verdict = find_knee(steps, KneeRule())
+    assert index == 6 and verdict is not None and "p99 32.35 ms" in verdict.reason
+    early, _ = find_knee(steps, KneeRule(floor_ms=2.0))
+    assert early == 5
 
 
 def test_slo_success_and_achieved_rate() -> None:

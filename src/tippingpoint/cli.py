@@ -451,7 +451,7 @@ _SWEEP_CONNECTIONS = 128
     "--floor",
     "floor_ms",
     type=float,
-    default=2.0,
+    default=5.0,
     show_default=True,
     help="... and more than FLOOR ms above it.",
 )
