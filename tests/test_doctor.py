@@ -59,6 +59,18 @@ def test_plan_through_haproxy_counts_both_legs_and_instances() -> None:
     assert tls.memory_bytes > 100_000 * 50_000
 
 
+def test_plan_refuses_more_descriptors_than_the_system_has() -> None:
+    plan = plan_connections(600_000, 20_000, (1024, 65535), 10, file_max=1_000_000)
+    assert not plan.feasible
+    assert "1,200,000 descriptors" in plan.problems[0] and "fs.file-max=1300000" in plan.problems[0]
+    proxied = plan_connections(300_000, 20_000, (1024, 65535), 1, proxied=True, file_max=1_000_000)
+    assert "1,200,000 descriptors" in proxied.problems[0]  # 2 legs, both ends of each
+    idle = plan_connections(
+        300_000, 20_000, (1024, 65535), 1, proxied=True, idle=True, file_max=1_000_000
+    )
+    assert idle.feasible
+
+
 def test_plan_refuses_too_few_source_addresses() -> None:
     plan = plan_connections(100_000, 20_000, (32768, 60999), 1, source_addresses=1)
     assert not plan.feasible

@@ -29,7 +29,7 @@ from tippingpoint.certs import make_certificate
 from tippingpoint.engine.hold import HoldConfig, HoldTally, hold_child, plan_hold
 from tippingpoint.engine.runner import run_attack, run_children
 from tippingpoint.knee import KneeRule, parse_slo
-from tippingpoint.limits import memory_available, port_range, raise_nofile
+from tippingpoint.limits import file_max, memory_available, port_range, raise_nofile
 from tippingpoint.model import AttackConfig, TLSOptions
 from tippingpoint.monitor import Monitor, loopback, sampling
 from tippingpoint.pacer import parse_duration, parse_rate
@@ -309,6 +309,7 @@ def plan_holds(
             tls=exp.frontend == "https",
             idle=exp.request_every is None,
             backend_ports=len(scenario.backend_ports),
+            file_max=file_max(),
         )
         if not plan.feasible:
             raise ScenarioError(f"{exp.name}: this plan cannot fit: " + "; ".join(plan.problems))

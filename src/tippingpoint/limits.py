@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 
-__all__ = ["memory_available", "port_range", "raise_nofile"]
+__all__ = ["file_max", "memory_available", "port_range", "raise_nofile"]
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -47,3 +47,12 @@ def memory_available(path: str = "/proc/meminfo") -> int | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+def file_max(path: str = "/proc/sys/fs/file-max") -> int | None:
+    """The system-wide open-file limit, or None where it cannot be read."""
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

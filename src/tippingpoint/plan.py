@@ -118,6 +118,7 @@ def plan_connections(
     idle: bool = False,
     source_addresses: int | None = None,
     backend_ports: int | None = None,
+    file_max: int | None = None,
 ) -> ConnectionPlan:
     """The processes, addresses, ports and memory for ``connections`` held at once.
 
@@ -125,7 +126,8 @@ def plan_connections(
     too few is a problem with the number needed. Through a proxy (``proxied``), every
     connection may also hold one from HAProxy to a backend (a request in flight, or
     kept alive after one), so both legs are planned — unless the connections stay
-    ``idle``: HAProxy connects to a backend only when a request comes."""
+    ``idle``: HAProxy connects to a backend only when a request comes. ``file_max`` is
+    the system-wide descriptor limit (``fs.file-max``)."""
     if connections < 1:
         raise ValueError("connections must be >= 1")
     per_process = max(1, fd_limit - RESERVED_FDS)
@@ -178,6 +180,12 @@ def plan_connections(
             "backend ports, or a wider net.ipv4.ip_local_port_range (tippingpoint doctor)"
         )
         (problems if backend_ports * ports < connections else warnings).append(text)
+    descriptors = connections * (2 * legs if both_ends_local else legs)
+    if file_max is not None and descriptors > file_max:
+        problems.append(
+            f"{connections:,} connections need {descriptors:,} descriptors on this machine, "
+            f"fs.file-max is {file_max:,}: sysctl -w fs.file-max={descriptors + 100_000}"
+        )
     if addresses > 16_000_000:
         problems.append("more source addresses than 127.0.0.0/8 holds")
     return ConnectionPlan(

@@ -1,0 +1,114 @@
+"""`tippingpoint attack`: constant-rate (or planned, or closed-loop) load."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from tippingpoint.cli.base import cli, fail
+from tippingpoint.cli.options import (
+    attack_config,
+    request_options,
+    warn_timeout,
+)
+
+
+@cli.command()
+@request_options
+@click.option(
+    "--rate",
+    default="50/1s",
+    show_default=True,
+    help="Requests per second (1000, 1000/1s, 5/100ms); 0 = closed model.",
+)
+@click.option(
+    "--pace", default=None, help="Step/ramp plan, e.g. '10s@1000, 30s@1000->5000, 20s@5000'."
+)
+@click.option("--duration", default=None, help="How long to send, e.g. 30s, 5m.")
+@click.option("--requests", type=int, default=None, help="How many requests in all.")
+@click.option(
+    "--connections",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Closed model (--rate 0): connections sending back to back.",
+)
+@click.option(
+    "-o", "--output", default="-", show_default=True, help="Result stream file ('-' for stdout)."
+)
+@click.option(
+    "--records",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write one line per request (Vegeta's JSON result format).",
+)
+def attack(**opts: Any) -> None:
+    """Send load at a constant rate (or a plan, or closed-loop) and stream the results.
+
+    Latency counts from each request's intended send time. The result stream (JSON
+    lines, HDR histograms per second and per process) goes to --output; read it with
+    `tippingpoint report`.
+    """
+    from tippingpoint.engine.runner import run_attack
+    from tippingpoint.pacer import parse_duration, parse_pace, parse_rate
+    from tippingpoint.targets import TargetError
+
+    try:
+        duration, requests = opts["duration"], opts["requests"]
+        config = attack_config(
+            opts,
+            rate=parse_rate(opts["rate"]),
+            pace=tuple(parse_pace(opts["pace"])) if opts["pace"] else (),
+            duration=parse_duration(duration) if duration else None,
+            requests=requests,
+            connections=opts["connections"],
+            records=opts["records"],
+        )
+        if not config.closed and not config.pace and duration is None and requests is None:
+            raise ValueError("give --duration or --requests (or --pace) so the attack ends")
+        if config.closed and duration is None and requests is None:
+            raise ValueError("the closed model (--rate 0) needs --duration or --requests")
+        if config.closed and config.connections < 1:
+            raise ValueError("--connections must be >= 1")
+        if not config.closed:
+            config.pacer()
+    except (ValueError, TargetError, click.BadParameter) as e:
+        fail(str(e))
+        return
+    except OSError as e:
+        fail(f"cannot read {e.filename}: {e.strerror}")
+        return
+    warn_timeout(config, "attack")
+    output = opts["output"]
+    out = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
+
+    def on_line(line: bytes) -> None:
+        out.write(line)
+        out.flush()
+
+    live = None
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        from tippingpoint.report.live import LiveView
+
+        planned = offered = None
+        if not config.closed:
+            pacer = config.pacer()
+            planned, offered = pacer.total_hits(), pacer.total_hits() / max(pacer.end, 1e-9)
+        live = LiveView(Console(stderr=True), planned, offered)
+    try:
+        if live is not None:
+            with live:
+                code = run_attack(config, on_line, live.on_record)
+        else:
+            code = run_attack(config, on_line)
+    except OSError as e:
+        fail(f"cannot attack: {e}")
+        return
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    sys.exit(code)

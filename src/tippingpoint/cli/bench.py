@@ -1,0 +1,63 @@
+"""`tippingpoint bench`: the whole experiment, one command."""
+
+from __future__ import annotations
+
+import click
+
+from tippingpoint.cli.base import cli, fail
+
+
+@cli.command()
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    default="./tippingpoint-report",
+    show_default=True,
+    help="Report directory (index.html, HAProxy config, streams, monitor series).",
+)
+@click.option("--quick", is_flag=True, help="Short steps: about a minute.")
+@click.option("--haproxy-bin", default=None, help="HAProxy executable  [default: haproxy].")
+@click.option("--print-scenario", is_flag=True, help="Print the default scenario and exit.")
+def bench(
+    scenario: str | None, out_dir: str, quick: bool, haproxy_bin: str | None, print_scenario: bool
+) -> None:
+    """Build the bench (backends, HAProxy, monitor), run the scenario, write the report.
+
+    Without SCENARIO: the article's three questions on this machine (HTTP and TLS
+    tipping points, long requests building up connections) in a few minutes.
+    """
+    from pathlib import Path
+
+    from tippingpoint.bench import DEFAULT_SCENARIO, ScenarioError, parse_scenario, run_bench
+    from tippingpoint.bench import quick as make_quick
+    from tippingpoint.proxy.instance import HAProxyError
+
+    if print_scenario:
+        click.echo(DEFAULT_SCENARIO, nl=False)
+        return
+    try:
+        text = Path(scenario).read_text() if scenario else DEFAULT_SCENARIO
+        parsed = parse_scenario(text)
+    except (ScenarioError, OSError) as e:
+        fail(f"scenario {scenario or '(default)'}: {e}")
+        return
+    if quick:
+        parsed = make_quick(parsed)
+    out = Path(out_dir)
+    try:
+        data = run_bench(parsed, out, lambda line: click.echo(line, err=True), haproxy_bin)
+    except ScenarioError as e:
+        fail(f"scenario {scenario or '(default)'}: {e}")
+        return
+    except (HAProxyError, RuntimeError, OSError) as e:
+        fail(f"bench: {e}", 1)
+        return
+    except KeyboardInterrupt:
+        fail("bench: interrupted; everything started has been stopped", 130)
+        return
+    click.echo(f"\n{data['title']}")
+    for name, result in data["summary"]:
+        click.echo(f"  {name:40s} {result}")
+    click.echo(f"\nreport: {(out / 'index.html').resolve()}")

@@ -1,0 +1,168 @@
+"""Parsers and option blocks shared by several commands."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+
+def parse_roles(specs: tuple[str, ...]) -> dict[str, list[int]]:
+    """``("proxy=12,13", "backends=20")`` -> role -> PIDs (for the monitor)."""
+    roles: dict[str, list[int]] = {}
+    for spec in specs:
+        name, sep, pids = spec.partition("=")
+        if not sep or not name or not all(p.strip().isdigit() for p in pids.split(",")):
+            raise ValueError(f"bad --role {spec!r}: use NAME=PID[,PID...]")
+        roles.setdefault(name, []).extend(int(p) for p in pids.split(","))
+    return roles
+
+
+def parse_laddrs(spec: str | None) -> tuple[str, ...]:
+    """``127.0.0.2-127.0.0.40`` or ``127.0.0.2,127.0.0.3`` -> addresses."""
+    import ipaddress
+
+    if not spec:
+        return ()
+    out: list[str] = []
+    for part in spec.split(","):
+        low_s, sep, high_s = part.strip().partition("-")
+        try:
+            low = ipaddress.ip_address(low_s)
+            high = ipaddress.ip_address(high_s) if sep else low
+        except ValueError:
+            raise click.BadParameter(
+                f"{part!r}: use addresses or ranges like 127.0.0.2-127.0.0.40"
+            ) from None
+        if int(high) < int(low) or int(high) - int(low) > 65535:
+            raise click.BadParameter(f"{part!r}: the range must go up, at most 65,536 addresses")
+        out.extend(str(ipaddress.ip_address(i)) for i in range(int(low), int(high) + 1))
+    return tuple(out)
+
+
+def request_options(f: Callable[..., None]) -> Callable[..., None]:
+    """What to request and how to connect: shared by attack and sweep."""
+    options = [
+        click.argument("url", required=False),
+        click.option(
+            "--targets",
+            "targets_file",
+            type=click.Path(dir_okay=False),
+            help="Targets file (Vegeta's http or json format); '-' for stdin.",
+        ),
+        click.option(
+            "--format",
+            "targets_format",
+            type=click.Choice(["http", "json"]),
+            default="http",
+            show_default=True,
+            help="Targets file format.",
+        ),
+        click.option("-X", "--method", default="GET", show_default=True, help="Method for URL."),
+        click.option(
+            "-H",
+            "--header",
+            "headers",
+            multiple=True,
+            help="Header 'Name: value' (repeatable), e.g. -H 'sleep: 1000'.",
+        ),
+        click.option("--body-file", type=click.Path(dir_okay=False), help="Request body file."),
+        click.option(
+            "--max-connections",
+            type=int,
+            default=None,
+            help="Cap on open connections (all processes); hits beyond it queue.",
+        ),
+        click.option("--no-keepalive", is_flag=True, help="A new connection for every request."),
+        click.option(
+            "--laddr",
+            default=None,
+            help="Source addresses, e.g. 127.0.0.2-127.0.0.40 (more ports).",
+        ),
+        click.option("--timeout", default="30s", show_default=True, help="Per-request timeout."),
+        click.option("--insecure", is_flag=True, help="TLS: do not verify the server certificate."),
+        click.option(
+            "--cacert", type=click.Path(dir_okay=False), help="TLS: CA bundle to verify with."
+        ),
+        click.option("--cert", type=click.Path(dir_okay=False), help="TLS: client certificate."),
+        click.option("--key", type=click.Path(dir_okay=False), help="TLS: client key."),
+        click.option("--sni", default=None, help="TLS: server name to send and verify."),
+        click.option(
+            "--tls-resume/--no-tls-resume",
+            default=False,
+            show_default=True,
+            help="TLS: offer the last session ticket on new connections.",
+        ),
+        click.option(
+            "--processes",
+            type=int,
+            default=None,
+            help="Load processes  [default: cores; more when connections need it].",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
+    """An AttackConfig from the shared request options and a load plan; raises ValueError,
+    TargetError, click.BadParameter or OSError with a one-line message."""
+    from pathlib import Path
+
+    from tippingpoint.model import AttackConfig, TLSOptions
+    from tippingpoint.pacer import parse_duration
+    from tippingpoint.server.config import default_processes
+    from tippingpoint.targets import Target, parse_header, parse_targets
+
+    head = tuple(parse_header(h) for h in opts["headers"])
+    body = Path(opts["body_file"]).read_bytes() if opts["body_file"] else b""
+    targets_file = opts["targets_file"]
+    if targets_file:
+        text = sys.stdin.read() if targets_file == "-" else Path(targets_file).read_text()
+        base = None if targets_file == "-" else Path(targets_file).parent
+        targets = parse_targets(text, opts["targets_format"], head, body, base)
+    elif opts["url"]:
+        targets = [Target(opts["method"].upper(), opts["url"], head, body)]
+    else:
+        raise ValueError(
+            "give a URL or --targets FILE, e.g. "
+            "tippingpoint attack http://127.0.0.1:8282/ --rate 100 --duration 10s"
+        )
+    if opts["max_connections"] is not None and opts["max_connections"] < 1:
+        raise ValueError("--max-connections must be >= 1")
+    config = AttackConfig(
+        targets=tuple(targets),
+        max_connections=opts["max_connections"],
+        keepalive=not opts["no_keepalive"],
+        laddrs=parse_laddrs(opts["laddr"]),
+        timeout=parse_duration(opts["timeout"]),
+        tls=TLSOptions(
+            insecure=opts["insecure"],
+            cacert=opts["cacert"],
+            cert=opts["cert"],
+            key=opts["key"],
+            server_name=opts["sni"],
+            resume=opts["tls_resume"],
+        ),
+        processes=opts["processes"] if opts["processes"] is not None else default_processes(),
+        **plan,
+    )
+    if config.timeout <= 0:
+        raise ValueError("--timeout must be > 0")
+    return config
+
+
+def warn_timeout(config: Any, command: str) -> None:
+    from tippingpoint.pacer import format_duration
+
+    worst = config.longest_server_delay()
+    if worst > config.timeout:
+        click.echo(
+            f"tippingpoint {command}: warning: the sleep/times headers let the server take up "
+            f"to {format_duration(worst)}, beyond --timeout {format_duration(config.timeout)}: "
+            "those requests will fail as timeouts (raise --timeout)",
+            err=True,
+        )

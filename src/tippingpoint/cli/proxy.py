@@ -1,0 +1,254 @@
+"""`tippingpoint proxy` (and `proxy stats`): real HAProxy in front of the backends."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from tippingpoint.cli.base import cli, fail
+
+
+def _parse_addr(spec: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, sep, port = spec.rpartition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise click.BadParameter(f"{spec!r}: use HOST:PORT or PORT")
+    return (host.strip("[]") if sep and host else default_host), int(port)
+
+
+def _parse_backends(spec: str) -> tuple[tuple[str, int], ...]:
+    """``127.0.0.1:8282-8291,127.0.0.2:9000`` -> addresses."""
+    from tippingpoint.server.config import parse_ports
+
+    out: list[tuple[str, int]] = []
+    for part in spec.split(","):
+        host, sep, ports = part.strip().rpartition(":")
+        try:
+            out.extend((host if sep else "127.0.0.1", p) for p in parse_ports(ports))
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return tuple(out)
+
+
+@cli.group(invoke_without_command=True)
+@click.option(
+    "--backends",
+    default="127.0.0.1:8282-8291",
+    show_default=True,
+    help="Backend servers: HOST:PORTS, comma-separated (the serve ports).",
+)
+@click.option(
+    "--http",
+    "http_addr",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HTTP frontend address ('' for none).",
+)
+@click.option(
+    "--https",
+    "https_addr",
+    default="127.0.0.1:8443",
+    show_default=True,
+    help="TLS frontend address ('' for none).",
+)
+@click.option(
+    "--cert-type",
+    type=click.Choice(["ecdsa", "rsa"]),
+    default="ecdsa",
+    show_default=True,
+    help="Generated certificate: ECDSA P-256 or RSA 2048.",
+)
+@click.option("--threads", type=int, default=1, show_default=True, help="nbthread.")
+@click.option("--cpus", default=None, help="cpu-map threads onto these CPUs, e.g. 1 or 0-1.")
+@click.option(
+    "--instances",
+    type=int,
+    default=1,
+    show_default=True,
+    help="HAProxy processes sharing the ports (SO_REUSEPORT).",
+)
+@click.option(
+    "--maxconn", type=int, default=None, help="Per instance  [default: from the open-file limit]."
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default="2h",
+    show_default=True,
+    help="Client and server timeouts (long, as the article needed).",
+)
+@click.option("--rate-limit", type=int, default=None, help="rate-limit sessions N.")
+@click.option(
+    "--log",
+    "log_requests",
+    is_flag=True,
+    help="Log requests with the article's timer fields (instance log files).",
+)
+@click.option("--no-checks", is_flag=True, help="No health checks on the backends.")
+@click.option(
+    "--dir",
+    "workdir",
+    default="./tippingpoint-proxy",
+    show_default=True,
+    help="Where configs, certificate, sockets and logs go.",
+)
+@click.option("--haproxy-bin", default=None, help="HAProxy executable  [default: haproxy].")
+@click.option("--print-config", is_flag=True, help="Print the configuration and exit.")
+@click.pass_context
+def proxy(
+    ctx: click.Context,
+    backends: str,
+    http_addr: str,
+    https_addr: str,
+    cert_type: str,
+    threads: int,
+    cpus: str | None,
+    instances: int,
+    maxconn: int | None,
+    timeout_s: str,
+    rate_limit: int | None,
+    log_requests: bool,
+    no_checks: bool,
+    workdir: str,
+    haproxy_bin: str | None,
+    print_config: bool,
+) -> None:
+    """Run real HAProxy in front of the backends (HTTP and TLS) until Ctrl-C.
+
+    SIGHUP reloads: new HAProxy processes take the ports over, the old ones finish
+    their connections."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"workdir": workdir}
+        return
+    import resource
+    import signal as sig
+    from pathlib import Path
+
+    from tippingpoint.certs import make_certificate
+    from tippingpoint.pacer import parse_duration
+    from tippingpoint.proxy.config import ProxyConfig, derive_maxconn, render
+    from tippingpoint.proxy.instance import HAProxyError, ProxyFleet, find_haproxy
+    from tippingpoint.server.config import parse_cpus
+
+    try:
+        directory = Path(workdir).resolve()
+        https = _parse_addr(https_addr) if https_addr else None
+        bundle = None
+        if https is not None:
+            bundle = make_certificate(directory / "tls", cert_type)[2]
+        timeout = parse_duration(timeout_s)
+        config = ProxyConfig(
+            backends=_parse_backends(backends),
+            http=_parse_addr(http_addr) if http_addr else None,
+            https=https,
+            cert_bundle=bundle,
+            maxconn=maxconn or derive_maxconn(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+            nbthread=threads,
+            cpus=parse_cpus(cpus) if cpus else (),
+            timeout_client_s=timeout,
+            timeout_server_s=timeout,
+            rate_limit_sessions=rate_limit,
+            log=log_requests,
+            health_checks=not no_checks,
+            stats_socket=directory / "haproxy-0.sock",
+        )
+        if print_config:
+            click.echo(render(config), nl=False)
+            return
+        fleet = ProxyFleet(find_haproxy(haproxy_bin), directory, config, instances)
+        fleet.start()
+    except (ValueError, click.BadParameter, HAProxyError) as e:
+        fail(str(e))
+        return
+    click.echo(
+        f"tippingpoint proxy: {instances} HAProxy instance(s) (pids {fleet.pids}) on "
+        + ", ".join(
+            f"{scheme}://{h}:{p}"
+            for scheme, a in (("http", config.http), ("https", config.https))
+            if a
+            for h, p in [a]
+        )
+        + f" -> {len(config.backends)} backends; config and sockets in {directory}",
+        err=True,
+    )
+    stop = False
+    reload = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stop, reload
+        if signum == sig.SIGHUP:
+            reload = True
+        else:
+            stop = True
+
+    for s in (sig.SIGINT, sig.SIGTERM, sig.SIGHUP):
+        sig.signal(s, on_signal)
+    try:
+        while not stop and fleet.pids:
+            time.sleep(0.2)
+            if reload:  # SIGHUP: new processes take the ports over, the old ones finish
+                reload = False
+                try:
+                    fleet.reload()
+                    click.echo(f"tippingpoint proxy: reloaded, pids {fleet.pids}", err=True)
+                except HAProxyError as e:
+                    click.echo(f"tippingpoint proxy: reload failed: {e}", err=True)
+    finally:
+        fleet.stop()
+    if not stop:
+        fail("HAProxy exited; see the logs in " + str(directory), 1)
+
+
+@proxy.command("stats")
+@click.option("--dir", "workdir", default=None, help="The proxy's directory.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of tables.")
+@click.pass_context
+def proxy_stats(ctx: click.Context, workdir: str | None, as_json: bool) -> None:
+    """Show HAProxy's counters (show info, show stat) from every instance's socket."""
+    import json
+    from pathlib import Path
+
+    from tippingpoint.proxy.stats import show_info, show_stat, sum_info
+
+    directory = Path(workdir or ctx.obj["workdir"])
+    sockets = sorted(directory.glob("haproxy-*.sock"))
+    if not sockets:
+        fail(f"no HAProxy stats sockets in {directory}: start `tippingpoint proxy` first")
+        return
+    try:
+        infos = [show_info(path) for path in sockets]
+        stats = [show_stat(path) for path in sockets]
+    except OSError as e:
+        fail(f"cannot read the stats sockets in {directory}: {e} (is the proxy running?)")
+        return
+    total = sum_info(infos)
+    if as_json:
+        click.echo(json.dumps({"total": total, "instances": infos, "stat": stats}))
+        return
+    click.echo(
+        "instances "
+        + str(len(infos))
+        + ": "
+        + ", ".join(f"pid {i.get('Pid')} idle {i.get('Idle_pct')}%" for i in infos)
+    )
+    for name in ("CurrConns", "ConnRate", "SessRate", "SslRate", "CurrSslConns", "CumReq"):
+        click.echo(f"{name:14s} {total[name]:,.0f}")
+    click.echo(
+        f"{'name':24s} {'status':8s} {'scur':>7s} {'stot':>9s} {'req_tot':>9s} "
+        f"{'bin':>12s} {'bout':>12s}"
+    )
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    status: dict[tuple[str, str], str] = {}
+    for instance in stats:
+        for row in instance:
+            key = (row["pxname"], row["svname"])
+            acc = rows.setdefault(key, {})
+            for field in ("scur", "stot", "req_tot", "bin", "bout"):
+                acc[field] = acc.get(field, 0) + float(row.get(field) or 0)
+            status[key] = row.get("status", "")
+    for (px, sv), acc in rows.items():
+        click.echo(
+            f"{px + '/' + sv:24s} {status[(px, sv)]:8s} {acc['scur']:7,.0f} "
+            f"{acc['stot']:9,.0f} {acc['req_tot']:9,.0f} {acc['bin']:12,.0f} "
+            f"{acc['bout']:12,.0f}"
+        )

@@ -1,0 +1,130 @@
+"""`tippingpoint serve`: the ping/pong backend."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tippingpoint.cli.base import cli, fail
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--ports",
+    default="8282",
+    show_default=True,
+    help="Ports: ranges and lists, e.g. 8282-8291,9000 (the article ran 10 per machine).",
+)
+@click.option(
+    "--processes",
+    type=int,
+    default=None,
+    help="Worker processes sharing every port with SO_REUSEPORT  [default: cores].",
+)
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Seconds an idle keep-alive connection stays open (the article's server.timeout).",
+)
+@click.option(
+    "--header-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to receive a request's headers once it has begun (slowloris guard).",
+)
+@click.option(
+    "--max-header-size",
+    type=int,
+    default=16384,
+    show_default=True,
+    help="Largest request header block in bytes; larger gets 431.",
+)
+@click.option(
+    "--max-body-size",
+    type=int,
+    default=16 * 1024 * 1024,
+    show_default=True,
+    help="Largest request body in bytes; larger gets 413.",
+)
+@click.option(
+    "--max-connections",
+    type=int,
+    default=None,
+    help="Connections per process before it stops accepting  [default: open-file limit].",
+)
+@click.option("--backlog", type=int, default=4096, show_default=True, help="Listen backlog.")
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="Event loop.",
+)
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus text on this port.")
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+@click.option("--statsd", default=None, help="Send a request counter to statsd at host:port.")
+@click.option(
+    "--statsd-metric",
+    default="tippingpoint.serve.requests",
+    show_default=True,
+    help="Counter name sent to statsd.",
+)
+def serve(
+    host: str,
+    ports: str,
+    processes: int | None,
+    idle_timeout: float,
+    header_timeout: float,
+    max_header_size: int,
+    max_body_size: int,
+    max_connections: int | None,
+    backlog: int,
+    loop: str,
+    metrics_port: int | None,
+    metrics_host: str,
+    statsd: str | None,
+    statsd_metric: str,
+) -> None:
+    """Run the ping/pong backend: any request gets 200 "pong".
+
+    A `sleep: N` header waits a random whole number of ms in [0, N+1] before the
+    first pong; `times: K` writes K more pongs, each after its own random pause
+    (chunked). Stops cleanly on Ctrl-C or SIGTERM.
+    """
+    from tippingpoint.server import ServeConfig, ServeError
+    from tippingpoint.server import serve as run_serve
+    from tippingpoint.server.config import default_processes, parse_hostport, parse_ports
+
+    try:
+        config = ServeConfig(
+            host=host,
+            ports=parse_ports(ports),
+            processes=processes if processes is not None else default_processes(),
+            idle_timeout=idle_timeout,
+            header_timeout=header_timeout,
+            max_header=max_header_size,
+            max_body=max_body_size,
+            max_connections=max_connections,
+            backlog=backlog,
+            loop=loop,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+            statsd=parse_hostport(statsd) if statsd else None,
+            statsd_metric=statsd_metric,
+        )
+    except ValueError as e:
+        fail(str(e))
+        return
+    try:
+        code = run_serve(config)
+    except ServeError as e:
+        fail(str(e))
+        return
+    sys.exit(code)

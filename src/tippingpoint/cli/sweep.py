@@ -1,0 +1,162 @@
+"""`tippingpoint sweep`: step the rate up to the tipping point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from tippingpoint.cli.base import cli, fail
+from tippingpoint.cli.options import (
+    attack_config,
+    parse_roles,
+    request_options,
+    warn_timeout,
+)
+
+_SWEEP_CONNECTIONS = 128
+
+
+@cli.command()
+@request_options
+@click.option(
+    "--start",
+    "start_rate",
+    default="1000",
+    show_default=True,
+    help="First rate (requests per second).",
+)
+@click.option(
+    "--step",
+    "step_spec",
+    default="x1.5",
+    show_default=True,
+    help="Next rate: x1.5 (multiply) or +1000 (add).",
+)
+@click.option("--step-duration", default="10s", show_default=True, help="Length of each step.")
+@click.option(
+    "--max-steps",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Steps in all, refinement included.",
+)
+@click.option("--max-rate", default=None, help="Never offer more than this rate.")
+@click.option(
+    "--refine",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Bisection steps between the last good and the first bad rate.",
+)
+@click.option("--slo", default=None, help="Also a knee when above, e.g. 'p99<50ms'.")
+@click.option(
+    "--factor",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="A knee when p99 > FACTOR x the low-load p99 ...",
+)
+@click.option(
+    "--floor",
+    "floor_ms",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="... and more than FLOOR ms above it.",
+)
+@click.option(
+    "--proxy-dir",
+    default=None,
+    help="A `tippingpoint proxy` directory: watch its HAProxy (CPU, counters).",
+)
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="NAME=PID[,PID...] to watch (CPU %, RSS) beside the proxy.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    help="Directory for each step's result stream and the monitor series.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def sweep(**opts: Any) -> None:
+    """Step the rate up until latency tips over; print the table and the tipping point."""
+    import json
+    from pathlib import Path
+
+    from tippingpoint.knee import KneeRule, parse_slo
+    from tippingpoint.monitor import Monitor
+    from tippingpoint.pacer import parse_duration, parse_rate
+    from tippingpoint.proxy.stats import show_info
+    from tippingpoint.sweep import SweepConfig, parse_step, render_table, run_sweep
+    from tippingpoint.targets import TargetError
+
+    try:
+        if opts["max_connections"] is None:
+            # A fixed pool, as wrk2 holds: the sweep measures the server's request capacity;
+            # past it, hits queue and the latency shows the knee. Without a cap, a slowing
+            # server makes the client open connection after connection, and the run measures
+            # the proxy's connection handling instead.
+            opts["max_connections"] = _SWEEP_CONNECTIONS
+        config = attack_config(opts, rate=1.0, duration=1.0)
+        step_duration = parse_duration(opts["step_duration"])
+        if step_duration < 1:
+            raise ValueError("--step-duration must be >= 1s")
+        sweep_config = SweepConfig(
+            attack=config,
+            start=parse_rate(opts["start_rate"]),
+            step=parse_step(opts["step_spec"]),
+            step_duration=step_duration,
+            max_steps=opts["max_steps"],
+            refine=opts["refine"],
+            max_rate=parse_rate(opts["max_rate"]) if opts["max_rate"] else None,
+            rule=KneeRule(
+                factor=opts["factor"],
+                floor_ms=opts["floor_ms"],
+                slo=parse_slo(opts["slo"]) if opts["slo"] else None,
+            ),
+            out=Path(opts["out_dir"]) if opts["out_dir"] else None,
+        )
+        if sweep_config.start <= 0 or sweep_config.max_steps < 1:
+            raise ValueError("--start must be > 0 and --max-steps >= 1")
+        roles = parse_roles(opts["roles"])
+    except (ValueError, TargetError, click.BadParameter) as e:
+        fail(str(e))
+        return
+    except OSError as e:
+        fail(f"cannot read {e.filename}: {e.strerror}")
+        return
+    warn_timeout(config, "sweep")
+    sockets = None
+    if opts["proxy_dir"]:
+        directory = Path(opts["proxy_dir"])
+        found = sorted(directory.glob("haproxy-*.sock"))
+        try:
+            roles["proxy"] = [int(show_info(p)["Pid"]) for p in found]
+        except (OSError, KeyError, ValueError):
+            fail(f"cannot read HAProxy's sockets in {directory}: is `tippingpoint proxy` running?")
+            return
+
+        def sockets() -> list[Path]:
+            return sorted(directory.glob("haproxy-*.sock"))
+
+    monitor = Monitor(roles, sockets)
+
+    def on_row(row: Any) -> None:
+        if not opts["as_json"]:
+            click.echo(
+                f"step {row.offered:,.0f}/s: achieved {row.achieved:,.0f}/s, "
+                f"p99 {row.p99_ms:.2f} ms, success {row.success * 100:.2f}%"
+                + (f" - {row.verdict}" if row.verdict else ""),
+                err=True,
+            )
+
+    result = run_sweep(sweep_config, monitor, on_row)
+    if opts["as_json"]:
+        click.echo(json.dumps(result.to_json()))
+    else:
+        click.echo(render_table(result), nl=False)

@@ -1,0 +1,122 @@
+"""`tippingpoint watch`: the machine, sampled as the article's Ganglia did."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from tippingpoint.cli.base import cli, fail
+from tippingpoint.cli.options import parse_roles
+
+_CSV_COLUMNS = (
+    "t",
+    "tcp_established",
+    "tcp_inuse",
+    "tcp_orphan",
+    "tcp_tw",
+    "tcp_mem",
+    "segments_in_per_s",
+    "segments_out_per_s",
+    "lo_rx_packets_per_s",
+    "lo_tx_packets_per_s",
+    "lo_rx_bytes_per_s",
+    "lo_tx_bytes_per_s",
+    "mem_used_kib",
+    "mem_available_kib",
+    "slab_kib",
+)
+
+
+@cli.command()
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    help="NAME=PID[,PID...]: CPU % and RSS of these processes and their children.",
+)
+@click.option("--haproxy-dir", default=None, help="Read HAProxy counters from the sockets here.")
+@click.option("--interval", default="1s", show_default=True, help="Sampling interval.")
+@click.option("--duration", default=None, help="Stop after this long  [default: Ctrl-C].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "csv"]),
+    default="json",
+    show_default=True,
+    help="Output format.",
+)
+@click.option("-o", "--output", default="-", show_default=True, help="Output file.")
+def watch(
+    roles: tuple[str, ...],
+    haproxy_dir: str | None,
+    interval: str,
+    duration: str | None,
+    fmt: str,
+    output: str,
+) -> None:
+    """Sample the machine as the article's Ganglia did: TCP established, sockets, packets,
+    memory, CPU per role, HAProxy counters."""
+    import json
+    import signal as sig
+    from pathlib import Path
+
+    from tippingpoint.monitor import Monitor, loopback
+    from tippingpoint.pacer import parse_duration
+
+    try:
+        period = parse_duration(interval)
+        limit = parse_duration(duration) if duration else None
+        if period <= 0:
+            raise ValueError("--interval must be > 0")
+        role_map = parse_roles(roles)
+    except ValueError as e:
+        fail(str(e))
+        return
+    sockets = None
+    if haproxy_dir:
+        directory = Path(haproxy_dir)
+
+        def sockets() -> list[Path]:
+            return sorted(directory.glob("haproxy-*.sock"))
+
+    monitor = Monitor(role_map, sockets)
+    out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    stop = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    for s in (sig.SIGINT, sig.SIGTERM):
+        sig.signal(s, on_signal)
+    if fmt == "csv":
+        names = [f"{r}_{k}" for r in role_map for k in ("cpu_pct", "rss_kib")]
+        out.write(",".join([*_CSV_COLUMNS, *names, "haproxy_curr_conns"]) + "\n")
+    start = time.monotonic()
+    next_at = start + period
+    try:
+        while not stop and (limit is None or time.monotonic() - start < limit):
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += period
+            if stop or (limit is not None and time.monotonic() - start > limit + 0.01):
+                break
+            record = monitor.sample()
+            for event in record.get("events", []):
+                click.echo(f"tippingpoint watch: {event}", err=True)
+            if fmt == "json":
+                out.write(json.dumps(record) + "\n")
+            else:
+                flat = {**record, **{f"lo_{k}": v for k, v in loopback(record).items()}}
+                row = [str(flat.get(c, "")) for c in _CSV_COLUMNS]
+                for r in role_map:
+                    row += [str(record["roles"][r]["cpu_pct"]), str(record["roles"][r]["rss_kib"])]
+                row.append(str(record.get("haproxy", {}).get("CurrConns", "")))
+                out.write(",".join(row) + "\n")
+            out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
