@@ -31,7 +31,7 @@ from tippingpoint.plan import plan_connections
 from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
 from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
 
-PORTS = "8282-8291"
+FIRST_PORT = 8282
 FRONTEND = 18080
 TLS_FRONTEND = 18443
 
@@ -77,8 +77,11 @@ def main() -> None:
         proxied=proxied,
         tls=args.tls,
         idle=args.request_every is None,
-        backend_ports=10,
     )
+    # The backends listen on at least 10 ports, and on as many as HAProxy's own connections
+    # to them need (they all come from 127.0.0.1).
+    backend_ports = max(10, plan.backend_ports)
+    ports_arg = f"{FIRST_PORT}-{FIRST_PORT + backend_ports - 1}"
     print(f"plan: {plan.describe()}", flush=True)
     if not plan.feasible:
         sys.exit("cannot fit: " + "; ".join(plan.problems))
@@ -97,7 +100,7 @@ def main() -> None:
                 *tippingpoint(),
                 "serve",
                 "--ports",
-                PORTS,
+                ports_arg,
                 "--processes",
                 str(serve_processes),
                 "--metrics-port",
@@ -109,12 +112,11 @@ def main() -> None:
             wait_port(9299, timeout=120)
             if proxied:
                 bundle = make_certificate(Path(tmp) / "tls", "ecdsa")[2]
-                low, high = (int(p) for p in PORTS.split("-"))
                 fleet = ProxyFleet(
                     find_haproxy(),
                     Path(tmp) / "proxy",
                     ProxyConfig(
-                        backends=tuple(("127.0.0.1", p) for p in range(low, high + 1)),
+                        backends=tuple(("127.0.0.1", FIRST_PORT + i) for i in range(backend_ports)),
                         http=("127.0.0.1", FRONTEND),
                         https=("127.0.0.1", TLS_FRONTEND),
                         cert_bundle=bundle,
@@ -132,7 +134,7 @@ def main() -> None:
                 target = ["--cacert", str(Path(tmp) / "tls" / "cert.pem")] if args.tls else []
             else:
                 url = "http://127.0.0.1:8282/"
-                target = ["--ports", PORTS]
+                target = ["--ports", ports_arg]
             cmd = [
                 *tippingpoint(),
                 "hold",
@@ -177,7 +179,10 @@ def main() -> None:
     print(err.strip().splitlines()[0] if err.strip() else "")
     print(out.strip())
     established = re.search(r"all established after (\d+) s", out)
-    print(f"serve: {serve_processes} processes on 10 ports; client source addresses {laddr}")
+    print(
+        f"serve: {serve_processes} processes on {backend_ports} ports; "
+        f"client source addresses {laddr}"
+    )
     if fleet is not None:
         print(
             f"HAProxy: {plan.proxy_instances} instances, maxconn {derive_maxconn(soft):,} each; "

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import run_tp
 from tippingpoint.doctor import apply_fixes, diagnose
-from tippingpoint.plan import plan_connections
+from tippingpoint.plan import loopback_sources, plan_connections
 
 
 def fake_proc(tmp: Path, values: dict[str, str]) -> Path:
@@ -125,3 +125,10 @@ def test_doctor_cli_on_this_machine(args: list[str]) -> None:
     text = result.stdout.decode()
     assert "open files per process" in text and "ephemeral ports" in text
     assert "memory for" in text
+
+
+def test_loopback_sources() -> None:
+    assert loopback_sources(3) == ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+    assert loopback_sources(300)[-1] == "127.0.1.45"  # past 127.0.0.255
+    with pytest.raises(ValueError):
+        loopback_sources(0)

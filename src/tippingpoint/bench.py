@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import ipaddress
 import json
 import os
 import resource
@@ -33,7 +32,7 @@ from tippingpoint.limits import file_max, memory_available, port_range, raise_no
 from tippingpoint.model import AttackConfig, TLSOptions
 from tippingpoint.monitor import Monitor, loopback, sampling
 from tippingpoint.pacer import parse_duration, parse_rate
-from tippingpoint.plan import ConnectionPlan, plan_connections
+from tippingpoint.plan import ConnectionPlan, loopback_sources, plan_connections
 from tippingpoint.proxy.config import ProxyConfig, derive_maxconn, render
 from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
 from tippingpoint.report.html import render_html
@@ -433,9 +432,7 @@ def _run_hold(
                 f"  started {max(0, extra_serve)} more backend process(es) and "
                 f"{max(0, extra_proxy)} more HAProxy instance(s) for this hold"
             )
-        addresses = tuple(
-            str(ipaddress.IPv4Address(0x7F000002 + i)) for i in range(plan.source_addresses)
-        )
+        addresses = loopback_sources(plan.source_addresses)
         config = HoldConfig(
             target=Target(exp.method, url, exp.headers, exp.body),
             connections=exp.connections,

@@ -21,6 +21,7 @@ The limits, as the article met them:
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -30,6 +31,7 @@ from tippingpoint.proxy.config import derive_maxconn
 __all__ = [
     "KERNEL_BYTES_PER_CONNECTION",
     "ConnectionPlan",
+    "loopback_sources",
     "plan_connections",
     "proxy_instances_for",
 ]
@@ -201,3 +203,10 @@ def plan_connections(
         problems=tuple(problems),
         warnings=tuple(warnings),
     )
+
+
+def loopback_sources(count: int) -> tuple[str, ...]:
+    """``count`` source addresses from 127.0.0.2 on: on Linux every 127.x.y.z is local."""
+    if not 0 < count < 2**24 - 2:
+        raise ValueError("between 1 and 16,777,213 loopback source addresses")
+    return tuple(str(ipaddress.IPv4Address(0x7F000002 + i)) for i in range(count))

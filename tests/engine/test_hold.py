@@ -66,7 +66,9 @@ def test_hold_keeps_connections_with_periodic_requests(serve, tmp_path: Path) ->
     assert all(set(r["codes"]) <= {"200"} for r in records)
     metrics = server.metrics()
     assert metrics["tippingpoint_serve_connections_accepted_total"] == 3000
-    assert metrics['tippingpoint_serve_requests_total{code="200"}'] == answered
+    # The server may have answered a last few that were still in flight at the end.
+    served = metrics['tippingpoint_serve_requests_total{code="200"}']
+    assert answered <= served <= answered + 3000
 
 
 def test_refused_connections_are_counted() -> None:
@@ -115,7 +117,17 @@ def test_hold_tls_connections(nginx) -> None:
 
 def test_a_plan_that_cannot_fit_is_refused_before_connecting() -> None:
     # 200,000 connections from one source address to one port: more than any port range.
-    result = run_tp("hold", "http://127.0.0.1:1/", "--connections", "200000", "--duration", "1s")
+    # (Without --laddr, on loopback, hold takes the addresses its plan needs itself.)
+    result = run_tp(
+        "hold",
+        "http://127.0.0.1:1/",
+        "--connections",
+        "200000",
+        "--duration",
+        "1s",
+        "--laddr",
+        "127.0.0.2",
+    )
     assert result.returncode == 2
     err = result.stderr.decode()
     assert "this plan cannot fit" in err and "source address(es)" in err

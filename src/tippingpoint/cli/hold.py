@@ -59,12 +59,13 @@ def hold(
 ) -> None:
     """Open connections at a rate and hold them (idle or with a periodic request)."""
     import functools
+    from dataclasses import replace
 
     from tippingpoint.engine.hold import HoldConfig, HoldTally, hold_child, plan_hold
     from tippingpoint.engine.runner import run_children
     from tippingpoint.limits import file_max, memory_available, port_range, raise_nofile
     from tippingpoint.pacer import parse_duration, parse_rate
-    from tippingpoint.plan import plan_connections
+    from tippingpoint.plan import ConnectionPlan, loopback_sources, plan_connections
     from tippingpoint.server.config import parse_ports
     from tippingpoint.targets import Target, TargetError
 
@@ -90,17 +91,29 @@ def hold(
         return
     soft, _ = raise_nofile()
     origin = config.target.origin
-    plan = plan_connections(
-        connections,
-        soft,
-        port_range(),
-        len(config.ports) or 1,
-        memory_available(),
-        both_ends_local=origin.host in ("localhost", "::1") or origin.host.startswith("127."),
-        tls=origin.tls,
-        source_addresses=len(config.laddrs) or 1,
-        file_max=file_max(),
-    )
+    loopback = origin.host in ("localhost", "127.0.0.1") or origin.host.startswith("127.")
+
+    def make_plan(addresses: int | None) -> ConnectionPlan:
+        return plan_connections(
+            connections,
+            soft,
+            port_range(),
+            len(config.ports) or 1,
+            memory_available(),
+            both_ends_local=loopback or origin.host == "::1",
+            tls=origin.tls,
+            source_addresses=addresses,
+            file_max=file_max(),
+        )
+
+    plan = make_plan(len(config.laddrs) or 1)
+    if not config.laddrs and loopback and plan.source_addresses > 1:
+        # On loopback every 127.x.y.z is ours: take the source addresses the plan needs.
+        plan = make_plan(None)
+        config = replace(
+            config,
+            laddrs=loopback_sources(plan.source_addresses),
+        )
     if not plan.feasible:
         fail("this plan cannot fit: " + "; ".join(plan.problems))
         return
@@ -109,8 +122,14 @@ def hold(
     shards = plan_hold(config, soft, time.monotonic_ns() + 500_000_000)
     click.echo(
         f"tippingpoint hold: {connections:,} connections in {len(shards)} process(es) "
-        f"(open-file limit {soft:,}), {len(config.laddrs) or 1} source address(es), "
-        f"{len(config.ports) or 1} destination port(s), {config.connect_rate:,.0f}/s",
+        f"(open-file limit {soft:,}), "
+        + (
+            f"{len(config.laddrs)} source address(es) {config.laddrs[0]}-{config.laddrs[-1]}, "
+            if config.laddrs
+            else "1 source address, "
+        )
+        + f"{len(config.ports) or 1} destination port(s), {config.connect_rate:,.0f}/s; "
+        f"about {plan.memory_bytes / 2**30:.1f} GiB with the server's side and the kernel's",
         err=True,
     )
     out = open(output, "wb") if output else None  # noqa: SIM115

@@ -31,6 +31,9 @@ from tippingpoint.wire.response import ResponseError, ResponseReader
 
 __all__ = ["HoldConfig", "HoldShard", "HoldTally", "Holder", "hold_child", "plan_hold"]
 
+_TICK_NS = 10_000_000
+_TICKS_PER_S = 1_000_000_000 // _TICK_NS
+
 
 @dataclass(frozen=True, slots=True)
 class HoldConfig:
@@ -213,6 +216,7 @@ class Holder:
         self.codes: dict[int, int] = {}
         self.stopping = False
         self.done = asyncio.Event()
+        self.next_tick = 0
 
     def fail(self, exc: BaseException) -> None:
         kind, message = classify_error(exc)
@@ -274,12 +278,24 @@ class Holder:
         if self.started < self.shard.connections:
             self.loop.call_later(0.01, self._open_batch)
 
-    def _requests(self, second: int) -> None:
-        """Connection i requests in the seconds where i % period == second % period."""
-        period = max(1, round(self.config.request_every or 0))
-        phase = second % period
-        for i in range(phase, len(self.conns), period):
-            self.conns[i].request(self.request_bytes)
+    def _request_tick(self) -> None:
+        """Every 10 ms: the connections whose turn it is ask once. Connection i asks in
+        the ticks where tick % period == i % period, so N connections spread N / period
+        requests evenly over every 10 ms rather than in one burst a second."""
+        if self.stopping:
+            return
+        period = max(1, round((self.config.request_every or 1.0) * _TICKS_PER_S))
+        now_tick = (monotonic_ns() - self.shard.start_ns) // _TICK_NS
+        # A starved process catches up, but never asks a connection twice in a round.
+        self.next_tick = max(self.next_tick, now_tick - period + 1)
+        conns = self.conns
+        request = self.request_bytes
+        while self.next_tick <= now_tick:
+            for i in range(self.next_tick % period, len(conns), period):
+                conns[i].request(request)
+            self.next_tick += 1
+        delay = (self.shard.start_ns + self.next_tick * _TICK_NS - monotonic_ns()) / 1e9
+        self.loop.call_later(max(0.0, delay), self._request_tick)
 
     def _record(self, t: float) -> dict[str, Any]:
         hists = {}
@@ -313,6 +329,9 @@ class Holder:
         if delay > 0:
             await asyncio.sleep(delay)
         self._open_batch()
+        if self.config.request_every:
+            self.next_tick = _TICKS_PER_S  # the first round starts a second in
+            self._request_tick()
         end = self.shard.start_ns + int(self.config.duration * 1e9)
         second = 0
         while not self.done.is_set():
@@ -331,8 +350,6 @@ class Holder:
             self.emit(self._record(float(second)))
             if monotonic_ns() >= end:
                 break
-            if self.config.request_every:
-                self._requests(second)
         self.stopping = True
         for conn in self.conns:
             if conn.transport is not None:
