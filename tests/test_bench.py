@@ -204,8 +204,10 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     ):
         with pytest.raises(ScenarioError, match=re.escape(message)):
             parse_scenario(text)
-    for example in Path(__file__).parent.parent.joinpath("examples").glob("*.toml"):
+    examples = Path(__file__).parent.parent / "examples"
+    for example in examples.glob("*.toml"):
         parse_scenario(example.read_text())
+    assert (examples / "default.toml").read_text() == DEFAULT_SCENARIO
     bad = tmp_path / "bad.toml"
     bad.write_text("[[experiment]]\nkind = 'nope'\n")
     result = run_tp("bench", str(bad))
