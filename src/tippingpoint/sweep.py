@@ -21,7 +21,7 @@ from tippingpoint.engine.runner import run_attack
 from tippingpoint.knee import KneeRule, Step, Verdict, baseline, judge
 from tippingpoint.model import AttackConfig
 from tippingpoint.monitor import Monitor, loopback, sampling
-from tippingpoint.report.merge import Summary, read_records, summarize, windows
+from tippingpoint.report.merge import CPU_SATURATED, Summary, read_records, summarize, windows
 
 __all__ = ["SweepConfig", "SweepResult", "parse_step", "run_sweep"]
 
@@ -129,10 +129,15 @@ def _run_step(
     lat = summary.hists["latency"]
     p50, p99 = lat.percentiles([50, 99])
     sustained_p99, sustained_late = _sustained(records)
-    saturated = sustained_late > 1.0 or (
-        summary.planned is not None
-        and not summary.interrupted
-        and summary.sent < 0.99 * summary.planned
+    busy = summary.cpu_busy
+    saturated = (
+        sustained_late > 1.0
+        or (busy is not None and busy >= CPU_SATURATED)
+        or (
+            summary.planned is not None
+            and not summary.interrupted
+            and summary.sent < 0.99 * summary.planned
+        )
     )
     cpu = [s["roles"]["proxy"]["cpu_pct"] for s in step_samples if "proxy" in s.get("roles", {})]
     est = [int(s["tcp_established"]) for s in step_samples]

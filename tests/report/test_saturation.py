@@ -40,3 +40,19 @@ def test_an_interrupted_run_is_not_called_saturated_for_missing_sends() -> None:
     s = summary([10] * 100, sent=500)
     s.interrupted = True
     assert not s.saturation()[0]
+
+
+def test_a_generator_without_cpu_left_is_saturated_even_on_schedule() -> None:
+    # Hits left on time, but a process at 100 % of its core answers responses late, its
+    # connections stay busy and hits queue: that latency would be blamed on the server.
+    s = summary([10] * 100, queued=500)
+    s.cpu_us, s.cpu_wall_s = 9_900_000, 10.0
+    saturated, verdict = s.saturation()
+    assert saturated and "used 99 % of their cores" in verdict
+    assert "at the end of its CPU" in verdict and "maximum may be the client's" in verdict
+    s.offered_rate = 100.0  # an open-model run has a schedule to fall behind
+    assert "fell behind its schedule" in s.saturation()[1]
+    s.cpu_us = 6_000_000
+    saturated, verdict = s.saturation()
+    assert not saturated and verdict.endswith("60 % of its cores)")
+    assert summary([10] * 100).cpu_busy is None  # streams from before (or from Vegeta)

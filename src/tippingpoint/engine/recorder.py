@@ -8,6 +8,7 @@ once per interval and returns a plain dict, one line of the result stream.
 from __future__ import annotations
 
 from array import array
+from time import process_time_ns
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ class Recorder:
         "closed",
         "codes",
         "connect",
+        "cpu_ns",
         "done",
         "errors",
         "first_send_ns",
@@ -72,6 +74,7 @@ class Recorder:
         self.first_send_ns = -1
         self.last_send_ns = -1
         self.last_done_ns = -1
+        self.cpu_ns = process_time_ns()
 
     def error(self, kind: str, message: str) -> None:
         entry = self.errors.get(kind)
@@ -97,6 +100,9 @@ class Recorder:
         hists = {name: h.encode() for name, h in self.hists.items()}
         lat_sum = self.hists["latency"].total_sum
         self.hists = {name: Histogram() for name in METRICS}
+        cpu_ns = process_time_ns()
+        cpu_us = (cpu_ns - self.cpu_ns) // 1000
+        self.cpu_ns = cpu_ns
         record: dict[str, Any] = {
             "type": "interval",
             "process": self.process,
@@ -116,6 +122,7 @@ class Recorder:
                 "tls_resumed": self.tls_resumed,
             },
             "in_flight": in_flight,
+            "cpu_us": cpu_us,
             "latency_sum_us": lat_sum,
             "first_send": self._us(self.first_send_ns),
             "last_send": self._us(self.last_send_ns),

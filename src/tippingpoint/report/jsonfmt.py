@@ -54,7 +54,7 @@ def summary_dict(s: Summary) -> dict[str, Any]:
         "offered_rate": s.offered_rate,
         "queued": s.queued,
         "connections": {"opened": s.opened, "closed": s.closed, "tls_resumed": s.tls_resumed},
-        "saturation": {"saturated": saturated, "verdict": verdict},
+        "saturation": {"saturated": saturated, "verdict": verdict, "cpu_busy": s.cpu_busy},
     }
     for name in ("service", "ttfb", "connect", "lateness"):
         h = s.hists[name]

@@ -19,7 +19,10 @@ from tippingpoint.engine.recorder import METRICS
 from tippingpoint.pacer import Pacer, Segment
 from tippingpoint.stats import Histogram
 
-__all__ = ["InputError", "Summary", "read_records", "summarize", "windows"]
+__all__ = ["CPU_SATURATED", "InputError", "Summary", "read_records", "summarize", "windows"]
+
+CPU_SATURATED = 0.95
+"""A generator process that uses this share of its core has nothing left in reserve."""
 
 
 class InputError(ValueError):
@@ -42,6 +45,10 @@ class Summary:
     closed: int = 0
     tls_resumed: int = 0
     latency_sum_us: int = 0
+    cpu_us: int = 0
+    """CPU time (user + system) the generator's processes used, where recorded."""
+    cpu_wall_s: float = 0.0
+    """The wall time those figures cover, summed over processes."""
     first_send: float | None = None
     """Epoch seconds of the earliest send."""
     last_send: float | None = None
@@ -93,6 +100,11 @@ class Summary:
         h = self.hists["latency"]
         return self.latency_sum_us / h.total if h.total else 0.0
 
+    @property
+    def cpu_busy(self) -> float | None:
+        """The share of its core each generator process used (mean), or None."""
+        return self.cpu_us / 1e6 / self.cpu_wall_s if self.cpu_wall_s > 0 else None
+
     def saturation(self) -> tuple[bool, str]:
         """Was the generator the bottleneck? ``(saturated, one-line verdict)``."""
         lateness = self.hists["lateness"]
@@ -102,13 +114,25 @@ class Summary:
             reasons.append(f"p95 send lateness {p95 / 1000:.1f} ms")
         if self.planned and not self.interrupted and self.sent < 0.99 * self.planned:
             reasons.append(f"sent {self.sent} of {self.planned} planned requests")
+        busy = self.cpu_busy
+        if busy is not None and busy >= CPU_SATURATED:
+            # A generator with no CPU left answers its responses late: its connections
+            # stay busy longer and hits wait for them, which would look like the server.
+            reasons.append(f"its processes used {busy * 100:.0f} % of their cores")
+        if reasons and not self.offered_rate:  # closed model: there is no schedule
+            return True, (
+                "SATURATED: the generator is at the end of its CPU (" + "; ".join(reasons) + "): "
+                "this maximum may be the client's, not the server's; add --processes "
+                "or client machines"
+            )
         if reasons:
             return True, (
                 "SATURATED: the generator fell behind its schedule (" + "; ".join(reasons) + "): "
                 "this run measures the client, not the server; add --processes "
                 "or client machines"
             )
-        return False, f"OK: sends kept to schedule (p99 lateness {p99 / 1000:.3f} ms)"
+        cpu = f", {busy * 100:.0f} % of its cores" if busy is not None else ""
+        return False, f"OK: sends kept to schedule (p99 lateness {p99 / 1000:.3f} ms{cpu})"
 
     # Merging
 
@@ -126,6 +150,9 @@ class Summary:
         self.sent += int(record.get("sent", 0))
         self.done += int(record.get("done", 0))
         self.queued += int(record.get("queued", 0))
+        if "cpu_us" in record:
+            self.cpu_us += int(record["cpu_us"])
+            self.cpu_wall_s += float(record.get("dur", 0.0))
         self.bytes_in += int(record.get("bytes_in", 0))
         self.bytes_out += int(record.get("bytes_out", 0))
         conns = record.get("conns", {})
