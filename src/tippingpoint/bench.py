@@ -373,6 +373,20 @@ def _monitor_series(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _serve_cmd(ports: tuple[int, ...], processes: int) -> list[str]:
+    """`tippingpoint serve` on ``ports`` (SO_REUSEPORT: more of them may join later)."""
+    return [
+        sys.executable,
+        "-m",
+        "tippingpoint",
+        "serve",
+        "--ports",
+        ",".join(map(str, ports)),
+        "--processes",
+        str(processes),
+    ]
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -409,16 +423,7 @@ def _run_hold(
     try:
         if extra_serve > 0:
             serve = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tippingpoint",
-                    "serve",
-                    "--ports",
-                    ",".join(map(str, scenario.backend_ports)),
-                    "--processes",
-                    str(extra_serve),
-                ],
+                _serve_cmd(scenario.backend_ports, extra_serve),
                 stdout=serve_log,
                 stderr=subprocess.STDOUT,
             )
@@ -497,16 +502,7 @@ def run_bench(
         log(f"bench: plan for {scenario.experiments[index].name}: {plan.describe()}")
         for warning in plan.warnings:
             log(f"bench: warning: {warning}")
-    serve_cmd = [
-        sys.executable,
-        "-m",
-        "tippingpoint",
-        "serve",
-        "--ports",
-        ",".join(map(str, scenario.backend_ports)),
-        "--processes",
-        str(scenario.backend_processes),
-    ]
+    serve_cmd = _serve_cmd(scenario.backend_ports, scenario.backend_processes)
     if scenario.backend_cpus:
         serve_cmd = ["taskset", "-c", scenario.backend_cpus, *serve_cmd]
     serve_log = open(out / "serve.log", "wb")  # noqa: SIM115
