@@ -11,6 +11,7 @@ from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.options import (
     attack_config,
     request_options,
+    user_errors,
     warn_timeout,
 )
 
@@ -53,9 +54,8 @@ def attack(**opts: Any) -> None:
     """
     from tippingpoint.engine.runner import run_attack
     from tippingpoint.pacer import parse_duration, parse_pace, parse_rate
-    from tippingpoint.targets import TargetError
 
-    try:
+    with user_errors():
         duration, requests = opts["duration"], opts["requests"]
         config = attack_config(
             opts,
@@ -74,12 +74,6 @@ def attack(**opts: Any) -> None:
             raise ValueError("--connections must be >= 1")
         if not config.closed:
             config.pacer()
-    except (ValueError, TargetError, click.BadParameter) as e:
-        fail(str(e))
-        return
-    except OSError as e:
-        fail(f"cannot read {e.filename}: {e.strerror}")
-        return
     warn_timeout(config, "attack")
     output = opts["output"]
     out = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from tippingpoint.cli.base import cli, fail
-from tippingpoint.cli.options import parse_laddrs
+from tippingpoint.cli.options import parse_laddrs, user_errors
 
 
 @cli.command()
@@ -67,9 +67,9 @@ def hold(
     from tippingpoint.pacer import parse_duration, parse_rate
     from tippingpoint.plan import ConnectionPlan, loopback_sources, plan_connections
     from tippingpoint.server.config import parse_ports
-    from tippingpoint.targets import Target, TargetError
+    from tippingpoint.targets import Target
 
-    try:
+    with user_errors():
         if connections < 1:
             raise ValueError("--connections must be >= 1")
         config = HoldConfig(
@@ -86,9 +86,6 @@ def hold(
         )
         if config.connect_rate <= 0:
             raise ValueError("--connect-rate must be > 0")
-    except (ValueError, TargetError, click.BadParameter) as e:
-        fail(str(e))
-        return
     soft, _ = raise_nofile()
     origin = config.target.origin
     loopback = origin.host in ("localhost", "127.0.0.1") or origin.host.startswith("127.")

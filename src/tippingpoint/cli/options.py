@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
+
+from tippingpoint.cli.base import fail
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad options and unreadable files end the command with one line (exit 2)."""
+    from tippingpoint.targets import TargetError
+
+    try:
+        yield
+    except (ValueError, TargetError, click.BadParameter) as e:
+        fail(str(e))
+    except OSError as e:
+        fail(f"cannot read {e.filename}: {e.strerror}")
 
 
 def parse_roles(specs: tuple[str, ...]) -> dict[str, list[int]]:

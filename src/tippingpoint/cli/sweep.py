@@ -11,6 +11,7 @@ from tippingpoint.cli.options import (
     attack_config,
     parse_roles,
     request_options,
+    user_errors,
     warn_timeout,
 )
 
@@ -93,9 +94,8 @@ def sweep(**opts: Any) -> None:
     from tippingpoint.pacer import parse_duration, parse_rate
     from tippingpoint.proxy.stats import show_info
     from tippingpoint.sweep import SweepConfig, parse_step, render_table, run_sweep
-    from tippingpoint.targets import TargetError
 
-    try:
+    with user_errors():
         if opts["max_connections"] is None:
             # A fixed pool, as wrk2 holds: the sweep measures the server's request capacity;
             # past it, hits queue and the latency shows the knee. Without a cap, a slowing
@@ -124,12 +124,6 @@ def sweep(**opts: Any) -> None:
         if sweep_config.start <= 0 or sweep_config.max_steps < 1:
             raise ValueError("--start must be > 0 and --max-steps >= 1")
         roles = parse_roles(opts["roles"])
-    except (ValueError, TargetError, click.BadParameter) as e:
-        fail(str(e))
-        return
-    except OSError as e:
-        fail(f"cannot read {e.filename}: {e.strerror}")
-        return
     warn_timeout(config, "sweep")
     sockets = None
     if opts["proxy_dir"]:
