@@ -62,6 +62,11 @@ def main() -> None:
     parser.add_argument("--request-every", default=None)
     parser.add_argument("--proxy", action="store_true", help="through HAProxy instances")
     parser.add_argument("--tls", action="store_true", help="TLS through HAProxy")
+    parser.add_argument(
+        "--http-reuse",
+        default=None,
+        help="HAProxy's http-reuse (always: sessions share backend connections)",
+    )
     args = parser.parse_args()
     need("taskset")
     n = args.connections
@@ -122,6 +127,7 @@ def main() -> None:
                         cert_bundle=bundle,
                         maxconn=derive_maxconn(soft),
                         health_checks=False,
+                        http_reuse=args.http_reuse,
                     ),
                     plan.proxy_instances,
                 )

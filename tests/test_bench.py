@@ -201,6 +201,7 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
         ("", "no [[experiment]]"),
         ('[[experiment]]\nkind = "soak"', "use sweep, attack or hold"),
         ('[[experiment]]\nstep = "x0"', "bad --step"),
+        ('[proxy]\nhttp_reuse = "sometimes"\n[[experiment]]', "proxy.http_reuse"),
     ):
         with pytest.raises(ScenarioError, match=re.escape(message)):
             parse_scenario(text)

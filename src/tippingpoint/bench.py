@@ -175,6 +175,7 @@ class Scenario:
     client_processes: int
     client_cpus: tuple[int, ...]
     experiments: tuple[Experiment, ...] = field(default=())
+    http_reuse: str | None = None
     open_files: int | None = None
     """Soft open-file limit for everything the bench starts (at most the hard limit):
     rehearses a plan for a machine with a lower limit, at a small scale."""
@@ -237,6 +238,8 @@ def parse_scenario(text: str) -> Scenario:
             )
         if not experiments:
             raise ScenarioError("no [[experiment]] tables: add at least one")
+        if proxy.get("http_reuse") not in (None, "never", "safe", "aggressive", "always"):
+            raise ScenarioError("proxy.http_reuse: use never, safe, aggressive or always")
         return Scenario(
             title=str(bench.get("title", "tippingpoint bench")),
             backend_ports=parse_ports(str(backends.get("ports", "8282-8285"))),
@@ -249,6 +252,7 @@ def parse_scenario(text: str) -> Scenario:
             http=_addr(str(proxy.get("http", "127.0.0.1:18080")), "proxy.http"),
             https=_addr(str(proxy.get("https", "127.0.0.1:18443")), "proxy.https"),
             rate_limit=proxy.get("rate_limit"),
+            http_reuse=proxy.get("http_reuse"),
             client_processes=int(client.get("processes", 1)),
             client_cpus=parse_cpus(str(client["cpus"])) if client.get("cpus") is not None else (),
             experiments=tuple(experiments),
@@ -524,6 +528,7 @@ def run_bench(
             nbthread=scenario.proxy_threads,
             cpus=scenario.proxy_cpus,
             rate_limit_sessions=scenario.rate_limit,
+            http_reuse=scenario.http_reuse,
         )
         fleet = ProxyFleet(binary, out / "proxy", proxy_config, scenario.proxy_instances)
         fleet.start()

@@ -82,6 +82,8 @@ def test_rendered_config_and_maxconn() -> None:
     # client timeout, or every held connection is cut at HAProxy's usual 30 s.
     assert "timeout http-request 7200000ms" in text
     assert "timeout http-request 5000ms" in render(replace(config, timeout_request_s=5.0))
+    assert "http-reuse" not in text
+    assert "    http-reuse always\n" in render(replace(config, http_reuse="always"))
 
 
 def test_print_config_and_errors(tmp_path) -> None:

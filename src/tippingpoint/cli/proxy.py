@@ -79,6 +79,12 @@ def _parse_backends(spec: str) -> tuple[tuple[str, int], ...]:
 )
 @click.option("--rate-limit", type=int, default=None, help="rate-limit sessions N.")
 @click.option(
+    "--http-reuse",
+    type=click.Choice(["never", "safe", "aggressive", "always"]),
+    default=None,
+    help="Backend connection sharing  [default: HAProxy's, safe].",
+)
+@click.option(
     "--log",
     "log_requests",
     is_flag=True,
@@ -107,6 +113,7 @@ def proxy(
     maxconn: int | None,
     timeout_s: str,
     rate_limit: int | None,
+    http_reuse: str | None,
     log_requests: bool,
     no_checks: bool,
     workdir: str,
@@ -148,6 +155,7 @@ def proxy(
             timeout_client_s=timeout,
             timeout_server_s=timeout,
             rate_limit_sessions=rate_limit,
+            http_reuse=http_reuse,
             log=log_requests,
             health_checks=not no_checks,
             stats_socket=directory / "haproxy-0.sock",

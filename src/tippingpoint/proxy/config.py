@@ -45,6 +45,9 @@ class ProxyConfig:
     first request — HAProxy's 30 s habit cuts every held connection. Default: the client
     timeout."""
     rate_limit_sessions: int | None = None
+    http_reuse: str | None = None
+    """``http-reuse`` for the backend (never, safe, aggressive, always); None: HAProxy's
+    default (safe: a session's first request opens its own backend connection)."""
     log: bool = False
     health_checks: bool = True
     stats_socket: Path = Path("haproxy.sock")
@@ -59,6 +62,8 @@ class ProxyConfig:
             raise ValueError("the TLS frontend needs a certificate bundle")
         if self.nbthread < 1 or self.maxconn < 1:
             raise ValueError("threads and maxconn must be >= 1")
+        if self.http_reuse not in (None, "never", "safe", "aggressive", "always"):
+            raise ValueError("http-reuse: use never, safe, aggressive or always")
 
 
 def _ms(seconds: float) -> str:
@@ -110,6 +115,8 @@ def render(config: ProxyConfig) -> str:
     if config.rate_limit_sessions is not None:
         lines.append(f"    rate-limit sessions {config.rate_limit_sessions}")
     lines += ["    default_backend servers", "", "backend servers", "    balance roundrobin"]
+    if config.http_reuse is not None:
+        lines.append(f"    http-reuse {config.http_reuse}")
     if config.health_checks:
         lines += ["    option httpchk GET /health", "    default-server inter 2s fall 3 rise 2"]
     check = " check" if config.health_checks else ""
