@@ -104,8 +104,9 @@ def hold(
         )
 
     plan = make_plan(len(config.laddrs) or 1)
-    if not config.laddrs and loopback and plan.source_addresses > 1:
-        # On loopback every 127.x.y.z is ours: take the source addresses the plan needs.
+    if not config.laddrs and origin.host.startswith("127.") and plan.source_addresses > 1:
+        # On IPv4 loopback every 127.x.y.z is ours: take the source addresses the plan
+        # needs ("localhost" may resolve to ::1, where they would not bind).
         plan = make_plan(None)
         config = replace(
             config,
