@@ -45,11 +45,15 @@ _STOP_GRACE_S: Final = 2.0
 # x1.125 per 10 ms is x100 in 0.4 s.
 _MAX_CONNECTING: Final = 64
 _GROWTH_WINDOW_NS: Final = 10_000_000
-# Above this rate per process, the pacing loop wakes on a fixed 100 µs tick and sends
-# every hit due since the last tick; below it, it wakes for each hit. Lateness from the
-# tick is at most 100 µs; the saving is a wake-up and a timer re-arming per hit.
+# Above this rate per process, the pacing loop wakes on a fixed tick and sends every hit
+# due since the last one; below it, it wakes for each hit. The tick is 100 µs, and 250 µs
+# above 40,000 hits/s per process, where the process runs short of CPU: ten hits a
+# wake-up instead of four cut the cost per request by ~8 % (80,000/s against nginx:
+# 13.2 -> 12.2 µs) for at most 0.25 ms of lateness, which latency counts.
 _TICK_ABOVE_RATE: Final = 10_000
 _TICK_NS: Final = 100_000
+_COARSE_TICK_ABOVE_RATE: Final = 40_000
+_COARSE_TICK_NS: Final = 250_000
 
 
 def make_ssl_context(tls: TLSOptions) -> ssl.SSLContext:
@@ -184,8 +188,10 @@ class Engine:
             await asyncio.sleep(delay)
         if self._pacer is not None:
             peak = max(max(seg.start_rate, seg.end_rate) for seg in self._pacer.segments)
-            if peak / self.shard.count > _TICK_ABOVE_RATE:
-                self._alarm.arm_periodic(self._start, _TICK_NS)
+            per_process = peak / self.shard.count
+            if per_process > _TICK_ABOVE_RATE:
+                coarse = per_process > _COARSE_TICK_ABOVE_RATE
+                self._alarm.arm_periodic(self._start, _COARSE_TICK_NS if coarse else _TICK_NS)
             self._advance()
             self._pump()
         else:
