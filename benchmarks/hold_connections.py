@@ -27,6 +27,7 @@ from pathlib import Path
 from common import machine, need, start, stop, tippingpoint, wait_port
 from tippingpoint.certs import make_certificate
 from tippingpoint.limits import memory_available, port_range, raise_nofile
+from tippingpoint.monitor import read_meminfo
 from tippingpoint.plan import plan_connections
 from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
 from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
@@ -34,14 +35,6 @@ from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
 FIRST_PORT = 8282
 FRONTEND = 18080
 TLS_FRONTEND = 18443
-
-
-def meminfo() -> dict[str, int]:
-    out = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        out[name] = int(rest.split()[0])
-    return out
 
 
 def tree_rss_kib(pids: list[int]) -> int:
@@ -97,7 +90,7 @@ def main() -> None:
     # it twice the time, so that the connections are held for at least --hold seconds.
     ramp = n / args.connect_rate
     duration = int(2 * ramp + args.hold + 5)
-    before = meminfo()
+    before = read_meminfo()
     fleet: ProxyFleet | None = None
     with tempfile.TemporaryDirectory() as tmp:
         server = start(
@@ -163,7 +156,7 @@ def main() -> None:
             proxy_base = tree_rss_kib(fleet.pids) if fleet else 0
             while hold.poll() is None:
                 time.sleep(2)
-                m = meminfo()
+                m = read_meminfo()
                 peak_slab = max(peak_slab, m["Slab"] - before["Slab"])
                 peak_used = max(
                     peak_used,

@@ -7,6 +7,7 @@ knee at >= 0.9x that, in <= 10 steps. For TLS: the keep-alive and the
 new-connection-per-request sweeps.
 
     python benchmarks/proxy_knee.py [--runs 3] [--step-duration 5]
+    python benchmarks/proxy_knee.py --curve --step-duration 4
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from common import HOST, machine, median, need, pinned, start, stop, tippingpoin
 HTTP, HTTPS = 18480, 18443
 
 
-def sweep(url: str, args: argparse.Namespace, *extra: str) -> dict:
+def sweep(
+    url: str,
+    args: argparse.Namespace,
+    *extra: str,
+    step: str = "x1.4",
+    max_steps: int = 10,
+    refine: int = 2,
+) -> dict:
     out = subprocess.run(
         pinned(
             0,
@@ -32,13 +40,13 @@ def sweep(url: str, args: argparse.Namespace, *extra: str) -> dict:
                 "sweep",
                 url,
                 "--step",
-                "x1.4",
+                step,
                 "--step-duration",
                 f"{args.step_duration}s",
                 "--max-steps",
-                "10",
+                str(max_steps),
                 "--refine",
-                "2",
+                str(refine),
                 "--processes",
                 "1",
                 "--json",
@@ -52,10 +60,25 @@ def sweep(url: str, args: argparse.Namespace, *extra: str) -> dict:
     return json.loads(out)
 
 
+def wrk_max() -> float:
+    out = subprocess.run(
+        pinned(0, ["wrk", "-t1", "-c50", "-d10s", f"http://{HOST}:{HTTP}/ping"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--step-duration", type=int, default=5)
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="print the whole HTTP curve from 10,000/s (x1.2, no p99 rule) beside wrk, once",
+    )
     args = parser.parse_args()
     need("wrk", "haproxy", "taskset")
     results: dict[str, list[float]] = {}
@@ -85,14 +108,33 @@ def main() -> None:
             wait_port(18285)
             wait_port(HTTP)
             cacert = str(tmp / "proxy" / "tls" / "cert.pem")
+            if args.curve:
+                print(f"wrk -t1 -c50 through HAProxy: {wrk_max():,.0f} req/s")
+                result = sweep(
+                    f"http://{HOST}:{HTTP}/ping",
+                    args,
+                    "--start",
+                    "10000",
+                    "--factor",
+                    "100000",
+                    "--floor",
+                    "100000",
+                    "--proxy-dir",
+                    str(tmp / "proxy"),
+                    step="x1.2",
+                    max_steps=8,
+                    refine=0,
+                )
+                print("| offered/s | achieved/s | p50 ms | p99 ms | HAProxy CPU |")
+                print("|---|---|---|---|---|")
+                for row in result["steps"]:
+                    print(
+                        f"| {row['offered']:,.0f} | {row['achieved']:,.0f} | "
+                        f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['proxy_cpu_pct']} % |"
+                    )
+                return
             for run in range(args.runs):
-                out = subprocess.run(
-                    pinned(0, ["wrk", "-t1", "-c50", "-d10s", f"http://{HOST}:{HTTP}/ping"]),
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-                wrk = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+                wrk = wrk_max()
                 results.setdefault("wrk max, HTTP", []).append(wrk)
                 cases = {
                     "HTTP keep-alive": (f"http://{HOST}:{HTTP}/ping", "--start", "5000"),

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tippingpoint.limits import memory_available
 from tippingpoint.plan import RESERVED_FDS, ConnectionPlan, plan_connections
 
 __all__ = ["Check", "apply_fixes", "diagnose"]
@@ -153,13 +154,7 @@ def diagnose(
                 None if ok else ("net.netfilter.nf_conntrack_max", str(2 * connections)),
             )
         )
-    available = None
-    try:
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    available = memory_available(str(meminfo))
     plan = plan_connections(connections, plan_limit, port_range, 1, available)
     checks.append(
         Check(

@@ -33,6 +33,7 @@ __all__ = [
     "ConnectionPlan",
     "loopback_sources",
     "plan_connections",
+    "processes_for",
     "proxy_instances_for",
 ]
 
@@ -62,6 +63,11 @@ ports; a million over 50 pairs at 31 % ran freely). Pairs are planned 30 % full.
 PROXY_FILL: Final = 0.85
 """Instances share a port with SO_REUSEPORT, which deals connections out by a hash:
 each instance is planned at 85 % of its maxconn so that none is full before the rest."""
+
+
+def processes_for(connections: int, fd_limit: int) -> int:
+    """Processes that hold ``connections`` sockets within ``fd_limit`` descriptors each."""
+    return math.ceil(connections / max(1, fd_limit - RESERVED_FDS))
 
 
 def proxy_instances_for(connections: int, fd_limit: int) -> int:
@@ -95,7 +101,8 @@ class ConnectionPlan:
         parts = [
             f"{self.connections:,} connections: {self.client_processes} client process(es)",
             f"{self.source_addresses} source address(es) x {self.destination_ports} "
-            f"destination port(s) at {self.ports_per_pair:,} ports each, 30 % used",
+            f"destination port(s) at {self.ports_per_pair:,} ports each, "
+            f"{PORT_FILL * 100:.0f} % used",
             f"{self.server_processes} backend process(es)",
         ]
         if self.proxy_instances:
@@ -134,7 +141,7 @@ def plan_connections(
         raise ValueError("connections must be >= 1")
     per_process = max(1, fd_limit - RESERVED_FDS)
     ports = max(1, port_range[1] - port_range[0] + 1)
-    clients = math.ceil(connections / per_process)
+    clients = processes_for(connections, fd_limit)
     servers = clients
     instances = proxy_instances_for(connections, fd_limit) if proxied else 0
     dest_ports = max(1, destination_ports)
@@ -170,7 +177,8 @@ def plan_connections(
             f"{connections:,} connections to {dest_ports} destination port(s) need "
             f"{at_most} source address(es) at {ports:,} ephemeral ports each, and "
             f"{addresses} to keep connect() fast ({usable:,} each); {source_addresses} given: "
-            f"--laddr 127.0.0.2-127.0.0.{1 + addresses}, more destination ports, or a wider "
+            f"--laddr 127.0.0.2-{loopback_sources(addresses)[-1]}, more destination ports, "
+            "or a wider "
             "net.ipv4.ip_local_port_range (tippingpoint doctor)"
         )
         (problems if source_addresses < at_most else warnings).append(text)

@@ -88,7 +88,7 @@ def hold(
             raise ValueError("--connect-rate must be > 0")
     soft, _ = raise_nofile()
     origin = config.target.origin
-    loopback = origin.host in ("localhost", "127.0.0.1") or origin.host.startswith("127.")
+    loopback = origin.host in ("localhost", "::1") or origin.host.startswith("127.")
 
     def make_plan(addresses: int | None) -> ConnectionPlan:
         return plan_connections(
@@ -97,7 +97,7 @@ def hold(
             port_range(),
             len(config.ports) or 1,
             memory_available(),
-            both_ends_local=loopback or origin.host == "::1",
+            both_ends_local=loopback,
             tls=origin.tls,
             source_addresses=addresses,
             file_max=file_max(),
@@ -108,10 +108,7 @@ def hold(
         # On IPv4 loopback every 127.x.y.z is ours: take the source addresses the plan
         # needs ("localhost" may resolve to ::1, where they would not bind).
         plan = make_plan(None)
-        config = replace(
-            config,
-            laddrs=loopback_sources(plan.source_addresses),
-        )
+        config = replace(config, laddrs=loopback_sources(plan.source_addresses))
     if not plan.feasible:
         fail("this plan cannot fit: " + "; ".join(plan.problems))
         return

@@ -18,25 +18,75 @@ from tippingpoint.engine.client import ClientConn
 if TYPE_CHECKING:
     from tippingpoint.engine.attack import Engine, Pool
 
-__all__ = ["TLSClientConn"]
+__all__ = ["TLSClientConn", "TLSPipe"]
 
 _READ_SIZE = 65536
 
 
+class TLSPipe:
+    """TLS between two memory BIOs, without I/O: network bytes go in with :meth:`feed`,
+    plaintext comes out of :meth:`read`, and :meth:`outgoing` is what to send. Shared by
+    the attack's connections (which need sessions) and held connections (which need
+    less memory than the event loop's TLS transport)."""
+
+    __slots__ = ("_in", "_out", "closed", "sslobj")
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        hostname: str | None,
+        session: ssl.SSLSession | None = None,
+    ) -> None:
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self.sslobj = context.wrap_bio(
+            self._in, self._out, server_hostname=hostname, session=session
+        )
+        self.closed = False
+        """The peer sent close_notify."""
+
+    def feed(self, data: bytes) -> None:
+        self._in.write(data)
+
+    def handshake(self) -> bool:
+        """Advance the handshake with what was fed: True once it is done. Raises
+        ``ssl.SSLError`` (certificate errors included) when it fails."""
+        try:
+            self.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        return True
+
+    def read(self) -> list[bytes]:
+        """The plaintext the fed bytes complete (sets :attr:`closed` on close_notify).
+        Raises ``ssl.SSLError`` on a broken record."""
+        plain: list[bytes] = []
+        while True:
+            try:
+                chunk = self.sslobj.read(_READ_SIZE)
+            except ssl.SSLWantReadError:
+                return plain
+            except ssl.SSLZeroReturnError:
+                self.closed = True
+                return plain
+            if not chunk:
+                return plain
+            plain.append(chunk)
+
+    def write(self, data: bytes) -> None:
+        self.sslobj.write(data)
+
+    def outgoing(self) -> bytes:
+        return self._out.read()
+
+
 class TLSClientConn(ClientConn):
-    __slots__ = ("_incoming", "_outgoing", "_ssl", "handshake", "resumed")
+    __slots__ = ("_tls", "handshake", "resumed")
 
     def __init__(self, engine: Engine, pool: Pool) -> None:
         super().__init__(engine, pool)
         assert pool.ssl is not None
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._ssl = pool.ssl.wrap_bio(
-            self._incoming,
-            self._outgoing,
-            server_hostname=pool.server_hostname,
-            session=pool.session,
-        )
+        self._tls = TLSPipe(pool.ssl, pool.server_hostname, pool.session)
         self.handshake: asyncio.Future[None] = engine.loop.create_future()
         self.resumed = False
 
@@ -48,30 +98,20 @@ class TLSClientConn(ClientConn):
         self._do_handshake()
 
     def data_received(self, data: bytes) -> None:
-        self._incoming.write(data)
+        tls = self._tls
+        tls.feed(data)
         if not self.handshake.done():
             self._do_handshake()
             if not self.handshake.done():
                 return
-        plain: list[bytes] = []
-        closed = False
-        while True:
-            try:
-                chunk = self._ssl.read(_READ_SIZE)
-            except ssl.SSLWantReadError:
-                break
-            except ssl.SSLZeroReturnError:
-                closed = True
-                break
-            except ssl.SSLError as e:
-                self._fail(e)
-                return
-            if not chunk:
-                break
-            plain.append(chunk)
+        try:
+            plain = tls.read()
+        except ssl.SSLError as e:
+            self._fail(e)
+            return
         # Keep the session before the response is handed on (which may close the
         # connection): in TLS 1.3 its ticket comes after the handshake.
-        session = self._ssl.session
+        session = tls.sslobj.session
         if session is not None and session.has_ticket:
             self._pool.session = session
         self._flush()
@@ -79,7 +119,7 @@ class TLSClientConn(ClientConn):
             if self._transport is None:
                 return
             super().data_received(chunk)
-        if closed:  # the server's close_notify
+        if tls.closed:  # the server's close_notify
             self.eof_received()
             self.close()
 
@@ -94,34 +134,32 @@ class TLSClientConn(ClientConn):
 
     def _do_handshake(self) -> None:
         try:
-            self._ssl.do_handshake()
-        except ssl.SSLWantReadError:
-            self._flush()
-            return
-        except (ssl.SSLError, ssl.CertificateError) as e:
+            done = self._tls.handshake()
+        except ssl.SSLError as e:  # certificate errors included
             self._flush()
             if not self.handshake.done():
                 self.handshake.set_exception(e)
             self.abort()
             return
         self._flush()
-        self.resumed = self._ssl.session_reused
-        if not self.handshake.done():
-            self.handshake.set_result(None)
+        if done:
+            self.resumed = self._tls.sslobj.session_reused
+            if not self.handshake.done():
+                self.handshake.set_result(None)
 
     def _write_tls(self, request: bytes) -> None:
-        self._ssl.write(request)
+        self._tls.write(request)
         self._flush()
 
     def _flush(self) -> None:
-        data = self._outgoing.read()
+        data = self._tls.outgoing()
         if data and self._transport is not None:
             self._transport.write(data)
 
     def close(self) -> None:
         if self._transport is not None:
             try:
-                self._ssl.unwrap()
+                self._tls.sslobj.unwrap()
             except ssl.SSLError:
                 pass
             self._flush()
