@@ -69,6 +69,28 @@ def test_closed_model_sends_exactly_the_requests(serve) -> None:
     assert server.metrics()['tippingpoint_serve_requests_total{code="200"}'] == 3001
 
 
+def test_first_byte_service_and_latency_each_counted(serve) -> None:
+    server = serve(processes=1)
+    # One read per response, sent on time (closed model, open connections): the three
+    # times are one value.
+    report = report_json(
+        attack(server.url, "--rate", "0", "--connections", "2", "--requests", "400")
+    )
+    for name in ("service", "ttfb"):
+        assert report[name]["count"] == 400
+        assert report[name]["50th"] == pytest.approx(report["latencies"]["50th"], rel=0.01)
+    # A response written in two parts, each after a pause of 0-200 ms (`sleep: 200`,
+    # `times: 1`; 100 ms on average): the first byte comes well before the last.
+    report = report_json(
+        attack(server.url, "--rate", "40", "--requests", "40", "-H", "sleep: 200", "-H", "times: 1")
+    )
+    assert report["requests"] == 40 and report["success"] == 1.0
+    assert report["ttfb"]["count"] == report["service"]["count"] == 40
+    assert report["service"]["mean"] > report["ttfb"]["mean"] + 50e6
+    assert report["service"]["max"] > report["ttfb"]["max"]
+    assert report["latencies"]["mean"] >= report["service"]["mean"]
+
+
 def test_ramp_follows_the_plan(serve) -> None:
     server = serve()
     stream = attack(server.url, "--pace", "2s@100->900, 1s@900", "--processes", "1")

@@ -85,3 +85,34 @@ def test_malformed(data: bytes) -> None:
     r.start()
     with pytest.raises(ResponseError):
         r.feed(data)
+
+
+def test_a_repeated_head_is_framed_by_comparison_and_stays_exact() -> None:
+    r = ResponseReader()
+    for _ in range(3):
+        r.start()
+        assert r.feed(PONG)
+        assert (r.status, r.body_bytes, r.keep_alive) == (200, 4, True)
+    # The same head with a body that does not match its length: framed the long way.
+    r.start()
+    assert not r.feed(PONG[:-2])
+    assert r.feed(b"ng")
+    assert r.body_bytes == 4
+    r.start()
+    with pytest.raises(ResponseError, match="unexpected bytes"):
+        r.feed(PONG + b"extra")
+    # A HEAD request: the same head has no body this time.
+    r = ResponseReader()
+    r.start()
+    assert r.feed(PONG)
+    r.start(head_request=True)
+    assert r.feed(PONG[: PONG.index(b"pong")])
+    assert r.body_bytes == 0
+    # Another head after the remembered one: its own framing, not the remembered one's.
+    r.start()
+    closing = b"HTTP/1.1 503 Busy\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno"
+    assert r.feed(closing)
+    assert (r.status, r.body_bytes, r.keep_alive) == (503, 2, False)
+    r.start()
+    assert r.feed(PONG)
+    assert (r.status, r.keep_alive) == (200, True)

@@ -129,6 +129,9 @@ class Engine:
             self._body_lens.append(len(target.body))
         self._ntargets = len(config.targets)
         self._single = self._ntargets == 1
+        self._request0 = self._requests[0]
+        self._head0 = self._heads[0]
+        self._body_len0 = self._body_lens[0]
         self._open = 0  # connections open or being opened
         self._max_conns = shard.max_connections
         self._laddrs = shard.laddrs
@@ -186,6 +189,11 @@ class Engine:
         delay = (self._start - monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
+        # uvloop's timers count whole milliseconds from a cached clock and can end a
+        # sleep up to one early: wait out the rest, so that no request leaves before
+        # time zero (the report would not know when the attack began).
+        while monotonic_ns() < self._start:
+            pass
         if self._pacer is not None:
             peak = max(max(seg.start_rate, seg.end_rate) for seg in self._pacer.segments)
             per_process = peak / self.shard.count
@@ -465,27 +473,35 @@ class Engine:
         rec.done += 1
         rec.codes[status] += 1
         sent = conn.sent_ns
-        rec.latency.append(now - conn.intended_ns)
-        rec.service.append(now - sent)
-        rec.ttfb.append(conn.first_byte_ns - sent)
+        if conn.first_byte_ns == now:  # one read: ttfb = service (see recorder.py)
+            if conn.intended_ns == sent:
+                rec.same3.append(now - sent)
+            else:
+                rec.same2.append(now - sent)
+                rec.latency.append(now - conn.intended_ns)
+        else:
+            rec.latency.append(now - conn.intended_ns)
+            rec.service.append(now - sent)
+            rec.ttfb.append(conn.first_byte_ns - sent)
         rec.bytes_in += body_bytes
         rec.last_done_ns = now
-        self._in_flight -= 1
         if self._records is not None:
             self._record(conn, now, status, body_bytes, "")
         if keep_alive and self._keepalive and not conn.eof:
             if self._pacer is None:
                 if self._single and self._closed_left > 0 and now < self._closed_end_ns:
-                    # Closed model, one target: the next request on this connection.
+                    # Closed model, one target: the next request on this connection
+                    # (one request in flight before and after).
                     self._closed_left -= 1
                     rec.sent += 1
                     rec.last_send_ns = now
-                    conn.send(self._requests[0], now, self._heads[0], now, 0)
-                    rec.bytes_out += self._body_lens[0]
-                    self._in_flight += 1
+                    rec.bytes_out += self._body_len0
+                    conn.send(self._request0, now, self._head0, now, 0)
                     return
+                self._in_flight -= 1
                 self._closed_hit(conn, now)
             else:
+                self._in_flight -= 1
                 queue = conn.pool.queue
                 if queue and not self._stopping:
                     ti, intended, _ = queue.popleft()
@@ -494,8 +510,10 @@ class Engine:
                     conn.pool.idle.append(conn)
                 if self._next_due <= now:
                     self._pump()
-        elif self._pacer is None:
-            self._closed_hit(None, now)
+        else:
+            self._in_flight -= 1
+            if self._pacer is None:
+                self._closed_hit(None, now)
         if self._plan_done or self._stopping:
             self._check_done()
 

@@ -81,6 +81,7 @@ class ClientConn(asyncio.Protocol):
         "eof",
         "first_byte_ns",
         "intended_ns",
+        "open",
         "sent_ns",
         "ti",
         "_out",
@@ -93,6 +94,8 @@ class ClientConn(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self.busy = False
         self.eof = False
+        self.open = False
+        """Connected, and the server has not closed its side."""
         self.intended_ns = 0
         self.sent_ns = 0
         self.first_byte_ns = 0
@@ -105,6 +108,7 @@ class ClientConn(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         # Where request bytes go: the transport itself, or TLS (see engine/tls.py).
         self._out = self._transport.write
+        self.open = True
 
     def data_received(self, data: bytes) -> None:
         now = monotonic_ns()
@@ -128,6 +132,7 @@ class ClientConn(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         self.eof = True
+        self.open = False
         if self.busy and self._reader.feed_eof():
             self.busy = False
             now = monotonic_ns()
@@ -137,6 +142,7 @@ class ClientConn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self.open = False
         if self.busy:
             self.busy = False
             if exc is None:
@@ -149,10 +155,6 @@ class ClientConn(asyncio.Protocol):
     @property
     def pool(self) -> Pool:
         return self._pool
-
-    @property
-    def open(self) -> bool:
-        return self._transport is not None and not self.eof
 
     @property
     def reusable(self) -> bool:

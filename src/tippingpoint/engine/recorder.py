@@ -3,6 +3,14 @@
 The hot path appends raw ``monotonic_ns`` differences to arrays and bumps a list of
 status counters; :meth:`Recorder.flush` turns them into HDR histograms (microseconds)
 once per interval and returns a plain dict, one line of the result stream.
+
+A response has three times: latency (from the intended send), service (from the
+write) and time to first byte. Most responses arrive in one read, so their first
+byte is their last (ttfb = service), and a request sent the moment it was due (a
+closed-model request on an open connection) has latency = service. Such values are
+appended once to ``same3`` (all three equal) or ``same2`` (service = ttfb, latency
+apart) and counted into every histogram they stand for when absorbed: one or two
+appends per response instead of three.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ class Recorder:
         "lateness",
         "opened",
         "process",
+        "same2",
+        "same3",
         "queued",
         "sent",
         "service",
@@ -60,6 +70,8 @@ class Recorder:
         self.ttfb = array("q")
         self.connect = array("q")
         self.lateness = array("q")
+        self.same2 = array("q")
+        self.same3 = array("q")
         self.codes = [0] * 1000  # by status; 0 counts requests that got no response
         self.hists = {name: Histogram() for name in METRICS}
         self.errors: dict[str, list[Any]] = {}
@@ -88,11 +100,22 @@ class Recorder:
 
         Called every few tens of milliseconds so that the work is spread out instead
         of stalling the loop once a second."""
+        hists = self.hists
         for name in METRICS:
             values: array[int] = getattr(self, name)
             if values:
-                self.hists[name].record_many(np.frombuffer(values, dtype=np.int64) // 1000)
+                hists[name].record_many(np.frombuffer(values, dtype=np.int64) // 1000)
                 setattr(self, name, array("q"))
+        if self.same3:
+            us = np.frombuffer(self.same3, dtype=np.int64) // 1000
+            for name in ("latency", "service", "ttfb"):
+                hists[name].record_many(us)
+            self.same3 = array("q")
+        if self.same2:
+            us = np.frombuffer(self.same2, dtype=np.int64) // 1000
+            hists["service"].record_many(us)
+            hists["ttfb"].record_many(us)
+            self.same2 = array("q")
 
     def flush(self, t: float, duration: float, open_conns: int, in_flight: int) -> dict[str, Any]:
         """The record for the interval starting ``t`` seconds into the attack; resets."""
@@ -137,5 +160,5 @@ class Recorder:
         return record
 
     def _us(self, ns: int) -> int:
-        """Microseconds since the attack's start, or -1 for none."""
-        return -1 if ns < 0 else (ns - self.start_ns) // 1000
+        """Microseconds since the attack's start (0 for earlier), or -1 for none."""
+        return -1 if ns < 0 else max(ns - self.start_ns, 0) // 1000

@@ -58,7 +58,7 @@ def summary_dict(s: Summary) -> dict[str, Any]:
     }
     for name in ("service", "ttfb", "connect", "lateness"):
         h = s.hists[name]
-        out[name] = _latencies(h, h.mean)
+        out[name] = {"count": h.total, **_latencies(h, h.mean)}
     return out
 
 

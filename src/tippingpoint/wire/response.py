@@ -38,6 +38,8 @@ _FRAMING_HEADERS = re.compile(rb"\r\n(content-length|transfer-encoding|connectio
 # framed with one dictionary lookup. The mapping is a pure function of the bytes.
 _MEMO: dict[bytes, tuple[int, bool, int]] = {}
 _MEMO_SIZE: Final = 256
+# What no response head starts with: the "previous head" of a reader that has none.
+_NO_HEAD: Final = b"\x00"
 
 
 def _framing(head: bytes) -> tuple[int, bool, int]:
@@ -75,6 +77,10 @@ class ResponseReader:
     __slots__ = (
         "_buf",
         "_head_request",
+        "_prev",
+        "_prev_keep_alive",
+        "_prev_length",
+        "_prev_status",
         "_remaining",
         "_state",
         "body_bytes",
@@ -90,14 +96,19 @@ class ResponseReader:
         self.status = 0
         self.keep_alive = True
         self.body_bytes = 0
+        # The head (with its blank line) of the last response framed by Content-Length,
+        # and its framing: a server repeats its heads byte for byte, so the next
+        # response is usually recognised with one comparison.
+        self._prev = _NO_HEAD
+        self._prev_status = 0
+        self._prev_keep_alive = True
+        self._prev_length = 0
 
     def start(self, head_request: bool = False) -> None:
-        self._buf = b""
+        """Expect the response to a new request (``status`` and the rest are set when
+        it completes)."""
         self._state = _HEAD
         self._head_request = head_request
-        self.status = 0
-        self.body_bytes = 0
-        self.keep_alive = True
 
     def feed(self, data: bytes) -> bool:
         """Bytes received; True when the response is complete."""
@@ -105,6 +116,16 @@ class ResponseReader:
             if self._buf:
                 data = self._buf + data
                 self._buf = b""
+            elif (
+                data.startswith(self._prev)
+                and len(data) - len(self._prev) == self._prev_length
+                and not self._head_request
+            ):  # the whole response in one read, with the same head as the last one
+                self.status = self._prev_status
+                self.keep_alive = self._prev_keep_alive
+                self.body_bytes = self._prev_length
+                self._state = _DONE
+                return True
             return self._parse_head(data)
         return self._body(data)
 
@@ -124,6 +145,7 @@ class ResponseReader:
     # Internals
 
     def _parse_head(self, data: bytes) -> bool:
+        self.body_bytes = 0
         while True:
             end = data.find(b"\r\n\r\n")
             if end < 0:
@@ -157,6 +179,10 @@ class ResponseReader:
             if len(rest) == length:  # the usual case: all of it in one read
                 self.body_bytes = length
                 self._state = _DONE
+                self._prev = data[: end + 4]
+                self._prev_status = status
+                self._prev_keep_alive = keep_alive
+                self._prev_length = length
                 return True
             self._remaining = length
             self._state = _FIXED
