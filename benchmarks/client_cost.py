@@ -5,6 +5,10 @@ closed loop with 50 keep-alive connections for --duration seconds. The client's 
 time (user + sys, its whole process tree, from wait4) divided by the requests it
 completed gives the cost per request. Clients take turns round after round; medians.
 
+Beside them, benchmarks/bare_client.py: a uvloop client with nothing but the two
+syscalls and one Python callback per request (no parsing, no timing, no records),
+the floor any Python client on uvloop stands on.
+
 Also the open model: `tippingpoint attack --rate R` for the same duration, with the
 achieved rate and the p99 send lateness (how late requests left their schedule).
 
@@ -25,10 +29,12 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from common import HOST, machine, median, need, pinned, start, stop, tippingpoint, wait_port
 from serve_throughput import NGINX_CONF
 
+HERE = Path(__file__).resolve().parent
 PORT = 18300
 URL = f"http://{HOST}:{PORT}/ping"
 CONNS = 50
@@ -46,8 +52,19 @@ LOCUSTFILE = textwrap.dedent("""
 """)
 
 
-def timed(cmd: list[str]) -> tuple[str, float]:
-    """Run ``cmd``; its stdout+stderr and the CPU seconds of its process tree."""
+class Cpu(NamedTuple):
+    """CPU seconds of a process tree, in user space and in the kernel."""
+
+    user: float
+    sys: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.sys
+
+
+def timed(cmd: list[str]) -> tuple[str, Cpu]:
+    """Run ``cmd``; its stdout+stderr and the CPU time of its process tree."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     out = proc.stdout.read()
@@ -55,7 +72,7 @@ def timed(cmd: list[str]) -> tuple[str, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0:4]} failed ({proc.returncode}):\n{out[-2000:]}")
-    return out, usage.ru_utime + usage.ru_stime
+    return out, Cpu(usage.ru_utime, usage.ru_stime)
 
 
 def count(pattern: str, out: str) -> int:
@@ -65,12 +82,12 @@ def count(pattern: str, out: str) -> int:
     return int(match.group(1))
 
 
-def clients(duration: int, tmp: Path) -> dict[str, Callable[[], tuple[int, float]]]:
-    def wrk() -> tuple[int, float]:
+def clients(duration: int, tmp: Path) -> dict[str, Callable[[], tuple[int, Cpu]]]:
+    def wrk() -> tuple[int, Cpu]:
         out, cpu = timed(pinned(0, ["wrk", "-t1", f"-c{CONNS}", f"-d{duration}s", URL]))
         return count(r"(\d+) requests in", out), cpu
 
-    def ab() -> tuple[int, float]:
+    def ab() -> tuple[int, Cpu]:
         out, cpu = timed(
             pinned(
                 0, ["ab", "-k", "-q", "-c", str(CONNS), "-t", str(duration), "-n", "100000000", URL]
@@ -78,17 +95,17 @@ def clients(duration: int, tmp: Path) -> dict[str, Callable[[], tuple[int, float
         )
         return count(r"Complete requests:\s+(\d+)", out), cpu
 
-    def h2load() -> tuple[int, float]:
+    def h2load() -> tuple[int, Cpu]:
         out, cpu = timed(
             pinned(0, ["h2load", "--h1", f"-c{CONNS}", "-t1", "-D", str(duration), URL])
         )
         return count(r"requests: \d+ total, \d+ started, (\d+) done", out), cpu
 
-    def hey() -> tuple[int, float]:
+    def hey() -> tuple[int, Cpu]:
         out, cpu = timed(pinned(0, ["hey", "-c", str(CONNS), "-z", f"{duration}s", URL]))
         return count(r"\[200\]\s+(\d+) responses", out), cpu
 
-    def locust() -> tuple[int, float]:
+    def locust() -> tuple[int, Cpu]:
         (tmp / "locustfile.py").write_text(LOCUSTFILE)
         prefix = tmp / "locust"
         _, cpu = timed(
@@ -121,7 +138,7 @@ def clients(duration: int, tmp: Path) -> dict[str, Callable[[], tuple[int, float
             rows = {row["Name"]: row for row in csv.DictReader(f)}
         return int(rows["Aggregated"]["Request Count"]), cpu
 
-    def ours() -> tuple[int, float]:
+    def ours() -> tuple[int, Cpu]:
         stream = tmp / "stream.jsonl"
         _, cpu = timed(
             pinned(
@@ -145,8 +162,25 @@ def clients(duration: int, tmp: Path) -> dict[str, Callable[[], tuple[int, float
         )
         return report(stream)["requests"], cpu
 
+    def bare() -> tuple[int, Cpu]:
+        out, cpu = timed(
+            pinned(
+                0,
+                [
+                    sys.executable,
+                    str(HERE / "bare_client.py"),
+                    HOST,
+                    str(PORT),
+                    str(CONNS),
+                    str(duration),
+                ],
+            )
+        )
+        return int(out.split()[-1]), cpu
+
     return {
         "tippingpoint attack": ours,
+        "bare uvloop client (floor)": bare,
         "wrk": wrk,
         "ab": ab,
         "h2load": h2load,
@@ -192,7 +226,7 @@ def open_model(rate: int, duration: int, tmp: Path) -> dict:
         "rate": r["rate"],
         "lateness_p99_ms": r["lateness"]["99th"] / 1e6,
         "latency_p99_ms": r["latencies"]["99th"] / 1e6,
-        "cpu_us": cpu / max(r["requests"], 1) * 1e6,
+        "cpu_us": cpu.total / max(r["requests"], 1) * 1e6,
         "saturated": r["saturation"]["saturated"],
     }
 
@@ -205,7 +239,13 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated client names")
     args = parser.parse_args()
     need("wrk", "ab", "h2load", "hey", "nginx", "taskset")
+    try:
+        import locust  # noqa: F401
+    except ImportError:
+        sys.exit("missing locust: .venv/bin/pip install -e '.[bench]'")
     cost: dict[str, list[float]] = {}
+    user: dict[str, list[float]] = {}
+    kernel: dict[str, list[float]] = {}
     rates: dict[str, list[float]] = {}
     opens = []
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -220,11 +260,15 @@ def main() -> None:
             for run in range(args.runs):
                 for name, fn in table.items():
                     requests, cpu = fn()
-                    cost.setdefault(name, []).append(cpu / requests * 1e6)
+                    cost.setdefault(name, []).append(cpu.total / requests * 1e6)
+                    user.setdefault(name, []).append(cpu.user / requests * 1e6)
+                    kernel.setdefault(name, []).append(cpu.sys / requests * 1e6)
                     rates.setdefault(name, []).append(requests / args.duration)
                     print(
-                        f"run {run + 1}: {name:22s} {requests / args.duration:10,.0f} req/s "
-                        f"{cpu / requests * 1e6:7.2f} us CPU/request",
+                        f"run {run + 1}: {name:26s} {requests / args.duration:10,.0f} req/s "
+                        f"{cpu.total / requests * 1e6:7.2f} us CPU/request "
+                        f"(user {cpu.user / requests * 1e6:.2f}, "
+                        f"sys {cpu.sys / requests * 1e6:.2f})",
                         flush=True,
                     )
                     time.sleep(1)
@@ -240,12 +284,16 @@ def main() -> None:
         f"{args.duration} s, median of {args.runs}\n"
     )
     base = median(cost["wrk"]) if "wrk" in cost else None
-    print("| client | req/s | CPU per request (user+sys) | vs wrk |")
-    print("|---|---|---|---|")
+    print("| client | req/s | CPU per request (user+sys) | user | sys | vs wrk | runs |")
+    print("|---|---|---|---|---|---|---|")
     for name in cost:
         c = median(cost[name])
         ratio = f"{c / base:.2f}x" if base else "-"
-        print(f"| {name} | {median(rates[name]):,.0f} | {c:.2f} µs | {ratio} |")
+        runs = ", ".join(f"{v:.2f}" for v in cost[name])
+        print(
+            f"| {name} | {median(rates[name]):,.0f} | {c:.2f} µs | {median(user[name]):.2f} µs "
+            f"| {median(kernel[name]):.2f} µs | {ratio} | {runs} |"
+        )
     if opens:
         print(f"\nopen model, --rate {args.rate} for {args.duration} s (median of {len(opens)}):")
         for key in ("sent", "rate", "lateness_p99_ms", "latency_p99_ms", "cpu_us"):

@@ -8,6 +8,11 @@ new-connection-per-request sweeps.
 
     python benchmarks/proxy_knee.py [--runs 3] [--step-duration 5]
     python benchmarks/proxy_knee.py --curve --step-duration 4
+    python benchmarks/proxy_knee.py --cost [--runs 3]
+
+--cost: what a request costs CPU 1 (HAProxy and serve together, their CPU time from
+/proc) under wrk's closed loop, under ours, and under constant rates (the open model),
+with the rate and p99 each load got.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import json
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from common import HOST, machine, median, need, pinned, start, stop, tippingpoint, wait_port
 
@@ -70,10 +78,112 @@ def wrk_max() -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
+def tree_cpu(*procs: subprocess.Popen[bytes]) -> float:
+    """CPU seconds (user + sys) used so far by these processes and their descendants."""
+    total = 0.0
+    for proc in procs:
+        root = psutil.Process(proc.pid)
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += t.user + t.system
+    return total
+
+
+def wrk_load(seconds: int) -> tuple[float, float]:
+    out = subprocess.run(
+        pinned(
+            0, ["wrk", "-t1", "-c50", f"-d{seconds}s", "--latency", f"http://{HOST}:{HTTP}/ping"]
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[p99.group(2)]
+    return rate, float(p99.group(1)) * scale
+
+
+def our_load(seconds: int, *args: str) -> tuple[float, float]:
+    stream = subprocess.run(
+        pinned(
+            0,
+            [
+                *tippingpoint(),
+                "attack",
+                f"http://{HOST}:{HTTP}/ping",
+                "--duration",
+                f"{seconds}s",
+                "--processes",
+                "1",
+                *args,
+            ],
+        ),
+        capture_output=True,
+        check=True,
+    ).stdout
+    report = json.loads(
+        subprocess.run(
+            [*tippingpoint(), "report", "--type", "json"],
+            input=stream,
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    return report["throughput"], report["latencies"]["99th"] / 1e6
+
+
+def cost(runs: int, servers: tuple[subprocess.Popen[bytes], ...]) -> None:
+    seconds = 8
+    loads: dict[str, Callable[[], tuple[float, float]]] = {
+        "wrk -t1 -c50 (closed loop)": lambda: wrk_load(seconds),
+        "tippingpoint attack --rate 0 --connections 50 (closed loop)": lambda: our_load(
+            seconds, "--rate", "0", "--connections", "50"
+        ),
+    }
+    for rate in (10_000, 20_000, 25_000, 30_000):
+        loads[f"tippingpoint attack --rate {rate} (open model)"] = lambda rate=rate: our_load(
+            seconds, "--rate", str(rate), "--max-connections", "128"
+        )
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for run in range(runs):
+        for name, load in loads.items():
+            before = tree_cpu(*servers)
+            rate, p99 = load()
+            used = tree_cpu(*servers) - before
+            per_request = used / (rate * seconds) * 1e6
+            rows.setdefault(name, []).append((rate, p99, per_request))
+            print(
+                f"run {run + 1}: {name:62s} {rate:9,.0f}/s p99 {p99:8.2f} ms; "
+                f"CPU 1: {per_request:5.1f} µs per request",
+                flush=True,
+            )
+    print(f"\nmachine: {machine()}")
+    print(
+        f"HAProxy (nbthread 1) and serve (1 process) on CPU 1, the load on CPU 0, {seconds} s each,"
+    )
+    print(f"median of {runs}: CPU time of HAProxy + serve (user + sys) per request carried\n")
+    print("| load | achieved | p99 | CPU 1 per request (HAProxy + serve) |")
+    print("|---|---|---|---|")
+    for name, values in rows.items():
+        print(
+            f"| {name} | {median([v[0] for v in values]):,.0f}/s | "
+            f"{median([v[1] for v in values]):.2f} ms | {median([v[2] for v in values]):.1f} µs |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--step-duration", type=int, default=5)
+    parser.add_argument(
+        "--cost",
+        action="store_true",
+        help="CPU 1's cost per request under closed and open-model loads",
+    )
     parser.add_argument(
         "--curve",
         action="store_true",
@@ -108,6 +218,9 @@ def main() -> None:
             wait_port(18285)
             wait_port(HTTP)
             cacert = str(tmp / "proxy" / "tls" / "cert.pem")
+            if args.cost:
+                cost(args.runs, (serve, proxy))
+                return
             if args.curve:
                 print(f"wrk -t1 -c50 through HAProxy: {wrk_max():,.0f} req/s")
                 result = sweep(
