@@ -3,8 +3,9 @@
 `tippingpoint serve` (1 process) and HAProxy (nbthread 1) share CPU 1, as the
 reference figures did with nginx; the load runs on CPU 0. For HTTP (keep-alive):
 wrk -t1 -c50 gives the maximum the proxy passes; `tippingpoint sweep` must find its
-knee at >= 0.9x that, in <= 10 steps. For TLS: the keep-alive and the
-new-connection-per-request sweeps.
+knee at >= 0.9x that, in <= 10 steps: the open-model sweep (rates) and the closed one
+(`--closed`: connections 4, 8, 16... in a closed loop, as wrk). For TLS: the
+keep-alive and the new-connection-per-request sweeps.
 
     python benchmarks/proxy_knee.py [--runs 3] [--step-duration 5]
     python benchmarks/proxy_knee.py --curve --step-duration 4
@@ -251,6 +252,12 @@ def main() -> None:
                 results.setdefault("wrk max, HTTP", []).append(wrk)
                 cases = {
                     "HTTP keep-alive": (f"http://{HOST}:{HTTP}/ping", "--start", "5000"),
+                    "HTTP closed loop (sweep --closed)": (
+                        f"http://{HOST}:{HTTP}/ping",
+                        "--closed",
+                        "--start",
+                        "4",
+                    ),
                     "TLS keep-alive": (
                         f"https://{HOST}:{HTTPS}/ping",
                         "--start",
@@ -268,13 +275,19 @@ def main() -> None:
                     ),
                 }
                 for name, (url, *extra) in cases.items():
-                    result = sweep(url, args, *extra)
+                    closed = "--closed" in extra
+                    result = sweep(url, args, *extra, step="x2" if closed else "x1.4")
                     value = result["tipping_point"] or 0.0
                     label = name + ("" if not result["client_limited"] else " (client limit)")
                     results.setdefault(name, []).append(value)
                     steps.setdefault(name, []).append(len(result["steps"]))
+                    at = (
+                        f" with {result['knee_connections']} connections"
+                        if result.get("knee_connections")
+                        else ""
+                    )
                     print(
-                        f"run {run + 1}: {label:32s} tipping point {value:9,.0f}/s in "
+                        f"run {run + 1}: {label:34s} tipping point {value:9,.0f}/s{at} in "
                         f"{len(result['steps'])} steps ({result['reason']})",
                         flush=True,
                     )

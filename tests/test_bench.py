@@ -51,6 +51,15 @@ step_duration = "1s"
 max_steps = 2
 refine = 0
 [[experiment]]
+name = "http closed loop"
+kind = "sweep"
+frontend = "http"
+closed = true
+start = 2
+step_duration = "1s"
+max_steps = 2
+refine = 0
+[[experiment]]
 name = "tls long requests"
 kind = "attack"
 frontend = "https"
@@ -95,27 +104,33 @@ def test_bench_writes_the_report_and_cleans_up(report_dir: Path) -> None:
         "summary.json",
         "serve.log",
         "01-sweep",
-        "02-attack",
-        "03-hold",
+        "02-sweep",
+        "03-attack",
+        "04-hold",
         "tls",
     } <= names
     summary = json.loads((report_dir / "summary.json").read_text())
     assert [row[0] for row in summary["summary"]] == [
         "http sweep",
+        "http closed loop",
         "tls long requests",
         "held connections",
     ]
     sweep = summary["experiments"][0]["sweep"]
     assert [s["offered"] for s in sweep["steps"]] == [200, 400]
     assert all(s["success"] == 1.0 for s in sweep["steps"])
-    assert "200 requests, success 100.00%" in summary["summary"][1][1]
+    closed = summary["experiments"][1]["sweep"]
+    assert closed["model"] == "closed"
+    assert [s["connections"] for s in closed["steps"]] == [2, 4]  # x2 by default
+    assert all(s["success"] == 1.0 and s["achieved"] > 0 for s in closed["steps"])
+    assert "200 requests, success 100.00%" in summary["summary"][2][1]
     monitor = [json.loads(x) for x in (report_dir / "monitor.jsonl").read_text().splitlines()]
     assert any(m["roles"]["proxy"]["processes"] >= 1 for m in monitor)
     assert any(m["roles"]["backends"]["processes"] >= 2 for m in monitor)  # supervisor + worker
     # Nothing left running: no HAProxy with this report's config, no serve on its ports.
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(report_dir / "proxy") not in ps
-    assert str(report_dir / "03-hold") not in ps
+    assert str(report_dir / "04-hold") not in ps
 
 
 def test_a_hold_gets_the_processes_and_instances_its_plan_needs(
@@ -127,20 +142,20 @@ def test_a_hold_gets_the_processes_and_instances_its_plan_needs(
     assert "8 HAProxy instance(s)" in output and "3 client process(es)" in output
     assert "started 2 more backend process(es) and 7 more HAProxy instance(s)" in output
     summary = json.loads((report_dir / "summary.json").read_text())
-    row = summary["summary"][2][1]
+    row = summary["summary"][3][1]
     assert re.match(
         r"peak established 3,000 of 3,000, all established after \d s; lost 0; "
         r"failures none",
         row,
     ), row
-    hold = summary["experiments"][2]
+    hold = summary["experiments"][3]
     assert max(hold["hold"]["established"]) == 3000
     assert re.search(r"requests [\d,]+ \(200: [\d,]+\)", hold["report"])
-    stream = (report_dir / "03-hold" / "hold.jsonl").read_text()
+    stream = (report_dir / "04-hold" / "hold.jsonl").read_text()
     records = [json.loads(x) for x in stream.splitlines()]
     assert {r["process"] for r in records} == {0, 1, 2}
     monitor = [json.loads(x) for x in (report_dir / "monitor.jsonl").read_text().splitlines()]
-    held = [m for m in monitor if m.get("step") == "hold 2"]
+    held = [m for m in monitor if m.get("step") == "hold 3"]
     assert held and max(m["roles"]["proxy (hold)"]["processes"] for m in held) == 7
     assert max(m["tcp_established"] for m in held) >= 6000  # both ends of every connection
 
@@ -166,8 +181,9 @@ def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
     assert dom.returncode == 0, dom.stderr[-2000:]
     # 2 charts per sweep or attack, 1 per hold and 4 for the machine, all drawn by plotly.
     charts = re.search(r'data-charts="(\d+)"', dom.stdout)
-    assert charts is not None and int(charts.group(1)) == 9, dom.stdout[:500]
-    assert dom.stdout.count('class="main-svg"') >= 9
+    assert charts is not None and int(charts.group(1)) == 11, dom.stdout[:500]
+    assert dom.stdout.count('class="main-svg"') >= 11
+    assert "throughput against connections" in dom.stdout  # the closed sweep's chart
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "rror" in line or "Uncaught" in line], console
     assert "Tipping point" in dom.stdout or "No tipping point" in dom.stdout
@@ -194,14 +210,18 @@ def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
 
 def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     parsed = parse_scenario(DEFAULT_SCENARIO)
-    assert [e.kind for e in parsed.experiments] == ["sweep", "sweep", "sweep", "attack", "hold"]
-    assert parsed.experiments[2].keepalive is False
+    kinds = [e.kind for e in parsed.experiments]
+    assert kinds == ["sweep", "sweep", "sweep", "sweep", "attack", "hold"]
+    assert parsed.experiments[1].closed and parsed.experiments[1].start == 8
+    assert parsed.experiments[3].keepalive is False
     for text, message in (
         ("[bench", "not valid TOML"),
         ("", "no [[experiment]]"),
         ('[[experiment]]\nkind = "soak"', "use sweep, attack or hold"),
         ('[[experiment]]\nstep = "x0"', "bad --step"),
         ('[proxy]\nhttp_reuse = "sometimes"\n[[experiment]]', "proxy.http_reuse"),
+        ('[[experiment]]\nkind = "attack"\nclosed = true', "only a sweep can be closed"),
+        ("[[experiment]]\nclosed = true\nstart = 0.5", "whole number of connections"),
     ):
         with pytest.raises(ScenarioError, match=re.escape(message)):
             parse_scenario(text)

@@ -77,3 +77,27 @@ def test_parse_slo(text: str, value: tuple[float, float]) -> None:
 def test_bad_slo(text: str) -> None:
     with pytest.raises(ValueError, match="SLO"):
         parse_slo(text)
+
+
+def test_a_closed_sweep_tips_where_throughput_stops_growing_or_latency_climbs() -> None:
+    # Measured here through HAProxy with 1, 2, ... 128 connections in a closed loop: the
+    # throughput levels off at 64 and falls at 96; p99 climbs past 5 ms at 128.
+    conns = [1, 2, 4, 8, 16, 32, 64, 96, 128]
+    achieved = [8890, 20897, 26810, 32662, 37695, 39432, 39873, 38238, 36856]
+    p99s = [0.17, 0.22, 0.26, 0.45, 0.79, 1.35, 2.62, 3.87, 5.63]
+    steps = [Step(0, a, p / 2, p, 1.0) for a, p in zip(achieved, p99s, strict=True)]
+    rule = KneeRule()
+    base = min(p99s[:2])
+    best = 0.0
+    verdicts = []
+    for step in steps:
+        verdicts.append(judge(step, base, rule, best))
+        best = max(best, step.achieved)
+    first = next(i for i, v in enumerate(verdicts) if v.past_knee)
+    assert conns[first] == 96
+    assert "throughput 38,238/s < 98 % of the best before (39,873/s)" in verdicts[first].reason
+    assert "p99 5.63 ms" in verdicts[-1].reason
+    # No offered rate: never "achieved < offered".
+    assert all("of offered" not in v.reason for v in verdicts)
+    # Without a best (an open sweep), a fall in throughput alone is no knee.
+    assert not judge(steps[7], base, rule).past_knee

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socketserver
+import threading
+import time
 from pathlib import Path
 
 from tests.conftest import run_tp
@@ -89,4 +92,90 @@ def test_bad_sweep_options() -> None:
         (["--start", "0"], b"--start must be > 0"),
     ):
         result = run_tp("sweep", "http://127.0.0.1:1/", *args)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+class OneAtATime(socketserver.ThreadingTCPServer):
+    """A real HTTP/1.1 keep-alive server that answers one request at a time, each after
+    1 ms: its capacity is ~1,000 requests/s however many connections wait."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    lock = threading.Lock()
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = self.request.recv(4096)
+                    if not data:
+                        return
+                    buf += data
+                _, _, buf = buf.partition(b"\r\n\r\n")
+                with OneAtATime.lock:
+                    time.sleep(0.001)
+                self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong")
+
+
+def test_closed_sweep_steps_connections_to_the_knee(tmp_path: Path) -> None:
+    server = OneAtATime(("127.0.0.1", 0), OneAtATime.Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    out = tmp_path / "closed"
+    try:
+        result = run_tp(
+            "sweep",
+            f"http://127.0.0.1:{server.server_address[1]}/ping",
+            "--closed",
+            "--step-duration",
+            "2s",
+            "--max-steps",
+            "8",
+            "--refine",
+            "1",
+            "--processes",
+            "1",
+            "--out",
+            str(out),
+            "--json",
+            timeout=240,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    sweep = json.loads(result.stdout)
+    assert sweep["model"] == "closed"
+    steps = sweep["steps"]
+    unrefined = [s["connections"] for s in steps if not s["refined"]]
+    assert unrefined == [2**i for i in range(len(unrefined))]  # from 1, x2 by default
+    assert all(s["offered"] == 0 and s["achieved"] > 0 for s in steps)
+    # One request at a time: more connections only wait longer, and past a few the
+    # p99 is more than 5 ms above the low-load one.
+    assert not sweep["client_limited"], sweep["reason"]
+    knee = sweep["knee_connections"]
+    assert knee is not None and 1 <= knee < sweep["first_bad"] <= 16
+    at_knee = next(s for s in steps if s["connections"] == knee)
+    assert sweep["tipping_point"] == at_knee["achieved"]
+    assert 400 < sweep["tipping_point"] < 1000
+    assert (out / "step-00-c1.jsonl").exists()
+    text = run_tp("report", str(out / "step-00-c1.jsonl")).stdout
+    assert b"Success       [ratio]                                  100.00%" in text
+
+
+def test_closed_sweep_table_and_options(serve) -> None:
+    backend = serve()
+    result = run_tp(
+        "sweep", backend.url, "--closed", "--step-duration", "1s", "--max-steps", "1", timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.decode()
+    assert "connections  achieved/s  mean ms" in text
+    assert "No tipping point: no knee found within the steps" in text
+    for args, message in (
+        (["--start", "0"], b"with --closed, a number of connections >= 1"),
+        (["--max-connections", "10"], b"--closed steps the connections itself"),
+    ):
+        result = run_tp("sweep", "http://127.0.0.1:1/", "--closed", *args)
         assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -84,6 +84,17 @@ step_duration = "5s"
 max_steps = 10       # 9 steps reach ~34,000/s; the 10th refines the knee
 refine = 1
 
+[[experiment]]         # as wrk -c: the most HAProxy carries, for comparison
+name = "HTTP, closed loop"
+kind = "sweep"
+frontend = "http"
+closed = true         # step the connections (8, 16, 32...), not the rate
+start = 8
+step = "x2"
+step_duration = "3s"
+max_steps = 8
+refine = 1
+
 [[experiment]]
 name = "TLS, keep-alive"
 kind = "sweep"
@@ -129,6 +140,12 @@ class ScenarioError(ValueError):
     """A scenario file that cannot be run; the message names the key."""
 
 
+def _connections(value: Any, key: str) -> float:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ScenarioError(f"{key}: a closed sweep starts at a whole number of connections >= 1")
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Experiment:
     name: str
@@ -142,6 +159,8 @@ class Experiment:
     timeout: float = 30.0
     tls_resume: bool = False
     # sweep
+    closed: bool = False
+    """Step the connections of a closed loop (``start``/``step`` count connections)."""
     start: float = 1000.0
     step: tuple[str, float] = ("x", 1.5)
     step_duration: float = 5.0
@@ -210,6 +229,9 @@ def parse_scenario(text: str) -> Scenario:
                 raise ScenarioError(f"{key}.frontend: use http or https")
             slo = raw.get("slo")
             body_file = raw.get("body_file")
+            closed = bool(raw.get("closed", False))
+            if closed and kind != "sweep":
+                raise ScenarioError(f"{key}.closed: only a sweep can be closed")
             experiments.append(
                 Experiment(
                     name=str(raw.get("name", f"experiment {i + 1}")),
@@ -222,8 +244,13 @@ def parse_scenario(text: str) -> Scenario:
                     path=str(raw.get("path", "/ping")),
                     timeout=parse_duration(str(raw.get("timeout", "30s"))),
                     tls_resume=bool(raw.get("tls_resume", False)),
-                    start=parse_rate(str(raw.get("start", 1000))),
-                    step=parse_step(str(raw.get("step", "x1.5"))),
+                    closed=closed,
+                    start=(
+                        _connections(raw.get("start", 1), f"{key}.start")
+                        if closed
+                        else parse_rate(str(raw.get("start", 1000)))
+                    ),
+                    step=parse_step(str(raw.get("step", "x2" if closed else "x1.5"))),
                     step_duration=parse_duration(str(raw.get("step_duration", "5s"))),
                     max_steps=int(raw.get("max_steps", 8)),
                     refine=int(raw.get("refine", 1)),
@@ -271,7 +298,8 @@ def quick(scenario: Scenario) -> Scenario:
         experiments=tuple(
             replace(
                 e,
-                step_duration=min(e.step_duration, 2.0),
+                # A closed loop has no schedule to settle into: a second a step is enough.
+                step_duration=min(e.step_duration, 1.0 if e.closed else 2.0),
                 max_steps=min(e.max_steps, 6),
                 refine=min(e.refine, 1),
                 duration=min(e.duration, 8.0),
@@ -625,11 +653,17 @@ def run_bench(
                         refine=exp.refine,
                         rule=KneeRule(slo=exp.slo),
                         out=exp_dir,
+                        closed=exp.closed,
                     ),
                     monitor,
                     lambda row: log(
-                        f"  {row.offered:9,.0f}/s: achieved {row.achieved:,.0f}/s, "
-                        f"p99 {row.p99_ms:.2f} ms  {row.verdict}"
+                        (
+                            f"  {row.connections:9,d} connections"
+                            if row.connections is not None
+                            else f"  {row.offered:9,.0f}/s"
+                        )
+                        + f": achieved {row.achieved:,.0f}/s, p99 {row.p99_ms:.2f} ms"
+                        + f"  {row.verdict}"
                     ),
                 )
                 samples.extend(result.monitor)
@@ -649,6 +683,11 @@ def run_bench(
                         exp.name,
                         (
                             f"tipping point {result.tipping_point:,.0f}/s"
+                            + (
+                                f" with {result.knee_connections:,d} connections"
+                                if result.knee_connections is not None
+                                else ""
+                            )
                             if result.tipping_point
                             else "no tipping point"
                         )

@@ -13,6 +13,14 @@ A sweep offers higher and higher rates. A step is *past the knee* when any of:
 * it achieved less than ``min_achieved`` of the offered rate (default 98 %): the
   server no longer keeps up.
 
+A closed sweep (``sweep --closed``) raises the number of connections that each send
+their next request as soon as the last one is answered, as wrk does, instead of the
+rate. The same latency rules apply; a step has no offered rate, and one whose
+throughput fell below ``min_achieved`` of the best so far is past the knee too (more
+connections made the server slower). Its tipping point is the throughput of the last
+step before the knee: the most the server carries while its latency stays near its
+low-load level.
+
 A step whose generator fell behind while the server's figures still look fine says
 nothing about the server: the sweep stops there and says that the client is the
 limit. When the server's figures are past the knee too, the server tipped first (its
@@ -88,8 +96,11 @@ def baseline(steps: Sequence[Step], rule: KneeRule) -> float:
     return min(first) if first else 0.0
 
 
-def judge(step: Step, base_p99_ms: float, rule: KneeRule) -> Verdict:
-    """Is ``step`` past the knee, given the low-load p99?"""
+def judge(
+    step: Step, base_p99_ms: float, rule: KneeRule, best_achieved: float | None = None
+) -> Verdict:
+    """Is ``step`` past the knee, given the low-load p99 (and, in a closed sweep, the
+    best throughput of the steps before)?"""
     reasons = []
     limit = max(base_p99_ms * rule.factor, base_p99_ms + rule.floor_ms)
     if base_p99_ms > 0 and step.p99_ms > limit:
@@ -106,6 +117,11 @@ def judge(step: Step, base_p99_ms: float, rule: KneeRule) -> Verdict:
     if step.offered > 0 and step.achieved < rule.min_achieved * step.offered:
         reasons.append(
             f"achieved {step.achieved:,.0f}/s < {rule.min_achieved * 100:g} % of offered"
+        )
+    if best_achieved and step.achieved < rule.min_achieved * best_achieved:
+        reasons.append(
+            f"throughput {step.achieved:,.0f}/s < {rule.min_achieved * 100:g} % of the best "
+            f"before ({best_achieved:,.0f}/s)"
         )
     if reasons:
         if step.saturated:  # the server tipped over first; the client then fell behind

@@ -5,6 +5,9 @@ Each step is a full constant-rate attack (every process, the result stream kept 
 machine once a second. :mod:`tippingpoint.knee` decides when a step is past the
 knee; the sweep stops there (or where the client became the limit), then refines the
 knee by bisection between the last good and the first bad rate.
+
+A closed sweep steps the number of closed-loop connections instead of the rate
+(``out/step-NN-cCONNS.jsonl``), as one would run wrk with more and more connections.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class SweepConfig:
     max_rate: float | None = None
     rule: KneeRule = field(default_factory=KneeRule)
     out: Path | None = None
+    closed: bool = False
+    """Step the connections of a closed loop (``start``, ``step`` count connections)."""
 
 
 @dataclass
@@ -73,6 +78,13 @@ class Row:
     refined: bool = False
     p99_sustained_ms: float = 0.0
     """The median of the step's per-second p99: what the knee rule looks at."""
+    connections: int | None = None
+    """A closed sweep's step: its connections (``offered`` is 0: no rate was offered)."""
+
+    @property
+    def key(self) -> float:
+        """What the sweep stepped: the offered rate, or the connections."""
+        return self.offered if self.connections is None else self.connections
 
     def step(self) -> Step:
         return Step(
@@ -93,10 +105,16 @@ class SweepResult:
     client_limited: bool
     reason: str
     monitor: list[dict[str, Any]]
+    closed: bool = False
+    knee_connections: int | None = None
+    """A closed sweep: the connections of the step whose throughput is the tipping point
+    (``first_bad`` is then the connections of the first step past the knee)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "model": "closed" if self.closed else "open",
             "tipping_point": self.tipping_point,
+            "knee_connections": self.knee_connections,
             "first_bad": self.first_bad,
             "client_limited": self.client_limited,
             "reason": self.reason,
@@ -106,22 +124,41 @@ class SweepResult:
 
 def _run_step(
     config: SweepConfig,
-    rate: float,
+    value: float,
     index: int,
     monitor: Monitor | None,
     samples: list[dict[str, Any]],
 ) -> tuple[Row, Summary]:
-    attack = replace(
-        config.attack, rate=rate, pace=(), duration=config.step_duration, requests=None
-    )
+    """One step: at rate ``value``, or with ``value`` closed-loop connections."""
+    connections: int | None = None
+    if config.closed:
+        connections = int(value)
+        rate = 0.0
+        attack = replace(
+            config.attack,
+            rate=0.0,
+            pace=(),
+            connections=connections,
+            max_connections=None,
+            duration=config.step_duration,
+            requests=None,
+        )
+        name = f"step-{index:02d}-c{connections}"
+        tags: dict[str, float] = {"connections": connections}
+    else:
+        rate = value
+        attack = replace(
+            config.attack, rate=rate, pace=(), duration=config.step_duration, requests=None
+        )
+        name, tags = f"step-{index:02d}-{rate:.0f}", {"offered": rate}
     lines: list[bytes] = []
     step_samples: list[dict[str, Any]] = []
-    with sampling(monitor, step_samples, step=index, offered=rate):
+    with sampling(monitor, step_samples, step=index, **tags):
         run_attack(attack, lines.append)
     samples.extend(step_samples)
     if config.out is not None:
         config.out.mkdir(parents=True, exist_ok=True)
-        (config.out / f"step-{index:02d}-{rate:.0f}.jsonl").write_bytes(b"".join(lines))
+        (config.out / f"{name}.jsonl").write_bytes(b"".join(lines))
     text = b"".join(lines).decode()
 
     records = list(read_records([(f"step {index}", io.StringIO(text))]))
@@ -157,6 +194,7 @@ def _run_step(
         saturated=saturated,
         verdict="",
         p99_sustained_ms=sustained_p99,
+        connections=connections,
     )
     return row, summary
 
@@ -183,6 +221,14 @@ def _sustained(records: list[tuple[str, dict[str, Any]]]) -> tuple[float, float]
     return statistics.median(p99s), statistics.median(lates)
 
 
+def _next(config: SweepConfig, value: float) -> float:
+    kind, amount = config.step
+    following = value * amount if kind == "x" else value + amount
+    if config.closed:  # whole connections, and at least one more
+        return float(max(int(following), int(value) + 1))
+    return following
+
+
 def run_sweep(
     config: SweepConfig,
     monitor: Monitor | None = None,
@@ -190,18 +236,22 @@ def run_sweep(
 ) -> SweepResult:
     rows: list[Row] = []
     samples: list[dict[str, Any]] = []
-    rate = config.start
+    value = float(int(config.start)) if config.closed else config.start
     verdict: Verdict | None = None
     first_bad: float | None = None
+    best = 0.0  # a closed sweep: the best throughput of the steps within the knee
     index = 0
     interrupted = False
     while index < config.max_steps:
-        if config.max_rate is not None and rate > config.max_rate:
+        if config.max_rate is not None and value > config.max_rate:
             break
-        row, summary = _run_step(config, rate, index, monitor, samples)
+        row, summary = _run_step(config, value, index, monitor, samples)
         index += 1
         verdict = judge(
-            row.step(), baseline([r.step() for r in [*rows, row]], config.rule), config.rule
+            row.step(),
+            baseline([r.step() for r in [*rows, row]], config.rule),
+            config.rule,
+            best if config.closed else None,
         )
         row.verdict = verdict.reason
         rows.append(row)
@@ -211,24 +261,31 @@ def run_sweep(
             interrupted = True
             break
         if verdict.past_knee or verdict.client_limited:
-            first_bad = rate
+            first_bad = value
             break
-        kind, amount = config.step
-        rate = rate * amount if kind == "x" else rate + amount
-    good = [r.offered for r in rows if not r.saturated and r.offered != first_bad]
+        best = max(best, row.achieved)
+        value = _next(config, value)
+    good = [r.key for r in rows if not r.saturated and r.key != first_bad]
     last_good = max(good) if good else None
     client_limited = verdict is not None and verdict.client_limited
     if first_bad is not None and last_good is not None and not client_limited and not interrupted:
         low, high = last_good, first_bad
         base = baseline([r.step() for r in rows], config.rule)
         for _ in range(config.refine):
-            if index >= config.max_steps or high - low < max(1.0, 0.02 * low):
+            if index >= config.max_steps:
                 break
-            mid = (low + high) / 2
+            if config.closed:
+                if high - low <= 1:
+                    break
+                mid = float((int(low) + int(high)) // 2)
+            else:
+                if high - low < max(1.0, 0.02 * low):
+                    break
+                mid = (low + high) / 2
             row, summary = _run_step(config, mid, index, monitor, samples)
             index += 1
             row.refined = True
-            mid_verdict = judge(row.step(), base, config.rule)
+            mid_verdict = judge(row.step(), base, config.rule, best if config.closed else None)
             row.verdict = mid_verdict.reason
             rows.append(row)
             if on_row is not None:
@@ -237,43 +294,59 @@ def run_sweep(
                 break
             if mid_verdict.past_knee:
                 high = mid
+                verdict = mid_verdict  # the first step past the knee is now this one
             else:
                 low = mid
+                best = max(best, row.achieved)
         last_good, first_bad = low, high
+    unit = " connections" if config.closed else "/s"
     if interrupted:
         reason = "interrupted"
     elif verdict is None:
         reason = "no steps run"
     elif client_limited:
-        reason = f"the client is the limit at {rows[-1].offered:,.0f}/s: {verdict.reason}"
+        reason = f"the client is the limit at {rows[-1].key:,.0f}{unit}: {verdict.reason}"
     elif first_bad is None:
         reason = "no knee found within the steps: raise --max-steps or --start"
     else:
         reason = verdict.reason
     tipping = last_good if first_bad is not None and not client_limited else None
+    knee_connections = None
+    if config.closed and tipping is not None:
+        knee_connections = int(tipping)
+        tipping = max(r.achieved for r in rows if r.key == tipping)
     if config.out is not None:
         config.out.mkdir(parents=True, exist_ok=True)
         (config.out / "monitor.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
-    return SweepResult(rows, tipping, first_bad, client_limited, reason, samples)
+    return SweepResult(
+        rows, tipping, first_bad, client_limited, reason, samples, config.closed, knee_connections
+    )
 
 
 def render_table(result: SweepResult) -> str:
+    first = "connections" if result.closed else "offered/s"
     head = (
-        f"{'offered/s':>10} {'achieved/s':>11} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{first:>11} {'achieved/s':>11} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'success':>8} {'proxy CPU':>9} {'TCP est.':>9} {'pkts in/s':>10} {'pkts out/s':>10}"
     )
     lines = [head]
-    for r in sorted(result.rows, key=lambda r: r.offered):
+    for r in sorted(result.rows, key=lambda r: r.key):
         cpu = f"{r.proxy_cpu_pct:.0f}%" if r.proxy_cpu_pct is not None else "-"
-        mark = " <- past the knee" if r.offered == result.first_bad else ""
+        mark = " <- past the knee" if r.key == result.first_bad else ""
         if r.saturated:
             mark = " <- client saturated"
         lines.append(
-            f"{r.offered:10,.0f} {r.achieved:11,.0f} {r.mean_ms:8.2f} {r.p50_ms:8.2f} "
+            f"{r.key:11,.0f} {r.achieved:11,.0f} {r.mean_ms:8.2f} {r.p50_ms:8.2f} "
             f"{r.p99_ms:8.2f} {r.success * 100:7.2f}% {cpu:>9} {r.tcp_established:9,d} "
             f"{r.packets_in_per_s:10,.0f} {r.packets_out_per_s:10,.0f}{mark}"
         )
-    if result.tipping_point is not None:
+    if result.tipping_point is not None and result.closed:
+        lines.append(
+            f"\nTipping point: {result.tipping_point:,.0f} requests/s with "
+            f"{result.knee_connections:,d} connections in a closed loop (first past the knee: "
+            f"{result.first_bad:,.0f} connections: {result.reason})"
+        )
+    elif result.tipping_point is not None:
         lines.append(
             f"\nTipping point: {result.tipping_point:,.0f} requests/s "
             f"(first past the knee: {result.first_bad:,.0f}/s: {result.reason})"

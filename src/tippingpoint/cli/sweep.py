@@ -1,4 +1,4 @@
-"""`tippingpoint sweep`: step the rate up to the tipping point."""
+"""`tippingpoint sweep`: step the rate (or, closed, the connections) up to the tipping point."""
 
 from __future__ import annotations
 
@@ -21,18 +21,22 @@ _SWEEP_CONNECTIONS = 128
 @cli.command()
 @request_options
 @click.option(
+    "--closed",
+    is_flag=True,
+    help="Step the connections of a closed loop (as wrk -c), not the rate.",
+)
+@click.option(
     "--start",
     "start_rate",
-    default="1000",
-    show_default=True,
-    help="First rate (requests per second).",
+    default=None,
+    help="First rate (requests per second) [default: 1000]; --closed: first connections "
+    "[default: 1].",
 )
 @click.option(
     "--step",
     "step_spec",
-    default="x1.5",
-    show_default=True,
-    help="Next rate: x1.5 (multiply) or +1000 (add).",
+    default=None,
+    help="Next rate (connections): x1.5 (multiply) or +1000 (add) [default: x1.5; --closed: x2].",
 )
 @click.option("--step-duration", default="10s", show_default=True, help="Length of each step.")
 @click.option(
@@ -85,7 +89,11 @@ _SWEEP_CONNECTIONS = 128
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def sweep(**opts: Any) -> None:
-    """Step the rate up until latency tips over; print the table and the tipping point."""
+    """Step the rate up until latency tips over; print the table and the tipping point.
+
+    With --closed, step the number of connections of a closed loop instead (each sends
+    its next request when the last is answered, as wrk does): the tipping point is then
+    the most the server carries while its latency stays near its low-load level."""
     import json
     from pathlib import Path
 
@@ -96,6 +104,9 @@ def sweep(**opts: Any) -> None:
     from tippingpoint.sweep import SweepConfig, parse_step, render_table, run_sweep
 
     with user_errors():
+        closed = opts["closed"]
+        if closed and opts["max_connections"] is not None:
+            raise ValueError("--closed steps the connections itself: drop --max-connections")
         if opts["max_connections"] is None:
             # A fixed pool, as wrk2 holds: the sweep measures the server's request capacity;
             # past it, hits queue and the latency shows the knee. Without a cap, a slowing
@@ -108,8 +119,12 @@ def sweep(**opts: Any) -> None:
             raise ValueError("--step-duration must be >= 1s")
         sweep_config = SweepConfig(
             attack=config,
-            start=parse_rate(opts["start_rate"]),
-            step=parse_step(opts["step_spec"]),
+            start=(
+                _connections(opts["start_rate"] or "1")
+                if closed
+                else parse_rate(opts["start_rate"] or "1000")
+            ),
+            step=parse_step(opts["step_spec"] or ("x2" if closed else "x1.5")),
             step_duration=step_duration,
             max_steps=opts["max_steps"],
             refine=opts["refine"],
@@ -120,6 +135,7 @@ def sweep(**opts: Any) -> None:
                 slo=parse_slo(opts["slo"]) if opts["slo"] else None,
             ),
             out=Path(opts["out_dir"]) if opts["out_dir"] else None,
+            closed=closed,
         )
         if sweep_config.start <= 0 or sweep_config.max_steps < 1:
             raise ValueError("--start must be > 0 and --max-steps >= 1")
@@ -142,8 +158,9 @@ def sweep(**opts: Any) -> None:
 
     def on_row(row: Any) -> None:
         if not opts["as_json"]:
+            label = f"{row.connections:,d} connections" if closed else f"{row.offered:,.0f}/s"
             click.echo(
-                f"step {row.offered:,.0f}/s: achieved {row.achieved:,.0f}/s, "
+                f"step {label}: achieved {row.achieved:,.0f}/s, "
                 f"p99 {row.p99_ms:.2f} ms, success {row.success * 100:.2f}%"
                 + (f" - {row.verdict}" if row.verdict else ""),
                 err=True,
@@ -154,3 +171,13 @@ def sweep(**opts: Any) -> None:
         click.echo(json.dumps(result.to_json()))
     else:
         click.echo(render_table(result), nl=False)
+
+
+def _connections(text: str) -> float:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"bad --start {text!r}: with --closed, a number of connections >= 1")
+    return float(value)

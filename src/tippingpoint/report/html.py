@@ -45,25 +45,41 @@ function plot(id, traces, lay) {
 }
 for (const exp of DATA.experiments) {
   if (exp.kind === 'sweep') {
-    const rows = exp.sweep.steps.slice().sort((a, b) => a.offered - b.offered);
-    const x = rows.map(r => r.offered);
-    const shapes = exp.sweep.tipping_point === null ? [] : [{type: 'line',
-      x0: exp.sweep.tipping_point, x1: exp.sweep.tipping_point, yref: 'paper', y0: 0, y1: 1,
-      line: {dash: 'dot', color: '#d62728'}}];
-    const annotations = exp.sweep.tipping_point === null ? [] : [{x: exp.sweep.tipping_point,
-      yref: 'paper', y: 1, text: 'tipping point ' + Math.round(exp.sweep.tipping_point) + '/s',
-      showarrow: false, yanchor: 'bottom'}];
+    // A closed sweep steps connections: its charts are drawn against them (log scale),
+    // the knee at the connections whose throughput is the tipping point.
+    const closed = exp.sweep.model === 'closed';
+    const rows = exp.sweep.steps.slice().sort(closed
+      ? (a, b) => a.connections - b.connections : (a, b) => a.offered - b.offered);
+    const x = rows.map(r => closed ? r.connections : r.offered);
+    const tp = exp.sweep.tipping_point;
+    const at = closed ? exp.sweep.knee_connections : tp;
+    const label = tp === null ? '' : 'tipping point ' + Math.round(tp) + '/s'
+      + (closed ? ' (' + at + ' connections)' : '');
+    const shapes = tp === null ? [] : [{type: 'line', x0: at, x1: at, yref: 'paper', y0: 0,
+      y1: 1, line: {dash: 'dot', color: '#d62728'}}];
+    const annotations = tp === null ? [] : [{x: closed ? Math.log10(at) : at, yref: 'paper',
+      y: 1, text: label, showarrow: false, yanchor: 'bottom'}];
+    const xaxis = closed ? {xaxis: {type: 'log', title: {text: 'connections (log)'}}} : {};
     plot('knee-' + exp.id, [
       {x: x, y: rows.map(r => r.p50_ms), name: 'p50', mode: 'lines+markers'},
       {x: x, y: rows.map(r => r.p99_ms), name: 'p99', mode: 'lines+markers'},
       {x: x, y: rows.map(r => r.mean_ms), name: 'mean', mode: 'lines+markers'}],
-      layout(exp.name + ': latency against offered rate', 'offered requests/s', 'ms',
+      layout(exp.name + (closed ? ': latency against connections (closed loop)'
+                                : ': latency against offered rate'),
+             closed ? 'connections' : 'offered requests/s', 'ms',
              {yaxis: {type: 'log', title: {text: 'ms (log)'}}, shapes: shapes,
-              annotations: annotations}));
-    plot('rate-' + exp.id, [
-      {x: x, y: rows.map(r => r.achieved), name: 'achieved', mode: 'lines+markers'},
-      {x: x, y: x, name: 'offered', mode: 'lines', line: {dash: 'dash'}}],
-      layout(exp.name + ': achieved against offered', 'offered requests/s', 'requests/s'));
+              annotations: annotations, ...xaxis}));
+    if (closed) {
+      plot('rate-' + exp.id, [
+        {x: x, y: rows.map(r => r.achieved), name: 'achieved', mode: 'lines+markers'}],
+        layout(exp.name + ': throughput against connections', 'connections', 'requests/s',
+               {shapes: shapes, ...xaxis}));
+    } else {
+      plot('rate-' + exp.id, [
+        {x: x, y: rows.map(r => r.achieved), name: 'achieved', mode: 'lines+markers'},
+        {x: x, y: x, name: 'offered', mode: 'lines', line: {dash: 'dash'}}],
+        layout(exp.name + ': achieved against offered', 'offered requests/s', 'requests/s'));
+    }
   } else if (exp.kind === 'hold') {
     const h = exp.hold;
     plot('hold-' + exp.id, [
@@ -111,12 +127,13 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _sweep_rows(sweep: dict[str, Any]) -> list[list[Any]]:
+    key = "connections" if sweep.get("model") == "closed" else "offered"
     rows = []
-    for r in sorted(sweep["steps"], key=lambda r: r["offered"]):
+    for r in sorted(sweep["steps"], key=lambda r: r[key]):
         cpu = "-" if r["proxy_cpu_pct"] is None else f"{r['proxy_cpu_pct']:.0f}%"
         rows.append(
             [
-                f"{r['offered']:,.0f}",
+                f"{r[key]:,.0f}",
                 f"{r['achieved']:,.0f}",
                 f"{r['mean_ms']:.2f}",
                 f"{r['p50_ms']:.2f}",
@@ -146,8 +163,14 @@ def render_html(data: dict[str, Any]) -> str:
         parts.append(f"<h2>{html.escape(exp['name'])}</h2><p>{html.escape(exp['description'])}</p>")
         if exp["kind"] == "sweep":
             sweep = exp["sweep"]
+            closed = sweep.get("model") == "closed"
             verdict = (
                 f"Tipping point: {sweep['tipping_point']:,.0f} requests/s"
+                + (
+                    f" with {sweep['knee_connections']:,} connections in a closed loop"
+                    if closed
+                    else ""
+                )
                 if sweep["tipping_point"] is not None
                 else "No tipping point"
             )
@@ -159,7 +182,7 @@ def render_html(data: dict[str, Any]) -> str:
             parts.append(
                 _table(
                     [
-                        "offered/s",
+                        "connections" if closed else "offered/s",
                         "achieved/s",
                         "mean ms",
                         "p50 ms",
