@@ -176,6 +176,7 @@ def test_closed_sweep_table_and_options(serve) -> None:
     for args, message in (
         (["--start", "0"], b"with --closed, a number of connections >= 1"),
         (["--max-connections", "10"], b"--closed steps the connections itself"),
+        (["--max-rate", "1000"], b"--closed offers no rate"),
     ):
         result = run_tp("sweep", "http://127.0.0.1:1/", "--closed", *args)
         assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -107,6 +107,8 @@ def sweep(**opts: Any) -> None:
         closed = opts["closed"]
         if closed and opts["max_connections"] is not None:
             raise ValueError("--closed steps the connections itself: drop --max-connections")
+        if closed and opts["max_rate"]:
+            raise ValueError("--closed offers no rate: drop --max-rate (--max-steps bounds it)")
         if opts["max_connections"] is None:
             # A fixed pool, as wrk2 holds: the sweep measures the server's request capacity;
             # past it, hits queue and the latency shows the knee. Without a cap, a slowing
