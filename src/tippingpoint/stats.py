@@ -269,10 +269,14 @@ def _encode_counts(counts: npt.NDArray[np.int64]) -> bytes:
     nbytes = np.ones(len(zz), dtype=np.int64)
     for step in range(1, 9):
         nbytes += zz >= np.uint64(1 << (7 * step))
-    shifts = np.arange(9, dtype=np.uint64) * np.uint64(7)
+    # As many byte columns as the largest token needs (counts per interval rarely need
+    # more than 3 of the 9): the 2-D work below shrinks with it.
+    width = int(nbytes.max())
+    shifts = np.arange(width, dtype=np.uint64) * np.uint64(7)
     groups = (zz[:, None] >> shifts[None, :]) & np.uint64(0x7F)
-    groups[:, 8] = zz >> np.uint64(56)  # the 9th byte carries 8 bits
-    column = np.arange(9)[None, :]
+    if width == 9:
+        groups[:, 8] = zz >> np.uint64(56)  # the 9th byte carries 8 bits
+    column = np.arange(width)[None, :]
     groups |= np.where(column < (nbytes[:, None] - 1), np.uint64(0x80), np.uint64(0))
     return groups.astype(np.uint8)[column < nbytes[:, None]].tobytes()
 

@@ -33,3 +33,22 @@ def test_times_before_the_start_are_not_taken_for_none() -> None:
     record = rec.flush(0.0, 1.0, 0, 0)
     assert record["first_send"] == 0
     assert record["last_send"] == 500_000
+
+
+def test_a_record_encoded_one_histogram_at_a_time_is_the_same() -> None:
+    records = []
+    for encode in (True, False):
+        rec = Recorder(0, start_ns=0)
+        rec.same3.extend(range(1_000, 2_000_000, 997))
+        rec.lateness.extend(range(0, 300_000, 101))
+        rec.connect.extend([250_000, 300_000])
+        record = rec.flush(0.0, 1.0, 3, 1, encode=encode)
+        if not encode:
+            steps = 1
+            while not Recorder.encode_next(record):
+                steps += 1
+            assert steps == 5  # one call per histogram
+            assert Recorder.encode_next(record)  # nothing left: still done
+        record.pop("cpu_us")
+        records.append(record)
+    assert records[0] == records[1]

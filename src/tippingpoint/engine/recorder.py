@@ -117,10 +117,18 @@ class Recorder:
             hists["ttfb"].record_many(us)
             self.same2 = array("q")
 
-    def flush(self, t: float, duration: float, open_conns: int, in_flight: int) -> dict[str, Any]:
-        """The record for the interval starting ``t`` seconds into the attack; resets."""
+    def flush(
+        self, t: float, duration: float, open_conns: int, in_flight: int, encode: bool = True
+    ) -> dict[str, Any]:
+        """The record for the interval starting ``t`` seconds into the attack; resets.
+
+        With ``encode=False`` the record's ``hist`` still holds the histograms: encoding
+        the five takes a few milliseconds at high rates, which :meth:`encode_next` lets a
+        caller spread over several turns of its event loop."""
         self.absorb()
-        hists = {name: h.encode() for name, h in self.hists.items()}
+        hists: dict[str, Any] = (
+            {name: h.encode() for name, h in self.hists.items()} if encode else dict(self.hists)
+        )
         lat_sum = self.hists["latency"].total_sum
         self.hists = {name: Histogram() for name in METRICS}
         cpu_ns = process_time_ns()
@@ -158,6 +166,15 @@ class Recorder:
         self.bytes_in = self.bytes_out = self.opened = self.closed = self.tls_resumed = 0
         self.first_send_ns = self.last_send_ns = self.last_done_ns = -1
         return record
+
+    @staticmethod
+    def encode_next(record: dict[str, Any]) -> bool:
+        """Encode one histogram of a record flushed with ``encode=False``; True once all are."""
+        hists = record["hist"]
+        left = [name for name, h in hists.items() if isinstance(h, Histogram)]
+        if left:
+            hists[left[0]] = hists[left[0]].encode()
+        return len(left) <= 1
 
     def _us(self, ns: int) -> int:
         """Microseconds since the attack's start (0 for earlier), or -1 for none."""
