@@ -7,6 +7,10 @@ request sent). The open model is timed the same way: hits dispatched by the paci
 loop onto idle connections, then answered. Prints microseconds per request, best of
 --repeat; the difference with the socket figures of client_cost.py is the kernel.
 
+Also the once-a-second work: encoding an interval record of 80,000 requests (its five
+histograms), in all and for the largest histogram — what the pacing loop would wait
+for if it were done at once (the engine spreads it over several turns of the loop).
+
     python benchmarks/client_protocol_cost.py [--number 200000] [--repeat 5]
 """
 
@@ -18,8 +22,11 @@ import time
 from collections import deque
 from time import monotonic_ns
 
+import numpy as np
+
 from tippingpoint.engine.attack import Engine
 from tippingpoint.engine.client import ClientConn
+from tippingpoint.engine.recorder import Recorder
 from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.server.worker import new_loop
 from tippingpoint.targets import Target
@@ -109,6 +116,28 @@ def open_model(number: int, batch: int = 20) -> float:
     return elapsed / (rounds * batch) * 1e6
 
 
+def interval_encoding(rate: int = 80_000) -> tuple[float, float]:
+    """Milliseconds to encode one second's record at ``rate``: all five, the largest."""
+    rng = np.random.default_rng(1)
+    rec = Recorder(0, start_ns=0)
+    service = rng.lognormal(np.log(200_000), 0.8, rate).astype(np.int64)  # ns, ~0.2 ms
+    lateness = rng.exponential(60_000, rate).astype(np.int64)
+    rec.same2.extend(service.tolist())
+    rec.latency.extend((service + lateness).tolist())
+    rec.lateness.extend(lateness.tolist())
+    rec.connect.extend(rng.lognormal(np.log(300_000), 0.5, 50).astype(np.int64).tolist())
+    record = rec.flush(0.0, 1.0, 128, 10, encode=False)
+    steps = []
+    t0 = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        done = Recorder.encode_next(record)
+        steps.append(time.perf_counter() - t)
+        if done:
+            break
+    return (time.perf_counter() - t0) * 1e3, max(steps) * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--number", type=int, default=200_000)
@@ -117,6 +146,12 @@ def main() -> None:
     for name, fn in (("closed model", closed), ("open model", open_model)):
         best = min(fn(args.number) for _ in range(args.repeat))
         print(f"{name:14s} {best:6.3f} µs per request (Python, no sockets)")
+    runs = [interval_encoding() for _ in range(args.repeat)]
+    total, largest = min(r[0] for r in runs), min(r[1] for r in runs)
+    print(
+        f"interval record at 80,000/s: {total:.2f} ms to encode its 5 histograms, "
+        f"{largest:.2f} ms the largest"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,6 @@ _FRAMING_HEADERS = re.compile(rb"\r\n(content-length|transfer-encoding|connectio
 # framed with one dictionary lookup. The mapping is a pure function of the bytes.
 _MEMO: dict[bytes, tuple[int, bool, int]] = {}
 _MEMO_SIZE: Final = 256
-# What no response head starts with: the "previous head" of a reader that has none.
-_NO_HEAD: Final = b"\x00"
 
 
 def _framing(head: bytes) -> tuple[int, bool, int]:
@@ -80,6 +78,7 @@ class ResponseReader:
         "_prev",
         "_prev_keep_alive",
         "_prev_length",
+        "_prev_size",
         "_prev_status",
         "_remaining",
         "_state",
@@ -99,7 +98,8 @@ class ResponseReader:
         # The head (with its blank line) of the last response framed by Content-Length,
         # and its framing: a server repeats its heads byte for byte, so the next
         # response is usually recognised with one comparison.
-        self._prev = _NO_HEAD
+        self._prev = b""
+        self._prev_size = -1  # head + body: no response has it until one is remembered
         self._prev_status = 0
         self._prev_keep_alive = True
         self._prev_length = 0
@@ -117,8 +117,8 @@ class ResponseReader:
                 data = self._buf + data
                 self._buf = b""
             elif (
-                data.startswith(self._prev)
-                and len(data) - len(self._prev) == self._prev_length
+                len(data) == self._prev_size
+                and data.startswith(self._prev)
                 and not self._head_request
             ):  # the whole response in one read, with the same head as the last one
                 self.status = self._prev_status
@@ -180,6 +180,7 @@ class ResponseReader:
                 self.body_bytes = length
                 self._state = _DONE
                 self._prev = data[: end + 4]
+                self._prev_size = end + 4 + length
                 self._prev_status = status
                 self._prev_keep_alive = keep_alive
                 self._prev_length = length
