@@ -101,3 +101,23 @@ def test_a_closed_sweep_tips_where_throughput_stops_growing_or_latency_climbs() 
     assert all("of offered" not in v.reason for v in verdicts)
     # Without a best (an open sweep), a fall in throughput alone is no knee.
     assert not judge(steps[7], base, rule).past_knee
+
+
+def test_a_client_whose_lateness_is_its_own_is_the_limit_even_when_latency_moved() -> None:
+    # TLS with a new connection per request: the client fell behind at 375/s and the
+    # latency it measured (its own lateness included) climbed; HAProxy was at 30 %.
+    steps = [
+        *curve([200, 300], [5.8, 11.2]),
+        Step(375, 372, 21, 62, 1.0, saturated=True, client_cpu=0.63, fixed_pool=True),
+    ]
+    index, verdict = find_knee(steps, KneeRule())
+    assert index == 2 and verdict is not None
+    assert verdict.client_limited and not verdict.past_knee
+    assert verdict.reason.startswith("client-limited: the load generator fell behind (its ")
+    assert "p99 62.00 ms" in verdict.reason  # what moved is still said
+    # The same step from a generator at the end of its CPU, connections free to grow.
+    cpu_bound = Step(375, 372, 21, 62, 1.0, saturated=True, client_cpu=0.97)
+    assert judge(cpu_bound, 5.8, KneeRule()).client_limited
+    # Without falling behind, a fixed pool changes nothing: the server's knee is a knee.
+    on_time = Step(375, 300, 21, 62, 1.0, client_cpu=0.5, fixed_pool=True)
+    assert judge(on_time, 5.8, KneeRule()).past_knee

@@ -25,7 +25,10 @@ A step whose generator fell behind while the server's figures still look fine sa
 nothing about the server: the sweep stops there and says that the client is the
 limit. When the server's figures are past the knee too, the server tipped first (its
 slowness made the client open connection after connection) and the step counts as
-past the knee. The tipping point is the highest rate
+past the knee, unless the generator was at the end of its CPU (``client_cpu_max``) or
+its connections could not grow (a connection cap, or a new connection per request:
+then the server's slowness cannot have made it late): its own slowness may then be
+all the server's figures show, and the step is client-limited. The tipping point is the highest rate
 offered before the first step past the knee.
 """
 
@@ -62,6 +65,11 @@ class Step:
     saturated: bool = False
     percentiles_ms: tuple[tuple[float, float], ...] = ()
     """Extra ``(percentile, ms)`` pairs, for an SLO on another percentile."""
+    client_cpu: float | None = None
+    """The share of its cores the load generator used (0-1), where recorded."""
+    fixed_pool: bool = False
+    """The generator's connections could not grow with the server's slowness (a
+    connection cap, or a new connection per request): its lateness is its own."""
 
     def at(self, percentile: float) -> float:
         if percentile == 99:
@@ -82,6 +90,8 @@ class KneeRule:
     slo: tuple[float, float] | None = None
     min_success: float = 0.999
     min_achieved: float = 0.98
+    client_cpu_max: float = 0.95
+    """A generator at this share of its cores cannot tell the server's limit from its own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +133,24 @@ def judge(
             f"throughput {step.achieved:,.0f}/s < {rule.min_achieved * 100:g} % of the best "
             f"before ({best_achieved:,.0f}/s)"
         )
-    if reasons:
+    cpu_bound = step.client_cpu is not None and step.client_cpu >= rule.client_cpu_max
+    own_lateness = step.saturated and (cpu_bound or step.fixed_pool)
+    if reasons and not own_lateness:
         if step.saturated:  # the server tipped over first; the client then fell behind
             reasons.append("the load generator fell behind too")
         return Verdict(True, False, "; ".join(reasons))
     if step.saturated:
-        return Verdict(False, True, "the load generator fell behind: the client is the limit")
+        cpu = (
+            f" (its processes used {step.client_cpu * 100:.0f} % of their cores)"
+            if step.client_cpu is not None
+            else ""
+        )
+        moved = (
+            f"; the latency it measured moved too ({'; '.join(reasons)}), its own lateness included"
+            if reasons
+            else ""
+        )
+        return Verdict(False, True, f"client-limited: the load generator fell behind{cpu}{moved}")
     return Verdict(False, False, "within the low-load latency")
 
 

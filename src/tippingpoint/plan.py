@@ -33,6 +33,7 @@ __all__ = [
     "ConnectionPlan",
     "loopback_sources",
     "plan_connections",
+    "plan_with_sources",
     "processes_for",
     "proxy_instances_for",
 ]
@@ -218,3 +219,40 @@ def loopback_sources(count: int) -> tuple[str, ...]:
     if not 0 < count < 2**24 - 2:
         raise ValueError("between 1 and 16,777,213 loopback source addresses")
     return tuple(str(ipaddress.IPv4Address(0x7F000002 + i)) for i in range(count))
+
+
+def plan_with_sources(
+    connections: int,
+    host: str,
+    laddrs: tuple[str, ...],
+    fd_limit: int,
+    port_range: tuple[int, int],
+    destination_ports: int = 1,
+    memory_available: int | None = None,
+    *,
+    tls: bool = False,
+    file_max: int | None = None,
+) -> tuple[ConnectionPlan, tuple[str, ...]]:
+    """The plan of a hold against ``host``, and the source addresses to use: the user's
+    ``laddrs``, or, on IPv4 loopback where every 127.x.y.z is ours, as many as the plan
+    needs ("localhost" may resolve to ::1, where they would not bind)."""
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+
+    def make(addresses: int | None) -> ConnectionPlan:
+        return plan_connections(
+            connections,
+            fd_limit,
+            port_range,
+            destination_ports,
+            memory_available,
+            both_ends_local=loopback,
+            tls=tls,
+            source_addresses=addresses,
+            file_max=file_max,
+        )
+
+    plan = make(len(laddrs) or 1)
+    if not laddrs and host.startswith("127.") and plan.source_addresses > 1:
+        plan = make(None)
+        laddrs = loopback_sources(plan.source_addresses)
+    return plan, laddrs

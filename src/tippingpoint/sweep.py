@@ -80,6 +80,10 @@ class Row:
     """The median of the step's per-second p99: what the knee rule looks at."""
     connections: int | None = None
     """A closed sweep's step: its connections (``offered`` is 0: no rate was offered)."""
+    client_cpu_pct: float | None = None
+    """The share of its cores the load generator used, in %."""
+    fixed_pool: bool = False
+    """The generator's connections could not grow with the server's slowness."""
 
     @property
     def key(self) -> float:
@@ -94,6 +98,8 @@ class Row:
             self.p99_sustained_ms or self.p99_ms,
             self.success,
             self.saturated,
+            client_cpu=None if self.client_cpu_pct is None else self.client_cpu_pct / 100,
+            fixed_pool=self.fixed_pool,
         )
 
 
@@ -195,6 +201,8 @@ def _run_step(
         verdict="",
         p99_sustained_ms=sustained_p99,
         connections=connections,
+        client_cpu_pct=None if busy is None else round(busy * 100, 1),
+        fixed_pool=(config.closed or not attack.keepalive or attack.max_connections is not None),
     )
     return row, summary
 
@@ -210,6 +218,10 @@ def _sustained(records: list[tuple[str, dict[str, Any]]]) -> tuple[float, float]
     p99s: list[float] = []
     lates: list[float] = []
     seconds = windows(records, 1.0)
+    if len(seconds) > 1:
+        # The first second opens the connection pool (TLS handshakes and all), which a
+        # steady state does not do: wrk, too, measures once its connections are up.
+        seconds = seconds[1:]
     counts = sorted(w.hists["latency"].total for _, w in seconds)
     typical = counts[len(counts) // 2] if counts else 0
     for _, w in seconds:
@@ -305,7 +317,7 @@ def run_sweep(
     elif verdict is None:
         reason = "no steps run"
     elif client_limited:
-        reason = f"the client is the limit at {rows[-1].key:,.0f}{unit}: {verdict.reason}"
+        reason = f"client-limited at {rows[-1].key:,.0f}{unit}: {verdict.reason}"
     elif first_bad is None:
         reason = "no knee found within the steps: raise --max-steps or --start"
     else:

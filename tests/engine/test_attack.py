@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.conftest import HOST, free_ports, run_tp, tippingpoint_cmd
-from tippingpoint.stats import Histogram
+from tippingpoint.hdr import Histogram
 
 
 def records(stream: bytes) -> list[dict]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tippingpoint.engine.recorder import Recorder
-from tippingpoint.stats import Histogram
+from tippingpoint.hdr import Histogram
 
 
 def test_shared_values_count_in_every_histogram_they_stand_for() -> None:

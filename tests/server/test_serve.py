@@ -425,6 +425,26 @@ def test_port_in_use_is_a_one_line_error() -> None:
     finally:
         blocker.close()
     assert result.returncode == 2
+    assert f"port {port} is taken: pid {os.getpid()} (" in result.stderr
+    assert f"kill {os.getpid()}" in result.stderr and "--share-ports" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sharing_a_port_with_a_socket_that_does_not_share_is_a_one_line_error() -> None:
+    [port] = free_ports(1)
+    blocker = socket.socket()  # no SO_REUSEPORT: the kernel refuses to share it
+    blocker.bind((HOST, port))
+    blocker.listen()
+    try:
+        result = subprocess.run(
+            tippingpoint_cmd("serve", "--ports", str(port), "--processes", "1", "--share-ports"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        blocker.close()
+    assert result.returncode == 2
     assert "cannot listen on 127.0.0.1 ports" in result.stderr
     assert "Traceback" not in result.stderr
 

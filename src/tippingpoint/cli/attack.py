@@ -75,12 +75,13 @@ def attack(**opts: Any) -> None:
         if not config.closed:
             config.pacer()
     warn_timeout(config, "attack")
-    output = opts["output"]
-    out = sys.stdout.buffer if output == "-" else open(output, "wb")  # noqa: SIM115
+    from tippingpoint.cli.output import OutputError, ResultFile
 
-    def on_line(line: bytes) -> None:
-        out.write(line)
-        out.flush()
+    try:
+        out = ResultFile(opts["output"])
+    except OutputError as e:
+        fail(str(e))
+        return
 
     live = None
     if sys.stderr.isatty():
@@ -96,13 +97,15 @@ def attack(**opts: Any) -> None:
     try:
         if live is not None:
             with live:
-                code = run_attack(config, on_line, live.on_record)
+                code = run_attack(config, out.write, live.on_record)
         else:
-            code = run_attack(config, on_line)
+            code = run_attack(config, out.write)
+    except OutputError as e:
+        fail(str(e), 1)
+        return
     except OSError as e:
         fail(f"cannot attack: {e}")
         return
     finally:
-        if out is not sys.stdout.buffer:
-            out.close()
+        out.close()
     sys.exit(code)

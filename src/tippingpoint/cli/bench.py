@@ -28,10 +28,18 @@ def bench(
     Without SCENARIO: the article's three questions on this machine (HTTP and TLS
     tipping points, long requests building up connections) in a few minutes.
     """
+    import signal
     from pathlib import Path
 
-    from tippingpoint.bench import DEFAULT_SCENARIO, ScenarioError, parse_scenario, run_bench
+    from tippingpoint.bench import (
+        DEFAULT_SCENARIO,
+        BenchFailure,
+        ScenarioError,
+        parse_scenario,
+        run_bench,
+    )
     from tippingpoint.bench import quick as make_quick
+    from tippingpoint.listeners import PortBusy
     from tippingpoint.proxy.instance import HAProxyError
 
     if print_scenario:
@@ -45,19 +53,31 @@ def bench(
         return
     if quick:
         parsed = make_quick(parsed)
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()
+    index = out / "index.html"
+
+    def on_term(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)  # stop as on Ctrl-C: clean up, keep the report
     try:
-        data = run_bench(parsed, out, lambda line: click.echo(line, err=True), haproxy_bin)
+        report = run_bench(parsed, out, lambda line: click.echo(line, err=True), haproxy_bin)
     except ScenarioError as e:
         fail(f"scenario {scenario or '(default)'}: {e}")
         return
-    except (HAProxyError, RuntimeError, OSError) as e:
+    except (BenchFailure, HAProxyError, PortBusy, RuntimeError) as e:
         fail(f"bench: {e}", 1)
         return
-    except KeyboardInterrupt:
-        fail("bench: interrupted; everything started has been stopped", 130)
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        fail(f"bench: cannot write the report{where}: {e.strerror or e}: free space or "
+             "choose another -o", 1)  # fmt: skip
         return
-    click.echo(f"\n{data['title']}")
-    for name, result in data["summary"]:
+    except KeyboardInterrupt:
+        partial = f"; the report has what ran: {index}" if index.exists() else ""
+        fail(f"bench: interrupted; everything started has been stopped{partial}", 130)
+        return
+    click.echo(f"\n{report.title}")
+    for name, result in report.summary:
         click.echo(f"  {name:40s} {result}")
-    click.echo(f"\nreport: {(out / 'index.html').resolve()}")
+    click.echo(f"\nreport: {index}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
@@ -58,14 +57,14 @@ def hold(
     output: str | None,
 ) -> None:
     """Open connections at a rate and hold them (idle or with a periodic request)."""
-    import functools
     from dataclasses import replace
 
-    from tippingpoint.engine.hold import HoldConfig, HoldTally, hold_child, plan_hold
-    from tippingpoint.engine.runner import run_children
+    from tippingpoint.cli.output import OutputError, ResultFile
+    from tippingpoint.engine.hold import HoldConfig, HoldTally
+    from tippingpoint.engine.runner import run_hold
     from tippingpoint.limits import file_max, memory_available, port_range, raise_nofile
     from tippingpoint.pacer import parse_duration, parse_rate
-    from tippingpoint.plan import ConnectionPlan, loopback_sources, plan_connections
+    from tippingpoint.plan import plan_with_sources
     from tippingpoint.server.config import parse_ports
     from tippingpoint.targets import Target
 
@@ -88,68 +87,57 @@ def hold(
             raise ValueError("--connect-rate must be > 0")
     soft, _ = raise_nofile()
     origin = config.target.origin
-    loopback = origin.host in ("localhost", "::1") or origin.host.startswith("127.")
-
-    def make_plan(addresses: int | None) -> ConnectionPlan:
-        return plan_connections(
-            connections,
-            soft,
-            port_range(),
-            len(config.ports) or 1,
-            memory_available(),
-            both_ends_local=loopback,
-            tls=origin.tls,
-            source_addresses=addresses,
-            file_max=file_max(),
-        )
-
-    plan = make_plan(len(config.laddrs) or 1)
-    if not config.laddrs and origin.host.startswith("127.") and plan.source_addresses > 1:
-        # On IPv4 loopback every 127.x.y.z is ours: take the source addresses the plan
-        # needs ("localhost" may resolve to ::1, where they would not bind).
-        plan = make_plan(None)
-        config = replace(config, laddrs=loopback_sources(plan.source_addresses))
+    plan, laddrs = plan_with_sources(
+        connections,
+        origin.host,
+        config.laddrs,
+        soft,
+        port_range(),
+        len(config.ports) or 1,
+        memory_available(),
+        tls=origin.tls,
+        file_max=file_max(),
+    )
+    config = replace(config, laddrs=laddrs)
     if not plan.feasible:
         fail("this plan cannot fit: " + "; ".join(plan.problems))
         return
     for warning in plan.warnings:
         click.echo(f"tippingpoint: warning: {warning}", err=True)
-    shards = plan_hold(config, soft, time.monotonic_ns() + 500_000_000)
-    click.echo(
-        f"tippingpoint hold: {connections:,} connections in {len(shards)} process(es) "
-        f"(open-file limit {soft:,}), "
-        + (
-            f"{len(config.laddrs)} source address(es) {config.laddrs[0]}-{config.laddrs[-1]}, "
-            if config.laddrs
-            else "1 source address, "
+    try:
+        out = ResultFile(output)
+    except OutputError as e:
+        fail(str(e))
+        return
+    tally = HoldTally(connections, 1)
+
+    def on_start(processes: int) -> None:
+        tally.processes = processes
+        click.echo(
+            f"tippingpoint hold: {connections:,} connections in {processes} process(es) "
+            f"(open-file limit {soft:,}), "
+            + (
+                f"{len(laddrs)} source address(es) {laddrs[0]}-{laddrs[-1]}, "
+                if laddrs
+                else "1 source address, "
+            )
+            + f"{len(config.ports) or 1} destination port(s), {config.connect_rate:,.0f}/s; "
+            f"about {plan.memory_bytes / 2**30:.1f} GiB with the server's side and the kernel's",
+            err=True,
         )
-        + f"{len(config.ports) or 1} destination port(s), {config.connect_rate:,.0f}/s; "
-        f"about {plan.memory_bytes / 2**30:.1f} GiB with the server's side and the kernel's",
-        err=True,
-    )
-    out = open(output, "wb") if output else None  # noqa: SIM115
-    tally = HoldTally(connections, len(shards))
 
     def on_record(record: dict[str, Any]) -> None:
         line = tally.add(record)
         if line is not None:
             click.echo("  " + line, err=True)
 
-    def on_line(line: bytes) -> None:
-        if out is not None:
-            out.write(line)
-            out.flush()
-
     try:
-        code = run_children(
-            [functools.partial(hold_child, config, shard) for shard in shards],
-            on_line,
-            on_record,
-            "hold",
-        )
+        code = run_hold(config, soft, out.write, on_record, on_start)
+    except OutputError as e:
+        fail(str(e), 1)
+        return
     finally:
-        if out:
-            out.close()
+        out.close()
     click.echo(tally.summary())
     if tally.lost:
         click.echo(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from tippingpoint.cli.base import cli, fail
@@ -100,6 +98,11 @@ def _parse_backends(spec: str) -> tuple[tuple[str, int], ...]:
 )
 @click.option("--haproxy-bin", default=None, help="HAProxy executable  [default: haproxy].")
 @click.option("--print-config", is_flag=True, help="Print the configuration and exit.")
+@click.option(
+    "--share-ports",
+    is_flag=True,
+    help="Start even where another process listens on the frontend ports.",
+)
 @click.pass_context
 def proxy(
     ctx: click.Context,
@@ -119,6 +122,7 @@ def proxy(
     workdir: str,
     haproxy_bin: str | None,
     print_config: bool,
+    share_ports: bool,
 ) -> None:
     """Run real HAProxy in front of the backends (HTTP and TLS) until Ctrl-C.
 
@@ -128,7 +132,6 @@ def proxy(
         ctx.obj = {"workdir": workdir}
         return
     import resource
-    import signal as sig
     from pathlib import Path
 
     from tippingpoint.certs import make_certificate
@@ -163,7 +166,9 @@ def proxy(
         if print_config:
             click.echo(render(config), nl=False)
             return
-        fleet = ProxyFleet(find_haproxy(haproxy_bin), directory, config, instances)
+        fleet = ProxyFleet(
+            find_haproxy(haproxy_bin), directory, config, instances, share_ports=share_ports
+        )
         fleet.start()
     except (ValueError, click.BadParameter, HAProxyError) as e:
         fail(str(e))
@@ -179,31 +184,8 @@ def proxy(
         + f" -> {len(config.backends)} backends; config and sockets in {directory}",
         err=True,
     )
-    stop = False
-    reload = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stop, reload
-        if signum == sig.SIGHUP:
-            reload = True
-        else:
-            stop = True
-
-    for s in (sig.SIGINT, sig.SIGTERM, sig.SIGHUP):
-        sig.signal(s, on_signal)
-    try:
-        while not stop and fleet.pids:
-            time.sleep(0.2)
-            if reload:  # SIGHUP: new processes take the ports over, the old ones finish
-                reload = False
-                try:
-                    fleet.reload()
-                    click.echo(f"tippingpoint proxy: reloaded, pids {fleet.pids}", err=True)
-                except HAProxyError as e:
-                    click.echo(f"tippingpoint proxy: reload failed: {e}", err=True)
-    finally:
-        fleet.stop()
-    if not stop:
+    stopped = fleet.run(lambda event: click.echo(f"tippingpoint proxy: {event}", err=True))
+    if not stopped:
         fail("HAProxy exited; see the logs in " + str(directory), 1)
 
 

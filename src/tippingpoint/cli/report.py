@@ -36,12 +36,12 @@ def open_inputs(files: tuple[str, ...]) -> list[tuple[str, Any]]:
 @click.option("-o", "--output", default="-", show_default=True, help="Output file.")
 def report(files: tuple[str, ...], kind: str, every: str | None, output: str) -> None:
     """Merge result streams (files, stdin; tippingpoint or Vegeta JSON) and report."""
+    from tippingpoint.hdr import HistogramDecodeError
     from tippingpoint.pacer import parse_duration
     from tippingpoint.report.histogram import parse_buckets, render_hdrplot, render_hist
     from tippingpoint.report.jsonfmt import render_json
     from tippingpoint.report.merge import InputError, Summary, read_records, summarize, windows
     from tippingpoint.report.text import render_text
-    from tippingpoint.stats import HistogramDecodeError
 
     render: Callable[[Summary], str]
     if kind == "text":
@@ -74,7 +74,11 @@ def report(files: tuple[str, ...], kind: str, every: str | None, output: str) ->
                 parts.append(render(summary.finish()))
             text = "".join(parts)
         else:
-            text = render(summarize(records))
+            summary = summarize(records)
+            text = render(summary)
+            if kind != "text":  # the text report shows them itself
+                for warning in summary.warnings:
+                    click.echo(f"tippingpoint: warning: {warning}", err=True)
     except (InputError, HistogramDecodeError, ValueError) as e:
         fail(str(e))
         return
@@ -109,9 +113,9 @@ def write_output(output: str, text: str) -> None:
 @click.option("-o", "--output", default="-", show_default=True, help="Output file.")
 def encode(files: tuple[str, ...], fmt: str, metric: str, output: str) -> None:
     """Export result streams as an HdrHistogram interval log or CSV."""
+    from tippingpoint.hdr import HistogramDecodeError
     from tippingpoint.report.encode import to_csv, to_hlog
     from tippingpoint.report.merge import InputError, read_records
-    from tippingpoint.stats import HistogramDecodeError
 
     try:
         records = list(read_records(open_inputs(files)))

@@ -76,6 +76,12 @@ from tippingpoint.cli.base import cli, fail
     show_default=True,
     help="Counter name sent to statsd.",
 )
+@click.option(
+    "--share-ports",
+    is_flag=True,
+    help="Start even where another process listens on the ports (the kernel then splits "
+    "the connections between them).",
+)
 def serve(
     host: str,
     ports: str,
@@ -91,6 +97,7 @@ def serve(
     metrics_host: str,
     statsd: str | None,
     statsd_metric: str,
+    share_ports: bool,
 ) -> None:
     """Run the ping/pong backend: any request gets 200 "pong".
 
@@ -118,6 +125,7 @@ def serve(
             metrics_port=metrics_port,
             statsd=parse_hostport(statsd) if statsd else None,
             statsd_metric=statsd_metric,
+            share_ports=share_ports,
         )
     except ValueError as e:
         fail(str(e))

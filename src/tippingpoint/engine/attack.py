@@ -26,8 +26,8 @@ from tippingpoint.engine.client import ClientConn, classify_error, client_socket
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.engine.tls import TLSClientConn
+from tippingpoint.hdr import Histogram
 from tippingpoint.model import AttackConfig, Shard, TLSOptions
-from tippingpoint.stats import Histogram
 from tippingpoint.targets import Origin, encode_request
 
 __all__ = ["Engine", "Pool", "make_ssl_context"]

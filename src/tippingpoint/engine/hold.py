@@ -25,8 +25,8 @@ import numpy as np
 
 from tippingpoint.engine.client import classify_error, client_socket
 from tippingpoint.engine.tls import TLSPipe
+from tippingpoint.hdr import Histogram
 from tippingpoint.model import TLSOptions
-from tippingpoint.stats import Histogram
 from tippingpoint.targets import Target, encode_request
 from tippingpoint.wire.response import ResponseError, ResponseReader
 

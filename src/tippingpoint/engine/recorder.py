@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tippingpoint.stats import Histogram
+from tippingpoint.hdr import Histogram
 
 __all__ = ["METRICS", "Recorder"]
 

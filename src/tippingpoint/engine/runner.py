@@ -27,13 +27,14 @@ from tippingpoint import __version__
 # Imported here, before the workers are forked, so that no worker spends the first
 # moments of its schedule importing.
 from tippingpoint.engine.attack import Engine
+from tippingpoint.engine.hold import HoldConfig, hold_child, plan_hold
+from tippingpoint.hdr import DEFAULT_HIGHEST
 from tippingpoint.limits import raise_nofile
 from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.server.worker import new_loop
-from tippingpoint.stats import DEFAULT_HIGHEST
 
-__all__ = ["Plan", "plan_shards", "run_attack", "run_children"]
+__all__ = ["Plan", "plan_shards", "run_attack", "run_children", "run_hold"]
 
 _RESERVED_FDS: Final = 64
 _START_DELAY_S: Final = 0.5
@@ -157,6 +158,29 @@ def run_attack(
         on_line,
         on_record,
         "attack",
+    )
+
+
+def run_hold(
+    config: HoldConfig,
+    fd_limit: int | None,
+    on_line: Callable[[bytes], None],
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> int:
+    """Hold connections over as many processes as ``fd_limit`` (default: this process's
+    open-file limit) needs; ``on_start`` learns how many before they start. Returns 0,
+    or 1 when a worker process failed."""
+    soft, _hard = raise_nofile()
+    start_ns = time.monotonic_ns() + int(_START_DELAY_S * 1e9)
+    shards = plan_hold(config, fd_limit or soft, start_ns)
+    if on_start is not None:
+        on_start(len(shards))
+    return run_children(
+        [functools.partial(hold_child, config, shard) for shard in shards],
+        on_line,
+        on_record,
+        "hold",
     )
 
 

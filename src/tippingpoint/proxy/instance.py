@@ -4,14 +4,18 @@ article's ``nbproc``, and the way past one process's descriptor limit."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from tippingpoint.listeners import PortBusy, check_free
 from tippingpoint.procs import die_with_parent
 from tippingpoint.proxy.config import ProxyConfig, render
 from tippingpoint.proxy.stats import show_info
@@ -48,22 +52,37 @@ def _child_setup(parent: int) -> None:
 
 
 class ProxyFleet:
-    """``instances`` HAProxy processes with one configuration, in ``workdir``."""
+    """``instances`` HAProxy processes with one configuration, in ``workdir``.
 
-    def __init__(self, binary: str, workdir: Path, config: ProxyConfig, instances: int = 1) -> None:
+    Every path written into a configuration is absolute: HAProxy reads a stats socket
+    path that does not start with ``/`` as ``host:port``. ``share_ports`` lets the
+    fleet start where another process already listens on its frontends (a second
+    fleet that joins on purpose); otherwise that is refused up front."""
+
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        config: ProxyConfig,
+        instances: int = 1,
+        share_ports: bool = False,
+    ) -> None:
         if instances < 1:
             raise ValueError("--instances must be >= 1")
         self.binary = binary
+        workdir = Path(workdir).absolute()
         self.workdir = workdir
-        self.config = config
+        self.config = _absolute(config)
         self.instances = instances
+        self.share_ports = share_ports
         self.procs: list[subprocess.Popen[bytes]] = []
         self._retired: list[subprocess.Popen[bytes]] = []
-        self.sockets = [workdir / f"haproxy-{i}.sock" for i in range(instances)]
+        self.sockets = [_socket_path(workdir, i) for i in range(instances)]
         self.config_paths = [workdir / f"haproxy-{i}.cfg" for i in range(instances)]
         self.log_paths = [workdir / f"haproxy-{i}.log" for i in range(instances)]
 
     def write_configs(self) -> None:
+        self.config = _absolute(self.config)
         self.workdir.mkdir(parents=True, exist_ok=True)
         for i in range(self.instances):
             text = render(replace(self.config, stats_socket=self.sockets[i]))
@@ -104,7 +123,19 @@ class ProxyFleet:
                 raise HAProxyError(f"HAProxy instance {i} did not answer on {self.sockets[i]}")
             time.sleep(0.05)
 
+    def check_ports(self) -> None:
+        """Refuse frontends on which a process that is not ours already listens."""
+        if self.share_ports:
+            return
+        for address in (self.config.http, self.config.https):
+            if address is not None:
+                try:
+                    check_free(address[0], [address[1]], "proxy", "--share-ports")
+                except PortBusy as e:
+                    raise HAProxyError(str(e)) from None
+
     def start(self, timeout: float = 15.0) -> None:
+        self.check_ports()
         self.write_configs()
         try:
             for i in range(self.instances):
@@ -132,6 +163,38 @@ class ProxyFleet:
         self._retired = [p for p in self._retired if p.poll() is None]
         return [p.pid for p in self.procs if p.poll() is None]
 
+    def run(self, on_event: Callable[[str], None]) -> bool:
+        """Keep the fleet up until SIGINT/SIGTERM (True) or until every instance has
+        exited (False). SIGHUP reloads: new processes take the ports over, the old ones
+        finish their connections. Stops the fleet before returning."""
+        stop = False
+        reload = False
+
+        def on_signal(signum: int, _frame: object) -> None:
+            nonlocal stop, reload
+            if signum == signal.SIGHUP:
+                reload = True
+            else:
+                stop = True
+
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        old = {s: signal.signal(s, on_signal) for s in signals}
+        try:
+            while not stop and self.pids:
+                time.sleep(0.2)
+                if reload:
+                    reload = False
+                    try:
+                        self.reload()
+                        on_event(f"reloaded, pids {self.pids}")
+                    except HAProxyError as e:
+                        on_event(f"reload failed: {e}")
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+            self.stop()
+        return stop
+
     def stop(self, grace: float = 5.0) -> None:
         """Soft-stop every instance (SIGUSR1), then SIGTERM, then SIGKILL."""
         procs = [*self.procs, *self._retired]
@@ -149,3 +212,32 @@ class ProxyFleet:
                 time.sleep(0.02)
         self.procs = []
         self._retired = []
+
+
+_SOCKET_PATH_MAX = 90
+"""HAProxy takes stats socket paths up to 97 bytes (AF_UNIX's 108, less its suffix)."""
+
+
+def _socket_path(workdir: Path, index: int) -> Path:
+    """``workdir/haproxy-N.sock``; in a deep workdir, a short path in the temporary
+    directory instead, with a symlink in the workdir so that readers find it there."""
+    path = workdir / f"haproxy-{index}.sock"
+    if len(str(path)) <= _SOCKET_PATH_MAX:
+        return path
+    digest = hashlib.sha1(str(workdir).encode()).hexdigest()[:12]
+    short = Path(tempfile.gettempdir()) / f"tippingpoint-{digest}" / path.name
+    short.parent.mkdir(mode=0o700, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.symlink_to(short)
+    return short
+
+
+def _absolute(config: ProxyConfig) -> ProxyConfig:
+    bundle = config.cert_bundle
+    return replace(
+        config,
+        cert_bundle=Path(bundle).absolute() if bundle is not None else None,
+        stats_socket=Path(config.stats_socket).absolute(),
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,9 @@ def query(path: Path, command: str, timeout: float = 5.0) -> str:
     """Send one command to a stats socket; the whole answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
-        sock.connect(str(path))
+        # A long workdir's sockets live under a short path (AF_UNIX allows ~100 bytes)
+        # and the workdir holds symlinks to them: connect to where they lead.
+        sock.connect(os.path.realpath(path))
         sock.sendall(command.encode() + b"\n")
         chunks = []
         while chunk := sock.recv(65536):

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from tippingpoint.stats import Histogram
+from tippingpoint.hdr import Histogram
 
 __all__ = ["to_csv", "to_hlog"]
 

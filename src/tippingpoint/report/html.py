@@ -155,6 +155,12 @@ def render_html(data: dict[str, Any]) -> str:
     parts = [
         f"<h1>{html.escape(data['title'])}</h1>",
         f"<p>{html.escape(data['machine'])}</p>",
+    ]
+    if data.get("failure"):
+        parts.append(
+            f'<p class="verdict">The bench stopped early: {html.escape(data["failure"])}</p>'
+        )
+    parts += [
         "<h2>Summary</h2>",
         _table(["experiment", "result"], data["summary"]),
     ]
@@ -164,16 +170,18 @@ def render_html(data: dict[str, Any]) -> str:
         if exp["kind"] == "sweep":
             sweep = exp["sweep"]
             closed = sweep.get("model") == "closed"
-            verdict = (
-                f"Tipping point: {sweep['tipping_point']:,.0f} requests/s"
-                + (
+            if sweep.get("client_limited"):
+                verdict = "No tipping point: the client was the limit, not HAProxy"
+                if sweep.get("lift"):
+                    verdict += f" (to go further: {sweep['lift']})"
+            elif sweep["tipping_point"] is not None:
+                verdict = f"Tipping point: {sweep['tipping_point']:,.0f} requests/s" + (
                     f" with {sweep['knee_connections']:,} connections in a closed loop"
                     if closed
                     else ""
                 )
-                if sweep["tipping_point"] is not None
-                else "No tipping point"
-            )
+            else:
+                verdict = "No tipping point"
             parts.append(
                 f'<p class="verdict">{html.escape(verdict)} — {html.escape(sweep["reason"])}</p>'
             )

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tippingpoint.hdr import Histogram
 from tippingpoint.report.merge import Summary
 from tippingpoint.report.text import stamp
-from tippingpoint.stats import Histogram
 
 __all__ = ["render_json", "summary_dict"]
 

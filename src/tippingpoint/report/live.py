@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from tippingpoint.stats import Histogram
+from tippingpoint.hdr import Histogram
 
 __all__ = ["LiveView"]
 

@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import IO, Any
 
 from tippingpoint.engine.recorder import METRICS
+from tippingpoint.hdr import Histogram
 from tippingpoint.pacer import Pacer, Segment
-from tippingpoint.stats import Histogram
 
 __all__ = ["CPU_SATURATED", "InputError", "Summary", "read_records", "summarize", "windows"]
 

@@ -80,6 +80,9 @@ class ServeConfig:
     metrics_port: int | None = None
     statsd: tuple[str, int] | None = None
     statsd_metric: str = "tippingpoint.serve.requests"
+    share_ports: bool = False
+    """Start even where another process already listens on the ports (SO_REUSEPORT then
+    splits the connections between them): for a second backend that joins on purpose."""
 
     def __post_init__(self) -> None:
         if self.processes < 1:

@@ -17,6 +17,7 @@ import time
 from typing import Final
 
 from tippingpoint.limits import raise_nofile
+from tippingpoint.listeners import PortBusy, check_free
 from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.server.config import ServeConfig
 from tippingpoint.server.metrics import render_prometheus
@@ -194,6 +195,11 @@ async def _supervise(config: ServeConfig, pids: dict[int, int], shared: SharedSt
 
 def serve(config: ServeConfig) -> int:
     """Run the backend until SIGINT/SIGTERM; the process exit code."""
+    if not config.share_ports:
+        try:
+            check_free(config.host, config.ports, "serve", "--share-ports")
+        except PortBusy as e:
+            raise ServeError(str(e)) from None
     try:
         pids, shared = _start(config)
     except OSError as e:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from tippingpoint.stats import DEFAULT_HIGHEST, Histogram, HistogramDecodeError
+from tippingpoint.hdr import DEFAULT_HIGHEST, Histogram, HistogramDecodeError
 
 PS = [10, 50, 90, 99, 99.9, 99.99]
 

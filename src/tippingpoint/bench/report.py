@@ -1,0 +1,115 @@
+"""The bench's report directory, rewritten after every experiment.
+
+``summary.json``, ``index.html`` and ``monitor.jsonl`` are replaced atomically (written
+beside, then renamed) each time an experiment ends, so a bench that is interrupted,
+killed or fails half-way leaves a readable report of what it ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tippingpoint.hdr import Histogram
+from tippingpoint.monitor import loopback
+from tippingpoint.report.html import render_html
+
+__all__ = ["BenchReport", "monitor_series", "timeline"]
+
+
+def timeline(records: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per-second p50, p99 and throughput of an attack's interval records (all processes)."""
+    by_t: dict[float, list[dict[str, Any]]] = {}
+    for record in records:
+        if record.get("type") == "interval":
+            by_t.setdefault(float(record["t"]), []).append(record)
+    out: dict[str, list[float]] = {"t": [], "p50_ms": [], "p99_ms": [], "rate": []}
+    for start in sorted(by_t):
+        h = Histogram()
+        done = 0
+        dur = 1.0
+        for record in by_t[start]:
+            h.add(Histogram.decode(record["hist"]["latency"]))
+            done += record["done"]
+            dur = float(record["dur"]) or 1.0
+        p50, p99 = h.percentiles([50, 99])
+        out["t"].append(start)
+        out["p50_ms"].append(p50 / 1000)
+        out["p99_ms"].append(p99 / 1000)
+        out["rate"].append(done / dur)
+    return out
+
+
+def monitor_series(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    roles: dict[str, dict[str, list[float]]] = {}
+    for s in samples:
+        for name, r in s.get("roles", {}).items():
+            roles.setdefault(name, {"cpu_pct": [], "rss_mib": []})
+            roles[name]["cpu_pct"].append(r["cpu_pct"])
+            roles[name]["rss_mib"].append(round(r["rss_kib"] / 1024, 1))
+    return {
+        "t": [s["t"] for s in samples],
+        "tcp_established": [s["tcp_established"] for s in samples],
+        "mem_used_mib": [round(s["mem_used_kib"] / 1024, 1) for s in samples],
+        "rx_packets": [loopback(s)["rx_packets_per_s"] for s in samples],
+        "tx_packets": [loopback(s)["tx_packets_per_s"] for s in samples],
+        "roles": roles,
+    }
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class BenchReport:
+    out: Path
+    title: str
+    machine: str
+    summary: list[list[Any]] = field(default_factory=list)
+    experiments: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    config: str = ""
+    failure: str | None = None
+    """Why the bench stopped early (shown at the top of the report)."""
+
+    def add(self, row: list[Any], entry: dict[str, Any]) -> None:
+        self.summary.append(row)
+        self.experiments.append(entry)
+        self.write()
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "machine": self.machine,
+            "summary": self.summary,
+            "experiments": self.experiments,
+            "monitor": monitor_series(self.samples),
+            "config": self.config,
+            "failure": self.failure,
+        }
+
+    def write(self) -> None:
+        """Replace the report files with what has run so far."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        _replace(
+            self.out / "summary.json",
+            json.dumps(
+                {
+                    "summary": self.summary,
+                    "experiments": self.experiments,
+                    "failure": self.failure,
+                    "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+                },
+                default=str,
+            ),
+        )
+        _replace(self.out / "monitor.jsonl", "".join(json.dumps(s) + "\n" for s in self.samples))
+        _replace(self.out / "index.html", render_html(self.data))

@@ -1,0 +1,143 @@
+"""`tippingpoint bench`: plan, start the topology, run the experiments, write the report.
+
+Plans are made before anything starts (a hold that cannot fit is refused with its
+numbers), every port is checked before a server binds it, the topology lives in one
+:class:`~tippingpoint.bench.topology.Topology` (every start has its stop), and the
+report is rewritten after each experiment. A backend or HAProxy process that dies
+ends the bench with a :class:`BenchFailure` once the report holds what ran.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tippingpoint.bench.experiments import EXPERIMENTS, Bench, describe, url_of
+from tippingpoint.bench.report import BenchReport
+from tippingpoint.bench.scenario import Scenario, ScenarioError, plan_holds
+from tippingpoint.bench.topology import BenchFailure, Topology
+from tippingpoint.certs import make_certificate
+from tippingpoint.limits import memory_available, port_range, raise_nofile
+from tippingpoint.monitor import Monitor
+from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
+from tippingpoint.proxy.instance import find_haproxy
+
+__all__ = ["run_bench"]
+
+
+@contextmanager
+def _limits(soft: int, hard: int, cpus: tuple[int, ...]) -> Iterator[None]:
+    """The open-file limit for everything started, and the client's CPUs, restored after."""
+    old_affinity = os.sched_getaffinity(0)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        yield
+    finally:
+        os.sched_setaffinity(0, old_affinity)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _proxy_config(scenario: Scenario, out: Path, soft: int) -> ProxyConfig:
+    bundle = make_certificate(out / "tls", scenario.cert)[2]
+    return ProxyConfig(
+        backends=tuple(("127.0.0.1", p) for p in scenario.backend_ports),
+        http=scenario.http,
+        https=scenario.https,
+        cert_bundle=bundle,
+        maxconn=derive_maxconn(soft),
+        nbthread=scenario.proxy_threads,
+        cpus=scenario.proxy_cpus,
+        rate_limit_sessions=scenario.rate_limit,
+        http_reuse=scenario.http_reuse,
+    )
+
+
+def _start(
+    scenario: Scenario, out: Path, topology: Topology, binary: str, soft: int
+) -> tuple[ProxyConfig, Monitor]:
+    """Backends, then HAProxy, then the monitor that watches both."""
+    topology.check_free("127.0.0.1", scenario.backend_ports, "backends")
+    for host, port in (scenario.http, scenario.https):
+        topology.check_free(host, (port,), "proxy")
+    serve = topology.start_backends(
+        scenario.backend_ports,
+        scenario.backend_processes,
+        out / "serve.log",
+        cpus=scenario.backend_cpus,
+    )
+    config = _proxy_config(scenario, out, soft)
+    fleet = topology.start_proxy(binary, out / "proxy", config, scenario.proxy_instances)
+    (out / "haproxy.cfg").write_text(fleet.config_paths[0].read_text())
+    monitor = Monitor(
+        {"proxy": fleet.pids, "backends": [serve.pid]},
+        lambda: fleet.sockets,
+        topology.exit_status,
+    )
+    return fleet.config, monitor
+
+
+def run_bench(
+    scenario: Scenario,
+    out: Path,
+    log: Callable[[str], None],
+    haproxy_bin: str | None = None,
+) -> BenchReport:
+    """Run everything; the report is in ``out`` (also when this raises). Cleans up
+    whatever happens: :class:`BenchFailure` when a process of the bench died."""
+    soft, hard = raise_nofile()
+    if scenario.open_files is not None:
+        if scenario.open_files < 256:
+            raise ScenarioError("bench.open_files: at least 256")
+        soft = min(scenario.open_files, hard)
+    binary = find_haproxy(haproxy_bin)
+    plans = plan_holds(scenario, soft, port_range(), memory_available())
+    out = out.absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    for index, plan in plans.items():
+        log(f"bench: plan for {scenario.experiments[index].name}: {plan.describe()}")
+        for warning in plan.warnings:
+            log(f"bench: warning: {warning}")
+    machine = f"{os.cpu_count()} CPUs, open-file limit {soft}, {time.strftime('%Y-%m-%d %H:%M')}"
+    report = BenchReport(out, scenario.title, machine)
+    with _limits(soft, hard, scenario.client_cpus), Topology() as topology:
+        try:
+            proxy_config, monitor = _start(scenario, out, topology, binary, soft)
+        finally:
+            report.write()
+        monitor.on_event = lambda event: log(f"bench: {event}")
+        report.config = (out / "haproxy.cfg").read_text()
+        log(f"bench: started pids {topology.pids} (backends, HAProxy)")
+        bench = Bench(
+            scenario, out, log, topology, monitor, report.samples, proxy_config, binary, soft,
+            str(out / "tls" / "cert.pem"), plans,
+        )  # fmt: skip
+        try:
+            _run_experiments(bench, report)
+        finally:
+            report.write()
+    return report
+
+
+def _run_experiments(bench: Bench, report: BenchReport) -> None:
+    for index, exp in enumerate(bench.scenario.experiments):
+        url = url_of(bench, exp)
+        description = describe(exp, url)
+        bench.log(f"bench: {exp.name} ({description})")
+        outcome = EXPERIMENTS[exp.kind](bench, index, exp)
+        entry = {"id": index, "name": exp.name, "kind": exp.kind, "description": description}
+        report.add([exp.name, outcome.row], {**entry, **outcome.entry})
+        failure = bench.topology.failure()
+        if failure is not None:
+            report.failure = f"{failure} during {exp.name!r}"
+            report.write()
+            raise BenchFailure(
+                f"{report.failure}; the report has what ran: {bench.out / 'index.html'}"
+            )
+        if outcome.interrupted:
+            raise KeyboardInterrupt

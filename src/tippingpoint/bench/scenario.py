@@ -1,0 +1,251 @@
+"""Bench scenarios: TOML in, a validated :class:`Scenario` out; no I/O but reading files.
+
+The default scenario ships once, as package data (``default.toml``): ``bench
+--print-scenario`` prints it and the tests read it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from tippingpoint.knee import parse_slo
+from tippingpoint.limits import file_max
+from tippingpoint.pacer import parse_duration, parse_rate
+from tippingpoint.plan import ConnectionPlan, plan_connections
+from tippingpoint.server.config import parse_cpus, parse_ports
+from tippingpoint.sweep import parse_step
+from tippingpoint.targets import parse_header
+
+__all__ = [
+    "DEFAULT_SCENARIO",
+    "KINDS",
+    "Experiment",
+    "Scenario",
+    "ScenarioError",
+    "parse_scenario",
+    "plan_holds",
+    "quick",
+]
+
+DEFAULT_SCENARIO = files("tippingpoint.bench").joinpath("default.toml").read_text()
+
+KINDS = ("sweep", "attack", "hold")
+"""The experiment kinds a scenario may name (each is one entry in the bench's table)."""
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run; the message names the key."""
+
+
+def _connections(value: Any, key: str) -> float:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ScenarioError(f"{key}: a closed sweep starts at a whole number of connections >= 1")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    name: str
+    kind: str
+    frontend: str = "http"
+    keepalive: bool = True
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    method: str = "GET"
+    path: str = "/ping"
+    timeout: float = 30.0
+    tls_resume: bool = False
+    # sweep
+    closed: bool = False
+    """Step the connections of a closed loop (``start``/``step`` count connections)."""
+    start: float = 1000.0
+    step: tuple[str, float] = ("x", 1.5)
+    step_duration: float = 5.0
+    max_steps: int = 8
+    refine: int = 1
+    slo: tuple[float, float] | None = None
+    # attack
+    rate: float = 100.0
+    duration: float = 10.0
+    max_connections: int | None = None
+    """Sweeps hold a fixed pool of 128 by default (see `tippingpoint sweep`)."""
+    # hold
+    connections: int = 10_000
+    connect_rate: float = 2_000.0
+    request_every: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    title: str
+    backend_ports: tuple[int, ...]
+    backend_processes: int
+    backend_cpus: str | None
+    proxy_threads: int
+    proxy_instances: int
+    proxy_cpus: tuple[int, ...]
+    cert: str
+    http: tuple[str, int]
+    https: tuple[str, int]
+    rate_limit: int | None
+    client_processes: int
+    client_cpus: tuple[int, ...]
+    experiments: tuple[Experiment, ...] = field(default=())
+    http_reuse: str | None = None
+    open_files: int | None = None
+    """Soft open-file limit for everything the bench starts (at most the hard limit):
+    rehearses a plan for a machine with a lower limit, at a small scale."""
+
+
+def _addr(text: str, key: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ScenarioError(f"{key}: use HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _experiment(raw: dict[str, Any], i: int) -> Experiment:
+    key = f"experiment[{i}]"
+    kind = raw.get("kind", "sweep")
+    if kind not in KINDS:
+        names = ", ".join(KINDS[:-1]) + " or " + KINDS[-1]
+        raise ScenarioError(f"{key}.kind: use {names}, got {kind!r}")
+    connections = int(raw.get("connections", 10_000))
+    if connections < 1:
+        raise ScenarioError(f"{key}.connections: must be >= 1")
+    every = raw.get("request_every")
+    if raw.get("frontend", "http") not in ("http", "https"):
+        raise ScenarioError(f"{key}.frontend: use http or https")
+    slo = raw.get("slo")
+    body_file = raw.get("body_file")
+    closed = bool(raw.get("closed", False))
+    if closed and kind != "sweep":
+        raise ScenarioError(f"{key}.closed: only a sweep can be closed")
+    return Experiment(
+        name=str(raw.get("name", f"experiment {i + 1}")),
+        kind=kind,
+        frontend=raw.get("frontend", "http"),
+        keepalive=bool(raw.get("keepalive", True)),
+        headers=tuple(parse_header(h) for h in raw.get("headers", [])),
+        body=Path(body_file).read_bytes() if body_file else b"",
+        method=str(raw.get("method", "POST" if body_file else "GET")).upper(),
+        path=str(raw.get("path", "/ping")),
+        timeout=parse_duration(str(raw.get("timeout", "30s"))),
+        tls_resume=bool(raw.get("tls_resume", False)),
+        closed=closed,
+        start=(
+            _connections(raw.get("start", 1), f"{key}.start")
+            if closed
+            else parse_rate(str(raw.get("start", 1000)))
+        ),
+        step=parse_step(str(raw.get("step", "x2" if closed else "x1.5"))),
+        step_duration=parse_duration(str(raw.get("step_duration", "5s"))),
+        max_steps=int(raw.get("max_steps", 8)),
+        refine=int(raw.get("refine", 1)),
+        slo=parse_slo(slo) if slo else None,
+        rate=parse_rate(str(raw.get("rate", 100))),
+        duration=parse_duration(str(raw.get("duration", "10s"))),
+        max_connections=raw.get("max_connections", 128 if kind == "sweep" else None),
+        connections=connections,
+        connect_rate=parse_rate(str(raw.get("connect_rate", 2000))),
+        request_every=parse_duration(str(every)) if every else None,
+    )
+
+
+def parse_scenario(text: str) -> Scenario:
+    """The scenario in ``text``; :class:`ScenarioError` names the key that is wrong."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"not valid TOML: {e}") from None
+    bench, backends = data.get("bench", {}), data.get("backends", {})
+    proxy, client = data.get("proxy", {}), data.get("client", {})
+    try:
+        experiments = [_experiment(raw, i) for i, raw in enumerate(data.get("experiment", []))]
+        if not experiments:
+            raise ScenarioError("no [[experiment]] tables: add at least one")
+        if proxy.get("http_reuse") not in (None, "never", "safe", "aggressive", "always"):
+            raise ScenarioError("proxy.http_reuse: use never, safe, aggressive or always")
+        return Scenario(
+            title=str(bench.get("title", "tippingpoint bench")),
+            backend_ports=parse_ports(str(backends.get("ports", "8282-8285"))),
+            backend_processes=int(backends.get("processes", 1)),
+            backend_cpus=backends.get("cpus"),
+            proxy_threads=int(proxy.get("threads", 1)),
+            proxy_instances=int(proxy.get("instances", 1)),
+            proxy_cpus=parse_cpus(str(proxy["cpus"])) if proxy.get("cpus") is not None else (),
+            cert=str(proxy.get("cert", "ecdsa")),
+            http=_addr(str(proxy.get("http", "127.0.0.1:18080")), "proxy.http"),
+            https=_addr(str(proxy.get("https", "127.0.0.1:18443")), "proxy.https"),
+            rate_limit=proxy.get("rate_limit"),
+            http_reuse=proxy.get("http_reuse"),
+            client_processes=int(client.get("processes", 1)),
+            client_cpus=parse_cpus(str(client["cpus"])) if client.get("cpus") is not None else (),
+            experiments=tuple(experiments),
+            open_files=int(bench["open_files"]) if "open_files" in bench else None,
+        )
+    except ScenarioError:
+        raise
+    except (ValueError, OSError, TypeError) as e:
+        raise ScenarioError(str(e)) from None
+
+
+def quick(scenario: Scenario) -> Scenario:
+    """About a minute: short steps, fewer of them, short attacks."""
+    return replace(
+        scenario,
+        experiments=tuple(
+            replace(
+                e,
+                # A closed loop has no schedule to settle into: a second a step is enough.
+                step_duration=min(e.step_duration, 1.0 if e.closed else 2.0),
+                max_steps=min(e.max_steps, 6),
+                refine=min(e.refine, 1),
+                duration=min(e.duration, 8.0),
+                connections=min(e.connections, 2_000),
+            )
+            for e in scenario.experiments
+        ),
+    )
+
+
+def plan_holds(
+    scenario: Scenario,
+    fd_limit: int,
+    ports: tuple[int, int],
+    memory: int | None,
+) -> dict[int, ConnectionPlan]:
+    """The plan of every hold experiment (client processes, source addresses, backend
+    processes, HAProxy instances), made before anything starts: one that cannot fit is
+    refused with its numbers."""
+    plans = {}
+    for index, exp in enumerate(scenario.experiments):
+        if exp.kind != "hold":
+            continue
+        ramp = exp.connections / exp.connect_rate
+        if ramp >= exp.duration:
+            raise ScenarioError(
+                f"{exp.name}: {exp.connections:,} connections at {exp.connect_rate:,.0f}/s take "
+                f"{ramp:.0f} s to open, and duration is {exp.duration:g} s: a longer duration "
+                "or a higher connect_rate"
+            )
+        plan = plan_connections(
+            exp.connections,
+            fd_limit,
+            ports,
+            1,
+            memory,
+            proxied=True,
+            tls=exp.frontend == "https",
+            idle=exp.request_every is None,
+            backend_ports=len(scenario.backend_ports),
+            file_max=file_max(),
+        )
+        if not plan.feasible:
+            raise ScenarioError(f"{exp.name}: this plan cannot fit: " + "; ".join(plan.problems))
+        plans[index] = plan
+    return plans

@@ -1,0 +1,179 @@
+"""What a bench starts: backends and HAProxy instances, each start paired with its stop.
+
+Everything is entered into one :class:`contextlib.ExitStack`, so every process that
+was started is stopped whatever raises, in reverse order, and one stop that fails does
+not skip the others. Each child also asks the kernel to end it when the bench dies
+(``PR_SET_PDEATHSIG``), so even ``kill -9`` of the bench leaves nothing listening.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+
+from tippingpoint.listeners import PortBusy, check_free
+from tippingpoint.procs import die_with_parent
+from tippingpoint.proxy.config import ProxyConfig
+from tippingpoint.proxy.instance import ProxyFleet
+
+__all__ = ["BenchFailure", "Topology", "serve_command"]
+
+
+class BenchFailure(RuntimeError):
+    """The bench cannot go on; a one-line reason."""
+
+
+def serve_command(
+    ports: tuple[int, ...], processes: int, cpus: str | None = None, share: bool = False
+) -> list[str]:
+    """`tippingpoint serve` on ``ports`` (``share``: join servers already there)."""
+    command = [sys.executable, "-m", "tippingpoint", "serve"]
+    command += ["--ports", ",".join(map(str, ports)), "--processes", str(processes)]
+    if share:
+        command.append("--share-ports")
+    return ["taskset", "-c", cpus, *command] if cpus else command
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                lines = log.read_text(errors="replace").strip().splitlines()
+                why = lines[-1].removeprefix("tippingpoint: ") if lines else "see " + str(log)
+                raise BenchFailure(f"the backends did not start on {host}:{port}: {why}") from None
+            time.sleep(0.05)
+
+
+class Topology:
+    """Processes started for a bench (or for one experiment, nested in the bench's:
+    its processes count as the enclosing one's until it is left). One that exits while
+    it is meant to run is a failure of the bench, reported by :meth:`failure`."""
+
+    def __init__(self, parent: Topology | None = None) -> None:
+        self.stack = ExitStack()
+        self.parent = parent
+        self.procs: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+        self.fleets: list[tuple[str, ProxyFleet]] = []
+
+    def __enter__(self) -> Topology:
+        self.stack.__enter__()
+        self.stack.callback(self._forget)  # the last thing done on leaving
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return bool(self.stack.__exit__(kind, exc, tb))
+
+    def _forget(self) -> None:
+        """Our processes, now stopped on purpose, are no failure of the enclosing bench."""
+        node = self.parent
+        while node is not None:
+            for pid in self.procs:
+                node.procs.pop(pid, None)
+            node = node.parent
+
+    def check_free(self, host: str, ports: tuple[int, ...], what: str) -> None:
+        """Refuse ports where a process that is not ours listens (before starting)."""
+        try:
+            check_free(host, ports, what, "another port in the scenario")
+        except PortBusy as e:
+            raise BenchFailure(str(e)) from None
+
+    def _register(self, role: str, proc: subprocess.Popen[bytes]) -> None:
+        node: Topology | None = self
+        while node is not None:
+            node.procs[proc.pid] = (role, proc)
+            node = node.parent
+
+    def start_backends(
+        self,
+        ports: tuple[int, ...],
+        processes: int,
+        log_path: Path,
+        role: str = "backends",
+        cpus: str | None = None,
+        share: bool = False,
+    ) -> subprocess.Popen[bytes]:
+        """`tippingpoint serve` on 127.0.0.1 ``ports``, up and accepting when this returns."""
+        log = self.stack.enter_context(open(log_path, "wb"))  # noqa: SIM115
+        parent = os.getpid()
+        proc = subprocess.Popen(
+            serve_command(ports, processes, cpus, share),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: die_with_parent(parent),
+        )
+        self._register(role, proc)
+        self.stack.callback(_stop, proc)
+        _wait_port("127.0.0.1", ports[-1], proc, log_path)
+        return proc
+
+    def start_proxy(
+        self,
+        binary: str,
+        workdir: Path,
+        config: ProxyConfig,
+        instances: int,
+        role: str = "proxy",
+        share: bool = False,
+        grace: float = 5.0,
+    ) -> ProxyFleet:
+        fleet = ProxyFleet(binary, workdir, config, instances, share_ports=share)
+        fleet.start(timeout=15.0 + 3.0 * instances)
+        self.stack.callback(fleet.stop, grace)
+        self.fleets.append((role, fleet))
+        for proc in fleet.procs:
+            self._register(role, proc)
+        return fleet
+
+    def on_exit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when this topology is left (before the stops registered so far)."""
+        self.stack.callback(callback)
+
+    def exit_status(self, pid: int) -> str | None:
+        """How one of our processes ended ("killed by signal 9 (SIGKILL)"), or None."""
+        entry = self.procs.get(pid)
+        if entry is None or entry[1].poll() is None:
+            return None
+        code = entry[1].returncode
+        if code < 0:
+            return f"killed by signal {-code} ({signal.Signals(-code).name})"
+        return f"exited with code {code}"
+
+    def failure(self) -> str | None:
+        """The first process of ours that ended while it was meant to run, in words."""
+        for pid, (role, proc) in self.procs.items():
+            if proc.poll() is not None:
+                return f"{role} pid {pid} {self.exit_status(pid)}"
+        return None
+
+    @property
+    def pids(self) -> list[int]:
+        return list(self.procs)
