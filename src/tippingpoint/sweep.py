@@ -12,7 +12,6 @@ A closed sweep steps the number of closed-loop connections instead of the rate
 
 from __future__ import annotations
 
-import io
 import json
 import statistics
 from collections.abc import Callable
@@ -24,7 +23,8 @@ from tippingpoint.engine.runner import run_attack
 from tippingpoint.knee import KneeRule, Step, Verdict, baseline, judge
 from tippingpoint.model import AttackConfig
 from tippingpoint.monitor import Monitor, loopback, sampling
-from tippingpoint.report.merge import CPU_SATURATED, Summary, read_records, summarize, windows
+from tippingpoint.report.merge import CPU_SATURATED, Named, Summary, summarize, windows
+from tippingpoint.stream import Record
 
 __all__ = ["SweepConfig", "SweepResult", "parse_step", "run_sweep"]
 
@@ -157,17 +157,26 @@ def _run_step(
             config.attack, rate=rate, pace=(), duration=config.step_duration, requests=None
         )
         name, tags = f"step-{index:02d}-{rate:.0f}", {"offered": rate}
-    lines: list[bytes] = []
+    records: list[Named] = []
     step_samples: list[dict[str, Any]] = []
-    with sampling(monitor, step_samples, step=index, **tags):
-        run_attack(attack, lines.append)
-    samples.extend(step_samples)
+    out = None
     if config.out is not None:
         config.out.mkdir(parents=True, exist_ok=True)
-        (config.out / f"{name}.jsonl").write_bytes(b"".join(lines))
-    text = b"".join(lines).decode()
+        out = open(config.out / f"{name}.jsonl", "wb")  # noqa: SIM115
+    source = f"step {index}"
 
-    records = list(read_records([(f"step {index}", io.StringIO(text))]))
+    def on_record(record: Record, line: bytes) -> None:
+        records.append((source, record))
+        if out is not None:
+            out.write(line)
+
+    try:
+        with sampling(monitor, step_samples, step=index, **tags):
+            run_attack(attack, on_record)
+    finally:
+        if out is not None:
+            out.close()
+    samples.extend(step_samples)
     summary = summarize(records)
     lat = summary.hists["latency"]
     p50, p99 = lat.percentiles([50, 99])
@@ -207,7 +216,7 @@ def _run_step(
     return row, summary
 
 
-def _sustained(records: list[tuple[str, dict[str, Any]]]) -> tuple[float, float]:
+def _sustained(records: list[Named]) -> tuple[float, float]:
     """Median over the step's seconds of the p99 latency and of the p95 send lateness (ms).
 
     A knee is latency that stays high, not one stall of the machine (these VMs stall

@@ -8,7 +8,6 @@ charts need) and whether it was interrupted. A new kind is a new entry in
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,9 @@ from tippingpoint.model import AttackConfig, TLSOptions
 from tippingpoint.monitor import Monitor, sampling
 from tippingpoint.plan import ConnectionPlan, loopback_sources
 from tippingpoint.proxy.config import ProxyConfig
-from tippingpoint.report.merge import read_records, summarize
+from tippingpoint.report.merge import Named, summarize
 from tippingpoint.report.text import render_text
+from tippingpoint.stream import HoldRecord, Record
 from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_sweep
 from tippingpoint.targets import Target
 
@@ -162,19 +162,17 @@ def run_attack_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     exp_dir = bench.out / f"{index + 1:02d}-{exp.kind}"
     exp_dir.mkdir(parents=True, exist_ok=True)
     step = f"attack {index}"
+    records: list[Named] = []
     with (
         open(exp_dir / "attack.jsonl", "wb") as stream,
         sampling(bench.monitor, bench.samples, step=step),
     ):
-        lines: list[bytes] = []
 
-        def on_line(line: bytes) -> None:
+        def on_record(record: Record, line: bytes) -> None:
             stream.write(line)
-            lines.append(line)
+            records.append((exp.name, record))
 
-        run_attack(_attack_config(bench, exp), on_line)
-    text = b"".join(lines).decode()
-    records = list(read_records([(exp.name, io.StringIO(text))]))
+        run_attack(_attack_config(bench, exp), on_record)
     summary = summarize(records)
     report = render_text(summary)
     bench.log(report)
@@ -237,24 +235,20 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     )
     with Topology(bench.topology) as extra, open(exp_dir / "hold.jsonl", "wb") as stream:
         _hold_topology(bench, extra, plan, exp_dir)
-        tally: HoldTally | None = None
+        tally = HoldTally(exp.connections, 1)
 
-        def on_line(line: bytes) -> None:
+        def on_record(record: Record, line: bytes) -> None:
             stream.write(line)
             stream.flush()
-
-        def on_record(record: dict[str, Any]) -> None:
-            line = tally.add(record) if tally is not None else None
-            if line is not None:
-                bench.log("  " + line)
+            progress = tally.add(record) if isinstance(record, HoldRecord) else None
+            if progress is not None:
+                bench.log("  " + progress)
 
         def on_start(shards: int) -> None:
-            nonlocal tally
-            tally = HoldTally(exp.connections, shards)
+            tally.processes = shards
 
         with sampling(bench.monitor, bench.samples, step=f"hold {index}"):
-            code = run_hold(config, bench.fd_limit, on_line, on_record, on_start)
-    assert tally is not None
+            code = run_hold(config, on_record, bench.fd_limit, on_start)
     if code != 0:
         bench.log(f"  a hold process failed (exit {code}); see {exp_dir / 'hold.jsonl'}")
     summary = tally.summary()

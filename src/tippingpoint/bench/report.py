@@ -17,25 +17,26 @@ from typing import Any
 from tippingpoint.hdr import Histogram
 from tippingpoint.monitor import loopback
 from tippingpoint.report.html import render_html
+from tippingpoint.stream import Interval, Record
 
 __all__ = ["BenchReport", "monitor_series", "timeline"]
 
 
-def timeline(records: list[dict[str, Any]]) -> dict[str, list[float]]:
+def timeline(records: list[Record]) -> dict[str, list[float]]:
     """Per-second p50, p99 and throughput of an attack's interval records (all processes)."""
-    by_t: dict[float, list[dict[str, Any]]] = {}
+    by_t: dict[float, list[Interval]] = {}
     for record in records:
-        if record.get("type") == "interval":
-            by_t.setdefault(float(record["t"]), []).append(record)
+        if isinstance(record, Interval):
+            by_t.setdefault(record.t, []).append(record)
     out: dict[str, list[float]] = {"t": [], "p50_ms": [], "p99_ms": [], "rate": []}
     for start in sorted(by_t):
         h = Histogram()
         done = 0
         dur = 1.0
         for record in by_t[start]:
-            h.add(Histogram.decode(record["hist"]["latency"]))
-            done += record["done"]
-            dur = float(record["dur"]) or 1.0
+            h.add(record.histogram("latency"))
+            done += record.done
+            dur = record.dur or 1.0
         p50, p99 = h.percentiles([50, 99])
         out["t"].append(start)
         out["p50_ms"].append(p50 / 1000)

@@ -54,6 +54,7 @@ def attack(**opts: Any) -> None:
     """
     from tippingpoint.engine.runner import run_attack
     from tippingpoint.pacer import parse_duration, parse_pace, parse_rate
+    from tippingpoint.stream import Record
 
     with user_errors():
         duration, requests = opts["duration"], opts["requests"]
@@ -97,9 +98,15 @@ def attack(**opts: Any) -> None:
     try:
         if live is not None:
             with live:
-                code = run_attack(config, out.write, live.on_record)
+                view = live
+
+                def on_record(record: Record, line: bytes) -> None:
+                    out.write(line)
+                    view.on_record(record)
+
+                code = run_attack(config, on_record)
         else:
-            code = run_attack(config, out.write)
+            code = run_attack(config, lambda _, line: out.write(line))
     except OutputError as e:
         fail(str(e), 1)
         return

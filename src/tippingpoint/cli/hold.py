@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
@@ -66,6 +65,7 @@ def hold(
     from tippingpoint.pacer import parse_duration, parse_rate
     from tippingpoint.plan import plan_with_sources
     from tippingpoint.server.config import parse_ports
+    from tippingpoint.stream import HoldRecord, Record
     from tippingpoint.targets import Target
 
     with user_errors():
@@ -126,13 +126,14 @@ def hold(
             err=True,
         )
 
-    def on_record(record: dict[str, Any]) -> None:
-        line = tally.add(record)
-        if line is not None:
-            click.echo("  " + line, err=True)
+    def on_record(record: Record, line: bytes) -> None:
+        out.write(line)
+        progress = tally.add(record) if isinstance(record, HoldRecord) else None
+        if progress is not None:
+            click.echo("  " + progress, err=True)
 
     try:
-        code = run_hold(config, soft, out.write, on_record, on_start)
+        code = run_hold(config, on_record, soft, on_start)
     except OutputError as e:
         fail(str(e), 1)
         return

@@ -25,9 +25,10 @@ from typing import Any, Final
 from tippingpoint.engine.client import ClientConn, classify_error, client_socket
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.timer import Alarm
-from tippingpoint.engine.tls import TLSClientConn
+from tippingpoint.engine.tls import TLSClientConn, make_ssl_context
 from tippingpoint.hdr import Histogram
-from tippingpoint.model import AttackConfig, Shard, TLSOptions
+from tippingpoint.model import AttackConfig, Shard
+from tippingpoint.stream import Interval
 from tippingpoint.targets import Origin, encode_request
 
 __all__ = ["Engine", "Pool", "make_ssl_context"]
@@ -54,18 +55,6 @@ _TICK_ABOVE_RATE: Final = 10_000
 _TICK_NS: Final = 100_000
 _COARSE_TICK_ABOVE_RATE: Final = 40_000
 _COARSE_TICK_NS: Final = 250_000
-
-
-def make_ssl_context(tls: TLSOptions) -> ssl.SSLContext:
-    """The client TLS context: verification unless --insecure, CA, client cert, ALPN."""
-    ctx = ssl.create_default_context(cafile=tls.cacert)
-    if tls.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if tls.cert:
-        ctx.load_cert_chain(tls.cert, tls.key)
-    ctx.set_alpn_protocols(["http/1.1"])
-    return ctx
 
 
 class Pool:
@@ -103,7 +92,7 @@ class Engine:
         self,
         config: AttackConfig,
         shard: Shard,
-        emit: Callable[[dict[str, Any]], None],
+        emit: Callable[[Interval], None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.config = config
@@ -149,7 +138,7 @@ class Engine:
         self._done = asyncio.Event()
         self._interval_ns = int(config.interval * 1e9)
         self._interval_i = 0
-        self._pending: dict[str, Any] | None = None  # a record whose histograms are encoding
+        self._pending: Interval | None = None  # a record whose histograms are encoding
         self._records = open(config.records, "a") if config.records else None  # noqa: SIM115
         self._record_lines: list[str] = []
         self._record_seq = 0
@@ -590,9 +579,8 @@ class Engine:
             self._interval_i += 1
         record = self.rec.flush(t, duration, self._open, self._in_flight, encode=final)
         if final:
-            record["final"] = True
-            if self._stopping:
-                record["interrupted"] = True
+            record.final = True
+            record.interrupted = self._stopping
             self._emit(record)
         else:
             # One histogram per turn of the loop, so that the pacing loop runs in between:
@@ -609,7 +597,7 @@ class Engine:
         else:
             self.loop.call_soon(self._encode_pending)
 
-    def _emit(self, record: dict[str, Any]) -> None:
+    def _emit(self, record: Interval) -> None:
         self._pending = None
         self.emit(record)
         if self._records is not None:

@@ -24,9 +24,12 @@ from typing import Any, cast
 import numpy as np
 
 from tippingpoint.engine.client import classify_error, client_socket
-from tippingpoint.engine.tls import TLSPipe
+from tippingpoint.engine.tls import TLSPipe, make_ssl_context
 from tippingpoint.hdr import Histogram
+from tippingpoint.loops import new_loop
 from tippingpoint.model import TLSOptions
+from tippingpoint.plan import processes_for
+from tippingpoint.stream import ErrorCount, HoldRecord, encode
 from tippingpoint.targets import Target, encode_request
 from tippingpoint.wire.response import ResponseError, ResponseReader
 
@@ -184,7 +187,7 @@ class Holder:
         self,
         config: HoldConfig,
         shard: HoldShard,
-        emit: Callable[[dict[str, Any]], None],
+        emit: Callable[[HoldRecord], None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.config = config
@@ -197,8 +200,6 @@ class Holder:
         self.ports = config.ports or (origin.port,)
         self.ssl: ssl.SSLContext | None = None
         if origin.tls:
-            from tippingpoint.engine.attack import make_ssl_context
-
             self.ssl = make_ssl_context(TLSOptions(insecure=config.insecure, cacert=config.cacert))
         self.request_bytes = encode_request(config.target)
         self.conns: list[_Conn] = []
@@ -293,7 +294,7 @@ class Holder:
         delay = (self.shard.start_ns + self.next_tick * _TICK_NS - monotonic_ns()) / 1e9
         self.loop.call_later(max(0.0, delay), self._request_tick)
 
-    def _record(self, t: float) -> dict[str, Any]:
+    def _record(self, t: float) -> HoldRecord:
         hists = {}
         for name in ("connect_latency", "request_latency"):
             values: array[int] = getattr(self, name)
@@ -302,19 +303,17 @@ class Holder:
                 h.record_many(np.frombuffer(values, dtype=np.int64) // 1000)
             hists[name.split("_")[0]] = h.encode()
             setattr(self, name, array("q"))
-        established = sum(1 for c in self.conns if c.transport is not None)
-        record = {
-            "type": "hold",
-            "process": self.shard.index,
-            "t": round(t, 3),
-            "established": established,
-            "opened": self.opened,
-            "lost": self.lost,
-            "failed": {k: {"count": v[0], "sample": v[1]} for k, v in self.failed.items()},
-            "codes": {str(k): v for k, v in self.codes.items()},
-            "rss_kib": _rss_kib(),
-            "hist": hists,
-        }
+        record = HoldRecord(
+            process=self.shard.index,
+            t=round(t, 3),
+            established=sum(1 for c in self.conns if c.transport is not None),
+            opened=self.opened,
+            lost=self.lost,
+            failed={k: ErrorCount(v[0], v[1]) for k, v in self.failed.items()},
+            codes=dict(self.codes),
+            rss_kib=_rss_kib(),
+            hist=hists,
+        )
         self.codes = {}
         return record
 
@@ -352,8 +351,8 @@ class Holder:
                 conn.transport.abort()
         await asyncio.sleep(0)
         record = self._record(float(second))
-        record["final"] = True
-        record["interrupted"] = self.done.is_set()
+        record.final = True
+        record.interrupted = self.done.is_set()
         self.emit(record)
 
 
@@ -366,8 +365,6 @@ def _rss_kib() -> int:
 def plan_hold(config: HoldConfig, fd_limit: int, start_ns: int) -> list[HoldShard]:
     """Shards: enough processes for the descriptor limit, connections and rate split evenly,
     source addresses dealt out round-robin."""
-    from tippingpoint.plan import processes_for
-
     processes = max(config.processes, processes_for(config.connections, fd_limit))
     shards = []
     for k in range(processes):
@@ -380,12 +377,10 @@ def plan_hold(config: HoldConfig, fd_limit: int, start_ns: int) -> list[HoldShar
 
 
 def hold_child(config: HoldConfig, shard: HoldShard, write_fd: int) -> int:
-    import json
+    """One hold process: its own event loop, records written to ``write_fd``."""
 
-    from tippingpoint.server.worker import new_loop
-
-    def emit(record: dict[str, Any]) -> None:
-        os.write(write_fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+    def emit(record: HoldRecord) -> None:
+        os.write(write_fd, encode(record))
 
     loop, _ = new_loop("auto")
     asyncio.set_event_loop(loop)
@@ -406,8 +401,8 @@ class HoldTally:
     def __init__(self, connections: int, processes: int) -> None:
         self.connections = connections
         self.processes = processes
-        self.latest: dict[int, dict[str, Any]] = {}
-        self.first: dict[int, dict[str, Any]] = {}
+        self.latest: dict[int, HoldRecord] = {}
+        self.first: dict[int, HoldRecord] = {}
         self.failures: dict[tuple[int, str], int] = {}
         self.samples: dict[str, str] = {}
         self.hists = {"connect": Histogram(), "request": Histogram()}
@@ -419,30 +414,30 @@ class HoldTally:
         self.interrupted = False
         """A process was stopped by a signal before the end (Ctrl-C)."""
 
-    def add(self, record: dict[str, Any]) -> str | None:
+    def add(self, record: HoldRecord) -> str | None:
         """Take one record; return a progress line when a second is complete."""
         for name, hist in self.hists.items():
-            hist.add(Histogram.decode(record["hist"][name]))
-        for code, count in record["codes"].items():
-            self.codes[code] = self.codes.get(code, 0) + count
-        if record.get("final"):
-            self.interrupted = self.interrupted or bool(record.get("interrupted"))
+            hist.add(record.histogram(name))
+        for code, count in record.codes.items():
+            self.codes[str(code)] = self.codes.get(str(code), 0) + count
+        if record.final:
+            self.interrupted = self.interrupted or record.interrupted
             return None
-        process = record["process"]
+        process = record.process
         self.latest[process] = record
         self.first.setdefault(process, record)
-        for kind, entry in record["failed"].items():  # cumulative per process
-            self.failures[(process, kind)] = entry["count"]
-            self.samples.setdefault(kind, entry["sample"])
-        total = sum(r["established"] for r in self.latest.values())
+        for kind, entry in record.failed.items():  # cumulative per process
+            self.failures[(process, kind)] = entry.count
+            self.samples.setdefault(kind, entry.sample)
+        total = sum(r.established for r in self.latest.values())
         if total > self.peak:
             self.peak = total
-            self.rss_at_peak = sum(r["rss_kib"] for r in self.latest.values())
+            self.rss_at_peak = sum(r.rss_kib for r in self.latest.values())
         if self.reached is None and total >= self.connections:
-            self.reached = float(record["t"])
+            self.reached = record.t
         if len(self.latest) < self.processes:
             return None
-        now = min(float(r["t"]) for r in self.latest.values())
+        now = min(r.t for r in self.latest.values())
         if self.timeline["t"] and now <= self.timeline["t"][-1]:
             return None
         self.timeline["t"].append(now)
@@ -452,7 +447,7 @@ class HoldTally:
 
     @property
     def lost(self) -> int:
-        return sum(r["lost"] for r in self.latest.values())
+        return sum(r.lost for r in self.latest.values())
 
     def failures_by_kind(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -462,8 +457,8 @@ class HoldTally:
 
     def bytes_per_connection(self) -> float | None:
         """Client RSS growth over the connections it added, at the peak."""
-        growth = (self.rss_at_peak - sum(r["rss_kib"] for r in self.first.values())) * 1024
-        added = self.peak - sum(r["established"] for r in self.first.values())
+        growth = (self.rss_at_peak - sum(r.rss_kib for r in self.first.values())) * 1024
+        added = self.peak - sum(r.established for r in self.first.values())
         return growth / added if added > 0 and growth > 0 else None
 
     def summary(self) -> str:
@@ -490,7 +485,7 @@ class HoldTally:
                 f"p99 {p99 / 1000:.2f} ms"
             )
         per = self.bytes_per_connection()
-        grown = (self.rss_at_peak - sum(r["rss_kib"] for r in self.first.values())) / 1024
+        grown = (self.rss_at_peak - sum(r.rss_kib for r in self.first.values())) / 1024
         lines.append(
             f"client RSS grew {max(0.0, grown):,.1f} MiB"
             + (f" ({per:,.0f} B per connection)" if per else "")

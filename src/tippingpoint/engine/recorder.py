@@ -2,7 +2,7 @@
 
 The hot path appends raw ``monotonic_ns`` differences to arrays and bumps a list of
 status counters; :meth:`Recorder.flush` turns them into HDR histograms (microseconds)
-once per interval and returns a plain dict, one line of the result stream.
+once per interval and returns an :class:`~tippingpoint.stream.Interval` record.
 
 A response has three times: latency (from the intended send), service (from the
 write) and time to first byte. Most responses arrive in one read, so their first
@@ -22,16 +22,9 @@ from typing import Any
 import numpy as np
 
 from tippingpoint.hdr import Histogram
+from tippingpoint.stream import METRICS, ErrorCount, Interval
 
 __all__ = ["METRICS", "Recorder"]
-
-METRICS = ("latency", "service", "ttfb", "connect", "lateness")
-"""Histograms in each interval record (microseconds):
-
-latency: intended send time -> last byte (coordinated-omission free);
-service: actual write -> last byte; ttfb: actual write -> first byte;
-connect: TCP (and TLS) connection set-up; lateness: how late each send left.
-"""
 
 
 class Recorder:
@@ -119,7 +112,7 @@ class Recorder:
 
     def flush(
         self, t: float, duration: float, open_conns: int, in_flight: int, encode: bool = True
-    ) -> dict[str, Any]:
+    ) -> Interval:
         """The record for the interval starting ``t`` seconds into the attack; resets.
 
         With ``encode=False`` the record's ``hist`` still holds the histograms: encoding
@@ -134,32 +127,29 @@ class Recorder:
         cpu_ns = process_time_ns()
         cpu_us = (cpu_ns - self.cpu_ns) // 1000
         self.cpu_ns = cpu_ns
-        record: dict[str, Any] = {
-            "type": "interval",
-            "process": self.process,
-            "t": round(t, 6),
-            "dur": round(duration, 6),
-            "sent": self.sent,
-            "done": self.done,
-            "queued": self.queued,
-            "codes": {str(k): v for k, v in enumerate(self.codes) if v},
-            "errors": {k: {"count": v[0], "sample": v[1]} for k, v in self.errors.items()},
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            "conns": {
-                "opened": self.opened,
-                "closed": self.closed,
-                "open": open_conns,
-                "tls_resumed": self.tls_resumed,
-            },
-            "in_flight": in_flight,
-            "cpu_us": cpu_us,
-            "latency_sum_us": lat_sum,
-            "first_send": self._us(self.first_send_ns),
-            "last_send": self._us(self.last_send_ns),
-            "last_done": self._us(self.last_done_ns),
-            "hist": hists,
-        }
+        record = Interval(
+            process=self.process,
+            t=round(t, 6),
+            dur=round(duration, 6),
+            sent=self.sent,
+            done=self.done,
+            queued=self.queued,
+            codes={k: v for k, v in enumerate(self.codes) if v},
+            errors={k: ErrorCount(v[0], v[1]) for k, v in self.errors.items()},
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            opened=self.opened,
+            closed=self.closed,
+            open=open_conns,
+            tls_resumed=self.tls_resumed,
+            in_flight=in_flight,
+            cpu_us=cpu_us,
+            latency_sum_us=lat_sum,
+            first_send=self._us(self.first_send_ns),
+            last_send=self._us(self.last_send_ns),
+            last_done=self._us(self.last_done_ns),
+            hist=hists,
+        )
         self.codes = [0] * 1000
         self.errors = {}
         self.sent = self.done = self.queued = 0
@@ -168,9 +158,9 @@ class Recorder:
         return record
 
     @staticmethod
-    def encode_next(record: dict[str, Any]) -> bool:
+    def encode_next(record: Interval) -> bool:
         """Encode one histogram of a record flushed with ``encode=False``; True once all are."""
-        hists = record["hist"]
+        hists = record.hist
         left = [name for name, h in hists.items() if isinstance(h, Histogram)]
         if left:
             hists[left[0]] = hists[left[0]].encode()

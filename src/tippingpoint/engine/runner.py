@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import json
 import math
 import os
 import select
@@ -20,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from tippingpoint import __version__
 
@@ -30,9 +29,10 @@ from tippingpoint.engine.attack import Engine
 from tippingpoint.engine.hold import HoldConfig, hold_child, plan_hold
 from tippingpoint.hdr import DEFAULT_HIGHEST
 from tippingpoint.limits import raise_nofile
+from tippingpoint.loops import new_loop
 from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.procs import describe_status, fork_child
-from tippingpoint.server.worker import new_loop
+from tippingpoint.stream import Header, Interval, Record, decode, encode
 
 __all__ = ["Plan", "plan_shards", "run_attack", "run_children", "run_hold"]
 
@@ -89,32 +89,34 @@ def plan_shards(config: AttackConfig, fd_limit: int, start_ns: int, start_epoch:
     return Plan(processes, per_process, fd_limit, tuple(shards))
 
 
-def header_record(config: AttackConfig, plan: Plan, start_epoch: float) -> dict[str, Any]:
-    return {
-        "type": "attack",
-        "version": 1,
-        "tool": f"tippingpoint {__version__}",
-        "start": start_epoch,
-        "targets": [f"{t.method} {t.url}" for t in config.targets],
-        "rate": None if config.pace else config.rate,
-        "pace": [[s.duration, s.start_rate, s.end_rate] for s in config.pace],
-        "closed_connections": config.connections if config.closed else None,
-        "duration": config.duration,
-        "requests": config.requests,
-        "timeout": config.timeout,
-        "keepalive": config.keepalive,
-        "processes": plan.processes,
-        "max_connections_per_process": plan.shards[0].max_connections,
-        "unit": "us",
-        "histogram": {"lowest": 1, "highest": DEFAULT_HIGHEST, "digits": 3},
-    }
+def header_record(config: AttackConfig, plan: Plan, start_epoch: float) -> Header:
+    return Header(
+        start=start_epoch,
+        targets=[f"{t.method} {t.url}" for t in config.targets],
+        rate=None if config.pace else config.rate,
+        pace=[[s.duration, s.start_rate, s.end_rate] for s in config.pace],
+        closed_connections=config.connections if config.closed else None,
+        duration=config.duration,
+        requests=config.requests,
+        timeout=config.timeout,
+        keepalive=config.keepalive,
+        processes=plan.processes,
+        max_connections_per_process=plan.shards[0].max_connections,
+        tool=f"tippingpoint {__version__}",
+        histogram={"lowest": 1, "highest": DEFAULT_HIGHEST, "digits": 3},
+    )
+
+
+Sink = Callable[[Record, bytes], None]
+"""Gets every record of a run as it arrives, decoded once, with its line of the stream
+(to be written as it is: the bytes the measuring process encoded)."""
 
 
 def _child(config: AttackConfig, shard: Shard, write_fd: int) -> int:
     """One attack worker: its own event loop, records written to ``write_fd``."""
 
-    def emit(record: dict[str, Any]) -> None:
-        os.write(write_fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+    def emit(record: Interval) -> None:
+        os.write(write_fd, encode(record))
 
     loop, _ = new_loop("auto")
     asyncio.set_event_loop(loop)
@@ -133,11 +135,11 @@ def _child(config: AttackConfig, shard: Shard, write_fd: int) -> int:
 
 def run_attack(
     config: AttackConfig,
-    on_line: Callable[[bytes], None],
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Sink,
     on_plan: Callable[[Plan], None] | None = None,
 ) -> int:
-    """Run the attack; every result-stream line goes to ``on_line`` as it is produced.
+    """Run the attack; every record goes to ``on_record`` as it is produced, the header
+    first.
 
     Returns 0, or 1 when a worker process failed. SIGINT/SIGTERM stop the workers
     gracefully (they flush what they have).
@@ -149,23 +151,16 @@ def run_attack(
     if on_plan is not None:
         on_plan(plan)
     header = header_record(config, plan, start_epoch)
-    on_line((json.dumps(header, separators=(",", ":")) + "\n").encode())
-    if on_record is not None:
-        on_record(header)
-
+    on_record(header, encode(header))
     return run_children(
-        [functools.partial(_child, config, shard) for shard in plan.shards],
-        on_line,
-        on_record,
-        "attack",
+        [functools.partial(_child, config, shard) for shard in plan.shards], on_record, "attack"
     )
 
 
 def run_hold(
     config: HoldConfig,
-    fd_limit: int | None,
-    on_line: Callable[[bytes], None],
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Sink,
+    fd_limit: int | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> int:
     """Hold connections over as many processes as ``fd_limit`` (default: this process's
@@ -177,22 +172,15 @@ def run_hold(
     if on_start is not None:
         on_start(len(shards))
     return run_children(
-        [functools.partial(hold_child, config, shard) for shard in shards],
-        on_line,
-        on_record,
-        "hold",
+        [functools.partial(hold_child, config, shard) for shard in shards], on_record, "hold"
     )
 
 
-def run_children(
-    jobs: list[Callable[[int], int]],
-    on_line: Callable[[bytes], None],
-    on_record: Callable[[dict[str, Any]], None] | None,
-    name: str,
-) -> int:
-    """Fork one process per job (``job(write_fd) -> exit code``); pass on every JSON line
-    they write as it arrives. SIGINT/SIGTERM are forwarded as SIGTERM (the workers stop
-    gracefully and flush). Returns 0, or 1 when a worker failed."""
+def run_children(jobs: list[Callable[[int], int]], on_record: Sink, name: str) -> int:
+    """Fork one process per job (``job(write_fd) -> exit code``); pass on every record
+    they write (one JSON line each) as it arrives, decoded once. SIGINT/SIGTERM are
+    forwarded as SIGTERM (the workers stop gracefully and flush). Returns 0, or 1 when a
+    worker failed."""
     children: dict[int, int] = {}  # pid -> read fd
     for job in jobs:
         read_fd, write_fd = os.pipe()
@@ -228,9 +216,7 @@ def run_children(
                 for line in lines:
                     if not line:
                         continue
-                    on_line(line + b"\n")
-                    if on_record is not None:
-                        on_record(json.loads(line))
+                    on_record(decode(line), line + b"\n")
         for pid in children:
             _, status = os.waitpid(pid, 0)
             if status != 0:

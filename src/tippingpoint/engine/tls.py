@@ -14,13 +14,30 @@ import ssl
 from typing import TYPE_CHECKING
 
 from tippingpoint.engine.client import ClientConn
+from tippingpoint.model import TLSOptions
 
 if TYPE_CHECKING:
     from tippingpoint.engine.attack import Engine, Pool
 
-__all__ = ["TLSClientConn", "TLSPipe"]
+__all__ = [
+    "TLSClientConn",
+    "TLSPipe",
+    "make_ssl_context",
+]
 
 _READ_SIZE = 65536
+
+
+def make_ssl_context(tls: TLSOptions) -> ssl.SSLContext:
+    """The client TLS context: verification unless --insecure, CA, client cert, ALPN."""
+    ctx = ssl.create_default_context(cafile=tls.cacert)
+    if tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if tls.cert:
+        ctx.load_cert_chain(tls.cert, tls.key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
 
 
 class TLSPipe:

@@ -6,14 +6,15 @@ import csv
 import io
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from tippingpoint.hdr import Histogram
+from tippingpoint.report.merge import Named
+from tippingpoint.stream import Header, Interval
 
 __all__ = ["to_csv", "to_hlog"]
 
 
-def to_hlog(records: Iterable[tuple[str, dict[str, Any]]], metric: str = "latency") -> str:
+def to_hlog(records: Iterable[Named], metric: str = "latency") -> str:
     """HdrHistogram interval log (format 1.3); values in microseconds, Interval_Max in ms.
 
     One line per interval per process, tagged ``p<process>``; histograms as recorded.
@@ -23,23 +24,21 @@ def to_hlog(records: Iterable[tuple[str, dict[str, Any]]], metric: str = "latenc
     base: float | None = None
     lines: list[tuple[float, str]] = []
     for name, record in records:
-        if record.get("type") == "attack":
-            starts[name] = float(record["start"])
+        if isinstance(record, Header):
+            starts[name] = record.start
             if base is None or starts[name] < base:
                 base = starts[name]
             continue
-        if record.get("type") != "interval":
+        if not isinstance(record, Interval):
             continue
-        encoded = record.get("hist", {}).get(metric)
+        encoded = record.hist.get(metric)
         if not encoded:
             continue
         h = Histogram.decode(encoded)
         if h.total == 0:
             continue
-        begin = starts.get(name, 0.0) + float(record["t"])
-        lines.append(
-            (begin, f"{record['process']},{float(record['dur']):.3f},{h.max / 1000:.3f},{encoded}")
-        )
+        begin = starts.get(name, 0.0) + record.t
+        lines.append((begin, f"{record.process},{record.dur:.3f},{h.max / 1000:.3f},{encoded}"))
     base = base or 0.0
     out.write("#[Histogram log format version 1.3]\n")
     out.write(
@@ -55,7 +54,7 @@ def to_hlog(records: Iterable[tuple[str, dict[str, Any]]], metric: str = "latenc
     return out.getvalue()
 
 
-def to_csv(records: Iterable[tuple[str, dict[str, Any]]]) -> str:
+def to_csv(records: Iterable[Named]) -> str:
     """One row per interval per process: counts and latency percentiles (microseconds)."""
     out = io.StringIO()
     writer = csv.writer(out)
@@ -81,27 +80,26 @@ def to_csv(records: Iterable[tuple[str, dict[str, Any]]]) -> str:
         ]
     )
     for name, record in records:
-        if record.get("type") != "interval":
+        if not isinstance(record, Interval):
             continue
-        lat = Histogram.decode(record["hist"]["latency"])
-        late = Histogram.decode(record["hist"]["lateness"])
-        codes = {int(k): v for k, v in record.get("codes", {}).items()}
-        ok = sum(v for k, v in codes.items() if 200 <= k < 400)
+        lat = record.histogram("latency")
+        late = record.histogram("lateness")
+        ok = sum(v for k, v in record.codes.items() if 200 <= k < 400)
         p50, p90, p99 = lat.percentiles([50, 90, 99])
-        mean = record.get("latency_sum_us", 0) / lat.total if lat.total else 0
+        mean = record.latency_sum_us / lat.total if lat.total else 0
         writer.writerow(
             [
                 name,
-                record["process"],
-                record["t"],
-                record["dur"],
-                record["sent"],
-                record["done"],
+                record.process,
+                record.t,
+                record.dur,
+                record.sent,
+                record.done,
                 ok,
-                record["done"] - ok,
-                record["bytes_in"],
-                record["bytes_out"],
-                record["conns"]["open"],
+                record.done - ok,
+                record.bytes_in,
+                record.bytes_out,
+                record.open,
                 p50,
                 p90,
                 p99,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from tippingpoint.hdr import Histogram
+from tippingpoint.stream import Interval, Record
 
 __all__ = ["LiveView"]
 
@@ -40,22 +40,22 @@ class LiveView:
         self.live.update(self._render())
         self.live.__exit__(None, None, None)
 
-    def on_record(self, record: dict[str, Any]) -> None:
-        if record.get("type") != "interval":
+    def on_record(self, record: Record, _line: bytes = b"") -> None:
+        if not isinstance(record, Interval):
             return
-        self.sent += record["sent"]
-        self.done += record["done"]
-        self.errors += sum(int(v) for k, v in record["codes"].items() if not 200 <= int(k) < 400)
-        self.in_flight[record["process"]] = record["in_flight"]
-        self.open[record["process"]] = record["conns"]["open"]
-        t = float(record["t"])
-        lat = Histogram.decode(record["hist"]["latency"])
-        late = Histogram.decode(record["hist"]["lateness"])
+        self.sent += record.sent
+        self.done += record.done
+        self.errors += sum(v for k, v in record.codes.items() if not 200 <= k < 400)
+        self.in_flight[record.process] = record.in_flight
+        self.open[record.process] = record.open
+        t = record.t
+        lat = record.histogram("latency")
+        late = record.histogram("lateness")
         if t > self.last_t:
             self.last_t = t
             self.last = {}
         if t == self.last_t:
-            self.last[record["process"]] = (lat, late, record["sent"])
+            self.last[record.process] = (lat, late, record.sent)
         if late.total and late.percentile(99) > 1000:
             self.saturated = True
         self.live.update(self._render())

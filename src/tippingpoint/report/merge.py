@@ -9,15 +9,24 @@ warning; any other bad line is an error naming file and line.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from tippingpoint.engine.recorder import METRICS
 from tippingpoint.hdr import Histogram
 from tippingpoint.pacer import Pacer, Segment
+from tippingpoint.stream import (
+    METRICS,
+    Header,
+    HoldRecord,
+    Interval,
+    Record,
+    StreamError,
+    Truncated,
+    VegetaResult,
+    decode,
+)
 
 __all__ = ["CPU_SATURATED", "InputError", "Summary", "read_records", "summarize", "windows"]
 
@@ -136,55 +145,52 @@ class Summary:
 
     # Merging
 
-    def add_record(self, record: dict[str, Any], start: float) -> None:
+    def add_record(self, record: Interval, start: float) -> None:
         for name in METRICS:
-            encoded = record.get("hist", {}).get(name)
+            encoded = record.hist.get(name)
             if encoded:
-                h = Histogram.decode(encoded)
-                self.hists[name].add(h)
-        for code, n in record.get("codes", {}).items():
-            self.codes[int(code)] = self.codes.get(int(code), 0) + int(n)
-        for kind, entry in record.get("errors", {}).items():
-            mine = self.errors.setdefault(kind, [0, entry.get("sample", "")])
-            mine[0] += int(entry.get("count", 0))
-        self.sent += int(record.get("sent", 0))
-        self.done += int(record.get("done", 0))
-        self.queued += int(record.get("queued", 0))
-        if "cpu_us" in record:
-            self.cpu_us += int(record["cpu_us"])
-            self.cpu_wall_s += float(record.get("dur", 0.0))
-        self.bytes_in += int(record.get("bytes_in", 0))
-        self.bytes_out += int(record.get("bytes_out", 0))
-        conns = record.get("conns", {})
-        self.opened += int(conns.get("opened", 0))
-        self.closed += int(conns.get("closed", 0))
-        self.tls_resumed += int(conns.get("tls_resumed", 0))
-        self.latency_sum_us += int(record.get("latency_sum_us", 0))
-        if record.get("interrupted"):
+                self.hists[name].add(record.histogram(name))
+        for code, n in record.codes.items():
+            self.codes[code] = self.codes.get(code, 0) + n
+        for kind, entry in record.errors.items():
+            mine = self.errors.setdefault(kind, [0, entry.sample])
+            mine[0] += entry.count
+        self.sent += record.sent
+        self.done += record.done
+        self.queued += record.queued
+        if record.cpu_us is not None:
+            self.cpu_us += record.cpu_us
+            self.cpu_wall_s += record.dur
+        self.bytes_in += record.bytes_in
+        self.bytes_out += record.bytes_out
+        self.opened += record.opened
+        self.closed += record.closed
+        self.tls_resumed += record.tls_resumed
+        self.latency_sum_us += record.latency_sum_us
+        if record.interrupted:
             self.interrupted = True
         for key, pick in (("first_send", min), ("last_send", max), ("last_done", max)):
-            value = record.get(key, -1)
-            if value is not None and value >= 0:
+            value = getattr(record, key)
+            if value >= 0:
                 epoch = start + value / 1e6
                 current = getattr(self, key)
                 setattr(self, key, epoch if current is None else pick(current, epoch))
 
-    def add_vegeta(self, result: dict[str, Any]) -> None:
-        latency_us = int(result.get("latency", 0)) // 1000
-        code = int(result.get("code", 0))
-        stamp = _parse_time(str(result.get("timestamp", "")))
+    def add_vegeta(self, result: VegetaResult) -> None:
+        latency_us = result.latency_ns // 1000
+        code = result.code
+        stamp = _parse_time(result.timestamp)
         self.sent += 1
         self.done += 1
         self.codes[code] = self.codes.get(code, 0) + 1
-        error = result.get("error") or ""
-        if error:
-            entry = self.errors.setdefault("vegeta", [0, error])
+        if result.error:
+            entry = self.errors.setdefault("vegeta", [0, result.error])
             entry[0] += 1
         elif code:
             self._vegeta_latency.append(latency_us)
             self.latency_sum_us += latency_us
-        self.bytes_in += int(result.get("bytes_in", 0))
-        self.bytes_out += int(result.get("bytes_out", 0))
+        self.bytes_in += result.bytes_in
+        self.bytes_out += result.bytes_out
         end = stamp + latency_us / 1e6
         self.first_send = stamp if self.first_send is None else min(self.first_send, stamp)
         self.last_send = stamp if self.last_send is None else max(self.last_send, stamp)
@@ -197,11 +203,11 @@ class Summary:
             self._vegeta_latency = []
         return self
 
-    def add_header(self, header: dict[str, Any]) -> None:
-        self.processes += int(header.get("processes", 1))
-        pace = [Segment(*s) for s in header.get("pace") or []]
-        rate = header.get("rate")
-        duration, requests = header.get("duration"), header.get("requests")
+    def add_header(self, header: Header) -> None:
+        self.processes += header.processes
+        pace = [Segment(*s) for s in header.pace]
+        rate = header.rate
+        duration, requests = header.duration, header.requests
         try:
             if pace:
                 pacer = Pacer(pace, duration, requests)
@@ -230,7 +236,11 @@ def _parse_time(text: str) -> float:
         raise InputError(f"bad timestamp {text!r}") from None
 
 
-def read_records(sources: Iterable[tuple[str, IO[str]]]) -> Iterator[tuple[str, dict[str, Any]]]:
+Named = tuple[str, Record]
+"""A record and the name of the stream it came from (a file, a process, a step)."""
+
+
+def read_records(sources: Iterable[tuple[str, IO[str]]]) -> Iterator[Named]:
     """``(source name, record)`` for every line of every source."""
     for name, stream in sources:
         lines = stream.read().split("\n")
@@ -241,50 +251,48 @@ def read_records(sources: Iterable[tuple[str, IO[str]]]) -> Iterator[tuple[str, 
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                if number == last:
-                    yield name, {"type": "truncated", "line": number + 1}
+                yield name, decode(line)
+            except StreamError as e:
+                if number == last and str(e) == "not JSON":
+                    yield name, Truncated(number + 1)
                     continue
-                raise InputError(
-                    f"{name}:{number + 1}: not a result record (expected JSON lines from "
-                    "tippingpoint attack or vegeta encode --to json)"
-                ) from None
-            yield name, record
+                if str(e) == "not JSON" or str(e).startswith("not a JSON"):
+                    raise InputError(
+                        f"{name}:{number + 1}: not a result record (expected JSON lines from "
+                        "tippingpoint attack or vegeta encode --to json)"
+                    ) from None
+                raise InputError(f"{name}:{number + 1}: {e}") from None
 
 
-def summarize(records: Iterable[tuple[str, dict[str, Any]]]) -> Summary:
+def summarize(records: Iterable[Named]) -> Summary:
     summary = Summary()
     starts: dict[str, float] = {}
     for name, record in records:
-        kind = record.get("type")
-        if kind == "attack":
-            starts[name] = float(record.get("start", 0.0))
+        if isinstance(record, Header):
+            starts[name] = record.start
             summary.add_header(record)
-        elif kind == "interval":
+        elif isinstance(record, Interval):
             summary.add_record(record, starts.get(name, 0.0))
-        elif kind == "truncated":
-            summary.warnings.append(f"{name}: skipped a truncated last line {record['line']}")
-        elif kind is None and "latency" in record and "code" in record:
+        elif isinstance(record, Truncated):
+            summary.warnings.append(f"{name}: skipped a truncated last line {record.line}")
+        elif isinstance(record, VegetaResult):
             summary.add_vegeta(record)
-        else:
-            raise InputError(f"{name}: unknown record type {kind!r}")
+        elif isinstance(record, HoldRecord):
+            raise InputError(
+                f"{name}: a hold's records: read them with tippingpoint hold's summary"
+            )
     return summary.finish()
 
 
-def windows(records: list[tuple[str, dict[str, Any]]], every: float) -> list[tuple[float, Summary]]:
+def windows(records: list[Named], every: float) -> list[tuple[float, Summary]]:
     """Summaries of consecutive windows of ``every`` seconds (by interval start time)."""
     starts: dict[str, float] = {}
-    groups: dict[int, list[tuple[str, dict[str, Any]]]] = {}
-    headers: list[tuple[str, dict[str, Any]]] = []
+    groups: dict[int, list[tuple[str, Interval]]] = {}
     for name, record in records:
-        if record.get("type") == "attack":
-            starts[name] = float(record.get("start", 0.0))
-            headers.append((name, record))
-        elif record.get("type") == "interval":
-            groups.setdefault(int(float(record["t"]) // every), []).append((name, record))
+        if isinstance(record, Header):
+            starts[name] = record.start
+        elif isinstance(record, Interval):
+            groups.setdefault(int(record.t // every), []).append((name, record))
     out = []
     for index in sorted(groups):
         summary = Summary()

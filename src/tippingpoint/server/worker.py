@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Final
 
+from tippingpoint.loops import new_loop
 from tippingpoint.server.config import ServeConfig
 from tippingpoint.server.protocol import BufferedPongProtocol, PongProtocol
 from tippingpoint.server.responses import Responses
@@ -39,19 +40,6 @@ def describe_ports(ports: tuple[int, ...]) -> str:
         parts.append(str(start) if start == prev else f"{start}-{prev}")
         start = prev = port
     return ",".join(parts)
-
-
-def new_loop(kind: str) -> tuple[asyncio.AbstractEventLoop, str]:
-    """A new event loop: uvloop unless ``kind`` is "asyncio" or uvloop is missing."""
-    if kind != "asyncio":
-        try:
-            import uvloop
-
-            return uvloop.new_event_loop(), "uvloop"
-        except ImportError:
-            if kind == "uvloop":
-                raise RuntimeError("uvloop is not installed: pip install uvloop") from None
-    return asyncio.new_event_loop(), "asyncio"
 
 
 class Worker:
