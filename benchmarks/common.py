@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tippingpoint.procs import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # SIGTERM runs the scripts' cleanup (finally blocks stop every process they started).
@@ -53,13 +55,7 @@ def start(cmd: Sequence[str], log: Path | None = None) -> subprocess.Popen[bytes
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     """Stop one process we started, by its PID."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, timeout)
 
 
 def median(values: Sequence[float]) -> float:

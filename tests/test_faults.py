@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -65,7 +65,7 @@ def alive(procs: list[psutil.Process]) -> list[str]:
     return out
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "") -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -323,10 +323,8 @@ def test_a_full_disk_ends_the_attack_with_one_line_and_keeps_what_was_written(
     )  # fmt: skip
     err = result.stderr.decode()
     assert result.returncode == 1, err
-    assert (
-        err.strip().splitlines() == [err.strip().splitlines()[0]]
-        and f"cannot write {stream}: No space left on device" in err
-    ), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"cannot write {stream}: No space left on device" in err
     assert "readable: tippingpoint report" in err and "Traceback" not in err
     report = run_tp("report", "--type", "json", str(stream))
     assert report.returncode == 0, report.stderr

@@ -69,7 +69,9 @@ def _owners(inodes: set[int]) -> dict[int, tuple[int, str]]:
     wanted = {f"socket:[{inode}]": inode for inode in inodes}
     found: dict[int, tuple[int, str]] = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or len(found) == len(wanted):
+        if len(found) == len(wanted):
+            break
+        if not entry.name.isdigit():
             continue
         try:
             fds = os.listdir(f"/proc/{entry.name}/fd")

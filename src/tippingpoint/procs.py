@@ -5,12 +5,13 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ["describe_status", "die_with_parent", "fork_child"]
+__all__ = ["describe_status", "die_with_parent", "fork_child", "stop_process"]
 
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -54,3 +55,14 @@ def fork_child(run: Callable[[], int], close_fds: Iterable[int] = ()) -> int:
     finally:
         sys.stderr.flush()
         os._exit(code)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Stop one process we started, by its PID: SIGTERM, then SIGKILL after ``grace``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from tippingpoint.hdr import Histogram
+from tippingpoint.hdr import DEFAULT_HIGHEST, Histogram
 
 __all__ = [
     "METRICS",
@@ -25,6 +25,7 @@ __all__ = [
     "Header",
     "HoldRecord",
     "Interval",
+    "NotJSON",
     "Record",
     "StreamError",
     "Truncated",
@@ -41,11 +42,16 @@ service: actual write -> last byte; ttfb: actual write -> first byte;
 connect: TCP (and TLS) connection set-up; lateness: how late each send left.
 """
 
-HOLD_METRICS: Final = ("connect", "request")
+_LAYOUT: Final = {"lowest": 1, "highest": DEFAULT_HIGHEST, "digits": 3}
+"""The histograms' layout (microseconds), as the header records it."""
 
 
 class StreamError(ValueError):
     """A line that is not a record of a known type."""
+
+
+class NotJSON(StreamError):
+    """A line that is not a JSON object at all (a cut last line is one)."""
 
 
 @dataclass(slots=True)
@@ -73,9 +79,7 @@ class Header:
     tool: str = ""
     version: int = 1
     unit: str = "us"
-    histogram: dict[str, int] = field(
-        default_factory=lambda: {"lowest": 1, "highest": 3_600_000_000, "digits": 3}
-    )
+    histogram: dict[str, int] = field(default_factory=lambda: dict(_LAYOUT))
 
 
 @dataclass(slots=True)
@@ -311,7 +315,7 @@ def _decode_header(d: dict[str, Any]) -> Header:
         tool=str(d.get("tool", "")),
         version=int(d.get("version", 1)),
         unit=str(d.get("unit", "us")),
-        histogram=dict(d.get("histogram") or {"lowest": 1, "highest": 3_600_000_000, "digits": 3}),
+        histogram=dict(d.get("histogram") or _LAYOUT),
     )
 
 
@@ -354,9 +358,9 @@ def decode(line: bytes | str) -> Header | Interval | HoldRecord | VegetaResult:
     try:
         data = json.loads(line)
     except ValueError:
-        raise StreamError("not JSON") from None
+        raise NotJSON("not JSON") from None
     if not isinstance(data, dict):
-        raise StreamError("not a JSON object")
+        raise NotJSON("not a JSON object")
     kind = data.get("type")
     decoder = _DECODERS.get(kind) if isinstance(kind, str) else None
     try:

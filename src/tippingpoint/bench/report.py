@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tippingpoint.bench.topology import BenchFailure
 from tippingpoint.hdr import Histogram
 from tippingpoint.monitor import loopback
 from tippingpoint.report.html import render_html
 from tippingpoint.stream import Interval, Record
 
-__all__ = ["BenchReport", "monitor_series", "timeline"]
+__all__ = ["BenchReport", "ReportError", "monitor_series", "timeline"]
+
+
+class ReportError(BenchFailure):
+    """The report directory cannot be written; a one-line reason with the way out."""
 
 
 def timeline(records: list[Record]) -> dict[str, list[float]]:
@@ -64,8 +69,12 @@ def monitor_series(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _replace(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk keeps the last whole report, not a part
+        raise
 
 
 @dataclass
@@ -98,7 +107,18 @@ class BenchReport:
         }
 
     def write(self) -> None:
-        """Replace the report files with what has run so far."""
+        """Replace the report files with what has run so far; :class:`ReportError` when
+        the directory cannot be written."""
+        try:
+            self._write()
+        except OSError as e:
+            where = e.filename or self.out
+            raise ReportError(
+                f"cannot write the report ({where}): {e.strerror or e}: free space or "
+                "choose another -o"
+            ) from None
+
+    def _write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         _replace(
             self.out / "summary.json",

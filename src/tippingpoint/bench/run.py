@@ -98,13 +98,13 @@ def run_bench(
     binary = find_haproxy(haproxy_bin)
     plans = plan_holds(scenario, soft, port_range(), memory_available())
     out = out.absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    machine = f"{os.cpu_count()} CPUs, open-file limit {soft}, {time.strftime('%Y-%m-%d %H:%M')}"
+    report = BenchReport(out, scenario.title, machine)
+    report.write()  # the directory is writable before anything starts
     for index, plan in plans.items():
         log(f"bench: plan for {scenario.experiments[index].name}: {plan.describe()}")
         for warning in plan.warnings:
             log(f"bench: warning: {warning}")
-    machine = f"{os.cpu_count()} CPUs, open-file limit {soft}, {time.strftime('%Y-%m-%d %H:%M')}"
-    report = BenchReport(out, scenario.title, machine)
     with _limits(soft, hard, scenario.client_cpus), Topology() as topology:
         try:
             proxy_config, monitor = _start(scenario, out, topology, binary, soft)

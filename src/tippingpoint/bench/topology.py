@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tippingpoint.listeners import PortBusy, check_free
-from tippingpoint.procs import die_with_parent
+from tippingpoint.procs import die_with_parent, stop_process
 from tippingpoint.proxy.config import ProxyConfig
 from tippingpoint.proxy.instance import ProxyFleet
 
@@ -40,16 +40,6 @@ def serve_command(
     if share:
         command.append("--share-ports")
     return ["taskset", "-c", cpus, *command] if cpus else command
-
-
-def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -75,7 +65,6 @@ class Topology:
         self.stack = ExitStack()
         self.parent = parent
         self.procs: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
-        self.fleets: list[tuple[str, ProxyFleet]] = []
 
     def __enter__(self) -> Topology:
         self.stack.__enter__()
@@ -131,7 +120,7 @@ class Topology:
             preexec_fn=lambda: die_with_parent(parent),
         )
         self._register(role, proc)
-        self.stack.callback(_stop, proc)
+        self.stack.callback(stop_process, proc, 15.0)
         _wait_port("127.0.0.1", ports[-1], proc, log_path)
         return proc
 
@@ -148,7 +137,6 @@ class Topology:
         fleet = ProxyFleet(binary, workdir, config, instances, share_ports=share)
         fleet.start(timeout=15.0 + 3.0 * instances)
         self.stack.callback(fleet.stop, grace)
-        self.fleets.append((role, fleet))
         for proc in fleet.procs:
             self._register(role, proc)
         return fleet

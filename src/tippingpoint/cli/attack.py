@@ -52,6 +52,8 @@ def attack(**opts: Any) -> None:
     lines, HDR histograms per second and per process) goes to --output; read it with
     `tippingpoint report`.
     """
+    from contextlib import nullcontext
+
     from tippingpoint.engine.runner import run_attack
     from tippingpoint.pacer import parse_duration, parse_pace, parse_rate
     from tippingpoint.stream import Record
@@ -95,18 +97,15 @@ def attack(**opts: Any) -> None:
             pacer = config.pacer()
             planned, offered = pacer.total_hits(), pacer.total_hits() / max(pacer.end, 1e-9)
         live = LiveView(Console(stderr=True), planned, offered)
-    try:
+
+    def on_record(record: Record, line: bytes) -> None:
+        out.write(line)
         if live is not None:
-            with live:
-                view = live
+            live.on_record(record)
 
-                def on_record(record: Record, line: bytes) -> None:
-                    out.write(line)
-                    view.on_record(record)
-
-                code = run_attack(config, on_record)
-        else:
-            code = run_attack(config, lambda _, line: out.write(line))
+    try:
+        with live if live is not None else nullcontext():
+            code = run_attack(config, on_record)
     except OutputError as e:
         fail(str(e), 1)
         return

@@ -69,9 +69,7 @@ def bench(
         fail(f"bench: {e}", 1)
         return
     except OSError as e:
-        where = f" ({e.filename})" if e.filename else ""
-        fail(f"bench: cannot write the report{where}: {e.strerror or e}: free space or "
-             "choose another -o", 1)  # fmt: skip
+        fail(f"bench: {e.strerror or e}: {e.filename}", 1)
         return
     except KeyboardInterrupt:
         partial = f"; the report has what ran: {index}" if index.exists() else ""

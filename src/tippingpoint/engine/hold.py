@@ -406,7 +406,7 @@ class HoldTally:
         self.failures: dict[tuple[int, str], int] = {}
         self.samples: dict[str, str] = {}
         self.hists = {"connect": Histogram(), "request": Histogram()}
-        self.codes: dict[str, int] = {}
+        self.codes: dict[int, int] = {}
         self.peak = 0
         self.rss_at_peak = 0
         self.reached: float | None = None
@@ -419,7 +419,7 @@ class HoldTally:
         for name, hist in self.hists.items():
             hist.add(record.histogram(name))
         for code, count in record.codes.items():
-            self.codes[str(code)] = self.codes.get(str(code), 0) + count
+            self.codes[code] = self.codes.get(code, 0) + count
         if record.final:
             self.interrupted = self.interrupted or record.interrupted
             return None

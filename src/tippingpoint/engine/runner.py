@@ -27,7 +27,6 @@ from tippingpoint import __version__
 # moments of its schedule importing.
 from tippingpoint.engine.attack import Engine
 from tippingpoint.engine.hold import HoldConfig, hold_child, plan_hold
-from tippingpoint.hdr import DEFAULT_HIGHEST
 from tippingpoint.limits import raise_nofile
 from tippingpoint.loops import new_loop
 from tippingpoint.model import AttackConfig, Shard
@@ -103,7 +102,6 @@ def header_record(config: AttackConfig, plan: Plan, start_epoch: float) -> Heade
         processes=plan.processes,
         max_connections_per_process=plan.shards[0].max_connections,
         tool=f"tippingpoint {__version__}",
-        histogram={"lowest": 1, "highest": DEFAULT_HIGHEST, "digits": 3},
     )
 
 

@@ -72,7 +72,7 @@ class ProxyFleet:
         self.binary = binary
         workdir = Path(workdir).absolute()
         self.workdir = workdir
-        self.config = _absolute(config)
+        self.config = config
         self.instances = instances
         self.share_ports = share_ports
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -84,6 +84,8 @@ class ProxyFleet:
     def write_configs(self) -> None:
         self.config = _absolute(self.config)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        for i, sock in enumerate(self.sockets):
+            _link_socket(self.workdir / f"haproxy-{i}.sock", sock)
         for i in range(self.instances):
             text = render(replace(self.config, stats_socket=self.sockets[i]))
             self.config_paths[i].write_text(text)
@@ -220,18 +222,22 @@ _SOCKET_PATH_MAX = 90
 
 def _socket_path(workdir: Path, index: int) -> Path:
     """``workdir/haproxy-N.sock``; in a deep workdir, a short path in the temporary
-    directory instead, with a symlink in the workdir so that readers find it there."""
+    directory instead (:func:`_link_socket` puts a symlink to it in the workdir)."""
     path = workdir / f"haproxy-{index}.sock"
     if len(str(path)) <= _SOCKET_PATH_MAX:
         return path
     digest = hashlib.sha1(str(workdir).encode()).hexdigest()[:12]
-    short = Path(tempfile.gettempdir()) / f"tippingpoint-{digest}" / path.name
-    short.parent.mkdir(mode=0o700, exist_ok=True)
-    workdir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.gettempdir()) / f"tippingpoint-{digest}" / path.name
+
+
+def _link_socket(path: Path, socket_path: Path) -> None:
+    """Where the socket is not ``path`` itself, a symlink there so that readers find it."""
+    if socket_path == path:
+        return
+    socket_path.parent.mkdir(mode=0o700, exist_ok=True)
     if path.is_symlink() or path.exists():
         path.unlink()
-    path.symlink_to(short)
-    return short
+    path.symlink_to(socket_path)
 
 
 def _absolute(config: ProxyConfig) -> ProxyConfig:

@@ -21,6 +21,7 @@ from tippingpoint.stream import (
     Header,
     HoldRecord,
     Interval,
+    NotJSON,
     Record,
     StreamError,
     Truncated,
@@ -252,15 +253,15 @@ def read_records(sources: Iterable[tuple[str, IO[str]]]) -> Iterator[Named]:
                 continue
             try:
                 yield name, decode(line)
-            except StreamError as e:
-                if number == last and str(e) == "not JSON":
+            except NotJSON:
+                if number == last:
                     yield name, Truncated(number + 1)
                     continue
-                if str(e) == "not JSON" or str(e).startswith("not a JSON"):
-                    raise InputError(
-                        f"{name}:{number + 1}: not a result record (expected JSON lines from "
-                        "tippingpoint attack or vegeta encode --to json)"
-                    ) from None
+                raise InputError(
+                    f"{name}:{number + 1}: not a result record (expected JSON lines from "
+                    "tippingpoint attack or vegeta encode --to json)"
+                ) from None
+            except StreamError as e:
                 raise InputError(f"{name}:{number + 1}: {e}") from None
 
 
