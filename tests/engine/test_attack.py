@@ -64,9 +64,29 @@ def test_closed_model_sends_exactly_the_requests(serve) -> None:
         server.url, "--rate", "0", "--connections", "8", "--requests", "3001", "--processes", "2"
     )
     report = report_json(stream)
-    assert report["requests"] == 3001
+    assert report["requests"] == report["sent"] == 3001
     assert report["connections"]["opened"] == 8
     assert server.metrics()['tippingpoint_serve_requests_total{code="200"}'] == 3001
+
+
+def test_closed_model_counts_each_request_sent_once_on_new_connections(serve) -> None:
+    server = serve()
+    stream = attack(
+        server.url,
+        "--rate",
+        "0",
+        "--connections",
+        "4",
+        "--requests",
+        "400",
+        "--processes",
+        "1",
+        "--no-keepalive",
+    )
+    report = report_json(stream)
+    assert report["requests"] == report["sent"] == 400
+    assert report["connections"]["opened"] == 400
+    assert server.metrics()['tippingpoint_serve_requests_total{code="200"}'] == 400
 
 
 def test_first_byte_service_and_latency_each_counted(serve) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.options import parse_laddrs, user_errors
+
+if TYPE_CHECKING:
+    from tippingpoint.engine.hold import HoldConfig
+    from tippingpoint.plan import ConnectionPlan
 
 
 @cli.command()
@@ -56,49 +61,27 @@ def hold(
     output: str | None,
 ) -> None:
     """Open connections at a rate and hold them (idle or with a periodic request)."""
-    from dataclasses import replace
-
     from tippingpoint.cli.output import OutputError, ResultFile
-    from tippingpoint.engine.hold import HoldConfig, HoldTally
+    from tippingpoint.engine.hold import HoldTally
     from tippingpoint.engine.runner import run_hold
-    from tippingpoint.limits import file_max, memory_available, port_range, raise_nofile
-    from tippingpoint.pacer import parse_duration, parse_rate
-    from tippingpoint.plan import plan_with_sources
-    from tippingpoint.server.config import parse_ports
+    from tippingpoint.limits import raise_nofile
     from tippingpoint.stream import HoldRecord, Record
-    from tippingpoint.targets import Target
 
     with user_errors():
-        if connections < 1:
-            raise ValueError("--connections must be >= 1")
-        config = HoldConfig(
-            target=Target("GET", url),
-            connections=connections,
-            connect_rate=parse_rate(connect_rate),
-            duration=parse_duration(duration),
-            request_every=parse_duration(request_every) if request_every else None,
-            ports=parse_ports(dest_ports) if dest_ports else (),
-            laddrs=parse_laddrs(laddr),
-            insecure=insecure,
-            cacert=cacert,
-            processes=max(1, processes),
+        config = _hold_config(
+            url,
+            connections,
+            connect_rate,
+            duration,
+            request_every,
+            dest_ports,
+            laddr,
+            processes,
+            insecure,
+            cacert,
         )
-        if config.connect_rate <= 0:
-            raise ValueError("--connect-rate must be > 0")
     soft, _ = raise_nofile()
-    origin = config.target.origin
-    plan, laddrs = plan_with_sources(
-        connections,
-        origin.host,
-        config.laddrs,
-        soft,
-        port_range(),
-        len(config.ports) or 1,
-        memory_available(),
-        tls=origin.tls,
-        file_max=file_max(),
-    )
-    config = replace(config, laddrs=laddrs)
+    plan, config = _with_sources(config, soft)
     if not plan.feasible:
         fail("this plan cannot fit: " + "; ".join(plan.problems))
         return
@@ -113,18 +96,7 @@ def hold(
 
     def on_start(processes: int) -> None:
         tally.processes = processes
-        click.echo(
-            f"tippingpoint hold: {connections:,} connections in {processes} process(es) "
-            f"(open-file limit {soft:,}), "
-            + (
-                f"{len(laddrs)} source address(es) {laddrs[0]}-{laddrs[-1]}, "
-                if laddrs
-                else "1 source address, "
-            )
-            + f"{len(config.ports) or 1} destination port(s), {config.connect_rate:,.0f}/s; "
-            f"about {plan.memory_bytes / 2**30:.1f} GiB with the server's side and the kernel's",
-            err=True,
-        )
+        click.echo(_start_line(config, processes, soft, plan), err=True)
 
     def on_record(record: Record, line: bytes) -> None:
         out.write(line)
@@ -147,3 +119,77 @@ def hold(
             err=True,
         )
     sys.exit(code)
+
+
+def _hold_config(
+    url: str,
+    connections: int,
+    connect_rate: str,
+    duration: str,
+    request_every: str | None,
+    dest_ports: str | None,
+    laddr: str | None,
+    processes: int,
+    insecure: bool,
+    cacert: str | None,
+) -> HoldConfig:
+    """The hold's config from the options (ValueError when one is bad)."""
+    from tippingpoint.engine.hold import HoldConfig
+    from tippingpoint.pacer import parse_duration, parse_rate
+    from tippingpoint.server.config import parse_ports
+    from tippingpoint.targets import Target
+
+    if connections < 1:
+        raise ValueError("--connections must be >= 1")
+    config = HoldConfig(
+        target=Target("GET", url),
+        connections=connections,
+        connect_rate=parse_rate(connect_rate),
+        duration=parse_duration(duration),
+        request_every=parse_duration(request_every) if request_every else None,
+        ports=parse_ports(dest_ports) if dest_ports else (),
+        laddrs=parse_laddrs(laddr),
+        insecure=insecure,
+        cacert=cacert,
+        processes=max(1, processes),
+    )
+    if config.connect_rate <= 0:
+        raise ValueError("--connect-rate must be > 0")
+    return config
+
+
+def _with_sources(config: HoldConfig, fd_limit: int) -> tuple[ConnectionPlan, HoldConfig]:
+    """The plan of the hold, and its config with the source addresses the plan needs."""
+    from dataclasses import replace
+
+    from tippingpoint.limits import file_max, memory_available, port_range
+    from tippingpoint.plan import plan_with_sources
+
+    origin = config.target.origin
+    plan, laddrs = plan_with_sources(
+        config.connections,
+        origin.host,
+        config.laddrs,
+        fd_limit,
+        port_range(),
+        len(config.ports) or 1,
+        memory_available(),
+        tls=origin.tls,
+        file_max=file_max(),
+    )
+    return plan, replace(config, laddrs=tuple(laddrs))
+
+
+def _start_line(config: HoldConfig, processes: int, soft: int, plan: ConnectionPlan) -> str:
+    laddrs = config.laddrs
+    sources = (
+        f"{len(laddrs)} source address(es) {laddrs[0]}-{laddrs[-1]}"
+        if laddrs
+        else "1 source address"
+    )
+    return (
+        f"tippingpoint hold: {config.connections:,} connections in {processes} process(es) "
+        f"(open-file limit {soft:,}), {sources}, {len(config.ports) or 1} destination "
+        f"port(s), {config.connect_rate:,.0f}/s; about {plan.memory_bytes / 2**30:.1f} "
+        "GiB with the server's side and the kernel's"
+    )

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from tippingpoint.cli.base import cli, fail
+
+if TYPE_CHECKING:
+    from tippingpoint.proxy.config import ProxyConfig
 
 
 def _parse_addr(spec: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -173,20 +178,19 @@ def proxy(
     except (ValueError, click.BadParameter, HAProxyError) as e:
         fail(str(e))
         return
+    listening = ", ".join(f"{s}://{a[0]}:{a[1]}" for s, a in _frontends(config))
     click.echo(
         f"tippingpoint proxy: {instances} HAProxy instance(s) (pids {fleet.pids}) on "
-        + ", ".join(
-            f"{scheme}://{h}:{p}"
-            for scheme, a in (("http", config.http), ("https", config.https))
-            if a
-            for h, p in [a]
-        )
-        + f" -> {len(config.backends)} backends; config and sockets in {directory}",
+        f"{listening} -> {len(config.backends)} backends; config and sockets in {directory}",
         err=True,
     )
     stopped = fleet.run(lambda event: click.echo(f"tippingpoint proxy: {event}", err=True))
     if not stopped:
         fail("HAProxy exited; see the logs in " + str(directory), 1)
+
+
+def _frontends(config: ProxyConfig) -> list[tuple[str, tuple[str, int]]]:
+    return [(s, a) for s, a in (("http", config.http), ("https", config.https)) if a]
 
 
 @proxy.command("stats")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,9 @@ from tippingpoint.cli.options import (
     user_errors,
     warn_timeout,
 )
+
+if TYPE_CHECKING:
+    from tippingpoint.sweep import SweepConfig
 
 _SWEEP_CONNECTIONS = 128
 
@@ -97,51 +100,14 @@ def sweep(**opts: Any) -> None:
     import json
     from pathlib import Path
 
-    from tippingpoint.knee import KneeRule, parse_slo
     from tippingpoint.monitor import Monitor
-    from tippingpoint.pacer import parse_duration, parse_rate
     from tippingpoint.proxy.stats import show_info
-    from tippingpoint.sweep import SweepConfig, parse_step, render_table, run_sweep
+    from tippingpoint.sweep import render_table, run_sweep
 
     with user_errors():
-        closed = opts["closed"]
-        if closed and opts["max_connections"] is not None:
-            raise ValueError("--closed steps the connections itself: drop --max-connections")
-        if closed and opts["max_rate"]:
-            raise ValueError("--closed offers no rate: drop --max-rate (--max-steps bounds it)")
-        if opts["max_connections"] is None:
-            # A fixed pool, as wrk2 holds: the sweep measures the server's request capacity;
-            # past it, hits queue and the latency shows the knee. Without a cap, a slowing
-            # server makes the client open connection after connection, and the run measures
-            # the proxy's connection handling instead.
-            opts["max_connections"] = _SWEEP_CONNECTIONS
-        config = attack_config(opts, rate=1.0, duration=1.0)
-        step_duration = parse_duration(opts["step_duration"])
-        if step_duration < 1:
-            raise ValueError("--step-duration must be >= 1s")
-        sweep_config = SweepConfig(
-            attack=config,
-            start=(
-                _connections(opts["start_rate"] or "1")
-                if closed
-                else parse_rate(opts["start_rate"] or "1000")
-            ),
-            step=parse_step(opts["step_spec"] or ("x2" if closed else "x1.5")),
-            step_duration=step_duration,
-            max_steps=opts["max_steps"],
-            refine=opts["refine"],
-            max_rate=parse_rate(opts["max_rate"]) if opts["max_rate"] else None,
-            rule=KneeRule(
-                factor=opts["factor"],
-                floor_ms=opts["floor_ms"],
-                slo=parse_slo(opts["slo"]) if opts["slo"] else None,
-            ),
-            out=Path(opts["out_dir"]) if opts["out_dir"] else None,
-            closed=closed,
-        )
-        if sweep_config.start <= 0 or sweep_config.max_steps < 1:
-            raise ValueError("--start must be > 0 and --max-steps >= 1")
-        roles = parse_roles(opts["roles"])
+        sweep_config, roles = _sweep_config(opts)
+    config = sweep_config.attack
+    closed = sweep_config.closed
     warn_timeout(config, "sweep")
     sockets = None
     if opts["proxy_dir"]:
@@ -173,6 +139,55 @@ def sweep(**opts: Any) -> None:
         click.echo(json.dumps(result.to_json()))
     else:
         click.echo(render_table(result), nl=False)
+
+
+def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int]]]:
+    """The sweep's config and the monitor's roles, from the options (ValueError if bad)."""
+    from pathlib import Path
+
+    from tippingpoint.knee import KneeRule, parse_slo
+    from tippingpoint.pacer import parse_duration, parse_rate
+    from tippingpoint.sweep import SweepConfig, parse_step
+
+    closed = opts["closed"]
+    if closed and opts["max_connections"] is not None:
+        raise ValueError("--closed steps the connections itself: drop --max-connections")
+    if closed and opts["max_rate"]:
+        raise ValueError("--closed offers no rate: drop --max-rate (--max-steps bounds it)")
+    if opts["max_connections"] is None:
+        # A fixed pool, as wrk2 holds: the sweep measures the server's request capacity;
+        # past it, hits queue and the latency shows the knee. Without a cap, a slowing
+        # server makes the client open connection after connection, and the run measures
+        # the proxy's connection handling instead.
+        opts["max_connections"] = _SWEEP_CONNECTIONS
+    config = attack_config(opts, rate=1.0, duration=1.0)
+    step_duration = parse_duration(opts["step_duration"])
+    if step_duration < 1:
+        raise ValueError("--step-duration must be >= 1s")
+    sweep_config = SweepConfig(
+        attack=config,
+        start=(
+            _connections(opts["start_rate"] or "1")
+            if closed
+            else parse_rate(opts["start_rate"] or "1000")
+        ),
+        step=parse_step(opts["step_spec"] or ("x2" if closed else "x1.5")),
+        step_duration=step_duration,
+        max_steps=opts["max_steps"],
+        refine=opts["refine"],
+        max_rate=parse_rate(opts["max_rate"]) if opts["max_rate"] else None,
+        rule=KneeRule(
+            factor=opts["factor"],
+            floor_ms=opts["floor_ms"],
+            slo=parse_slo(opts["slo"]) if opts["slo"] else None,
+        ),
+        out=Path(opts["out_dir"]) if opts["out_dir"] else None,
+        closed=closed,
+    )
+    if sweep_config.start <= 0 or sweep_config.max_steps < 1:
+        raise ValueError("--start must be > 0 and --max-steps >= 1")
+    roles = parse_roles(opts["roles"])
+    return sweep_config, roles
 
 
 def _connections(text: str) -> float:

@@ -10,20 +10,17 @@ its next request as soon as the last response has arrived.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-import os
 import signal
-import socket
 import ssl
-import time
-from collections import deque
 from collections.abc import Callable
 from time import monotonic_ns
-from typing import Any, Final
+from typing import Final
 
-from tippingpoint.engine.client import ClientConn, classify_error, client_socket
+from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
+from tippingpoint.engine.intervals import IntervalClock
 from tippingpoint.engine.recorder import Recorder
+from tippingpoint.engine.results import ResultWriter
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.engine.tls import TLSClientConn, make_ssl_context
 from tippingpoint.hdr import Histogram
@@ -31,7 +28,7 @@ from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.stream import Interval
 from tippingpoint.targets import Origin, encode_request
 
-__all__ = ["Engine", "Pool", "make_ssl_context"]
+__all__ = ["Engine"]
 
 _NEVER: Final = 1 << 62
 _SWEEP_S: Final = 0.1
@@ -57,36 +54,6 @@ _COARSE_TICK_ABOVE_RATE: Final = 40_000
 _COARSE_TICK_NS: Final = 250_000
 
 
-class Pool:
-    """Connections to one origin."""
-
-    __slots__ = (
-        "addr",
-        "conns",
-        "family",
-        "idle",
-        "origin",
-        "queue",
-        "resume",
-        "server_hostname",
-        "session",
-        "ssl",
-    )
-
-    def __init__(self, origin: Origin, ctx: ssl.SSLContext | None, server_name: str | None) -> None:
-        self.origin = origin
-        infos = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
-        self.family: socket.AddressFamily = infos[0][0]
-        self.addr: tuple[Any, ...] = infos[0][4]
-        self.ssl = ctx if origin.tls else None
-        self.server_hostname = (server_name or origin.host) if origin.tls else None
-        self.idle: list[ClientConn] = []
-        self.conns: set[ClientConn] = set()
-        self.queue: deque[tuple[int, int, int]] = deque()
-        self.session: ssl.SSLSession | None = None
-        self.resume = False
-
-
 class Engine:
     def __init__(
         self,
@@ -110,17 +77,14 @@ class Engine:
         for target in config.targets:
             pool = pools.get(target.origin)
             if pool is None:
-                pool = pools[target.origin] = Pool(target.origin, ctx, config.tls.server_name)
-                pool.resume = config.tls.resume
+                pool = Pool(target.origin, ctx, config.tls.server_name, config.tls.resume)
+                pools[target.origin] = pool
             self._target_pool.append(pool)
             self._requests.append(encode_request(target, config.keepalive))
             self._heads.append(target.method == "HEAD")
             self._body_lens.append(len(target.body))
         self._ntargets = len(config.targets)
         self._single = self._ntargets == 1
-        self._request0 = self._requests[0]
-        self._head0 = self._heads[0]
-        self._body_len0 = self._body_lens[0]
         self._open = 0  # connections open or being opened
         self._max_conns = shard.max_connections
         self._laddrs = shard.laddrs
@@ -136,12 +100,14 @@ class Engine:
         self._stopping = False
         self._plan_done = False
         self._done = asyncio.Event()
-        self._interval_ns = int(config.interval * 1e9)
-        self._interval_i = 0
-        self._pending: Interval | None = None  # a record whose histograms are encoding
-        self._records = open(config.records, "a") if config.records else None  # noqa: SIM115
-        self._record_lines: list[str] = []
-        self._record_seq = 0
+        self._intervals = IntervalClock(
+            self.rec, loop, shard.start_ns, config.interval, self._state, self._emit
+        )
+        self._results = (
+            ResultWriter(config.records, shard.start_ns, shard.start_epoch)
+            if config.records
+            else None
+        )
         # Open model
         self._pacer = config.pacer() if not config.closed else None
         self._step = shard.count
@@ -167,7 +133,7 @@ class Engine:
         loop = self.loop
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
-        self._schedule_interval()
+        self._intervals.start()
         loop.call_later(_SWEEP_S, self._sweep)
         loop.call_later(_ABSORB_S, self._absorb)
         # Run numpy's code paths once now, not in the first interval.
@@ -200,10 +166,9 @@ class Engine:
             for conn in list(pool.conns):
                 conn.close()
         await asyncio.sleep(0)
-        self._flush_interval(final=True)
-        if self._records is not None:
-            self._write_records()
-            self._records.close()
+        self._intervals.finish(interrupted=self._stopping)
+        if self._results is not None:
+            self._results.close()
 
     async def _warm_up(self) -> None:
         """Open the connections the schedule will need at once, before it starts.
@@ -358,15 +323,8 @@ class Engine:
         self._closed_left -= 1
         ti = self._closed_n % self._ntargets
         self._closed_n += self.shard.count
-        rec = self.rec
-        rec.sent += 1
-        if rec.first_send_ns < 0:
-            rec.first_send_ns = now
-        rec.last_send_ns = now
         if conn is not None and conn.pool is self._target_pool[ti]:
-            conn.send(self._requests[ti], now, self._heads[ti], now, ti)
-            rec.bytes_out += self._body_lens[ti]
-            self._in_flight += 1
+            self._send(conn, ti, now, now)
         else:
             if conn is not None:
                 conn.close()
@@ -396,7 +354,7 @@ class Engine:
                     _, tls_conn = await self.loop.create_connection(
                         lambda: TLSClientConn(self, pool), sock=sock
                     )
-                    await tls_conn.handshake
+                    await tls_conn.established()
                     conn: ClientConn = tls_conn
                     if tls_conn.resumed:
                         self.rec.tls_resumed += 1
@@ -432,16 +390,7 @@ class Engine:
         if ti < 0:
             pool.idle.append(conn)
             return
-        if self._pacer is None:
-            rec.sent += 1  # closed model: no schedule, no lateness
-            rec.last_send_ns = now
-            if rec.first_send_ns < 0:
-                rec.first_send_ns = now
-            rec.bytes_out += self._body_lens[ti]
-            self._in_flight += 1
-            conn.send(self._requests[ti], intended, self._heads[ti], now, ti)
-        else:
-            self._send(conn, ti, intended, now)
+        self._send(conn, ti, intended, now)
         self._drain(pool)
 
     def _drain(self, pool: Pool) -> None:
@@ -475,23 +424,18 @@ class Engine:
             rec.ttfb.append(conn.first_byte_ns - sent)
         rec.bytes_in += body_bytes
         rec.last_done_ns = now
-        if self._records is not None:
-            self._record(conn, now, status, body_bytes, "")
+        if self._results is not None:
+            self._result(conn, now, status, body_bytes, "")
+        self._in_flight -= 1
         if keep_alive and self._keepalive and not conn.eof:
             if self._pacer is None:
                 if self._single and self._closed_left > 0 and now < self._closed_end_ns:
-                    # Closed model, one target: the next request on this connection
-                    # (one request in flight before and after).
+                    # Closed model, one target: the next request on this connection.
                     self._closed_left -= 1
-                    rec.sent += 1
-                    rec.last_send_ns = now
-                    rec.bytes_out += self._body_len0
-                    conn.send(self._request0, now, self._head0, now, 0)
+                    self._send(conn, 0, now, now)
                     return
-                self._in_flight -= 1
                 self._closed_hit(conn, now)
             else:
-                self._in_flight -= 1
                 queue = conn.pool.queue
                 if queue and not self._stopping:
                     ti, intended, _ = queue.popleft()
@@ -500,18 +444,16 @@ class Engine:
                     conn.pool.idle.append(conn)
                 if self._next_due <= now:
                     self._pump()
-        else:
-            self._in_flight -= 1
-            if self._pacer is None:
-                self._closed_hit(None, now)
+        elif self._pacer is None:
+            self._closed_hit(None, now)
         if self._plan_done or self._stopping:
             self._check_done()
 
     def on_error(self, conn: ClientConn, exc: BaseException) -> None:
         self._in_flight -= 1
         self._request_failed(exc)
-        if self._records is not None:
-            self._record(conn, monotonic_ns(), 0, 0, classify_error(exc)[1])
+        if self._results is not None:
+            self._result(conn, monotonic_ns(), 0, 0, classify_error(exc)[1])
         self._check_done()
 
     def _request_failed(self, exc: BaseException) -> None:
@@ -555,83 +497,15 @@ class Engine:
         self.rec.absorb()
         self.loop.call_later(_ABSORB_S, self._absorb)
 
-    def _schedule_interval(self) -> None:
-        boundary = self._start + (self._interval_i + 1) * self._interval_ns
-        delay = max((boundary - monotonic_ns()) / 1e9, 0.0)
-        self.loop.call_later(delay, self._on_interval)
-
-    def _on_interval(self) -> None:
-        if self._done.is_set():
-            return
-        self._flush_interval(final=False)
-        self._schedule_interval()
-
-    def _flush_interval(self, final: bool) -> None:
-        if self._pending is not None:  # the last record is still being encoded: finish it
-            while not Recorder.encode_next(self._pending):
-                pass
-            self._emit(self._pending)
-        t = self._interval_i * self.config.interval
-        if final:
-            duration = max((monotonic_ns() - self._start) / 1e9 - t, 0.0)
-        else:
-            duration = self.config.interval
-            self._interval_i += 1
-        record = self.rec.flush(t, duration, self._open, self._in_flight, encode=final)
-        if final:
-            record.final = True
-            record.interrupted = self._stopping
-            self._emit(record)
-        else:
-            # One histogram per turn of the loop, so that the pacing loop runs in between:
-            # the five at once stall it for 3-5 ms a second at 80,000 hits/s.
-            self._pending = record
-            self.loop.call_soon(self._encode_pending)
-
-    def _encode_pending(self) -> None:
-        record = self._pending
-        if record is None:
-            return
-        if Recorder.encode_next(record):
-            self._emit(record)
-        else:
-            self.loop.call_soon(self._encode_pending)
+    def _state(self) -> tuple[int, int]:
+        return self._open, self._in_flight
 
     def _emit(self, record: Interval) -> None:
-        self._pending = None
         self.emit(record)
-        if self._records is not None:
-            self._write_records()
+        if self._results is not None:
+            self._results.flush()
 
-    # Per-request records (Vegeta's JSON result format)
-
-    def _record(self, conn: ClientConn, now: int, code: int, body: int, error: str) -> None:
-        intended_epoch = self.shard.start_epoch + (conn.intended_ns - self._start) / 1e9
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(intended_epoch))
-        frac = f"{intended_epoch % 1:.9f}"[1:]
+    def _result(self, conn: ClientConn, now: int, code: int, body: int, error: str) -> None:
+        assert self._results is not None
         target = self.config.targets[conn.ti]
-        self._record_seq += 1
-        self._record_lines.append(
-            json.dumps(
-                {
-                    "attack": "",
-                    "seq": self._record_seq - 1,
-                    "code": code,
-                    "timestamp": f"{stamp}{frac}Z",
-                    "latency": now - conn.intended_ns,
-                    "bytes_out": len(target.body),
-                    "bytes_in": body,
-                    "error": error,
-                    "body": None,
-                    "method": target.method,
-                    "url": target.url,
-                    "headers": None,
-                },
-                separators=(",", ":"),
-            )
-        )
-
-    def _write_records(self) -> None:
-        if self._record_lines and self._records is not None:
-            os.write(self._records.fileno(), ("\n".join(self._record_lines) + "\n").encode())
-            self._record_lines.clear()
+        self._results.add(target, conn.intended_ns, now - conn.intended_ns, code, body, error)

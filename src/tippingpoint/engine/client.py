@@ -11,16 +11,15 @@ import asyncio
 import errno
 import socket
 import ssl
+from collections import deque
 from collections.abc import Callable
 from time import monotonic_ns
-from typing import TYPE_CHECKING, cast
+from typing import Any, Protocol, cast
 
+from tippingpoint.targets import Origin
 from tippingpoint.wire.response import ResponseError, ResponseReader
 
-if TYPE_CHECKING:
-    from tippingpoint.engine.attack import Engine, Pool
-
-__all__ = ["ClientConn", "classify_error", "client_socket"]
+__all__ = ["ClientConn", "ConnOwner", "Pool", "classify_error", "client_socket"]
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
@@ -71,9 +70,62 @@ def classify_error(exc: BaseException) -> tuple[str, str]:
     return "other", message
 
 
+class ConnOwner(Protocol):
+    """What a connection reports to: the attack's engine, or a hold's holder."""
+
+    def on_response(
+        self, conn: ClientConn, now: int, status: int, body_bytes: int, keep_alive: bool
+    ) -> None:
+        """A response completed (``now`` is when its last byte arrived)."""
+
+    def on_error(self, conn: ClientConn, exc: BaseException) -> None:
+        """The request in flight failed (``exc`` says how, see :func:`classify_error`)."""
+
+    def on_closed(self, conn: ClientConn, pool: Pool) -> None:
+        """The connection is gone."""
+
+
+class Pool:
+    """Connections to one origin, and what opening one needs: the address, TLS
+    context and name, and the last TLS session (offered again with ``resume``)."""
+
+    __slots__ = (
+        "addr",
+        "conns",
+        "family",
+        "idle",
+        "origin",
+        "queue",
+        "resume",
+        "server_hostname",
+        "session",
+        "ssl",
+    )
+
+    def __init__(
+        self,
+        origin: Origin,
+        ctx: ssl.SSLContext | None,
+        server_name: str | None,
+        resume: bool = False,
+    ) -> None:
+        self.origin = origin
+        infos = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+        self.family: socket.AddressFamily = infos[0][0]
+        self.addr: tuple[Any, ...] = infos[0][4]
+        self.ssl = ctx if origin.tls else None
+        self.server_hostname = (server_name or origin.host) if origin.tls else None
+        self.idle: list[ClientConn] = []
+        self.conns: set[ClientConn] = set()
+        self.queue: deque[tuple[int, int, int]] = deque()
+        """Hits waiting for a connection: (target index, intended ns, queued ns)."""
+        self.session: ssl.SSLSession | None = None
+        self.resume = resume
+
+
 class ClientConn(asyncio.Protocol):
     __slots__ = (
-        "_engine",
+        "_owner",
         "_pool",
         "_reader",
         "_transport",
@@ -87,8 +139,8 @@ class ClientConn(asyncio.Protocol):
         "_out",
     )
 
-    def __init__(self, engine: Engine, pool: Pool) -> None:
-        self._engine = engine
+    def __init__(self, owner: ConnOwner, pool: Pool) -> None:
+        self._owner = owner
         self._pool = pool
         self._reader = ResponseReader()
         self._transport: asyncio.Transport | None = None
@@ -126,7 +178,7 @@ class ClientConn(asyncio.Protocol):
         if complete:
             self.busy = False
             keep_alive = reader.keep_alive
-            self._engine.on_response(self, now, reader.status, reader.body_bytes, keep_alive)
+            self._owner.on_response(self, now, reader.status, reader.body_bytes, keep_alive)
             if not keep_alive:
                 self.close()
 
@@ -137,7 +189,7 @@ class ClientConn(asyncio.Protocol):
             self.busy = False
             now = monotonic_ns()
             reader = self._reader
-            self._engine.on_response(self, now, reader.status, reader.body_bytes, False)
+            self._owner.on_response(self, now, reader.status, reader.body_bytes, False)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -147,8 +199,8 @@ class ClientConn(asyncio.Protocol):
             self.busy = False
             if exc is None:
                 exc = ConnectionResetError("connection closed before the response ended")
-            self._engine.on_error(self, exc)
-        self._engine.on_closed(self, self._pool)
+            self._owner.on_error(self, exc)
+        self._owner.on_closed(self, self._pool)
 
     # Used by the engine
 
@@ -173,7 +225,7 @@ class ClientConn(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         if self.busy:
             self.busy = False
-            self._engine.on_error(self, exc)
+            self._owner.on_error(self, exc)
         self.abort()
 
     def timeout(self) -> None:

@@ -19,19 +19,19 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic_ns
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from tippingpoint.engine.client import classify_error, client_socket
-from tippingpoint.engine.tls import TLSPipe, make_ssl_context
+from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
+from tippingpoint.engine.tls import TLSClientConn, make_ssl_context
 from tippingpoint.hdr import Histogram
 from tippingpoint.loops import new_loop
 from tippingpoint.model import TLSOptions
 from tippingpoint.plan import processes_for
 from tippingpoint.stream import ErrorCount, HoldRecord, encode
 from tippingpoint.targets import Target, encode_request
-from tippingpoint.wire.response import ResponseError, ResponseReader
+from tippingpoint.wire.response import ResponseError
 
 __all__ = ["HoldConfig", "HoldShard", "HoldTally", "Holder", "hold_child", "plan_hold"]
 
@@ -65,124 +65,9 @@ class HoldShard:
     start_ns: int
 
 
-class _Conn(asyncio.Protocol):
-    __slots__ = ("holder", "reader", "sent_ns", "transport")
-
-    def __init__(self, holder: Holder) -> None:
-        self.holder = holder
-        self.transport: asyncio.Transport | None = None
-        self.reader: ResponseReader | None = None
-        self.sent_ns = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        reader = self.reader
-        if reader is None:
-            return
-        try:
-            done = reader.feed(data)
-        except ResponseError as e:
-            self.holder.fail(e)
-            self.reader = None
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        if done:
-            self.holder.request_latency.append(monotonic_ns() - self.sent_ns)
-            self.holder.codes[reader.status] = self.holder.codes.get(reader.status, 0) + 1
-            self.reader = None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.holder.on_lost(self)
-
-    def request(self, data: bytes) -> None:
-        if self.transport is None or self.reader is not None:
-            return
-        self.reader = ResponseReader()
-        self.reader.start()
-        self.sent_ns = monotonic_ns()
-        self.send(data)
-
-    def send(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
-
-
-class _TLSConn(_Conn):
-    """TLS over memory BIOs (:class:`TLSPipe`) on a plain transport: 34 KB per held
-    connection here (process baselines included) against 44 KB with the event loop's
-    TLS transport (its 256 KiB read buffer and protocol objects): the client is the
-    largest share of a held TLS connection, so this decides how many fit in memory."""
-
-    __slots__ = ("handshake", "tls")
-
-    def __init__(self, holder: Holder, context: ssl.SSLContext, hostname: str | None) -> None:
-        super().__init__(holder)
-        self.tls = TLSPipe(context, hostname)
-        self.handshake: asyncio.Future[None] | None = holder.loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._shake()
-
-    def _shake(self) -> None:
-        assert self.handshake is not None
-        try:
-            done = self.tls.handshake()
-        except ssl.SSLError as e:
-            self._flush()
-            if not self.handshake.done():
-                self.handshake.set_exception(e)
-            return
-        self._flush()
-        if done and not self.handshake.done():
-            self.handshake.set_result(None)
-
-    def _flush(self) -> None:
-        data = self.tls.outgoing()
-        if data and self.transport is not None:
-            self.transport.write(data)
-
-    def send(self, data: bytes) -> None:
-        self.tls.write(data)
-        self._flush()
-
-    def data_received(self, data: bytes) -> None:
-        self.tls.feed(data)
-        if self.handshake is not None:
-            self._shake()
-            if not self.handshake.done():
-                return
-            if self.handshake.exception() is not None:  # _open_one reports it
-                if self.transport is not None:
-                    self.transport.abort()
-                return
-            self.handshake = None
-        try:
-            plain = self.tls.read()
-        except ssl.SSLError as e:  # a broken record
-            plain = []
-            self.holder.fail(e)
-            if self.transport is not None:
-                self.transport.abort()
-        for chunk in plain:
-            super().data_received(chunk)
-        self._flush()  # TLS 1.3 key updates and the like
-        if self.tls.closed and self.transport is not None:  # the server's close_notify
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.handshake is not None and not self.handshake.done():
-            self.handshake.set_exception(
-                exc or ConnectionResetError("connection closed during the TLS handshake")
-            )
-        super().connection_lost(exc)
-
-
 class Holder:
+    """One process's share of a hold; the owner (see ``ConnOwner``) of its connections."""
+
     def __init__(
         self,
         config: HoldConfig,
@@ -195,14 +80,16 @@ class Holder:
         self.emit = emit
         self.loop = loop
         origin = config.target.origin
-        info = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
-        self.host = str(info[0][4][0])
-        self.ports = config.ports or (origin.port,)
-        self.ssl: ssl.SSLContext | None = None
+        context = None
         if origin.tls:
-            self.ssl = make_ssl_context(TLSOptions(insecure=config.insecure, cacert=config.cacert))
+            context = make_ssl_context(TLSOptions(insecure=config.insecure, cacert=config.cacert))
+        self.pool = Pool(origin, context, None)
+        """Its ``conns`` are the connections established and not lost."""
+        self.host = str(self.pool.addr[0])
+        self.ports = config.ports or (origin.port,)
         self.request_bytes = encode_request(config.target)
-        self.conns: list[_Conn] = []
+        self.conns: list[ClientConn] = []
+        """Every connection established, in order (requests go round them)."""
         self.opening = 0
         self.started = 0
         self.opened = 0
@@ -220,9 +107,25 @@ class Holder:
         entry = self.failed.setdefault(kind, [0, message[:300]])
         entry[0] += 1
 
-    def on_lost(self, conn: _Conn) -> None:
-        if not self.stopping:
-            self.lost += 1
+    # ConnOwner
+
+    def on_response(
+        self, conn: ClientConn, now: int, status: int, body_bytes: int, keep_alive: bool
+    ) -> None:
+        self.request_latency.append(now - conn.sent_ns)
+        self.codes[status] = self.codes.get(status, 0) + 1
+
+    def on_error(self, conn: ClientConn, exc: BaseException) -> None:
+        # A response that cannot be read, or a broken TLS record, is a failure; a
+        # connection that goes away counts as lost (on_closed).
+        if not self.stopping and isinstance(exc, ResponseError | ssl.SSLError):
+            self.fail(exc)
+
+    def on_closed(self, conn: ClientConn, pool: Pool) -> None:
+        if conn in pool.conns:
+            pool.conns.discard(conn)
+            if not self.stopping:
+                self.lost += 1
 
     async def _open_one(self, n: int) -> None:
         t0 = monotonic_ns()
@@ -232,25 +135,24 @@ class Holder:
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
             sock = client_socket(family, laddrs[n % len(laddrs)] if laddrs else None)
             port = self.ports[(n // max(1, len(self.shard.laddrs))) % len(self.ports)]
+            pool = self.pool
             async with asyncio.timeout(self.config.timeout):
                 await self.loop.sock_connect(sock, (self.host, port))
-                context = self.ssl
-                if context is None:
-                    _, conn = await self.loop.create_connection(lambda: _Conn(self), sock=sock)
+                if pool.ssl is None:
+                    _, conn = await self.loop.create_connection(
+                        lambda: ClientConn(self, pool), sock=sock
+                    )
                 else:
-                    hostname = self.config.target.origin.host
-                    transport, conn = await self.loop.create_connection(
-                        lambda: _TLSConn(self, context, hostname), sock=sock
+                    transport, tls_conn = await self.loop.create_connection(
+                        lambda: TLSClientConn(self, pool), sock=sock
                     )
                     sock = None  # the transport owns it now
                     try:
-                        # None: the handshake finished before this coroutine resumed.
-                        handshake = cast(_TLSConn, conn).handshake
-                        if handshake is not None:
-                            await handshake
+                        await tls_conn.established()
                     except BaseException:
                         transport.abort()
                         raise
+                    conn = tls_conn
         except (OSError, ssl.SSLError, ssl.CertificateError, TimeoutError) as e:
             if sock is not None:
                 sock.close()
@@ -260,7 +162,11 @@ class Holder:
             self.opening -= 1
         self.connect_latency.append(monotonic_ns() - t0)
         self.opened += 1
+        if not conn.open:  # closed by the peer before this coroutine resumed
+            self.lost += 1
+            return
         self.conns.append(conn)
+        pool.conns.add(conn)
 
     def _open_batch(self) -> None:
         """Every 10 ms: open the connections due by now."""
@@ -289,7 +195,10 @@ class Holder:
         request = self.request_bytes
         while self.next_tick <= now_tick:
             for i in range(self.next_tick % period, len(conns), period):
-                conns[i].request(request)
+                conn = conns[i]
+                if conn.open and not conn.busy:
+                    now = monotonic_ns()
+                    conn.send(request, now, False, now, 0)
             self.next_tick += 1
         delay = (self.shard.start_ns + self.next_tick * _TICK_NS - monotonic_ns()) / 1e9
         self.loop.call_later(max(0.0, delay), self._request_tick)
@@ -306,7 +215,7 @@ class Holder:
         record = HoldRecord(
             process=self.shard.index,
             t=round(t, 3),
-            established=sum(1 for c in self.conns if c.transport is not None),
+            established=len(self.pool.conns),
             opened=self.opened,
             lost=self.lost,
             failed={k: ErrorCount(v[0], v[1]) for k, v in self.failed.items()},
@@ -347,8 +256,7 @@ class Holder:
                 break
         self.stopping = True
         for conn in self.conns:
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.abort()
         await asyncio.sleep(0)
         record = self._record(float(second))
         record.final = True

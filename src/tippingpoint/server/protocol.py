@@ -9,20 +9,43 @@ timer handle is the one of a delayed (``sleep``/``times``) response in progress.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final, cast
+from collections.abc import Callable
+from typing import Final, Protocol, cast
 
+from tippingpoint.server.config import ServeConfig
 from tippingpoint.server.responses import (
     CHUNK_PONG,
     CONTINUE_100,
     LAST_CHUNK,
+    Responses,
     error_response,
 )
+from tippingpoint.server.stats import WorkerStats
 from tippingpoint.wire.http1 import CONTINUE, ProtocolError, Request, RequestReader
 
-if TYPE_CHECKING:
-    from tippingpoint.server.worker import Worker
+__all__ = ["BufferedPongProtocol", "PongProtocol", "Worker"]
 
-__all__ = ["BufferedPongProtocol", "PongProtocol"]
+
+class Worker(Protocol):
+    """What a connection shares with its worker process (``server/worker.py``): the
+    answers, the counters, the clock of deadlines and the accept switch."""
+
+    config: ServeConfig
+    loop: asyncio.AbstractEventLoop
+    stats: WorkerStats
+    responses: Responses
+    conns: set[PongProtocol]
+    capacity: int
+    resume_level: int
+    paused: bool
+    idle_deadline: int
+    header_deadline: int
+    read_buffer: memoryview
+    random_ms: Callable[[int], float]
+
+    def pause_accepting(self) -> None: ...
+
+    def resume_accepting(self) -> None: ...
 
 # Stop reading from a client that keeps pipelining while a response is delayed.
 _PAUSE_BUFFERED: Final = 256 * 1024

@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from tippingpoint.wire.body import BodyError, BodyReader
+
 __all__ = [
     "CONTINUE",
     "MAX_SLEEP_MS",
@@ -40,8 +42,6 @@ MAX_TIMES: Final = 100_000
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") [^\x00-\x20\x7f]+ HTTP/([0-9])\.([0-9])\r\n")
-# Header lines after the request line; the value may hold HTAB, visible ASCII and obs-text.
-_HEADER_LINES = re.compile(rb"(?:" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
 # The whole head: request line, header lines, the empty line. One pass validates it all.
 _HEAD_RE = re.compile(
     rb"(" + _TOKEN + rb") [^\x00-\x20\x7f]+ HTTP/([0-9])\.([0-9])\r\n"
@@ -49,7 +49,6 @@ _HEAD_RE = re.compile(
 )
 # Any header the backend acts on (searched in the lower-cased header block).
 _SPECIAL = re.compile(rb"\r\n(content-length|transfer-encoding|connection|sleep|times|expect):")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 
 _CL: Final = b"\r\ncontent-length:"
 _TE: Final = b"\r\ntransfer-encoding:"
@@ -60,14 +59,9 @@ _EXPECT: Final = b"\r\nexpect:"
 
 # Reader states.
 _HEAD: Final = 0
-_FIXED: Final = 1
-_CHUNK_SIZE_LINE: Final = 2
-_CHUNK_DATA: Final = 3
-_CHUNK_CRLF: Final = 4
-_TRAILERS: Final = 5
+_BODY: Final = 1
 
 _MAX_LEADING_CRLF: Final = 8
-_MAX_CHUNK_LINE: Final = 1024
 
 
 class ProtocolError(Exception):
@@ -151,12 +145,11 @@ class RequestReader:
     """Incremental request reader. Not thread-safe; one per connection."""
 
     __slots__ = (
+        "_body",
         "_continue",
         "_pending",
         "_pos",
-        "_remaining",
         "_state",
-        "_total",
         "buffer",
         "max_body",
         "max_header",
@@ -168,8 +161,7 @@ class RequestReader:
         self.buffer = b""
         self._pos = 0
         self._state = _HEAD
-        self._remaining = 0
-        self._total = 0
+        self._body = BodyReader(max_body, max_header)
         self._pending: Request | None = None
         self._continue = False
 
@@ -288,12 +280,11 @@ class RequestReader:
         if not chunked and body == 0:
             return request
         self._pending = request
-        self._total = 0
+        self._state = _BODY
         if chunked:
-            self._state = _CHUNK_SIZE_LINE
+            self._body.chunked()
         else:
-            self._state = _FIXED
-            self._remaining = body
+            self._body.fixed(body)
         if not http10 and b"expect" in names and _header(block, _EXPECT) == b"100-continue":
             return CONTINUE
         return self._read_body()
@@ -348,67 +339,10 @@ class RequestReader:
             self._pos = 0
         return request
 
-    def _count(self, n: int) -> None:
-        self._total += n
-        if self._total > self.max_body:
-            raise ProtocolError(413, f"request body exceeds {self.max_body} bytes")
-
     def _read_body(self) -> Request | None:
-        buf = self.buffer
-        while True:
-            state = self._state
-            available = len(buf) - self._pos
-            if state == _FIXED:
-                take = min(available, self._remaining)
-                self._pos += take
-                self._remaining -= take
-                if self._remaining:
-                    return None
-                return self._finish()
-            if state == _CHUNK_SIZE_LINE:
-                stop = buf.find(b"\r\n", self._pos)
-                if stop < 0:
-                    if available > _MAX_CHUNK_LINE:
-                        raise ProtocolError(400, "chunk size line too long")
-                    return None
-                match = _CHUNK_SIZE.fullmatch(buf, self._pos, stop)
-                if match is None:
-                    raise ProtocolError(400, "invalid chunk size line")
-                size = int(match.group(1), 16)
-                self._pos = stop + 2
-                if size == 0:
-                    self._state = _TRAILERS
-                    self._remaining = 0
-                    continue
-                self._count(size)
-                self._remaining = size
-                self._state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                take = min(available, self._remaining)
-                self._pos += take
-                self._remaining -= take
-                if self._remaining:
-                    return None
-                self._state = _CHUNK_CRLF
-            elif state == _CHUNK_CRLF:
-                if available < 2:
-                    return None
-                if not buf.startswith(b"\r\n", self._pos):
-                    raise ProtocolError(400, "chunk data not followed by CRLF")
-                self._pos += 2
-                self._state = _CHUNK_SIZE_LINE
-            else:  # _TRAILERS: header lines up to an empty line
-                stop = buf.find(b"\r\n", self._pos)
-                if stop < 0:
-                    if available > self.max_header:
-                        raise ProtocolError(431, "trailer section too large")
-                    return None
-                line_len = stop - self._pos
-                self._pos = stop + 2
-                if line_len == 0:
-                    return self._finish()
-                self._remaining += line_len + 2
-                if self._remaining > self.max_header:
-                    raise ProtocolError(431, "trailer section too large")
-                if _HEADER_LINES.fullmatch(buf, stop - line_len, stop + 2) is None:
-                    raise ProtocolError(400, "malformed trailer line")
+        body = self._body
+        try:
+            self._pos = body.read(self.buffer, self._pos)
+        except BodyError as e:
+            raise ProtocolError(e.status, e.reason) from None
+        return self._finish() if body.done else None

@@ -11,17 +11,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from tippingpoint.wire.body import BodyError, BodyReader
+
 __all__ = ["ResponseError", "ResponseReader"]
 
 _MAX_HEAD: Final = 65536
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?")
+_NO_LIMIT: Final = 1 << 62
 
 _HEAD: Final = 0
-_FIXED: Final = 1
-_CHUNK_SIZE_LINE: Final = 2
-_CHUNK_DATA: Final = 3
-_CHUNK_CRLF: Final = 4
-_TRAILERS: Final = 5
+_BODY: Final = 1  # fixed-length or chunked, read by a BodyReader
 _UNTIL_CLOSE: Final = 6
 _DONE: Final = 7
 
@@ -73,6 +71,7 @@ class ResponseReader:
     """One response at a time: :meth:`start`, then :meth:`feed` until it returns True."""
 
     __slots__ = (
+        "_body_reader",
         "_buf",
         "_head_request",
         "_prev",
@@ -80,7 +79,6 @@ class ResponseReader:
         "_prev_length",
         "_prev_size",
         "_prev_status",
-        "_remaining",
         "_state",
         "body_bytes",
         "keep_alive",
@@ -90,7 +88,7 @@ class ResponseReader:
     def __init__(self) -> None:
         self._buf = b""
         self._state = _DONE
-        self._remaining = 0
+        self._body_reader: BodyReader | None = None  # made for the first body over reads
         self._head_request = False
         self.status = 0
         self.keep_alive = True
@@ -185,10 +183,11 @@ class ResponseReader:
                 self._prev_keep_alive = keep_alive
                 self._prev_length = length
                 return True
-            self._remaining = length
-            self._state = _FIXED
+            self._reader().fixed(length)
+            self._state = _BODY
         elif length == _CHUNKED:
-            self._state = _CHUNK_SIZE_LINE
+            self._reader().chunked()
+            self._state = _BODY
         else:
             self._state = _UNTIL_CLOSE
         return self._body(rest)
@@ -198,70 +197,31 @@ class ResponseReader:
             raise ResponseError(f"{len(rest)} unexpected bytes after the response")
         return True
 
+    def _reader(self) -> BodyReader:
+        reader = self._body_reader
+        if reader is None:
+            reader = self._body_reader = BodyReader(_NO_LIMIT, _MAX_HEAD)
+        return reader
+
     def _body(self, data: bytes) -> bool:
+        state = self._state
+        if state == _UNTIL_CLOSE:
+            self.body_bytes += len(data)
+            return False
+        if state != _BODY:
+            raise ResponseError(f"{len(data)} bytes received with no request outstanding")
         if self._buf:
             data = self._buf + data
             self._buf = b""
-        pos = 0
-        n = len(data)
-        while True:
-            state = self._state
-            if state == _FIXED:
-                take = min(n - pos, self._remaining)
-                pos += take
-                self._remaining -= take
-                self.body_bytes += take
-                if self._remaining:
-                    return False
-                self._state = _DONE
-                return self._finish(data[pos:])
-            if state == _UNTIL_CLOSE:
-                self.body_bytes += n - pos
-                return False
-            if state == _CHUNK_SIZE_LINE:
-                stop = data.find(b"\r\n", pos)
-                if stop < 0:
-                    if n - pos > 1024:
-                        raise ResponseError("chunk size line too long")
-                    self._buf = data[pos:]
-                    return False
-                match = _CHUNK_SIZE.fullmatch(data, pos, stop)
-                if match is None:
-                    raise ResponseError(f"bad chunk size line {data[pos:stop][:30]!r}")
-                size = int(match.group(1), 16)
-                pos = stop + 2
-                if size == 0:
-                    self._state = _TRAILERS
-                else:
-                    self._remaining = size
-                    self._state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                take = min(n - pos, self._remaining)
-                pos += take
-                self._remaining -= take
-                self.body_bytes += take
-                if self._remaining:
-                    return False
-                self._state = _CHUNK_CRLF
-            elif state == _CHUNK_CRLF:
-                if n - pos < 2:
-                    self._buf = data[pos:]
-                    return False
-                if data[pos : pos + 2] != b"\r\n":
-                    raise ResponseError("chunk data not followed by CRLF")
-                pos += 2
-                self._state = _CHUNK_SIZE_LINE
-            elif state == _TRAILERS:
-                stop = data.find(b"\r\n", pos)
-                if stop < 0:
-                    if n - pos > _MAX_HEAD:
-                        raise ResponseError("trailer section too large")
-                    self._buf = data[pos:]
-                    return False
-                empty = stop == pos
-                pos = stop + 2
-                if empty:
-                    self._state = _DONE
-                    return self._finish(data[pos:])
-            else:
-                raise ResponseError(f"{n - pos} bytes received with no request outstanding")
+        reader = self._reader()
+        try:
+            pos = reader.read(data, 0)
+        except BodyError as e:
+            raise ResponseError(e.reason) from None
+        self.body_bytes = reader.total
+        if not reader.done:
+            if pos < len(data):
+                self._buf = data[pos:]
+            return False
+        self._state = _DONE
+        return self._finish(data[pos:])
