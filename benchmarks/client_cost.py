@@ -31,7 +31,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from common import HOST, machine, median, need, pinned, start, stop, tippingpoint, wait_port
+from common import (
+    HOST,
+    baseline_src,
+    machine,
+    median,
+    need,
+    pinned,
+    start,
+    stop,
+    tippingpoint,
+    wait_port,
+)
 from serve_throughput import NGINX_CONF
 
 HERE = Path(__file__).resolve().parent
@@ -82,7 +93,9 @@ def count(pattern: str, out: str) -> int:
     return int(match.group(1))
 
 
-def clients(duration: int, tmp: Path) -> dict[str, Callable[[], tuple[int, Cpu]]]:
+def clients(
+    duration: int, tmp: Path, baseline: Path | None = None
+) -> dict[str, Callable[[], tuple[int, Cpu]]]:
     def wrk() -> tuple[int, Cpu]:
         out, cpu = timed(pinned(0, ["wrk", "-t1", f"-c{CONNS}", f"-d{duration}s", URL]))
         return count(r"(\d+) requests in", out), cpu
@@ -138,13 +151,14 @@ def clients(duration: int, tmp: Path) -> dict[str, Callable[[], tuple[int, Cpu]]
             rows = {row["Name"]: row for row in csv.DictReader(f)}
         return int(rows["Aggregated"]["Request Count"]), cpu
 
-    def ours() -> tuple[int, Cpu]:
+    def ours(src: Path | None = None) -> tuple[int, Cpu]:
         stream = tmp / "stream.jsonl"
+        stream.unlink(missing_ok=True)
         _, cpu = timed(
             pinned(
                 0,
                 [
-                    *tippingpoint(),
+                    *tippingpoint(src),
                     "attack",
                     URL,
                     "--rate",
@@ -180,6 +194,7 @@ def clients(duration: int, tmp: Path) -> dict[str, Callable[[], tuple[int, Cpu]]
 
     return {
         "tippingpoint attack": ours,
+        **({"tippingpoint attack (baseline)": lambda: ours(baseline)} if baseline else {}),
         "bare uvloop client (floor)": bare,
         "wrk": wrk,
         "ab": ab,
@@ -199,15 +214,18 @@ def report(stream: Path) -> dict:
     return json.loads(out)
 
 
-def open_model(rate: int, duration: int, tmp: Path, processes: int = 1) -> dict:
+def open_model(
+    rate: int, duration: int, tmp: Path, processes: int = 1, src: Path | None = None
+) -> dict:
     """One constant-rate run; with more than one process the generator gets every core
     (nginx stays on CPU 1), as `--processes` would be used on this machine."""
     stream = tmp / "open.jsonl"
+    stream.unlink(missing_ok=True)
     _, cpu = timed(
         pinned(
             0 if processes == 1 else f"0-{(os.cpu_count() or 2) - 1}",
             [
-                *tippingpoint(),
+                *tippingpoint(src),
                 "attack",
                 URL,
                 "--rate",
@@ -243,7 +261,13 @@ def main() -> None:
     parser.add_argument(
         "--open-processes", type=int, default=1, help="--processes of the constant-rate runs"
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="root of another checkout: its `tippingpoint attack` runs too (before/after)",
+    )
     args = parser.parse_args()
+    baseline = baseline_src(args.baseline) if args.baseline else None
     need("wrk", "ab", "h2load", "hey", "nginx", "taskset")
     if args.only is None or "locust" in args.only:
         try:
@@ -254,14 +278,15 @@ def main() -> None:
     user: dict[str, list[float]] = {}
     kernel: dict[str, list[float]] = {}
     rates: dict[str, list[float]] = {}
-    opens = []
+    opens: list[dict] = []
+    opens_before: list[dict] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(dir=tmp, host=HOST, port=PORT))
         server = start(pinned(1, ["nginx", "-c", str(tmp / "nginx.conf")]))
         try:
             wait_port(PORT)
-            table = clients(args.duration, tmp)
+            table = clients(args.duration, tmp, baseline)
             if args.only:
                 table = {k: v for k, v in table.items() if k in args.only.split(",")}
             for run in range(args.runs):
@@ -283,6 +308,12 @@ def main() -> None:
                     result = open_model(args.rate, args.duration, tmp, args.open_processes)
                     opens.append(result)
                     print(f"run {run + 1}: open model {args.rate}/s: {result}", flush=True)
+                    if baseline is not None:
+                        result = open_model(
+                            args.rate, args.duration, tmp, args.open_processes, baseline
+                        )
+                        opens_before.append(result)
+                        print(f"run {run + 1}: baseline open model: {result}", flush=True)
         finally:
             stop(server)
     print(f"\nmachine: {machine()}")
@@ -310,6 +341,24 @@ def main() -> None:
         for key in keys:
             print(f"  {key}: {median([o[key] for o in opens]):,.3f}")
         print(f"  planned: {opens[0]['planned']:,}; saturated: {[o['saturated'] for o in opens]}")
+    if opens_before:
+        print("\nbaseline, same open model:")
+        for key in ("rate", "lateness_p99_ms", "latency_p99_ms", "cpu_us"):
+            print(f"  {key}: {median([o[key] for o in opens_before]):,.3f}")
+    if "tippingpoint attack (baseline)" in cost:
+        # Each round's pair ran back to back; the machine's speed drifts between rounds.
+        pairs = zip(
+            cost["tippingpoint attack"], cost["tippingpoint attack (baseline)"], strict=True
+        )
+        closed = median([after / before for after, before in pairs])
+        line = "\nCPU per request, this tree against the baseline (median of the rounds' "
+        line += f"ratios): closed {closed * 100 - 100:+.1f} %"
+        if opens_before:
+            ratio = median(
+                [a["cpu_us"] / b["cpu_us"] for a, b in zip(opens, opens_before, strict=True)]
+            )
+            line += f", open model {ratio * 100 - 100:+.1f} %"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,20 @@ signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 HOST = "127.0.0.1"
 
 
-def tippingpoint() -> list[str]:
-    return [sys.executable, "-m", "tippingpoint"]
+def tippingpoint(src: Path | None = None) -> list[str]:
+    """The command that runs tippingpoint; with ``src``, the one in that ``src/`` directory
+    (another checkout: a before/after comparison within one run)."""
+    if src is None:
+        return [sys.executable, "-m", "tippingpoint"]
+    return ["env", f"PYTHONPATH={src}", sys.executable, "-m", "tippingpoint"]
+
+
+def baseline_src(root: str) -> Path:
+    """The ``src/`` of the checkout at ``root`` (e.g. made by `git worktree add`)."""
+    src = Path(root).resolve() / "src"
+    if not (src / "tippingpoint" / "__main__.py").is_file():
+        sys.exit(f"--baseline {root}: no src/tippingpoint there; give a checkout's root")
+    return src
 
 
 def pinned(cpu: int | str, cmd: Sequence[str]) -> list[str]:
@@ -34,7 +46,7 @@ def pinned(cpu: int | str, cmd: Sequence[str]) -> list[str]:
 def need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        sys.exit(f"missing {', '.join(missing)}: run scripts/setup-debian first")
+        sys.exit(f"missing {', '.join(missing)}: run scripts/setup-bench first")
 
 
 def wait_port(port: int, host: str = HOST, timeout: float = 20) -> None:
