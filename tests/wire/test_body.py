@@ -53,7 +53,9 @@ def chunked(rng: random.Random) -> bytes:
 def test_chunked_bodies_agree_with_h11_however_split(seed: int) -> None:
     rng = random.Random(seed)
     body = chunked(rng)
-    expected, _ = h11_body(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", body)
+    expected, _ = h11_body(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", body
+    )
     tail = b"NEXT"
     cuts = sorted(rng.sample(range(1, len(body)), min(len(body) - 1, rng.randrange(0, 12))))
     reader = BodyReader(1 << 20, 4096)

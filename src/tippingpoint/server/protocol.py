@@ -47,6 +47,7 @@ class Worker(Protocol):
 
     def resume_accepting(self) -> None: ...
 
+
 # Stop reading from a client that keeps pipelining while a response is delayed.
 _PAUSE_BUFFERED: Final = 256 * 1024
 _NEVER: Final = 1 << 62
