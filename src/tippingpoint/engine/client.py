@@ -99,6 +99,7 @@ class Pool:
         "resume",
         "server_hostname",
         "session",
+        "session_at",
         "ssl",
     )
 
@@ -120,6 +121,8 @@ class Pool:
         self.queue: deque[tuple[int, int, int]] = deque()
         """Hits waiting for a connection: (target index, intended ns, queued ns)."""
         self.session: ssl.SSLSession | None = None
+        self.session_at = 0
+        """When ``session`` was taken (monotonic ns)."""
         self.resume = resume
 
 
