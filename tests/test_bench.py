@@ -74,6 +74,11 @@ connections = 3000
 connect_rate = 3000
 duration = "5s"
 request_every = "2s"
+[[experiment]]
+name = "what tls costs"
+kind = "tls-cost"
+rates = [200, 400]
+step_duration = "2s"
 """
     path = tmp / "small.toml"
     path.write_text(text)
@@ -107,6 +112,7 @@ def test_bench_writes_the_report_and_cleans_up(report_dir: Path) -> None:
         "02-sweep",
         "03-attack",
         "04-hold",
+        "05-tls-cost",
         "tls",
     } <= names
     summary = json.loads((report_dir / "summary.json").read_text())
@@ -115,6 +121,7 @@ def test_bench_writes_the_report_and_cleans_up(report_dir: Path) -> None:
         "http closed loop",
         "tls long requests",
         "held connections",
+        "what tls costs",
     ]
     sweep = summary["experiments"][0]["sweep"]
     assert [s["offered"] for s in sweep["steps"]] == [200, 400]
@@ -161,6 +168,23 @@ def test_a_hold_gets_the_processes_and_instances_its_plan_needs(
     assert max(m["tcp_established"] for m in held) >= 6000  # both ends of every connection
 
 
+def test_tls_cost_measures_each_protocol_at_each_rate(report_dir: Path) -> None:
+    summary = json.loads((report_dir / "summary.json").read_text())
+    cost = summary["experiments"][4]["tls_cost"]
+    ways = {w["key"]: w["steps"] for w in cost["protocols"]}
+    assert [s["offered"] for s in ways["http"]] == [200, 400]
+    assert [s["offered"] for s in ways["tls"]] == [200, 400]
+    for steps in ways.values():
+        for step in steps:
+            assert step["success"] == 1.0 and step["proxy_cpu_pct"] is not None
+    # A new TLS connection is a handshake for HAProxy: a request on one costs more
+    # HAProxy CPU than one on a kept connection, by hundreds of µs with ECDSA.
+    assert cost["handshake_us"] is not None and cost["handshake_us"] > 100, cost
+    assert "Each new TLS connection costs" in summary["summary"][4][1]
+    for way in ("http", "tls", "tls-new"):
+        assert (report_dir / "05-tls-cost" / way / "step-00-200.jsonl").stat().st_size > 0
+
+
 def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
     page = (report_dir / "index.html").as_uri()
     with tempfile.TemporaryDirectory() as profile:
@@ -180,11 +204,14 @@ def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
             timeout=120,
         )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    # 2 charts per sweep or attack, 1 per hold and 4 for the machine, all drawn by plotly.
+    # 2 charts per sweep, attack or tls-cost, 1 per hold and 4 for the machine, all drawn
+    # by plotly.
     charts = re.search(r'data-charts="(\d+)"', dom.stdout)
-    assert charts is not None and int(charts.group(1)) == 11, dom.stdout[:500]
-    assert dom.stdout.count('class="main-svg"') >= 11
+    assert charts is not None and int(charts.group(1)) == 13, dom.stdout[:500]
+    assert dom.stdout.count('class="main-svg"') >= 13
     assert "throughput against connections" in dom.stdout  # the closed sweep's chart
+    assert "HAProxy CPU against offered rate" in dom.stdout  # the tls-cost chart
+    assert "TLS, new connection per request" in dom.stdout  # one of its lines
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert not [line for line in console if "rror" in line or "Uncaught" in line], console
     assert "Tipping point" in dom.stdout or "No tipping point" in dom.stdout
@@ -212,13 +239,14 @@ def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
 def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     parsed = parse_scenario(DEFAULT_SCENARIO)
     kinds = [e.kind for e in parsed.experiments]
-    assert kinds == ["sweep", "sweep", "sweep", "sweep", "attack", "hold"]
+    assert kinds == ["sweep", "sweep", "sweep", "sweep", "tls-cost", "attack", "hold"]
     assert parsed.experiments[1].closed and parsed.experiments[1].start == 8
     assert parsed.experiments[3].keepalive is False
     for text, message in (
         ("[bench", "not valid TOML"),
         ("", "no [[experiment]]"),
-        ('[[experiment]]\nkind = "soak"', "use sweep, attack or hold"),
+        ('[[experiment]]\nkind = "soak"', "use sweep, attack, hold or tls-cost"),
+        ('[[experiment]]\nkind = "tls-cost"\nrates = []', "a list of offered rates"),
         ('[[experiment]]\nstep = "x0"', "bad --step"),
         ('[proxy]\nhttp_reuse = "sometimes"\n[[experiment]]', "proxy.http_reuse"),
         ('[[experiment]]\nkind = "attack"\nclosed = true', "only a sweep can be closed"),
@@ -235,7 +263,7 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[[experiment]]\nkind = 'nope'\n")
     result = run_tp("bench", str(bad))
-    assert result.returncode == 2 and b"use sweep, attack or hold" in result.stderr
+    assert result.returncode == 2 and b"use sweep, attack, hold or tls-cost" in result.stderr
     ramp = tmp_path / "ramp.toml"
     ramp.write_text(
         "[[experiment]]\nkind = 'hold'\nconnections = 100000\nconnect_rate = 1000\n"

@@ -26,7 +26,7 @@ from tippingpoint.monitor import Monitor, loopback, sampling
 from tippingpoint.report.merge import CPU_SATURATED, Named, Summary, summarize, windows
 from tippingpoint.stream import Record
 
-__all__ = ["SweepConfig", "SweepResult", "parse_step", "run_sweep"]
+__all__ = ["Row", "SweepConfig", "SweepResult", "parse_step", "run_step", "run_sweep"]
 
 
 def parse_step(text: str) -> tuple[str, float]:
@@ -128,7 +128,7 @@ class SweepResult:
         }
 
 
-def _run_step(
+def run_step(
     config: SweepConfig,
     value: float,
     index: int,
@@ -266,7 +266,7 @@ def run_sweep(
     while index < config.max_steps:
         if config.max_rate is not None and value > config.max_rate:
             break
-        row, summary = _run_step(config, value, index, monitor, samples)
+        row, summary = run_step(config, value, index, monitor, samples)
         index += 1
         verdict = judge(
             row.step(),
@@ -303,7 +303,7 @@ def run_sweep(
                 if high - low < max(1.0, 0.02 * low):
                     break
                 mid = (low + high) / 2
-            row, summary = _run_step(config, mid, index, monitor, samples)
+            row, summary = run_step(config, mid, index, monitor, samples)
             index += 1
             row.refined = True
             mid_verdict = judge(row.step(), base, config.rule, best if config.closed else None)

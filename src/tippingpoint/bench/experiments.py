@@ -9,12 +9,13 @@ charts need) and whether it was interrupted. A new kind is a new entry in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tippingpoint.bench.report import timeline
 from tippingpoint.bench.scenario import Experiment, Scenario
+from tippingpoint.bench.tls_cost import PROTOCOLS, TLSCost
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
 from tippingpoint.engine.runner import run_attack, run_hold
@@ -26,7 +27,7 @@ from tippingpoint.proxy.config import ProxyConfig
 from tippingpoint.report.merge import Named, summarize
 from tippingpoint.report.text import render_text
 from tippingpoint.stream import HoldRecord, Record
-from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_sweep
+from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_step, run_sweep
 from tippingpoint.targets import Target
 
 __all__ = ["EXPERIMENTS", "Bench", "Outcome", "describe", "url_of"]
@@ -64,6 +65,13 @@ def url_of(bench: Bench, exp: Experiment) -> str:
 
 
 def describe(exp: Experiment, url: str) -> str:
+    if exp.kind == "tls-cost":
+        rates = ", ".join(f"{r:,.0f}" for r in exp.rates)
+        return (
+            f"HAProxy's CPU at {rates} requests/s, {exp.step_duration:g} s each, with plain "
+            "HTTP and TLS keep-alive, and TLS with a new connection per request (each stops "
+            "at the first rate the client cannot offer)"
+        )
     if exp.kind == "hold":
         asks = f"each asking {exp.path} every {exp.request_every:g} s" if exp.request_every else ""
         return (
@@ -105,6 +113,16 @@ def _lift(exp: Experiment, scenario: Scenario) -> str:
     return ", ".join(ways[:-1]) + " or " + ways[-1]
 
 
+def _costs(row: Row, processes: int) -> str:
+    """Why the client was the limit, in CPU per request on each side (a TLS client spends
+    more per handshake than the server: it decodes and verifies the certificate)."""
+    if not row.client_cpu_pct or not row.proxy_cpu_pct or row.achieved <= 0:
+        return ""
+    client = row.client_cpu_pct * 10_000 * processes / row.achieved  # mean per process
+    proxy = row.proxy_cpu_pct * 10_000 / row.achieved
+    return f" (it spent {client:,.0f} µs of CPU per request where HAProxy spent {proxy:,.0f} µs)"
+
+
 def sweep_row(result: SweepResult, exp: Experiment, scenario: Scenario) -> str:
     """The summary row of a sweep; a client-limited sweep gives no tipping point."""
     if result.client_limited and result.rows:
@@ -115,9 +133,10 @@ def sweep_row(result: SweepResult, exp: Experiment, scenario: Scenario) -> str:
             if last.proxy_cpu_pct is not None
             else "HAProxy CPU not sampled"
         )
+        costs = _costs(last, scenario.client_processes)
         return (
             f"client-limited at {last.key:,.0f}{unit} ({cpu}): the load generator fell "
-            f"behind, not HAProxy; to go further: {_lift(exp, scenario)}"
+            f"behind, not HAProxy{costs}; to go further: {_lift(exp, scenario)}"
         )
     if result.tipping_point:
         with_conns = (
@@ -257,11 +276,42 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     return Outcome(summary.splitlines()[0], entry, tally.interrupted)
 
 
+def run_tls_cost_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
+    """The same rates three ways (see bench/tls_cost.py); each way stops at its first
+    rate that the client could not offer or the proxy could not serve."""
+    out = bench.out / f"{index + 1:02d}-{exp.kind}"
+    cost = TLSCost()
+    for protocol in PROTOCOLS:
+        way = replace(exp, frontend=protocol.frontend, keepalive=protocol.keepalive)
+        config = SweepConfig(
+            attack=_attack_config(bench, way),
+            start=exp.rates[0],
+            step_duration=exp.step_duration,
+            out=out / protocol.key,
+        )
+        for step, rate in enumerate(exp.rates):
+            row, summary = run_step(config, rate, step, bench.monitor, bench.samples)
+            point = cost.add(protocol.key, row)
+            cpu = "-" if point.proxy_cpu_pct is None else f"{point.proxy_cpu_pct:.1f}%"
+            bench.log(
+                f"  {protocol.label}, {rate:,.0f}/s: achieved {row.achieved:,.0f}/s, "
+                f"HAProxy CPU {cpu}, p99 {row.p99_ms:.2f} ms"
+                + (f" - {point.limited}" if point.limited else "")
+            )
+            if summary.interrupted:
+                return Outcome(cost.sentence(), {"tls_cost": cost.to_json()}, True)
+            if point.limited:
+                break
+    bench.log(cost.table())
+    return Outcome(cost.sentence(), {"tls_cost": cost.to_json()})
+
+
 Runner = Callable[[Bench, int, Experiment], Outcome]
 
 EXPERIMENTS: dict[str, Runner] = {
     "sweep": run_sweep_experiment,
     "attack": run_attack_experiment,
     "hold": run_hold_experiment,
+    "tls-cost": run_tls_cost_experiment,
 }
 """Experiment kinds: what a scenario's ``kind`` names, and the function that runs it."""

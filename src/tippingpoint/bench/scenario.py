@@ -33,7 +33,7 @@ __all__ = [
 
 DEFAULT_SCENARIO = files("tippingpoint.bench").joinpath("default.toml").read_text()
 
-KINDS = ("sweep", "attack", "hold")
+KINDS = ("sweep", "attack", "hold", "tls-cost")
 """The experiment kinds a scenario may name (each is one entry in the bench's table)."""
 
 
@@ -73,6 +73,8 @@ class Experiment:
     duration: float = 10.0
     max_connections: int | None = None
     """Sweeps hold a fixed pool of 128 by default (see `tippingpoint sweep`)."""
+    # tls-cost (and step_duration)
+    rates: tuple[float, ...] = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
     # hold
     connections: int = 10_000
     connect_rate: float = 2_000.0
@@ -125,6 +127,12 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
     closed = bool(raw.get("closed", False))
     if closed and kind != "sweep":
         raise ScenarioError(f"{key}.closed: only a sweep can be closed")
+    rates = raw.get("rates", [250, 500, 1000, 2000, 4000, 8000])
+    if not isinstance(rates, list) or not rates:
+        raise ScenarioError(f"{key}.rates: a list of offered rates, e.g. [1000, 2000, 4000]")
+    parsed_rates = tuple(sorted(parse_rate(str(r)) for r in rates))
+    if parsed_rates[0] <= 0:
+        raise ScenarioError(f"{key}.rates: every rate must be > 0")
     return Experiment(
         name=str(raw.get("name", f"experiment {i + 1}")),
         kind=kind,
@@ -149,7 +157,8 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
         slo=parse_slo(slo) if slo else None,
         rate=parse_rate(str(raw.get("rate", 100))),
         duration=parse_duration(str(raw.get("duration", "10s"))),
-        max_connections=raw.get("max_connections", 128 if kind == "sweep" else None),
+        max_connections=raw.get("max_connections", 128 if kind in ("sweep", "tls-cost") else None),
+        rates=parsed_rates,
         connections=connections,
         connect_rate=parse_rate(str(raw.get("connect_rate", 2000))),
         request_every=parse_duration(str(every)) if every else None,

@@ -1,8 +1,9 @@
 """The bench's self-contained HTML report: plotly.js embedded once, data inline.
 
 Works offline. Charts: the tipping-point graph of each sweep (p50 and p99 against the
-offered rate, the knee marked), achieved against offered rate, TCP established, CPU %
-and memory per role over time, and per-experiment latency over time; then the tables.
+offered rate, the knee marked), achieved against offered rate, HAProxy CPU against the
+offered rate per protocol (tls-cost), TCP established, CPU % and memory per role over
+time, and per-experiment latency over time; then the tables.
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ for (const exp of DATA.experiments) {
         {x: x, y: x, name: 'offered', mode: 'lines', line: {dash: 'dash'}}],
         layout(exp.name + ': achieved against offered', 'offered requests/s', 'requests/s'));
     }
+  } else if (exp.kind === 'tls-cost') {
+    // The article's question: HAProxy CPU against the offered rate, a line per protocol.
+    const ways = exp.tls_cost.protocols.filter(w => w.steps.length);
+    const ok = w => w.steps.filter(s => !s.limited && s.proxy_cpu_pct !== null);
+    plot('tls-' + exp.id, ways.map(w => ({x: ok(w).map(s => s.offered),
+      y: ok(w).map(s => s.proxy_cpu_pct), name: w.label, mode: 'lines+markers'})),
+      layout(exp.name + ': HAProxy CPU against offered rate', 'offered requests/s',
+             '% of one core'));
+    plot('tlsus-' + exp.id, ways.map(w => ({x: ok(w).map(s => s.offered),
+      y: ok(w).map(s => s.us_per_request), name: w.label, mode: 'lines+markers'})),
+      layout(exp.name + ': HAProxy CPU per request', 'offered requests/s',
+             'µs of HAProxy CPU per request', {yaxis: {type: 'log',
+             title: {text: 'µs per request (log)'}}}));
   } else if (exp.kind === 'hold') {
     const h = exp.hold;
     plot('hold-' + exp.id, [
@@ -149,6 +163,53 @@ def _sweep_rows(sweep: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _tls_cost_table(cost: dict[str, Any]) -> str:
+    """A row per offered rate: HAProxy CPU and µs per request of each protocol, the
+    TLS / plain ratio and the cost of a handshake."""
+    ratios = {r["offered"]: r["tls_over_http"] for r in cost["ratios"]}
+    handshakes = {h["offered"]: h["us"] for h in cost["handshakes"]}
+    by_rate: dict[float, dict[str, dict[str, Any]]] = {}
+    for way in cost["protocols"]:
+        for step in way["steps"]:
+            by_rate.setdefault(step["offered"], {})[way["key"]] = step
+
+    def cell(step: dict[str, Any] | None) -> str:
+        if step is None:
+            return "-"
+        if step["limited"]:
+            return str(step["limited"])
+        if step["proxy_cpu_pct"] is None:
+            return "not sampled"
+        return f"{step['proxy_cpu_pct']:.1f}% ({step['us_per_request']:,.1f} µs)"
+
+    rows = []
+    for rate in sorted(by_rate):
+        ways = by_rate[rate]
+        ratio = ratios.get(rate)
+        handshake = handshakes.get(rate)
+        rows.append(
+            [
+                f"{rate:,.0f}",
+                cell(ways.get("http")),
+                cell(ways.get("tls")),
+                cell(ways.get("tls-new")),
+                f"{ratio:.2f}x" if ratio is not None else "-",
+                f"{handshake:,.0f} µs" if handshake is not None else "-",
+            ]
+        )
+    return _table(
+        [
+            "offered/s",
+            "HTTP keep-alive: HAProxy CPU (per request)",
+            "TLS keep-alive",
+            "TLS, new connection per request",
+            "TLS / HTTP",
+            "per handshake",
+        ],
+        rows,
+    )
+
+
 def render_html(data: dict[str, Any]) -> str:
     """``data``: ``title``, ``summary`` rows, ``experiments`` (sweeps, attacks, holds),
     ``monitor`` series, ``config`` text, ``machine``."""
@@ -205,6 +266,12 @@ def render_html(data: dict[str, Any]) -> str:
                     _sweep_rows(sweep),
                 )
             )
+        elif exp["kind"] == "tls-cost":
+            cost = exp["tls_cost"]
+            parts.append(f'<p class="verdict">{html.escape(cost["sentence"])}</p>')
+            parts.append(f'<div id="tls-{eid}" class="chart"></div>')
+            parts.append(f'<div id="tlsus-{eid}" class="chart"></div>')
+            parts.append(_tls_cost_table(cost))
         elif exp["kind"] == "hold":
             parts.append(f'<div id="hold-{eid}" class="chart"></div>')
             parts.append(f"<pre>{html.escape(exp['report'])}</pre>")

@@ -1,0 +1,180 @@
+"""What TLS costs the proxy: the article's first question, from three ladders of steps.
+
+The same offered rates are run three ways (plain HTTP with keep-alive, TLS with
+keep-alive, and TLS with a new connection for every request) while the monitor samples
+HAProxy's CPU. From each step: HAProxy CPU in µs per request (1 % of one core for a
+second is 10,000 µs). From the pairs: TLS keep-alive against plain HTTP at each rate
+(the article's "CPU percentage increase"), and a handshake's cost as the difference
+between a new-connection request and a keep-alive TLS request at the same rate.
+Pure: rows in, figures and sentences out.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from tippingpoint.sweep import Row
+
+__all__ = ["PROTOCOLS", "Point", "Protocol", "TLSCost"]
+
+_MIN_CPU_PCT = 3.0
+"""Below this HAProxy CPU a ratio is mostly the sampler's noise."""
+
+
+@dataclass(frozen=True, slots=True)
+class Protocol:
+    key: str
+    label: str
+    frontend: str
+    keepalive: bool
+
+
+PROTOCOLS = (
+    Protocol("http", "HTTP, keep-alive", "http", True),
+    Protocol("tls", "TLS, keep-alive", "https", True),
+    Protocol("tls-new", "TLS, new connection per request", "https", False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    offered: float
+    achieved: float
+    proxy_cpu_pct: float | None
+    p99_ms: float
+    success: float
+    limited: str = ""
+    """Why this rate is past what could be measured ("" when it is not)."""
+
+    @property
+    def us_per_request(self) -> float | None:
+        if self.proxy_cpu_pct is None or self.achieved <= 0:
+            return None
+        return self.proxy_cpu_pct * 10_000 / self.achieved
+
+    @property
+    def valid(self) -> bool:
+        return not self.limited and self.us_per_request is not None
+
+    @classmethod
+    def of(cls, row: Row) -> Point:
+        """A step counts while it served nearly what was offered: HAProxy's CPU per
+        request is then a true figure even if sends left late (a TLS client's loop
+        spends milliseconds at a time in handshakes, which delays its schedule)."""
+        if row.success < 0.99:
+            limited = f"failing ({row.success * 100:.1f}% success)"
+        elif row.achieved < 0.9 * row.offered:
+            who = "the client fell behind" if row.saturated else "HAProxy or the backends"
+            limited = f"short of the rate: {row.achieved:,.0f}/s achieved ({who})"
+        else:
+            limited = ""
+        return cls(row.offered, row.achieved, row.proxy_cpu_pct, row.p99_ms, row.success, limited)
+
+
+@dataclass
+class TLSCost:
+    points: dict[str, list[Point]] = field(default_factory=dict)
+
+    def add(self, protocol: str, row: Row) -> Point:
+        point = Point.of(row)
+        self.points.setdefault(protocol, []).append(point)
+        return point
+
+    def _at(self, protocol: str, rate: float) -> Point | None:
+        for p in self.points.get(protocol, []):
+            if p.offered == rate and p.valid:
+                return p
+        return None
+
+    def ratios(self) -> list[tuple[float, float]]:
+        """(rate, HAProxy CPU with TLS keep-alive / with plain HTTP) where both ran."""
+        out = []
+        for plain in self.points.get("http", []):
+            tls = self._at("tls", plain.offered)
+            if plain.valid and tls is not None and (plain.proxy_cpu_pct or 0) >= _MIN_CPU_PCT:
+                assert tls.proxy_cpu_pct is not None and plain.proxy_cpu_pct is not None
+                out.append((plain.offered, tls.proxy_cpu_pct / plain.proxy_cpu_pct))
+        return out
+
+    def handshakes(self) -> list[tuple[float, float]]:
+        """(rate, µs of HAProxy CPU per new TLS connection) where both TLS ladders ran."""
+        out = []
+        for new in self.points.get("tls-new", []):
+            kept = self._at("tls", new.offered)
+            if new.valid and kept is not None:
+                assert new.us_per_request is not None and kept.us_per_request is not None
+                out.append((new.offered, new.us_per_request - kept.us_per_request))
+        return out
+
+    def handshake_us(self) -> float | None:
+        values = [us for _, us in self.handshakes()]
+        return statistics.median(values) if values else None
+
+    def sentence(self) -> str:
+        """The summary row: what TLS costs HAProxy, in words a person can repeat."""
+        parts = []
+        ratios = self.ratios()
+        if ratios:
+            rate, ratio = ratios[-1]
+            parts.append(
+                f"TLS keep-alive costs HAProxy {ratio:.1f}x the CPU of plain HTTP at {rate:,.0f}/s."
+            )
+        else:
+            parts.append("No rate gave both HTTP and TLS keep-alive figures.")
+        handshake = self.handshake_us()
+        new = self.points.get("tls-new", [])
+        limit = next((p for p in new if p.limited), None)
+        if handshake is not None:
+            rates = ", ".join(f"{r:,.0f}" for r, _ in self.handshakes())
+            parts.append(
+                f"Each new TLS connection costs {handshake:,.0f} µs of HAProxy CPU "
+                f"(measured at {rates}/s)."
+            )
+        if limit is not None:
+            parts.append(f"New connections at {limit.offered:,.0f}/s: {limit.limited}.")
+        return " ".join(parts)
+
+    def table(self) -> str:
+        """The steps, a line each, for the bench's log."""
+        lines = [
+            f"{'protocol':34s} {'offered/s':>10s} {'achieved/s':>11s} {'HAProxy CPU':>12s} "
+            f"{'µs/request':>11s} {'p99 ms':>8s}"
+        ]
+        for protocol in PROTOCOLS:
+            for p in self.points.get(protocol.key, []):
+                cpu = f"{p.proxy_cpu_pct:.1f}%" if p.proxy_cpu_pct is not None else "-"
+                us = f"{p.us_per_request:,.1f}" if p.us_per_request is not None else "-"
+                lines.append(
+                    f"{protocol.label:34s} {p.offered:10,.0f} {p.achieved:11,.0f} {cpu:>12s} "
+                    f"{us:>11s} {p.p99_ms:8.2f}" + (f"  {p.limited}" if p.limited else "")
+                )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "protocols": [
+                {
+                    "key": protocol.key,
+                    "label": protocol.label,
+                    "steps": [
+                        {
+                            "offered": p.offered,
+                            "achieved": p.achieved,
+                            "proxy_cpu_pct": p.proxy_cpu_pct,
+                            "us_per_request": p.us_per_request,
+                            "p99_ms": p.p99_ms,
+                            "success": p.success,
+                            "limited": p.limited,
+                        }
+                        for p in self.points.get(protocol.key, [])
+                    ],
+                }
+                for protocol in PROTOCOLS
+            ],
+            "ratios": [{"offered": r, "tls_over_http": x} for r, x in self.ratios()],
+            "handshakes": [{"offered": r, "us": us} for r, us in self.handshakes()],
+            "handshake_us": self.handshake_us(),
+            "sentence": self.sentence(),
+        }
