@@ -19,8 +19,8 @@ from tippingpoint.sweep import Row
 
 __all__ = ["PROTOCOLS", "Point", "Protocol", "TLSCost"]
 
-_MIN_CPU_PCT = 3.0
-"""Below this HAProxy CPU a ratio is mostly the sampler's noise."""
+_MIN_CPU_PCT = 5.0
+"""Below this HAProxy CPU a ratio is mostly noise, and the opening of the pool."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +116,18 @@ class TLSCost:
         """The summary row: what TLS costs HAProxy, in words a person can repeat."""
         parts = []
         ratios = self.ratios()
-        if ratios:
-            rate, ratio = ratios[-1]
+        if len(ratios) == 1:
+            rate, ratio = ratios[0]
             parts.append(
                 f"TLS keep-alive costs HAProxy {ratio:.1f}x the CPU of plain HTTP at {rate:,.0f}/s."
+            )
+        elif ratios:
+            # One step's ratio moves with the sampler's noise: the median, and the range.
+            values = [r for _, r in ratios]
+            parts.append(
+                f"TLS keep-alive costs HAProxy {statistics.median(values):.1f}x the CPU of plain "
+                f"HTTP ({min(values):.1f}-{max(values):.1f}x from {ratios[0][0]:,.0f} to "
+                f"{ratios[-1][0]:,.0f}/s)."
             )
         else:
             parts.append("No rate gave both HTTP and TLS keep-alive figures.")
