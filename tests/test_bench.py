@@ -251,12 +251,22 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
         ('[proxy]\nhttp_reuse = "sometimes"\n[[experiment]]', "proxy.http_reuse"),
         ('[[experiment]]\nkind = "attack"\nclosed = true', "only a sweep can be closed"),
         ("[[experiment]]\nclosed = true\nstart = 0.5", "whole number of connections"),
+        ("[[matrix]]\nthreads = 2\n[[experiment]]", "each setup needs a name"),
+        ("[[matrix]]\nname = 'a'\nport = 1\n[[experiment]]", "matrix[0].port: a setup sets"),
+        ("[[matrix]]\nname = 'a'\ncert = 'dsa'\n[[experiment]]", "matrix[0].cert"),
+        ("[[matrix]]\nname = 'a'\n[[matrix]]\nname = 'a'\n[[experiment]]", "same name"),
     ):
         with pytest.raises(ScenarioError, match=re.escape(message)):
             parse_scenario(text)
     examples = Path(__file__).parent.parent / "examples"
     for example in examples.glob("*.toml"):
         parse_scenario(example.read_text())
+    cores = parse_scenario((examples / "cores.toml").read_text())
+    assert [(s.name, s.threads, s.cpus) for s in cores.setups] == [
+        ("1 thread, CPU 1", 1, (1,)),
+        ("2 threads, CPUs 0-1", 2, (0, 1)),
+    ]
+    assert cores.setups[1].apply(cores).proxy_threads == 2
     printed = run_tp("bench", "--print-scenario")
     assert printed.returncode == 0 and printed.stdout.decode() == DEFAULT_SCENARIO
     assert parse_scenario(printed.stdout.decode()) == parsed
@@ -281,3 +291,99 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     assert result.returncode == 2 and b"this plan cannot fit" in result.stderr
     assert b"GiB are available" in result.stderr
     assert not (tmp_path / "out").exists()  # refused before anything started
+
+
+def matrix_scenario(tmp: Path) -> Path:
+    ports = free_ports(4)
+    text = f"""
+[bench]
+title = "two setups"
+[backends]
+ports = "{ports[0]}-{ports[1]}"
+processes = 1
+[proxy]
+http = "127.0.0.1:{ports[2]}"
+https = "127.0.0.1:{ports[3]}"
+[[matrix]]
+name = "ECDSA, 1 thread"
+cert = "ecdsa"
+[[matrix]]
+name = "RSA, 2 threads"
+cert = "rsa"
+threads = 2
+[[experiment]]
+name = "http sweep"
+kind = "sweep"
+frontend = "http"
+start = 200
+step = "x2"
+step_duration = "1s"
+max_steps = 2
+refine = 0
+[[experiment]]
+name = "what tls costs"
+kind = "tls-cost"
+rates = [200]
+step_duration = "2s"
+"""
+    path = tmp / "matrix.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def matrix_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("matrix")
+    out = tmp / "report"
+    result = run_tp("bench", str(matrix_scenario(tmp)), "-o", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    return out
+
+
+def test_a_matrix_runs_every_experiment_on_every_setup(matrix_dir: Path) -> None:
+    summary = json.loads((matrix_dir / "summary.json").read_text())
+    assert summary["setups"] == ["ECDSA, 1 thread", "RSA, 2 threads"]
+    assert [row[0] for row in summary["summary"]] == [
+        "http sweep [ECDSA, 1 thread]",
+        "what tls costs [ECDSA, 1 thread]",
+        "http sweep [RSA, 2 threads]",
+        "what tls costs [RSA, 2 threads]",
+    ]
+    assert [e["id"] for e in summary["experiments"]] == [0, 1, 2, 3]
+    # Each setup ran on its own HAProxy: its configuration says so.
+    config = {n: (matrix_dir / f"setup-{n}" / "haproxy.cfg").read_text() for n in (1, 2)}
+    assert "nbthread 1" in config[1] and "nbthread 2" in config[2]
+    key = (matrix_dir / "setup-2" / "tls" / "key.pem").read_bytes()
+    assert b"PRIVATE KEY" in key and len(key) > 1500  # RSA 2048, not a P-256 key
+    for exp in summary["experiments"]:
+        if exp["kind"] == "tls-cost":
+            assert exp["tls_cost"]["handshake_us"] is not None
+
+
+def test_a_matrix_report_overlays_the_setups_in_chromium(matrix_dir: Path) -> None:
+    page = (matrix_dir / "index.html").as_uri()
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [
+                "chromium",
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=15000",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--dump-dom",
+                page,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    # 2 setups x (2 sweep + 2 tls-cost charts), 2 overlays, 4 for the machine.
+    charts = re.search(r'data-charts="(\d+)"', dom.stdout)
+    assert charts is not None and int(charts.group(1)) == 14, dom.stdout[:500]
+    assert "Setups compared" in dom.stdout
+    assert "a line per setup" in dom.stdout and "RSA, 2 threads p99" in dom.stdout
+    assert "µs per handshake" in dom.stdout  # the comparison table's TLS cost column
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    assert not [line for line in console if "rror" in line or "Uncaught" in line], console

@@ -88,6 +88,8 @@ class BenchReport:
     config: str = ""
     failure: str | None = None
     """Why the bench stopped early (shown at the top of the report)."""
+    setups: list[str] = field(default_factory=list)
+    """The names of a matrix scenario's setups, in order (none: one setup)."""
 
     def add(self, row: list[Any], entry: dict[str, Any]) -> None:
         self.summary.append(row)
@@ -104,6 +106,7 @@ class BenchReport:
             "monitor": monitor_series(self.samples),
             "config": self.config,
             "failure": self.failure,
+            "setups": self.setups,
         }
 
     def write(self) -> None:
@@ -127,6 +130,7 @@ class BenchReport:
                     "summary": self.summary,
                     "experiments": self.experiments,
                     "failure": self.failure,
+                    "setups": self.setups,
                     "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                 },
                 default=str,

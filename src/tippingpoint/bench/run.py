@@ -23,6 +23,7 @@ from tippingpoint.bench.topology import BenchFailure, Topology
 from tippingpoint.certs import make_certificate
 from tippingpoint.limits import memory_available, port_range, raise_nofile
 from tippingpoint.monitor import Monitor
+from tippingpoint.plan import ConnectionPlan
 from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
 from tippingpoint.proxy.instance import find_haproxy
 
@@ -105,33 +106,67 @@ def run_bench(
         log(f"bench: plan for {scenario.experiments[index].name}: {plan.describe()}")
         for warning in plan.warnings:
             log(f"bench: warning: {warning}")
+    setups = [setup.apply(scenario) for setup in scenario.setups] or [scenario]
+    report.setups = [s.setup for s in setups if s.setup]
+    first = 0
+    for n, setup in enumerate(setups):
+        where = out if not setup.setup else out / f"setup-{n + 1}"
+        if setup.setup:
+            log(f"bench: setup {n + 1} of {len(setups)}: {setup.setup}")
+        _run_setup(setup, where, log, report, binary, soft, hard, plans, first)
+        first += len(setup.experiments)
+    return report
+
+
+def _run_setup(
+    scenario: Scenario,
+    out: Path,
+    log: Callable[[str], None],
+    report: BenchReport,
+    binary: str,
+    soft: int,
+    hard: int,
+    plans: dict[int, ConnectionPlan],
+    first: int,
+) -> None:
+    """Start one setup's topology, run the experiments on it, stop it (whatever raises)."""
+    out.mkdir(parents=True, exist_ok=True)
     with _limits(soft, hard, scenario.client_cpus), Topology() as topology:
         try:
             proxy_config, monitor = _start(scenario, out, topology, binary, soft)
         finally:
             report.write()
         monitor.on_event = lambda event: log(f"bench: {event}")
-        report.config = (out / "haproxy.cfg").read_text()
+        config = (out / "haproxy.cfg").read_text()
+        label = f"# setup: {scenario.setup}\n" if scenario.setup else ""
+        report.config = (report.config + "\n" if report.config else "") + label + config
         log(f"bench: started pids {topology.pids} (backends, HAProxy)")
         bench = Bench(
             scenario, out, log, topology, monitor, report.samples, proxy_config, binary, soft,
             str(out / "tls" / "cert.pem"), plans,
         )  # fmt: skip
         try:
-            _run_experiments(bench, report)
+            _run_experiments(bench, report, first)
         finally:
             report.write()
-    return report
 
 
-def _run_experiments(bench: Bench, report: BenchReport) -> None:
+def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
+    setup = bench.scenario.setup
     for index, exp in enumerate(bench.scenario.experiments):
         url = url_of(bench, exp)
         description = describe(exp, url)
         bench.log(f"bench: {exp.name} ({description})")
         outcome = EXPERIMENTS[exp.kind](bench, index, exp)
-        entry = {"id": index, "name": exp.name, "kind": exp.kind, "description": description}
-        report.add([exp.name, outcome.row], {**entry, **outcome.entry})
+        entry = {
+            "id": first + index,
+            "name": exp.name,
+            "kind": exp.kind,
+            "description": description,
+            "setup": setup,
+        }
+        name = f"{exp.name} [{setup}]" if setup else exp.name
+        report.add([name, outcome.row], {**entry, **outcome.entry})
         failure = bench.topology.failure()
         if failure is not None:
             report.failure = f"{failure} during {exp.name!r}"

@@ -26,6 +26,7 @@ __all__ = [
     "Experiment",
     "Scenario",
     "ScenarioError",
+    "Setup",
     "parse_scenario",
     "plan_holds",
     "quick",
@@ -82,6 +83,70 @@ class Experiment:
 
 
 @dataclass(frozen=True, slots=True)
+class Setup:
+    """One ``[[matrix]]`` entry: a proxy setup the scenario's experiments run on in turn
+    (the article's tables: 4, 6, 8, 16 cores; SSL or not). Unset keys keep the
+    scenario's own."""
+
+    name: str
+    threads: int | None = None
+    instances: int | None = None
+    cpus: tuple[int, ...] | None = None
+    cert: str | None = None
+    backend_processes: int | None = None
+    client_processes: int | None = None
+
+    def apply(self, scenario: Scenario) -> Scenario:
+        return replace(
+            scenario,
+            proxy_threads=self.threads or scenario.proxy_threads,
+            proxy_instances=self.instances or scenario.proxy_instances,
+            proxy_cpus=self.cpus if self.cpus is not None else scenario.proxy_cpus,
+            cert=self.cert or scenario.cert,
+            backend_processes=self.backend_processes or scenario.backend_processes,
+            client_processes=self.client_processes or scenario.client_processes,
+            setups=(),
+            setup=self.name,
+        )
+
+
+_SETUP_KEYS = (
+    "name",
+    "threads",
+    "instances",
+    "cpus",
+    "cert",
+    "backend_processes",
+    "client_processes",
+)
+
+
+def _setup(raw: dict[str, Any], i: int) -> Setup:
+    key = f"matrix[{i}]"
+    unknown = sorted(set(raw) - set(_SETUP_KEYS))
+    if unknown:
+        raise ScenarioError(f"{key}.{unknown[0]}: a setup sets {', '.join(_SETUP_KEYS[1:])}")
+    if "name" not in raw:
+        raise ScenarioError(f"{key}.name: each setup needs a name (it labels the charts)")
+    cert = raw.get("cert")
+    if cert is not None and cert not in ("ecdsa", "rsa"):
+        raise ScenarioError(f"{key}.cert: use ecdsa or rsa")
+    counts = {k: raw.get(k) for k in _SETUP_KEYS[1:] if k not in ("cpus", "cert")}
+    for name, value in counts.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ScenarioError(f"{key}.{name}: a whole number >= 1")
+    return Setup(
+        name=str(raw["name"]),
+        threads=raw.get("threads"),
+        instances=raw.get("instances"),
+        cpus=parse_cpus(str(raw["cpus"])) if raw.get("cpus") is not None else None,
+        cert=cert,
+        backend_processes=raw.get("backend_processes"),
+        client_processes=raw.get("client_processes"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     title: str
     backend_ports: tuple[int, ...]
@@ -101,6 +166,10 @@ class Scenario:
     open_files: int | None = None
     """Soft open-file limit for everything the bench starts (at most the hard limit):
     rehearses a plan for a machine with a lower limit, at a small scale."""
+    setups: tuple[Setup, ...] = ()
+    """``[[matrix]]``: the experiments run once on each (none: once, as configured)."""
+    setup: str = ""
+    """The name of the setup this scenario is (after :meth:`Setup.apply`)."""
 
 
 def _addr(text: str, key: str) -> tuple[str, int]:
@@ -177,6 +246,9 @@ def parse_scenario(text: str) -> Scenario:
         experiments = [_experiment(raw, i) for i, raw in enumerate(data.get("experiment", []))]
         if not experiments:
             raise ScenarioError("no [[experiment]] tables: add at least one")
+        setups = tuple(_setup(raw, i) for i, raw in enumerate(data.get("matrix", [])))
+        if len({s.name for s in setups}) < len(setups):
+            raise ScenarioError("matrix: two setups have the same name")
         if proxy.get("http_reuse") not in (None, "never", "safe", "aggressive", "always"):
             raise ScenarioError("proxy.http_reuse: use never, safe, aggressive or always")
         return Scenario(
@@ -196,6 +268,7 @@ def parse_scenario(text: str) -> Scenario:
             client_cpus=parse_cpus(str(client["cpus"])) if client.get("cpus") is not None else (),
             experiments=tuple(experiments),
             open_files=int(bench["open_files"]) if "open_files" in bench else None,
+            setups=setups,
         )
     except ScenarioError:
         raise

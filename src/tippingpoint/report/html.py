@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import statistics
 from importlib import resources
 from typing import Any
 
@@ -109,6 +110,33 @@ for (const exp of DATA.experiments) {
       layout(exp.name + ': rate over time', 's', 'requests/s'));
   }
 }
+// A matrix scenario: each experiment's curves of every setup on one chart.
+(DATA.setups || []).length > 1 && DATA.experiments.filter(e => e.setup === DATA.setups[0])
+  .forEach((first, k) => {
+    const runs = DATA.experiments.filter(e => e.name === first.name);
+    if (first.kind === 'sweep') {
+      const closed = first.sweep.model === 'closed';
+      plot('overlay-' + k, runs.map(e => {
+        const rows = e.sweep.steps.slice().sort(closed
+          ? (a, b) => a.connections - b.connections : (a, b) => a.offered - b.offered);
+        return {x: rows.map(r => closed ? r.connections : r.offered),
+                y: rows.map(r => r.p99_ms), name: e.setup + ' p99', mode: 'lines+markers'};
+      }), layout(first.name + ': p99 against ' + (closed ? 'connections' : 'offered rate')
+                 + ', a line per setup', closed ? 'connections' : 'offered requests/s',
+                 'ms', {yaxis: {type: 'log', title: {text: 'ms (log)'}}}));
+    } else if (first.kind === 'tls-cost') {
+      const traces = [];
+      for (const e of runs) {
+        for (const w of e.tls_cost.protocols) {
+          const ok = w.steps.filter(s => !s.limited && s.proxy_cpu_pct !== null);
+          if (ok.length) traces.push({x: ok.map(s => s.offered), y: ok.map(s => s.proxy_cpu_pct),
+            name: e.setup + ': ' + w.label, mode: 'lines+markers'});
+        }
+      }
+      plot('overlay-' + k, traces, layout(first.name + ': HAProxy CPU against offered rate, '
+        + 'a line per setup and protocol', 'offered requests/s', '% of one core'));
+    }
+  });
 const m = DATA.monitor;
 plot('tcp', [{x: m.t, y: m.tcp_established, name: 'TCP established', fill: 'tozeroy'}],
   layout('TCP established (both ends of every connection)', 's', 'connections'));
@@ -161,6 +189,66 @@ def _sweep_rows(sweep: dict[str, Any]) -> list[list[Any]]:
             ]
         )
     return rows
+
+
+def _at_tipping_point(sweep: dict[str, Any]) -> dict[str, Any] | None:
+    """The step of a sweep at its tipping point (closed: at the knee's connections)."""
+    steps = sweep["steps"]
+    if sweep["tipping_point"] is None or not steps:
+        return None
+    if sweep.get("model") == "closed":
+        match = [s for s in steps if s.get("connections") == sweep.get("knee_connections")]
+    else:
+        match = [s for s in steps if s["offered"] == sweep["tipping_point"]]
+    return match[0] if match else None
+
+
+def _comparison(experiments: list[dict[str, Any]]) -> str:
+    """The article's table: each setup's tipping points, p99 and HAProxy CPU there, and
+    what TLS costs it."""
+    rows = []
+    for exp in experiments:
+        setup, name = exp.get("setup", ""), exp["name"]
+        if exp["kind"] == "sweep":
+            sweep = exp["sweep"]
+            step = _at_tipping_point(sweep)
+            if sweep.get("client_limited"):
+                tp = "client-limited"
+            elif sweep["tipping_point"] is not None:
+                tp = f"{sweep['tipping_point']:,.0f}/s"
+            else:
+                tp = "none"
+            cpu = step.get("proxy_cpu_pct") if step else None
+            rows.append(
+                [
+                    setup,
+                    name,
+                    tp,
+                    f"{step['p99_ms']:.2f} ms" if step else "-",
+                    f"{cpu:.0f}%" if cpu is not None else "-",
+                    "-",
+                ]
+            )
+        elif exp["kind"] == "tls-cost":
+            cost = exp["tls_cost"]
+            ratios = [r["tls_over_http"] for r in cost["ratios"]]
+            parts = []
+            if ratios:
+                parts.append(f"keep-alive {statistics.median(ratios):.1f}x HTTP")
+            if cost["handshake_us"] is not None:
+                parts.append(f"{cost['handshake_us']:,.0f} µs per handshake")
+            rows.append([setup, name, "-", "-", "-", ", ".join(parts) or "-"])
+    return _table(
+        [
+            "setup",
+            "experiment",
+            "tipping point",
+            "p99 there",
+            "HAProxy CPU there",
+            "TLS cost",
+        ],
+        rows,
+    )
 
 
 def _tls_cost_table(cost: dict[str, Any]) -> str:
@@ -225,9 +313,17 @@ def render_html(data: dict[str, Any]) -> str:
         "<h2>Summary</h2>",
         _table(["experiment", "result"], data["summary"]),
     ]
+    setups = data.get("setups") or []
+    if len(setups) > 1:
+        parts.append("<h2>Setups compared</h2>")
+        parts.append(_comparison(data["experiments"]))
+        for k, exp in enumerate(e for e in data["experiments"] if e.get("setup") == setups[0]):
+            if exp["kind"] in ("sweep", "tls-cost"):
+                parts.append(f'<div id="overlay-{k}" class="chart"></div>')
     for exp in data["experiments"]:
         eid = exp["id"]
-        parts.append(f"<h2>{html.escape(exp['name'])}</h2><p>{html.escape(exp['description'])}</p>")
+        title = exp["name"] + (f" [{exp['setup']}]" if exp.get("setup") else "")
+        parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(exp['description'])}</p>")
         if exp["kind"] == "sweep":
             sweep = exp["sweep"]
             closed = sweep.get("model") == "closed"
