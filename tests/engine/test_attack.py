@@ -69,6 +69,21 @@ def test_closed_model_sends_exactly_the_requests(serve) -> None:
     assert server.metrics()['tippingpoint_serve_requests_total{code="200"}'] == 3001
 
 
+def test_a_new_connection_per_request_keeps_the_rate(serve) -> None:
+    # Each hit opens its own connection: no pool-growth budget may hold hits back (it
+    # used to cap such runs near 800/s, queueing the rest for seconds).
+    server = serve(processes=1)
+    stream = attack(
+        server.url, "--rate", "1500", "--duration", "2s", "--processes", "1", "--no-keepalive"
+    )
+    report = report_json(stream)
+    assert report["requests"] == 3000 and report["success"] == 1.0
+    assert report["rate"] == pytest.approx(1500, rel=0.02)
+    assert report["queued"] == 0
+    assert report["latencies"]["99th"] < 50e6  # ns
+    assert report["connections"]["opened"] == 3000
+
+
 def test_closed_model_counts_each_request_sent_once_on_new_connections(serve) -> None:
     server = serve()
     stream = attack(
