@@ -263,6 +263,8 @@ def test_a_backend_killed_mid_step_is_counted_and_the_sweep_ends(
     summary = json.loads(report.stdout)
     failures = {**summary["error_counts"], **summary["status_codes"]}
     assert set(failures) - {"200"}, summary  # by kind: resets and HAProxy's 502/503
+    # The backend replaced its worker at once, and said so.
+    assert "worker 0 restarted as pid" in backend.log()
 
 
 def test_haproxy_killed_mid_experiment_ends_the_bench_with_its_report(
@@ -292,6 +294,31 @@ def test_haproxy_killed_mid_experiment_ends_the_bench_with_its_report(
     assert "stopped early" in (tmp_path / "report/index.html").read_text()
     time.sleep(2)
     assert not alive(children)
+
+
+def test_a_backend_worker_killed_mid_bench_is_replaced_and_reported(
+    tmp_path: Path, bench_proc: list[subprocess.Popen[bytes]]
+) -> None:
+    scenario = tiny_scenario(tmp_path, ATTACK.format(duration="4s"))
+    proc = start_bench(bench_proc, scenario, tmp_path, "-o", "report")
+    children = started_children(proc, {"haproxy", "serve"})
+    wait_for(lambda: (tmp_path / "report/01-attack/attack.jsonl").exists(), 30, "the attack")
+    time.sleep(1.0)
+    # serve's supervisor and its worker: the worker is the serve process whose parent is
+    # also a serve process.
+    serves = [p for p in children if "serve" in " ".join(p.cmdline())]
+    [worker] = [p for p in serves if p.ppid() in {q.pid for q in serves}]
+    worker.kill()
+    _, stderr = proc.communicate(timeout=60)
+    err = stderr.decode()
+    assert proc.returncode == 0, err[-2000:]
+    assert "bench: backends: worker 0 restarted as pid" in err
+    summary = json.loads((tmp_path / "report/summary.json").read_text())
+    [row] = summary["summary"]
+    assert row[1].endswith("(backends: 1 worker(s) died and were restarted during it)"), row
+    assert summary["experiments"][0]["worker_restarts"]
+    time.sleep(2)
+    assert not alive(children + descendants(proc.pid))
 
 
 # A full disk

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import statistics
@@ -488,3 +489,30 @@ def test_start_server_helper_sees_a_failing_server() -> None:
     assert server.proc.wait(30) == 2
     assert "timeouts must be > 0" in server.log()
     os.unlink(server.log_path)
+
+
+def test_a_killed_worker_is_replaced_and_counted(serve) -> None:
+    server = serve(processes=2)
+    for _ in range(50):
+        assert httpx.get(server.url + "/ping").status_code == 200
+    before = server.metrics()
+    held = connect(server)
+    victim = server.worker_pids[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 1.0
+    while "restarted as pid" not in server.log():
+        assert time.monotonic() < deadline, "the killed worker was not replaced within 1 s"
+        time.sleep(0.02)
+    new_pid = int(re.search(r"worker \d+ restarted as pid (\d+)", server.log()).group(1))
+    assert new_pid != victim and os.path.exists(f"/proc/{new_pid}")
+    held.close()
+    after = server.metrics()
+    assert after["tippingpoint_serve_worker_restarts_total"] == 1
+    assert after["tippingpoint_serve_processes"] == 2
+    # Counters never go back: what the dead worker answered stays in the totals.
+    done = 'tippingpoint_serve_requests_total{code="200"}'
+    assert after[done] >= before[done] == 50
+    # Both workers answer again: every request of a burst gets its response.
+    for _ in range(40):
+        assert httpx.get(server.url + "/ping").status_code == 200
+    assert server.metrics()[done] >= 90

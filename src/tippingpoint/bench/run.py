@@ -157,16 +157,25 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
         url = url_of(bench, exp)
         description = describe(exp, url)
         bench.log(f"bench: {exp.name} ({description})")
+        restarted = len(bench.topology.worker_restarts())
         outcome = EXPERIMENTS[exp.kind](bench, index, exp)
+        restarts = bench.topology.worker_restarts()[restarted:]
+        row = outcome.row
+        if restarts:
+            # The backends replaced a dead worker: the run had fewer for a moment.
+            for line in restarts:
+                bench.log(f"bench: backends: {line.removeprefix('tippingpoint serve: ')}")
+            row += f" (backends: {len(restarts)} worker(s) died and were restarted during it)"
         entry = {
             "id": first + index,
             "name": exp.name,
             "kind": exp.kind,
             "description": description,
             "setup": setup,
+            "worker_restarts": restarts,
         }
         name = f"{exp.name} [{setup}]" if setup else exp.name
-        report.add([name, outcome.row], {**entry, **outcome.entry})
+        report.add([name, row], {**entry, **outcome.entry})
         failure = bench.topology.failure()
         if failure is not None:
             report.failure = f"{failure} during {exp.name!r}"

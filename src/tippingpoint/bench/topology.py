@@ -65,6 +65,7 @@ class Topology:
         self.stack = ExitStack()
         self.parent = parent
         self.procs: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+        self.serve_logs: list[Path] = []
 
     def __enter__(self) -> Topology:
         self.stack.__enter__()
@@ -111,6 +112,7 @@ class Topology:
     ) -> subprocess.Popen[bytes]:
         """`tippingpoint serve` on 127.0.0.1 ``ports``, up and accepting when this returns."""
         log = self.stack.enter_context(open(log_path, "wb"))  # noqa: SIM115
+        self.serve_logs.append(log_path)
         parent = os.getpid()
         proc = subprocess.Popen(
             serve_command(ports, processes, cpus, share),
@@ -154,6 +156,17 @@ class Topology:
         if code < 0:
             return f"killed by signal {-code} ({signal.Signals(-code).name})"
         return f"exited with code {code}"
+
+    def worker_restarts(self) -> list[str]:
+        """The backends' log lines of workers that died and were started again."""
+        lines: list[str] = []
+        for path in self.serve_logs:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            lines += [line for line in text.splitlines() if "restarted as pid" in line]
+        return lines
 
     def failure(self) -> str | None:
         """The first process of ours that ended while it was meant to run, in words."""

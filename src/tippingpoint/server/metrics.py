@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from tippingpoint.server.stats import STATUS_CODES
 
-__all__ = ["render_prometheus"]
+__all__ = ["render_prometheus", "retire"]
 
 _PREFIX = "tippingpoint_serve_"
 
@@ -22,15 +22,31 @@ _COUNTERS = (
 )
 
 
-def render_prometheus(rows: Sequence[dict[str, int]]) -> str:
-    """Metrics for the whole server from the per-process counter rows."""
+_GAUGES = ("accept_paused", "capacity", "pid", "alive")
+
+
+def retire(row: dict[str, int]) -> dict[str, int]:
+    """What a dead worker's counters leave to the totals: its counts, with every
+    connection it had open counted as closed, and none of its gauges."""
+    kept = {k: v for k, v in row.items() if k not in _GAUGES}
+    kept["closed"] = kept["accepted"]
+    return kept
+
+
+def render_prometheus(
+    rows: Sequence[dict[str, int]], retired: dict[str, int] | None = None, restarts: int = 0
+) -> str:
+    """Metrics for the whole server from the per-process counter rows, plus what the
+    workers that died left behind (``retired``), so that counters never go back."""
+    rows = [*rows, retired] if retired else list(rows)
+    per_process = rows[: len(rows) - 1] if retired else rows
     out: list[str] = []
 
     def family(name: str, kind: str, text: str) -> None:
         out.append(f"# HELP {_PREFIX}{name} {text}")
         out.append(f"# TYPE {_PREFIX}{name} {kind}")
 
-    live = [r for r in rows if r["alive"]]
+    live = [r for r in rows if r.get("alive")]
     family("requests_total", "counter", "Requests answered, by status code.")
     for code in STATUS_CODES:
         total = sum(r[f"req_{code}"] for r in rows)
@@ -47,6 +63,9 @@ def render_prometheus(rows: Sequence[dict[str, int]]) -> str:
     out.append(f"{_PREFIX}connection_capacity {sum(r['capacity'] for r in live)}")
     family("processes", "gauge", "Worker processes alive.")
     out.append(f"{_PREFIX}processes {len(live)}")
+    family("worker_restarts_total", "counter", "Workers that died and were started again.")
+    out.append(f"{_PREFIX}worker_restarts_total {restarts}")
+    rows = per_process
     labels = [f'{{process="{i}",pid="{r["pid"]}"}}' for i, r in enumerate(rows)]
     family("process_accepting", "gauge", "1 when a worker accepts connections, 0 when not.")
     for label, r in zip(labels, rows, strict=True):

@@ -92,6 +92,11 @@ class SharedStats:
     def mark_dead(self, row: int) -> None:
         self._table[row * len(FIELDS) + _INDEX["alive"]] = 0
 
+    def clear(self, row: int) -> None:
+        """Zero a row, for the worker that replaces a dead one."""
+        base = row * len(FIELDS)
+        self._table[base : base + len(FIELDS)] = array.array("Q", [0] * len(FIELDS))
+
     def requests(self) -> int:
         """Requests answered by all processes, whatever the status."""
         return sum(self.total(f"req_{code}") for code in STATUS_CODES)

@@ -3,6 +3,11 @@
 Workers are forked before any event loop exists. Each asks the kernel for SIGTERM
 when the supervisor dies (``PR_SET_PDEATHSIG``), so no worker outlives it even on
 SIGKILL. On SIGINT/SIGTERM the supervisor stops the workers and exits 0.
+
+A worker that dies (a crash, an OOM kill) is replaced at once, as nginx's master and
+gunicorn's arbiter do, and counted in ``tippingpoint_serve_worker_restarts_total``;
+its counters stay in the totals. One that dies again within a second of its start
+is restarted after a delay that doubles each time (0.1 s up to 10 s).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from tippingpoint.limits import raise_nofile
 from tippingpoint.listeners import PortBusy, check_free
 from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.server.config import ServeConfig
-from tippingpoint.server.metrics import render_prometheus
+from tippingpoint.server.metrics import render_prometheus, retire
 from tippingpoint.server.stats import SharedStats
 from tippingpoint.server.worker import describe_ports, run_worker
 from tippingpoint.server.worker import log as _log
@@ -29,6 +34,9 @@ __all__ = ["ServeError", "serve"]
 
 _STARTUP_TIMEOUT: Final = 30.0
 _STOP_GRACE: Final = 5.0
+_QUICK_DEATH_S: Final = 1.0
+_BACKOFF_FIRST_S: Final = 0.1
+_BACKOFF_MAX_S: Final = 10.0
 
 
 class ServeError(Exception):
@@ -117,13 +125,17 @@ def _start(config: ServeConfig) -> tuple[dict[int, int], SharedStats]:
 
 
 async def _metrics_handler(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, shared: SharedStats
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    shared: SharedStats,
+    restarts: _Restarts,
 ) -> None:
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
         if path.split(b"?")[0] in (b"/metrics", b"/"):
-            body = render_prometheus([shared.row(i) for i in range(shared.rows)]).encode()
+            rows = [shared.row(i) for i in range(shared.rows)]
+            body = render_prometheus(rows, restarts.retired, restarts.count).encode()
             status = "200 OK"
             ctype = "text/plain; version=0.0.4; charset=utf-8"
         else:
@@ -140,7 +152,7 @@ async def _metrics_handler(
         writer.close()
 
 
-async def _statsd_loop(config: ServeConfig, shared: SharedStats) -> None:
+async def _statsd_loop(config: ServeConfig, shared: SharedStats, restarts: _Restarts) -> None:
     assert config.statsd is not None
     host, port = config.statsd
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -150,7 +162,9 @@ async def _statsd_loop(config: ServeConfig, shared: SharedStats) -> None:
     try:
         while True:
             await asyncio.sleep(1.0)
-            total = shared.requests()
+            total = shared.requests() + sum(
+                v for k, v in restarts.retired.items() if k.startswith("req_")
+            )
             if total > sent:
                 try:
                     sock.sendto(f"{config.statsd_metric}:{total - sent}|c".encode(), (host, port))
@@ -161,36 +175,86 @@ async def _statsd_loop(config: ServeConfig, shared: SharedStats) -> None:
         sock.close()
 
 
+class _Restarts:
+    """Replacing dead workers: counts, back-off, and what the dead leave to the totals."""
+
+    def __init__(self, config: ServeConfig, pids: dict[int, int], shared: SharedStats) -> None:
+        self.config = config
+        self.pids = pids
+        self.shared = shared
+        self.count = 0
+        self.retired: dict[str, int] = {}
+        self.started = {index: time.monotonic() for index in pids.values()}
+        self.quick: dict[int, int] = {}
+        self.nofile = raise_nofile()[0]
+
+    def on_death(self, index: int, loop: asyncio.AbstractEventLoop) -> None:
+        for name, value in retire(self.shared.row(index)).items():
+            self.retired[name] = self.retired.get(name, 0) + value
+        self.shared.clear(index)
+        if time.monotonic() - self.started.get(index, 0.0) < _QUICK_DEATH_S:
+            self.quick[index] = self.quick.get(index, 0) + 1
+        else:
+            self.quick[index] = 0
+        quick = self.quick[index]
+        delay = 0.0 if not quick else min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (quick - 1))
+        if delay:
+            _log(
+                f"worker {index} died within {_QUICK_DEATH_S:g} s of its start: "
+                f"starting it again in {delay:g} s"
+            )
+        loop.call_later(delay, self.start, index)
+
+    def start(self, index: int) -> None:
+        run = functools.partial(_rerun_worker, self.config, index, self.shared, self.nofile)
+        pid = fork_child(run)
+        self.pids[pid] = index
+        self.started[index] = time.monotonic()
+        self.count += 1
+        _log(f"worker {index} restarted as pid {pid}")
+
+
+def _rerun_worker(config: ServeConfig, index: int, shared: SharedStats, nofile: int) -> int:
+    """A replacement worker, forked from the supervisor's running event loop: it leaves
+    that loop and its signal wiring behind before it starts its own."""
+    asyncio.events._set_running_loop(None)
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    return run_worker(config, index, shared, None, nofile)
+
+
 async def _supervise(config: ServeConfig, pids: dict[int, int], shared: SharedStats) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    restarts = _Restarts(config, pids, shared)
     tasks: list[asyncio.Task[None]] = []
     server = None
     if config.metrics_port is not None:
         server = await asyncio.start_server(
-            lambda r, w: _metrics_handler(r, w, shared), config.metrics_host, config.metrics_port
+            lambda r, w: _metrics_handler(r, w, shared, restarts),
+            config.metrics_host,
+            config.metrics_port,
         )
         _log(f"metrics on http://{config.metrics_host}:{config.metrics_port}/metrics")
     if config.statsd is not None:
-        tasks.append(loop.create_task(_statsd_loop(config, shared)))
-    code = 0
+        tasks.append(loop.create_task(_statsd_loop(config, shared, restarts)))
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), 0.2)
+            await asyncio.wait_for(stop.wait(), 0.05)
         except TimeoutError:
             pass
-        _reap(pids, shared, log=True)
-        if not pids:
-            _log("all workers have exited; stopping")
-            code = 1
+        if stop.is_set():
             break
+        for index, _pid, _status in _reap(pids, shared, log=True):
+            restarts.on_death(index, loop)
     if server is not None:
         server.close()
     for task in tasks:
         task.cancel()
-    return code
+    return 0
 
 
 def serve(config: ServeConfig) -> int:
