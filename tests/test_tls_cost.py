@@ -46,7 +46,7 @@ def test_ratio_handshake_cost_and_the_sentence() -> None:
         "4,000/s). "
         "Each new TLS connection costs 290 µs of HAProxy CPU (measured at 1,000/s). "
         "New connections at 2,000/s: short of the rate: 1,500/s achieved "
-        "(the client fell behind)."
+        "(the client fell behind, HAProxy CPU 55%)."
     )
     data = cost.to_json()
     assert data["handshake_us"] == pytest.approx(290.0)

@@ -66,8 +66,17 @@ class Point:
         if row.success < 0.99:
             limited = f"failing ({row.success * 100:.1f}% success)"
         elif row.achieved < 0.9 * row.offered:
-            who = "the client fell behind" if row.saturated else "HAProxy or the backends"
-            limited = f"short of the rate: {row.achieved:,.0f}/s achieved ({who})"
+            # Say what each side was doing rather than guess: a client whose connects
+            # queue behind its own handshakes keeps its schedule, yet is the limit.
+            sides = []
+            if row.saturated:
+                sides.append("the client fell behind")
+            if row.client_cpu_pct is not None:
+                sides.append(f"client CPU {row.client_cpu_pct:.0f}%")
+            if row.proxy_cpu_pct is not None:
+                sides.append(f"HAProxy CPU {row.proxy_cpu_pct:.0f}%")
+            why = f" ({', '.join(sides)})" if sides else ""
+            limited = f"short of the rate: {row.achieved:,.0f}/s achieved{why}"
         else:
             limited = ""
         return cls(row.offered, row.achieved, row.proxy_cpu_pct, row.p99_ms, row.success, limited)
