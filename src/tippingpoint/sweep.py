@@ -348,7 +348,8 @@ def render_table(result: SweepResult) -> str:
     first = "connections" if result.closed else "offered/s"
     head = (
         f"{first:>11} {'achieved/s':>11} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'success':>8} {'proxy CPU':>9} {'TCP est.':>9} {'pkts in/s':>10} {'pkts out/s':>10}"
+        f"{'judged':>8} {'success':>8} {'proxy CPU':>9} {'TCP est.':>9} {'pkts in/s':>10} "
+        f"{'pkts out/s':>10}"
     )
     lines = [head]
     for r in sorted(result.rows, key=lambda r: r.key):
@@ -358,9 +359,14 @@ def render_table(result: SweepResult) -> str:
             mark = " <- client saturated"
         lines.append(
             f"{r.key:11,.0f} {r.achieved:11,.0f} {r.mean_ms:8.2f} {r.p50_ms:8.2f} "
-            f"{r.p99_ms:8.2f} {r.success * 100:7.2f}% {cpu:>9} {r.tcp_established:9,d} "
-            f"{r.packets_in_per_s:10,.0f} {r.packets_out_per_s:10,.0f}{mark}"
+            f"{r.p99_ms:8.2f} {r.p99_sustained_ms:8.2f} {r.success * 100:7.2f}% {cpu:>9} "
+            f"{r.tcp_established:9,d} {r.packets_in_per_s:10,.0f} "
+            f"{r.packets_out_per_s:10,.0f}{mark}"
         )
+    lines.append(
+        "(p99 ms: the whole step's; judged: the median of its per-second p99s, the figure "
+        "the knee rule reads)"
+    )
     if result.tipping_point is not None and result.closed:
         lines.append(
             f"\nTipping point: {result.tipping_point:,.0f} requests/s with "
