@@ -140,9 +140,12 @@ class HoldRecord:
     codes: dict[int, int] = field(default_factory=dict)
     rss_kib: int = 0
     hist: dict[str, str] = field(default_factory=dict)
-    """``connect`` and ``request`` latency of this second (encoded)."""
+    """``connect`` (TCP connect) and ``request`` latency of this second, and ``lateness``
+    (connect starts against the plan) and ``tls`` (handshakes), encoded."""
     final: bool = False
     interrupted: bool = False
+    cpu_us: int = 0
+    """The process's CPU time in this second (absent from streams written before)."""
 
     def histogram(self, metric: str) -> Histogram:
         encoded = self.hist.get(metric)
@@ -244,6 +247,8 @@ def _hold(r: HoldRecord) -> dict[str, Any]:
         "rss_kib": r.rss_kib,
         "hist": r.hist,
     }
+    if r.cpu_us:
+        out["cpu_us"] = r.cpu_us
     if r.final:
         out["final"] = True
         out["interrupted"] = r.interrupted
@@ -338,6 +343,7 @@ def _decode_hold(d: dict[str, Any]) -> HoldRecord:
         hist={str(k): str(v) for k, v in (d.get("hist") or {}).items()},
         final=bool(d.get("final", False)),
         interrupted=bool(d.get("interrupted", False)),
+        cpu_us=int(d.get("cpu_us", 0)),
     )
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import run_tp
+from tests.conftest import run_tp, tippingpoint_cmd
 from tippingpoint.engine.hold import HoldConfig, plan_hold
 from tippingpoint.targets import Target
 
@@ -57,7 +60,8 @@ def test_hold_keeps_connections_with_periodic_requests(serve, tmp_path: Path) ->
     summary = result.stdout.decode()
     assert re.search(r"peak established 3,000 of 3,000, all established after \d s", summary)
     assert "lost 0; failures none" in summary
-    assert re.search(r"connect latency p50 [\d.]+ ms, p99 [\d.]+ ms", summary)
+    assert re.search(r"connect time \(connect\(\) to established\) p50 [\d.]+ ms, p99 ", summary)
+    assert re.search(r"connects started late against the plan by p50 [\d.]+ ms", summary)
     assert re.search(r"requests [\d,]+ \(200: [\d,]+\), p50 [\d.]+ ms", summary)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["process"] for r in records} == {0, 1}
@@ -153,3 +157,57 @@ def test_connections_closed_by_the_server_are_lost_and_explained(serve) -> None:
     assert b"peak established 50 of 50" in result.stdout
     assert b"lost 50;" in result.stdout
     assert b"look at its idle timeouts" in result.stderr
+
+
+def test_a_stalled_accept_shows_in_connect_time_not_in_lateness(serve) -> None:
+    # A backlog of 16 and a server stopped for 1.5 s: the kernel completes 17 handshakes,
+    # then drops SYNs until the server runs again; those connects wait for a retry.
+    server = serve("--backlog", "16", processes=1)
+    [worker] = server.worker_pids
+    proc = subprocess.Popen(
+        tippingpoint_cmd(
+            "hold", server.url + "/", "--connections", "600", "--connect-rate", "200",
+            "--duration", "8s", "--processes", "1",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        os.kill(worker, signal.SIGSTOP)
+        time.sleep(1.5)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()
+    summary = stdout.decode()
+    connect = re.search(r"connect time \(connect\(\) to established\) p50 [\d.]+ ms, "
+                        r"p99 ([\d.]+) ms, max ([\d.]+) ms", summary)  # fmt: skip
+    assert connect is not None, summary
+    assert float(connect.group(2)) >= 900, summary  # a SYN retried after a second
+    late = re.search(r"started late against the plan by p50 [\d.]+ ms, p99 ([\d.]+) ms", summary)
+    assert late is not None and float(late.group(1)) < 100, summary  # the client kept time
+    assert "fell behind" not in summary
+
+
+def test_a_client_short_of_cpu_says_it_fell_behind() -> None:
+    # One process pinned to one core asked for far more connects a second than it can
+    # start (each a connect() the kernel refuses, and its bookkeeping): its schedule
+    # slips, and the summary says so.
+    result = subprocess.run(
+        [
+            "taskset", "-c", "0",
+            *tippingpoint_cmd(
+                "hold", "https://127.0.0.1:1/", "--connections", "40000",
+                "--connect-rate", "40000", "--duration", "3s", "--processes", "1",
+                "--insecure",
+            ),
+        ],
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    summary = result.stdout.decode()
+    late = re.search(r"started late against the plan by p50 [\d.]+ ms, p99 ([\d.]+) ms", summary)
+    assert late is not None and float(late.group(1)) > 100, summary
+    assert "the client fell behind its connect schedule (p95 lateness" in summary
+    assert "a lower --connect-rate" in summary

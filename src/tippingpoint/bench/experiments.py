@@ -254,7 +254,7 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     )
     with Topology(bench.topology) as extra, open(exp_dir / "hold.jsonl", "wb") as stream:
         _hold_topology(bench, extra, plan, exp_dir)
-        tally = HoldTally(exp.connections, 1)
+        tally = HoldTally(exp.connections, 1, exp.connect_rate)
 
         def on_record(record: Record, line: bytes) -> None:
             stream.write(line)
@@ -272,8 +272,10 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
         bench.log(f"  a hold process failed (exit {code}); see {exp_dir / 'hold.jsonl'}")
     summary = tally.summary()
     bench.log(summary)
-    entry = {"report": summary, "hold": tally.timeline}
-    return Outcome(summary.splitlines()[0], entry, tally.interrupted)
+    behind = tally.behind()
+    entry = {"report": summary, "hold": tally.timeline, "client_behind": behind}
+    row = summary.splitlines()[0] + (f"; {behind}" if behind else "")
+    return Outcome(row, entry, tally.interrupted)
 
 
 def run_tls_cost_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:

@@ -92,7 +92,7 @@ def hold(
     except OutputError as e:
         fail(str(e))
         return
-    tally = HoldTally(connections, 1)
+    tally = HoldTally(connections, 1, config.connect_rate)
 
     def on_start(processes: int) -> None:
         tally.processes = processes

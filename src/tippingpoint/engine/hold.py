@@ -18,7 +18,7 @@ import ssl
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
-from time import monotonic_ns
+from time import monotonic_ns, process_time_ns
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,16 @@ from tippingpoint.wire.response import ResponseError
 
 __all__ = ["HoldConfig", "HoldShard", "HoldTally", "Holder", "hold_child", "plan_hold"]
 
+_HISTS = (
+    ("connect_latency", "connect"),
+    ("request_latency", "request"),
+    ("lateness", "lateness"),
+    ("tls_time", "tls"),
+)
+"""Per-second histograms of a hold process: the array it fills, the record's key."""
+_LATE_MS = 100.0
+"""Connects that start this late against the plan (p95) mean the client fell behind: the
+opener runs every 10 ms, so a few ms are its normal step."""
 _TICK_NS = 10_000_000
 _TICKS_PER_S = 1_000_000_000 // _TICK_NS
 
@@ -97,6 +107,9 @@ class Holder:
         self.failed: dict[str, list[Any]] = {}
         self.connect_latency = array("q")
         self.request_latency = array("q")
+        self.lateness = array("q")
+        self.tls_time = array("q")
+        self.cpu_ns = process_time_ns()
         self.codes: dict[int, int] = {}
         self.stopping = False
         self.done = asyncio.Event()
@@ -128,7 +141,11 @@ class Holder:
                 self.lost += 1
 
     async def _open_one(self, n: int) -> None:
-        t0 = monotonic_ns()
+        # Three clocks, as `attack` keeps them for requests: how late the connect started
+        # against the plan (the process's own backlog), the TCP connect itself, and the
+        # TLS handshake on its own.
+        planned = self.shard.start_ns + int(n * 1e9 / self.shard.connect_rate)
+        t_tls = 0
         sock = None
         try:
             laddrs = self.shard.laddrs
@@ -137,7 +154,10 @@ class Holder:
             port = self.ports[(n // max(1, len(self.shard.laddrs))) % len(self.ports)]
             pool = self.pool
             async with asyncio.timeout(self.config.timeout):
+                t_connect = monotonic_ns()
+                self.lateness.append(max(0, t_connect - planned))
                 await self.loop.sock_connect(sock, (self.host, port))
+                t_tcp = monotonic_ns()
                 if pool.ssl is None:
                     _, conn = await self.loop.create_connection(
                         lambda: ClientConn(self, pool), sock=sock
@@ -152,6 +172,7 @@ class Holder:
                     except BaseException:
                         transport.abort()
                         raise
+                    t_tls = monotonic_ns()
                     conn = tls_conn
         except (OSError, ssl.SSLError, ssl.CertificateError, TimeoutError) as e:
             if sock is not None:
@@ -160,7 +181,9 @@ class Holder:
             return
         finally:
             self.opening -= 1
-        self.connect_latency.append(monotonic_ns() - t0)
+        self.connect_latency.append(t_tcp - t_connect)
+        if t_tls:
+            self.tls_time.append(t_tls - t_tcp)
         self.opened += 1
         if not conn.open:  # closed by the peer before this coroutine resumed
             self.lost += 1
@@ -205,13 +228,16 @@ class Holder:
 
     def _record(self, t: float) -> HoldRecord:
         hists = {}
-        for name in ("connect_latency", "request_latency"):
+        for name, key in _HISTS:
             values: array[int] = getattr(self, name)
             h = Histogram()
             if values:
                 h.record_many(np.frombuffer(values, dtype=np.int64) // 1000)
-            hists[name.split("_")[0]] = h.encode()
+            hists[key] = h.encode()
             setattr(self, name, array("q"))
+        cpu_ns = process_time_ns()
+        cpu_us = (cpu_ns - self.cpu_ns) // 1000
+        self.cpu_ns = cpu_ns
         record = HoldRecord(
             process=self.shard.index,
             t=round(t, 3),
@@ -222,6 +248,7 @@ class Holder:
             codes=dict(self.codes),
             rss_kib=_rss_kib(),
             hist=hists,
+            cpu_us=cpu_us,
         )
         self.codes = {}
         return record
@@ -306,14 +333,16 @@ class HoldTally:
     process's newest figures, and a second is complete once every process has passed it.
     """
 
-    def __init__(self, connections: int, processes: int) -> None:
+    def __init__(self, connections: int, processes: int, connect_rate: float | None = None) -> None:
         self.connections = connections
         self.processes = processes
+        self.connect_rate = connect_rate
+        self.cpu_us: dict[int, int] = {}
         self.latest: dict[int, HoldRecord] = {}
         self.first: dict[int, HoldRecord] = {}
         self.failures: dict[tuple[int, str], int] = {}
         self.samples: dict[str, str] = {}
-        self.hists = {"connect": Histogram(), "request": Histogram()}
+        self.hists = {key: Histogram() for _, key in _HISTS}
         self.codes: dict[int, int] = {}
         self.peak = 0
         self.rss_at_peak = 0
@@ -332,6 +361,7 @@ class HoldTally:
             self.interrupted = self.interrupted or record.interrupted
             return None
         process = record.process
+        self.cpu_us[process] = self.cpu_us.get(process, 0) + record.cpu_us
         self.latest[process] = record
         self.first.setdefault(process, record)
         for kind, entry in record.failed.items():  # cumulative per process
@@ -369,21 +399,56 @@ class HoldTally:
         added = self.peak - sum(r.established for r in self.first.values())
         return growth / added if added > 0 and growth > 0 else None
 
+    def cpu_busy(self) -> float | None:
+        """The share of its core each hold process used (mean), or None."""
+        seconds = sum(r.t for r in self.latest.values())
+        if not seconds or not any(self.cpu_us.values()):
+            return None
+        return sum(self.cpu_us.values()) / 1e6 / seconds
+
+    def behind(self) -> str | None:
+        """Why the client fell behind its connect schedule, or None if it kept it."""
+        late = self.hists["lateness"]
+        if not late.total:
+            return None
+        p95 = late.percentile(95) / 1000
+        busy = self.cpu_busy()
+        if p95 <= _LATE_MS and (busy is None or busy < 0.95):
+            return None
+        cpu = f", its processes used {busy * 100:.0f} % of their cores" if busy else ""
+        return (
+            f"the client fell behind its connect schedule (p95 lateness {p95:,.0f} ms{cpu}): "
+            "to go further: more --processes, more client machines or a lower --connect-rate"
+        )
+
     def summary(self) -> str:
         failures = self.failures_by_kind()
-        connect = self.hists["connect"]
+        planned = (
+            f", planned {self.connections / self.connect_rate:,.0f} s at {self.connect_rate:,.0f}/s"
+            if self.connect_rate
+            else ""
+        )
         lines = [
             f"peak established {self.peak:,} of {self.connections:,}"
-            + (f", all established after {self.reached:.0f} s" if self.reached else "")
+            + (f", all established after {self.reached:.0f} s{planned}" if self.reached else "")
             + f"; lost {self.lost:,}; failures "
             + (", ".join(f"{k}: {v:,}" for k, v in failures.items()) or "none")
         ]
-        if connect.total:
-            p50, p99 = connect.percentiles([50, 99])
-            lines.append(
-                f"connect latency p50 {p50 / 1000:.2f} ms, p99 {p99 / 1000:.2f} ms, "
-                f"max {connect.max / 1000:.2f} ms"
-            )
+        for key, what in (
+            ("connect", "connect time (connect() to established)"),
+            ("tls", "TLS handshake"),
+            ("lateness", "connects started late against the plan by"),
+        ):
+            hist = self.hists[key]
+            if hist.total:
+                p50, p99 = hist.percentiles([50, 99])
+                lines.append(
+                    f"{what} p50 {p50 / 1000:.2f} ms, p99 {p99 / 1000:.2f} ms, "
+                    f"max {hist.max / 1000:.2f} ms"
+                )
+        behind = self.behind()
+        if behind:
+            lines.append(behind)
         request = self.hists["request"]
         if request.total:
             p50, p99 = request.percentiles([50, 99])
