@@ -151,8 +151,8 @@ def test_a_hold_gets_the_processes_and_instances_its_plan_needs(
     summary = json.loads((report_dir / "summary.json").read_text())
     row = summary["summary"][3][1]
     assert re.match(
-        r"peak established 3,000 of 3,000, all established after \d s; lost 0; "
-        r"failures none",
+        r"peak established 3,000 of 3,000, all established after \d s, planned 1 s at "
+        r"3,000/s; lost 0; failures none",
         row,
     ), row
     hold = summary["experiments"][3]

@@ -188,7 +188,7 @@ def run_step(
         or (
             summary.planned is not None
             and not summary.interrupted
-            and summary.sent < 0.99 * summary.planned
+            and summary.done < 0.99 * summary.planned
         )
     )
     cpu = [s["roles"]["proxy"]["cpu_pct"] for s in step_samples if "proxy" in s.get("roles", {})]

@@ -6,11 +6,17 @@ from tippingpoint.report.merge import Summary
 
 
 def summary(
-    lateness_us: list[int], sent: int = 1000, planned: int = 1000, queued: int = 0
+    lateness_us: list[int],
+    sent: int = 1000,
+    planned: int = 1000,
+    queued: int = 0,
+    done: int | None = None,
 ) -> Summary:
+    """``done``: hits taken up (answered or failed); as many as were sent by default."""
     s = Summary()
     s.hists["lateness"].record_many(lateness_us)
     s.sent, s.planned, s.queued = sent, planned, queued
+    s.done = sent if done is None else done
     return s
 
 
@@ -31,7 +37,10 @@ def test_one_stall_is_not_saturation() -> None:
 
 def test_missing_sends_but_not_queueing() -> None:
     saturated, verdict = summary([10] * 100, sent=900).saturation()
-    assert saturated and "sent 900 of 1000 planned" in verdict
+    assert saturated and "took up 900 of 1000 planned" in verdict
+    # Hits taken up on time whose connects then failed or never got through (a server
+    # that stops accepting): the server held them, not the generator.
+    assert not summary([10] * 100, sent=900, done=1000).saturation()[0]
     # Waiting for a connection is the server's slowness (or the cap), not the client's.
     assert not summary([10] * 100, queued=500).saturation()[0]
 

@@ -122,8 +122,11 @@ class Summary:
         reasons = []
         if p95 > 1000:  # one stall of the machine moves p99, not p95
             reasons.append(f"p95 send lateness {p95 / 1000:.1f} ms")
-        if self.planned and not self.interrupted and self.sent < 0.99 * self.planned:
-            reasons.append(f"sent {self.sent} of {self.planned} planned requests")
+        # Hits the pacing loop took up on time and that then failed to get a connection
+        # (refused, or waiting on a server that does not accept) are done, not sent:
+        # the server held them, not the generator.
+        if self.planned and not self.interrupted and self.done < 0.99 * self.planned:
+            reasons.append(f"took up {self.done} of {self.planned} planned requests")
         busy = self.cpu_busy
         if busy is not None and busy >= CPU_SATURATED:
             # A generator with no CPU left answers its responses late: its connections
