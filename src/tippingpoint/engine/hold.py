@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
-from tippingpoint.engine.tls import TLSClientConn, make_ssl_context
+from tippingpoint.engine.tls import make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
 from tippingpoint.loops import new_loop
 from tippingpoint.model import TLSOptions
@@ -158,23 +158,11 @@ class Holder:
                 self.lateness.append(max(0, t_connect - planned))
                 await self.loop.sock_connect(sock, (self.host, port))
                 t_tcp = monotonic_ns()
-                if pool.ssl is None:
-                    _, conn = await self.loop.create_connection(
-                        lambda: ClientConn(self, pool), sock=sock
-                    )
-                else:
-                    transport, tls_conn = await self.loop.create_connection(
-                        lambda: TLSClientConn(self, pool), sock=sock
-                    )
-                    sock = None  # the transport owns it now
-                    try:
-                        await tls_conn.established()
-                    except BaseException:
-                        transport.abort()
-                        raise
+                connected, sock = sock, None  # open_conn closes it if it fails
+                conn = await open_conn(self.loop, self, pool, connected)
+                if pool.ssl is not None:
                     t_tls = monotonic_ns()
-                    conn = tls_conn
-        except (OSError, ssl.SSLError, ssl.CertificateError, TimeoutError) as e:
+        except (OSError, ssl.SSLError, TimeoutError) as e:
             if sock is not None:
                 sock.close()
             self.fail(e)
