@@ -27,6 +27,33 @@ CHROMIUM_FLAGS = [
 ]
 
 
+def dump_dom(page: str) -> subprocess.CompletedProcess[str]:
+    """The page as headless Chromium renders it, its console on stderr."""
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [
+                "chromium",
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=15000",
+                "--enable-logging=stderr",
+                "--v=0",
+                "--dump-dom",
+                page,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom
+
+
+def console_errors(dom: subprocess.CompletedProcess[str]) -> list[str]:
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    return [line for line in console if "rror" in line or "Uncaught" in line]
+
+
 def scenario(tmp: Path) -> Path:
     ports = free_ports(4)
     text = f"""
@@ -187,23 +214,7 @@ def test_tls_cost_measures_each_protocol_at_each_rate(report_dir: Path) -> None:
 
 def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
     page = (report_dir / "index.html").as_uri()
-    with tempfile.TemporaryDirectory() as profile:
-        dom = subprocess.run(
-            [
-                "chromium",
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=15000",
-                "--enable-logging=stderr",
-                "--v=0",
-                "--dump-dom",
-                page,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert dom.returncode == 0, dom.stderr[-2000:]
+    dom = dump_dom(page)
     # 2 charts per sweep, attack or tls-cost, 1 per hold and 4 for the machine, all drawn
     # by plotly.
     charts = re.search(r'data-charts="(\d+)"', dom.stdout)
@@ -212,8 +223,7 @@ def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
     assert "throughput against connections" in dom.stdout  # the closed sweep's chart
     assert "HAProxy CPU against offered rate" in dom.stdout  # the tls-cost chart
     assert "TLS, new connection per request" in dom.stdout  # one of its lines
-    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
-    assert not [line for line in console if "rror" in line or "Uncaught" in line], console
+    assert not console_errors(dom), console_errors(dom)
     assert "Tipping point" in dom.stdout or "No tipping point" in dom.stdout
     shot = report_dir / "screenshot.png"
     with tempfile.TemporaryDirectory() as profile:
@@ -362,28 +372,11 @@ def test_a_matrix_runs_every_experiment_on_every_setup(matrix_dir: Path) -> None
 
 def test_a_matrix_report_overlays_the_setups_in_chromium(matrix_dir: Path) -> None:
     page = (matrix_dir / "index.html").as_uri()
-    with tempfile.TemporaryDirectory() as profile:
-        dom = subprocess.run(
-            [
-                "chromium",
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=15000",
-                "--enable-logging=stderr",
-                "--v=0",
-                "--dump-dom",
-                page,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert dom.returncode == 0, dom.stderr[-2000:]
+    dom = dump_dom(page)
     # 2 setups x (2 sweep + 2 tls-cost charts), 2 overlays, 4 for the machine.
     charts = re.search(r'data-charts="(\d+)"', dom.stdout)
     assert charts is not None and int(charts.group(1)) == 14, dom.stdout[:500]
     assert "Setups compared" in dom.stdout
     assert "a line per setup" in dom.stdout and "RSA, 2 threads p99" in dom.stdout
     assert "µs per handshake" in dom.stdout  # the comparison table's TLS cost column
-    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
-    assert not [line for line in console if "rror" in line or "Uncaught" in line], console
+    assert not console_errors(dom), console_errors(dom)
