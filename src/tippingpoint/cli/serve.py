@@ -13,9 +13,23 @@ from tippingpoint.cli.base import cli, fail
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--ports",
-    default="8282",
+    default=None,
+    help="HTTP ports: ranges and lists, e.g. 8282-8291,9000 (the article ran 10 per machine)  "
+    "[default: 8282, or none with --mqtt].",
+)
+@click.option(
+    "--mqtt",
+    "mqtt_ports",
+    default=None,
+    help="MQTT ports (3.1.1 and 5), e.g. 1883: PUBLISH to ping/... is answered with pong on "
+    "pong/<client id> or the response topic.",
+)
+@click.option(
+    "--mqtt-max-packet",
+    type=int,
+    default=1024 * 1024,
     show_default=True,
-    help="Ports: ranges and lists, e.g. 8282-8291,9000 (the article ran 10 per machine).",
+    help="Largest MQTT packet in bytes; larger gets DISCONNECT 0x95 (MQTT 5) or a close.",
 )
 @click.option(
     "--processes",
@@ -84,7 +98,9 @@ from tippingpoint.cli.base import cli, fail
 )
 def serve(
     host: str,
-    ports: str,
+    ports: str | None,
+    mqtt_ports: str | None,
+    mqtt_max_packet: int,
     processes: int | None,
     idle_timeout: float,
     header_timeout: float,
@@ -103,7 +119,8 @@ def serve(
 
     A `sleep: N` header waits a random whole number of ms in [0, N+1] before the
     first pong; `times: K` writes K more pongs, each after its own random pause
-    (chunked). Stops cleanly on Ctrl-C or SIGTERM.
+    (chunked). With --mqtt, the same over MQTT (user properties sleep/times, or a
+    topic suffix /sleep=N/times=K). Stops cleanly on Ctrl-C or SIGTERM.
     """
     from tippingpoint.server import ServeConfig, ServeError
     from tippingpoint.server import serve as run_serve
@@ -112,7 +129,9 @@ def serve(
     try:
         config = ServeConfig(
             host=host,
-            ports=parse_ports(ports),
+            ports=parse_ports(ports) if ports else () if mqtt_ports else (8282,),
+            mqtt_ports=parse_ports(mqtt_ports) if mqtt_ports else (),
+            mqtt_max_packet=mqtt_max_packet,
             processes=processes if processes is not None else default_processes(),
             idle_timeout=idle_timeout,
             header_timeout=header_timeout,

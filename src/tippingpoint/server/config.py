@@ -80,11 +80,20 @@ class ServeConfig:
     metrics_port: int | None = None
     statsd: tuple[str, int] | None = None
     statsd_metric: str = "tippingpoint.serve.requests"
+    mqtt_ports: tuple[int, ...] = ()
+    """Ports that speak MQTT (the ping/pong backend of ``server/mqtt.py``)."""
+    mqtt_max_packet: int = 1024 * 1024
     share_ports: bool = False
     """Start even where another process already listens on the ports (SO_REUSEPORT then
     splits the connections between them): for a second backend that joins on purpose."""
 
     def __post_init__(self) -> None:
+        if not self.ports and not self.mqtt_ports:
+            raise ValueError("no ports: give --ports, --mqtt or both")
+        if set(self.ports) & set(self.mqtt_ports):
+            raise ValueError("a port cannot be both HTTP (--ports) and MQTT (--mqtt)")
+        if self.mqtt_max_packet < 64:
+            raise ValueError("--mqtt-max-packet must be >= 64 bytes")
         if self.processes < 1:
             raise ValueError("--processes must be >= 1")
         if self.idle_timeout <= 0 or self.header_timeout <= 0:

@@ -19,6 +19,22 @@ _COUNTERS = (
     ("header_timeouts", "header_timeouts_total", "Connections closed by the header-read timeout."),
     ("idle_timeouts", "idle_timeouts_total", "Keep-alive connections closed when idle too long."),
     ("accept_pauses", "accept_pauses_total", "Times a process stopped accepting at capacity."),
+    ("mqtt_connects", "mqtt_connects_total", "MQTT sessions connected (CONNACK sent)."),
+    ("mqtt_publish_in", "mqtt_publish_received_total", "MQTT PUBLISH packets received."),
+    ("mqtt_pongs", "mqtt_pongs_total", "MQTT pong messages sent."),
+    ("mqtt_pings", "mqtt_pingreq_total", "MQTT PINGREQ packets answered."),
+    ("mqtt_subscribes", "mqtt_subscribe_total", "MQTT SUBSCRIBE packets answered."),
+    ("mqtt_bad_pings", "mqtt_bad_ping_total", "MQTT pings with unusable sleep/times values."),
+    (
+        "mqtt_protocol_errors",
+        "mqtt_protocol_errors_total",
+        "MQTT sessions closed for a malformed or unexpected packet.",
+    ),
+    (
+        "mqtt_keepalive_timeouts",
+        "mqtt_keepalive_timeouts_total",
+        "MQTT sessions closed after 1.5x their keepalive without a packet.",
+    ),
 )
 
 

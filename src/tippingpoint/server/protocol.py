@@ -23,7 +23,17 @@ from tippingpoint.server.responses import (
 from tippingpoint.server.stats import WorkerStats
 from tippingpoint.wire.http1 import CONTINUE, ProtocolError, Request, RequestReader
 
-__all__ = ["BufferedPongProtocol", "PongProtocol", "Worker"]
+__all__ = ["BufferedPongProtocol", "Conn", "PongProtocol", "Worker"]
+
+
+class Conn(Protocol):
+    """What the worker's sweep and shutdown need of a connection, HTTP or MQTT."""
+
+    deadline: int
+
+    def expire(self) -> None: ...
+
+    def shutdown(self) -> None: ...
 
 
 class Worker(Protocol):
@@ -34,7 +44,7 @@ class Worker(Protocol):
     loop: asyncio.AbstractEventLoop
     stats: WorkerStats
     responses: Responses
-    conns: set[PongProtocol]
+    conns: set[Conn]
     capacity: int
     resume_level: int
     paused: bool

@@ -29,6 +29,14 @@ FIELDS: Final = (
     "idle_timeouts",
     "accept_paused",
     "accept_pauses",
+    "mqtt_connects",
+    "mqtt_publish_in",
+    "mqtt_pongs",
+    "mqtt_pings",
+    "mqtt_subscribes",
+    "mqtt_bad_pings",
+    "mqtt_protocol_errors",
+    "mqtt_keepalive_timeouts",
     "capacity",
     "pid",
     "alive",
@@ -57,6 +65,14 @@ class WorkerStats:
     idle_timeouts: int
     accept_paused: int
     accept_pauses: int
+    mqtt_connects: int
+    mqtt_publish_in: int
+    mqtt_pongs: int
+    mqtt_pings: int
+    mqtt_subscribes: int
+    mqtt_bad_pings: int
+    mqtt_protocol_errors: int
+    mqtt_keepalive_timeouts: int
     capacity: int
     pid: int
     alive: int

@@ -27,7 +27,7 @@ from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.server.config import ServeConfig
 from tippingpoint.server.metrics import render_prometheus, retire
 from tippingpoint.server.stats import SharedStats
-from tippingpoint.server.worker import describe_ports, run_worker
+from tippingpoint.server.worker import describe_listeners, run_worker
 from tippingpoint.server.worker import log as _log
 
 __all__ = ["ServeError", "serve"]
@@ -261,14 +261,14 @@ def serve(config: ServeConfig) -> int:
     """Run the backend until SIGINT/SIGTERM; the process exit code."""
     if not config.share_ports:
         try:
-            check_free(config.host, config.ports, "serve", "--share-ports")
+            check_free(config.host, config.ports + config.mqtt_ports, "serve", "--share-ports")
         except PortBusy as e:
             raise ServeError(str(e)) from None
     try:
         pids, shared = _start(config)
     except OSError as e:
         raise ServeError(f"cannot start workers: {e}") from None
-    _log(f"{config.processes} worker(s) ready on {config.host}:{describe_ports(config.ports)}")
+    _log(f"{config.processes} worker(s) ready on {config.host}:{describe_listeners(config)}")
     try:
         return asyncio.run(_supervise(config, pids, shared))
     except OSError as e:

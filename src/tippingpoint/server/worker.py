@@ -19,11 +19,12 @@ from typing import Final
 
 from tippingpoint.loops import new_loop
 from tippingpoint.server.config import ServeConfig
-from tippingpoint.server.protocol import BufferedPongProtocol, PongProtocol
+from tippingpoint.server.mqtt import MQTTProtocol
+from tippingpoint.server.protocol import BufferedPongProtocol, Conn, PongProtocol
 from tippingpoint.server.responses import Responses
 from tippingpoint.server.stats import SharedStats, WorkerStats
 
-__all__ = ["Worker", "describe_ports", "log", "new_loop", "run_worker"]
+__all__ = ["Worker", "describe_listeners", "describe_ports", "log", "new_loop", "run_worker"]
 
 _QUARTERS_PER_TICK: Final = 4
 _RESERVED_FDS: Final = 32
@@ -40,6 +41,15 @@ def describe_ports(ports: tuple[int, ...]) -> str:
         parts.append(str(start) if start == prev else f"{start}-{prev}")
         start = prev = port
     return ",".join(parts)
+
+
+def describe_listeners(config: ServeConfig) -> str:
+    """``"8282-8284 (HTTP), 1883 (MQTT)"``, or just the HTTP ports."""
+    http = describe_ports(config.ports) if config.ports else ""
+    if not config.mqtt_ports:
+        return http
+    mqtt = f"{describe_ports(config.mqtt_ports)} (MQTT)"
+    return f"{http} (HTTP), {mqtt}" if http else mqtt
 
 
 class Worker:
@@ -60,7 +70,7 @@ class Worker:
         self.loop = loop
         self.loop_name = loop_name
         self.stats = WorkerStats()
-        self.conns: set[PongProtocol] = set()
+        self.conns: set[Conn] = set()
         self.tick = 0
         self.idle_ticks = math.ceil(config.idle_timeout)
         self.header_ticks = math.ceil(config.header_timeout)
@@ -69,7 +79,7 @@ class Worker:
         self.idle_deadline = self.idle_ticks
         self.header_deadline = self.header_ticks
         self.nofile = nofile
-        capacity = max(1, nofile - len(config.ports) - _RESERVED_FDS)
+        capacity = max(1, nofile - len(config.ports) - len(config.mqtt_ports) - _RESERVED_FDS)
         if config.max_connections is not None:
             capacity = min(capacity, config.max_connections)
         self.capacity = capacity
@@ -101,7 +111,7 @@ class Worker:
         await self._listen()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop.set)
-        ports = describe_ports(self.config.ports)
+        ports = describe_listeners(self.config)
         log(
             f"worker {self.index} pid {os.getpid()} listening on {self.config.host}:{ports} "
             f"({self.loop_name}), open-file limit {self.nofile}, "
@@ -115,10 +125,15 @@ class Worker:
         await self._shutdown()
 
     async def _listen(self) -> None:
-        factory = functools.partial(self.protocol, self)
+        http = functools.partial(self.protocol, self)
+        mqtt = functools.partial(MQTTProtocol, self)
+        listeners: list[tuple[int, Callable[[], asyncio.BaseProtocol]]] = [
+            *((port, http) for port in self.config.ports),
+            *((port, mqtt) for port in self.config.mqtt_ports),
+        ]
         servers: list[asyncio.AbstractServer] = []
         try:
-            for port in self.config.ports:
+            for port, factory in listeners:
                 servers.append(
                     await self.loop.create_server(
                         factory,
@@ -225,7 +240,7 @@ def run_worker(
     except OSError as e:
         log(
             f"worker {index}: cannot listen on {config.host} ports "
-            f"{describe_ports(config.ports)}: {e.strerror or e} "
+            f"{describe_listeners(config)}: {e.strerror or e} "
             "(is another server using them? choose other --ports)"
         )
         return 2
