@@ -5,6 +5,7 @@ from __future__ import annotations
 from tippingpoint.cli import (  # noqa: F401  (each module registers its command)
     attack,
     bench,
+    broker,
     doctor,
     hold,
     proxy,
