@@ -146,6 +146,10 @@ class HoldRecord:
     interrupted: bool = False
     cpu_us: int = 0
     """The process's CPU time in this second (absent from streams written before)."""
+    lost_reasons: dict[str, int] = field(default_factory=dict)
+    """MQTT: sessions the broker closed with a DISCONNECT, by its reason (cumulative)."""
+    received: int = 0
+    """MQTT: messages the held sessions received (cumulative)."""
 
     def histogram(self, metric: str) -> Histogram:
         encoded = self.hist.get(metric)
@@ -249,6 +253,10 @@ def _hold(r: HoldRecord) -> dict[str, Any]:
     }
     if r.cpu_us:
         out["cpu_us"] = r.cpu_us
+    if r.lost_reasons:
+        out["lost_reasons"] = r.lost_reasons
+    if r.received:
+        out["received"] = r.received
     if r.final:
         out["final"] = True
         out["interrupted"] = r.interrupted
@@ -344,6 +352,8 @@ def _decode_hold(d: dict[str, Any]) -> HoldRecord:
         final=bool(d.get("final", False)),
         interrupted=bool(d.get("interrupted", False)),
         cpu_us=int(d.get("cpu_us", 0)),
+        lost_reasons={str(k): int(v) for k, v in (d.get("lost_reasons") or {}).items()},
+        received=int(d.get("received", 0)),
     )
 
 

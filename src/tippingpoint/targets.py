@@ -21,6 +21,7 @@ __all__ = ["Origin", "Target", "TargetError", "encode_request", "parse_targets"]
 
 USER_AGENT = f"tippingpoint/{__version__}"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+DEFAULT_PORTS = {"http": 80, "https": 443, "mqtt": 1883, "mqtts": 8883}
 
 
 class TargetError(ValueError):
@@ -35,7 +36,11 @@ class Origin:
 
     @property
     def tls(self) -> bool:
-        return self.scheme == "https"
+        return self.scheme in ("https", "mqtts")
+
+    @property
+    def mqtt(self) -> bool:
+        return self.scheme in ("mqtt", "mqtts")
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -54,10 +59,13 @@ class Target:
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TargetError(f"bad URL {self.url!r}: use http://HOST[:PORT]/PATH or https://...")
+        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+            raise TargetError(
+                f"bad URL {self.url!r}: use http://HOST[:PORT]/PATH, https://..., "
+                "mqtt://HOST[:PORT]/TOPIC or mqtts://..."
+            )
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
         except ValueError:
             raise TargetError(f"bad port in URL {self.url!r}") from None
         if not self.method or not self.method.isascii() or " " in self.method:
@@ -67,7 +75,7 @@ class Target:
         if parts.query:
             path += "?" + parts.query
         object.__setattr__(self, "path", path)
-        default = 443 if parts.scheme == "https" else 80
+        default = DEFAULT_PORTS[parts.scheme]
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         object.__setattr__(self, "host_header", host if port == default else f"{host}:{port}")
 

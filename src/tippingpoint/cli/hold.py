@@ -12,6 +12,7 @@ from tippingpoint.cli.options import parse_laddrs, user_errors
 
 if TYPE_CHECKING:
     from tippingpoint.engine.hold import HoldConfig
+    from tippingpoint.engine.mqtt import MQTTOptions
     from tippingpoint.plan import ConnectionPlan
 
 
@@ -47,6 +48,43 @@ if TYPE_CHECKING:
 @click.option("--insecure", is_flag=True, help="TLS: do not verify the server certificate.")
 @click.option("--cacert", type=click.Path(dir_okay=False), help="TLS: CA bundle.")
 @click.option("-o", "--output", default=None, help="Write the records (JSON lines) here.")
+@click.option(
+    "--keepalive",
+    default="60s",
+    show_default=True,
+    help="MQTT: the sessions' keepalive; each pings once per keepalive, spread evenly.",
+)
+@click.option(
+    "--subscribe",
+    default=None,
+    help="MQTT: each session subscribes to this, e.g. 'devices/%i/cmd'.",
+)
+@click.option(
+    "--qos", type=click.IntRange(0, 2), default=0, show_default=True, help="MQTT: --subscribe QoS."
+)
+@click.option(
+    "--mqtt-version",
+    default="3.1.1",
+    show_default=True,
+    help="MQTT protocol: 3.1.1 or 5.",
+)
+@click.option(
+    "--client-id",
+    default="tp-%p-%i",
+    show_default=True,
+    help="MQTT client id pattern: %i session number, %p process.",
+)
+@click.option(
+    "--clean-start/--no-clean-start",
+    default=True,
+    show_default=True,
+    help="MQTT: start a new session (3.1.1: clean session).",
+)
+@click.option("--username", default=None, help="MQTT user name.")
+@click.option("--password", default=None, help="MQTT password.")
+@click.option(
+    "--session-expiry", type=int, default=None, help="MQTT 5: seconds the broker keeps a session."
+)
 def hold(
     url: str,
     connections: int,
@@ -59,12 +97,27 @@ def hold(
     insecure: bool,
     cacert: str | None,
     output: str | None,
+    keepalive: str,
+    subscribe: str | None,
+    qos: int,
+    mqtt_version: str,
+    client_id: str,
+    clean_start: bool,
+    username: str | None,
+    password: str | None,
+    session_expiry: int | None,
 ) -> None:
-    """Open connections at a rate and hold them (idle or with a periodic request)."""
+    """Open connections at a rate and hold them (idle or with a periodic request).
+
+    With an mqtt:// or mqtts:// URL, MQTT sessions: CONNECT, CONNACK counted as
+    established, a PINGREQ per --keepalive, and an optional --subscribe.
+    """
     from tippingpoint.cli.output import OutputError, ResultFile
     from tippingpoint.engine.hold import HoldTally
+    from tippingpoint.engine.mqtt import MQTTOptions, parse_version
     from tippingpoint.engine.runner import run_hold
     from tippingpoint.limits import raise_nofile
+    from tippingpoint.pacer import parse_duration
     from tippingpoint.stream import HoldRecord, Record
 
     with user_errors():
@@ -80,6 +133,22 @@ def hold(
             insecure,
             cacert,
         )
+        if config.target.origin.mqtt:
+            config = _with_mqtt(
+                config,
+                request_every,
+                MQTTOptions(
+                    version=parse_version(mqtt_version),
+                    keepalive=round(parse_duration(keepalive)),
+                    client_id=client_id,
+                    clean=clean_start,
+                    username=username,
+                    password=password,
+                    subscribe=subscribe,
+                    subscribe_qos=qos,
+                    session_expiry=session_expiry,
+                ),
+            )
     soft, _ = raise_nofile()
     plan, config = _with_sources(config, soft)
     if not plan.feasible:
@@ -92,7 +161,7 @@ def hold(
     except OutputError as e:
         fail(str(e))
         return
-    tally = HoldTally(connections, 1, config.connect_rate)
+    tally = HoldTally(connections, 1, config.connect_rate, mqtt=config.mqtt is not None)
 
     def on_start(processes: int) -> None:
         tally.processes = processes
@@ -158,6 +227,15 @@ def _hold_config(
     return config
 
 
+def _with_mqtt(config: HoldConfig, request_every: str | None, options: MQTTOptions) -> HoldConfig:
+    """An MQTT hold: its sessions ping once per keepalive (none with keepalive 0)."""
+    from dataclasses import replace
+
+    if request_every:
+        raise ValueError("MQTT sessions ping once per --keepalive: drop --request-every")
+    return replace(config, mqtt=options, request_every=float(options.keepalive) or None)
+
+
 def _with_sources(config: HoldConfig, fd_limit: int) -> tuple[ConnectionPlan, HoldConfig]:
     """The plan of the hold, and its config with the source addresses the plan needs."""
     from dataclasses import replace
@@ -188,7 +266,8 @@ def _start_line(config: HoldConfig, processes: int, soft: int, plan: ConnectionP
         else "1 source address"
     )
     return (
-        f"tippingpoint hold: {config.connections:,} connections in {processes} process(es) "
+        f"tippingpoint hold: {config.connections:,} "
+        f"{'MQTT sessions' if config.mqtt else 'connections'} in {processes} process(es) "
         f"(open-file limit {soft:,}), {sources}, {len(config.ports) or 1} destination "
         f"port(s), {config.connect_rate:,.0f}/s; about {plan.memory_bytes / 2**30:.1f} "
         "GiB with the server's side and the kernel's"

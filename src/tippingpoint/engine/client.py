@@ -50,6 +50,9 @@ def _not_connected(data: bytes) -> None:
 def classify_error(exc: BaseException) -> tuple[str, str]:
     """``(kind, message)`` for a failed connection or request."""
     message = f"{type(exc).__name__}: {exc}"
+    kind = getattr(exc, "kind", None)
+    if isinstance(kind, str):  # a protocol's own refusal (MQTT: connack-refused...)
+        return kind, str(exc)
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return "tls", message
     if isinstance(exc, ConnectionRefusedError):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
+from tippingpoint.engine.mqtt import MQTTOptions, Session, expand, open_session, reason_text
 from tippingpoint.engine.tls import make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
 from tippingpoint.loops import new_loop
@@ -31,6 +32,7 @@ from tippingpoint.model import TLSOptions
 from tippingpoint.plan import processes_for
 from tippingpoint.stream import ErrorCount, HoldRecord, encode
 from tippingpoint.targets import Target, encode_request
+from tippingpoint.wire import mqtt as m
 from tippingpoint.wire.response import ResponseError
 
 __all__ = ["HoldConfig", "HoldShard", "HoldTally", "Holder", "hold_child", "plan_hold"]
@@ -40,6 +42,7 @@ _HISTS = (
     ("request_latency", "request"),
     ("lateness", "lateness"),
     ("tls_time", "tls"),
+    ("connack_time", "connack"),
 )
 """Per-second histograms of a hold process: the array it fills, the record's key."""
 _LATE_MS = 100.0
@@ -63,6 +66,9 @@ class HoldConfig:
     insecure: bool = False
     cacert: str | None = None
     processes: int = 1
+    mqtt: MQTTOptions | None = None
+    """MQTT sessions (``mqtt://``, ``mqtts://``): CONNECT, CONNACK counted as established,
+    a PINGREQ every ``request_every`` (the keepalive)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +103,26 @@ class Holder:
         """Its ``conns`` are the connections established and not lost."""
         self.host = str(self.pool.addr[0])
         self.ports = config.ports or (origin.port,)
-        self.request_bytes = encode_request(config.target)
-        self.conns: list[ClientConn] = []
+        self.mqtt = config.mqtt if origin.mqtt else None
+        if self.mqtt is not None:
+            self.request_bytes = m.PINGREQ_BYTES
+        else:
+            self.request_bytes = encode_request(config.target)
+        self.conns: list[ClientConn | Session] = []
         """Every connection established, in order (requests go round them)."""
         self.opening = 0
         self.started = 0
         self.opened = 0
         self.lost = 0
+        self.lost_reasons: dict[str, int] = {}
+        """Sessions the broker closed with a DISCONNECT, by its reason."""
+        self.received = 0
         self.failed: dict[str, list[Any]] = {}
         self.connect_latency = array("q")
         self.request_latency = array("q")
         self.lateness = array("q")
         self.tls_time = array("q")
+        self.connack_time = array("q")
         self.cpu_ns = process_time_ns()
         self.codes: dict[int, int] = {}
         self.stopping = False
@@ -123,22 +137,35 @@ class Holder:
     # ConnOwner
 
     def on_response(
-        self, conn: ClientConn, now: int, status: int, body_bytes: int, keep_alive: bool
+        self, conn: ClientConn | Session, now: int, status: int, body_bytes: int, keep_alive: bool
     ) -> None:
         self.request_latency.append(now - conn.sent_ns)
-        self.codes[status] = self.codes.get(status, 0) + 1
+        if status:
+            self.codes[status] = self.codes.get(status, 0) + 1
 
-    def on_error(self, conn: ClientConn, exc: BaseException) -> None:
+    def on_ack(self, conn: Session, packet_id: int, now: int, reason: int) -> None:
+        pass  # held sessions do not publish
+
+    def on_message(self, conn: Session, packet: m.Publish, now: int) -> None:
+        self.received += 1
+
+    def on_error(self, conn: ClientConn | Session, exc: BaseException) -> None:
         # A response that cannot be read, or a broken TLS record, is a failure; a
         # connection that goes away counts as lost (on_closed).
-        if not self.stopping and isinstance(exc, ResponseError | ssl.SSLError):
+        if not self.stopping and (
+            isinstance(exc, ResponseError | ssl.SSLError) or hasattr(exc, "kind")
+        ):
             self.fail(exc)
 
-    def on_closed(self, conn: ClientConn, pool: Pool) -> None:
+    def on_closed(self, conn: ClientConn | Session, pool: Pool) -> None:
         if conn in pool.conns:
             pool.conns.discard(conn)
             if not self.stopping:
                 self.lost += 1
+                reason = getattr(conn, "disconnect_reason", None)
+                if reason is not None:
+                    text = reason_text(reason)
+                    self.lost_reasons[text] = self.lost_reasons.get(text, 0) + 1
 
     async def _open_one(self, n: int) -> None:
         # Three clocks, as `attack` keeps them for requests: how late the connect started
@@ -159,12 +186,22 @@ class Holder:
                 await self.loop.sock_connect(sock, (self.host, port))
                 t_tcp = monotonic_ns()
                 connected, sock = sock, None  # open_conn closes it if it fails
-                conn = await open_conn(self.loop, self, pool, connected)
+                conn: ClientConn | Session
+                if self.mqtt is not None:
+                    conn, t_ready, t_connack = await self._open_session(connected, n)
+                else:
+                    conn = await open_conn(self.loop, self, pool, connected)
+                    t_ready = t_connack = 0
                 if pool.ssl is not None:
-                    t_tls = monotonic_ns()
+                    t_tls = t_ready or monotonic_ns()
         except (OSError, ssl.SSLError, TimeoutError) as e:
             if sock is not None:
                 sock.close()
+            self.fail(e)
+            return
+        except Exception as e:  # a refused CONNACK or SUBSCRIBE, a protocol error
+            if not hasattr(e, "kind"):
+                raise
             self.fail(e)
             return
         finally:
@@ -172,12 +209,36 @@ class Holder:
         self.connect_latency.append(t_tcp - t_connect)
         if t_tls:
             self.tls_time.append(t_tls - t_tcp)
+        if t_connack:
+            self.connack_time.append(t_connack - (t_ready or t_tcp))
         self.opened += 1
         if not conn.open:  # closed by the peer before this coroutine resumed
             self.lost += 1
             return
         self.conns.append(conn)
-        pool.conns.add(conn)
+        pool.conns.add(conn)  # type: ignore[arg-type]
+
+    async def _open_session(self, sock: socket.socket, n: int) -> tuple[Session, int, int]:
+        """MQTT: TLS, CONNECT -> CONNACK, SUBSCRIBE -> SUBACK on a connected socket."""
+        options = self.mqtt
+        assert options is not None
+        index = self.shard.index + n * self.shard.count
+        client_id = expand(options.client_id, index, self.shard.index)
+        subscribe = None
+        if options.subscribe:
+            topic = expand(options.subscribe, index, self.shard.index, client_id)
+            subscribe = m.encode_subscribe(1, [(topic, options.subscribe_qos)], options.version)
+        session, t_tls, t_connack = await open_session(
+            self.loop,
+            self,
+            self.pool,
+            sock,
+            options.version,
+            options.connect_packet(client_id),
+            subscribe,
+            index,
+        )
+        return session, t_tls, t_connack
 
     def _open_batch(self) -> None:
         """Every 10 ms: open the connections due by now."""
@@ -237,6 +298,8 @@ class Holder:
             rss_kib=_rss_kib(),
             hist=hists,
             cpu_us=cpu_us,
+            lost_reasons=dict(self.lost_reasons),
+            received=self.received,
         )
         self.codes = {}
         return record
@@ -321,8 +384,15 @@ class HoldTally:
     process's newest figures, and a second is complete once every process has passed it.
     """
 
-    def __init__(self, connections: int, processes: int, connect_rate: float | None = None) -> None:
+    def __init__(
+        self,
+        connections: int,
+        processes: int,
+        connect_rate: float | None = None,
+        mqtt: bool = False,
+    ) -> None:
         self.connections = connections
+        self.mqtt = mqtt
         self.processes = processes
         self.connect_rate = connect_rate
         self.cpu_us: dict[int, int] = {}
@@ -375,6 +445,18 @@ class HoldTally:
     def lost(self) -> int:
         return sum(r.lost for r in self.latest.values())
 
+    def lost_reasons(self) -> dict[str, int]:
+        """MQTT: the broker's reasons for the sessions it closed, summed over processes."""
+        out: dict[str, int] = {}
+        for record in self.latest.values():
+            for reason, count in record.lost_reasons.items():
+                out[reason] = out.get(reason, 0) + count
+        return out
+
+    @property
+    def received(self) -> int:
+        return sum(r.received for r in self.latest.values())
+
     def failures_by_kind(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for (_, kind), count in self.failures.items():
@@ -419,12 +501,19 @@ class HoldTally:
         lines = [
             f"peak established {self.peak:,} of {self.connections:,}"
             + (f", all established after {self.reached:.0f} s{planned}" if self.reached else "")
-            + f"; lost {self.lost:,}; failures "
+            + f"; lost {self.lost:,}"
+            + (
+                " (" + ", ".join(f"{k}: {v:,}" for k, v in self.lost_reasons().items()) + ")"
+                if self.lost_reasons()
+                else ""
+            )
+            + "; failures "
             + (", ".join(f"{k}: {v:,}" for k, v in failures.items()) or "none")
         ]
         for key, what in (
-            ("connect", "connect time (connect() to established)"),
+            ("connect", "TCP connect time (connect() to established)"),
             ("tls", "TLS handshake"),
+            ("connack", "CONNACK latency (CONNECT to CONNACK)"),
             ("lateness", "connects started late against the plan by"),
         ):
             hist = self.hists[key]
@@ -440,16 +529,20 @@ class HoldTally:
         request = self.hists["request"]
         if request.total:
             p50, p99 = request.percentiles([50, 99])
-            codes = ", ".join(f"{c}: {n:,}" for c, n in sorted(self.codes.items()))
-            lines.append(
-                f"requests {request.total:,} ({codes}), p50 {p50 / 1000:.2f} ms, "
-                f"p99 {p99 / 1000:.2f} ms"
-            )
+            if self.mqtt:
+                what = f"pings {request.total:,}, PINGRESP latency"
+            else:
+                codes = ", ".join(f"{c}: {n:,}" for c, n in sorted(self.codes.items()))
+                what = f"requests {request.total:,} ({codes}),"
+            lines.append(f"{what} p50 {p50 / 1000:.2f} ms, p99 {p99 / 1000:.2f} ms")
+        if self.received:
+            lines.append(f"messages received by the sessions: {self.received:,}")
         per = self.bytes_per_connection()
         grown = (self.rss_at_peak - sum(r.rss_kib for r in self.first.values())) / 1024
+        noun = "session" if self.mqtt else "connection"
         lines.append(
             f"client RSS grew {max(0.0, grown):,.1f} MiB"
-            + (f" ({per:,.0f} B per connection)" if per else "")
+            + (f" ({per:,.0f} B per {noun})" if per else "")
         )
         for kind, sample in self.samples.items():
             lines.append(f"  {kind}: {sample}")

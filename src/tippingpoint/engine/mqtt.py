@@ -1,0 +1,433 @@
+"""The client side of one MQTT session: CONNECT/CONNACK, SUBSCRIBE, keepalive pings,
+publishing with pre-encoded headers, and the QoS 1 and 2 flows in both directions.
+
+A session speaks plain TCP or TLS (a :class:`~tippingpoint.engine.tls.TLSPipe` between
+memory BIOs, as the HTTP client does). It reports to its owner: a hold's holder (pings
+and their PINGRESP) or a publishing engine (acknowledgements and received messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic_ns
+from typing import Any, Protocol, cast
+
+from tippingpoint.engine.client import Pool
+from tippingpoint.engine.tls import TLSPipe
+from tippingpoint.wire import mqtt as m
+
+__all__ = [
+    "ConnackRefused",
+    "MQTTOptions",
+    "MQTTProtocolError",
+    "Session",
+    "SessionOwner",
+    "SubscribeRefused",
+    "expand",
+    "open_session",
+    "parse_version",
+]
+
+CONNACK_REASONS = {
+    # 3.1.1 return codes
+    1: "unacceptable protocol version",
+    2: "identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+    # MQTT 5 reason codes
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8D: "keep alive timeout",
+    0x8E: "session taken over",
+    0x8B: "server shutting down",
+    0x95: "packet too large",
+    0x97: "quota exceeded",
+    0x9F: "connection rate exceeded",
+}
+
+
+def reason_text(code: int) -> str:
+    return f"0x{code:02x} {CONNACK_REASONS.get(code, 'reason')}"
+
+
+class ConnackRefused(Exception):
+    kind = "connack-refused"
+
+    def __init__(self, reason: int) -> None:
+        super().__init__(f"CONNACK refused the session: {reason_text(reason)}")
+        self.reason = reason
+
+
+class SubscribeRefused(Exception):
+    kind = "subscribe-refused"
+
+    def __init__(self, topic: str, reason: int) -> None:
+        super().__init__(f"SUBACK refused {topic!r}: {reason_text(reason)}")
+        self.reason = reason
+
+
+class MQTTProtocolError(Exception):
+    kind = "protocol"
+
+
+def parse_version(text: str) -> int:
+    """``"3.1.1"``/``"4"`` -> 4, ``"5"``/``"5.0"`` -> 5."""
+    value = str(text).strip().lower().removeprefix("v")
+    if value in ("3.1.1", "4", "311"):
+        return 4
+    if value in ("5", "5.0"):
+        return 5
+    raise ValueError(f"unknown MQTT version {text!r}: use 3.1.1 or 5")
+
+
+def expand(pattern: str, index: int, process: int, client_id: str = "") -> str:
+    """A client id or topic pattern for session ``index``: ``%i`` the session number,
+    ``%p`` the process, ``%c`` the client id (topics only)."""
+    out = pattern.replace("%i", str(index)).replace("%p", str(process))
+    return out.replace("%c", client_id) if client_id else out
+
+
+@dataclass(frozen=True, slots=True)
+class MQTTOptions:
+    version: int = 4
+    keepalive: int = 60
+    """Seconds; the session pings the broker this often when it has nothing else to say."""
+    client_id: str = "tp-%p-%i"
+    clean: bool = True
+    username: str | None = None
+    password: str | None = None
+    subscribe: str | None = None
+    """A topic filter pattern each session subscribes to (``%i``, ``%c``)."""
+    subscribe_qos: int = 0
+    session_expiry: int | None = None
+    """MQTT 5: seconds the broker keeps the session after it closes."""
+    receive_maximum: int | None = None
+    """MQTT 5: QoS 1 and 2 messages the broker may send at once (our in-flight window)."""
+
+    def __post_init__(self) -> None:
+        if self.version not in (4, 5):
+            raise ValueError("MQTT version must be 3.1.1 (4) or 5")
+        if not 0 <= self.keepalive <= 65535:
+            raise ValueError("--keepalive must be within 0-65535 s")
+        if self.subscribe_qos not in (0, 1, 2):
+            raise ValueError("--qos must be 0, 1 or 2")
+
+    def connect_packet(self, client_id: str) -> bytes:
+        props: m.Properties = {}
+        if self.version == 5:
+            if self.session_expiry is not None:
+                props[m.SESSION_EXPIRY] = self.session_expiry
+            if self.receive_maximum is not None:
+                props[m.RECEIVE_MAXIMUM] = self.receive_maximum
+        password = self.password.encode() if self.password is not None else None
+        return m.encode_connect(
+            m.Connect(
+                client_id,
+                self.version,
+                self.keepalive,
+                self.clean,
+                self.username,
+                password,
+                None,
+                props,
+            )
+        )
+
+
+class SessionOwner(Protocol):
+    """What a session reports to."""
+
+    def on_response(
+        self, conn: Any, now: int, status: int, body_bytes: int, keep_alive: bool
+    ) -> None:
+        """The PINGRESP to the ping sent with :meth:`Session.send` arrived."""
+
+    def on_error(self, conn: Any, exc: BaseException) -> None:
+        """The session broke (a protocol error, a broken TLS record)."""
+
+    def on_closed(self, conn: Any, pool: Pool) -> None:
+        """The session is gone (``conn.disconnect_reason`` holds the broker's reason, if any)."""
+
+    def on_ack(self, conn: Session, packet_id: int, now: int, reason: int) -> None:
+        """PUBACK (QoS 1) or PUBCOMP (QoS 2) for a message this session published."""
+
+    def on_message(self, conn: Session, packet: m.Publish, now: int) -> None:
+        """A PUBLISH arrived (it is acknowledged by the session itself)."""
+
+
+def _ack(kind: int, pid: int) -> bytes:
+    return bytes(((kind << 4) | (2 if kind == m.PUBREL else 0), 2)) + pid.to_bytes(2, "big")
+
+
+class Session(asyncio.Protocol):
+    """One MQTT session over TCP (or TLS). Also the shape a hold expects of a
+    connection: ``open``, ``busy``, ``sent_ns``, ``send`` (a ping), ``abort``."""
+
+    __slots__ = (
+        "_owner",
+        "_pending",
+        "_pool",
+        "_reader",
+        "_shaking",
+        "_tls",
+        "_transport",
+        "busy",
+        "disconnect_reason",
+        "index",
+        "intended_ns",
+        "next_id",
+        "open",
+        "out",
+        "sent_ns",
+    )
+
+    def __init__(self, owner: SessionOwner, pool: Pool, version: int, index: int = 0) -> None:
+        self._owner = owner
+        self._pool = pool
+        self._reader = m.Reader(version)
+        self._transport: asyncio.Transport | None = None
+        self._tls: TLSPipe | None = None
+        self._shaking = False
+        self._pending: asyncio.Future[Any] | None = None
+        """The handshake, CONNACK or SUBACK being waited for while the session opens."""
+        self.index = index
+        self.open = False
+        self.busy = False
+        self.sent_ns = 0
+        self.intended_ns = 0
+        self.next_id = 0
+        self.disconnect_reason: int | None = None
+        self.out: Callable[[bytes], None] = _not_connected
+
+    # Protocol interface
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self.open = True
+        pool = self._pool
+        if pool.ssl is None:
+            self.out = self._transport.write
+            return
+        self._tls = TLSPipe(pool.ssl, pool.server_hostname)
+        self.out = self._write_tls
+        self._pending = asyncio.get_running_loop().create_future()
+        self._shaking = True
+        self._handshake()
+
+    def data_received(self, data: bytes) -> None:
+        tls = self._tls
+        if tls is None:
+            self._packets(data)
+            return
+        tls.feed(data)
+        if self._shaking:
+            self._handshake()
+            if self._shaking or not self.open:  # more to come, or it failed
+                return
+        try:
+            plain = tls.read()
+        except ssl.SSLError as e:
+            self._fail(e)
+            return
+        self._flush_tls()
+        for chunk in plain:
+            if self._transport is None:
+                return
+            self._packets(chunk)
+        if tls.closed:
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        self.open = False
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self.open = False
+        pending = self._pending
+        if pending is not None and not pending.done():
+            reason = self.disconnect_reason
+            pending.set_exception(
+                exc
+                or (
+                    ConnackRefused(reason)
+                    if reason is not None
+                    else ConnectionResetError("connection closed while the session opened")
+                )
+            )
+        self.busy = False
+        self._owner.on_closed(self, self._pool)
+
+    # Packets in
+
+    def _packets(self, data: bytes) -> None:
+        reader = self._reader
+        now = monotonic_ns()
+        for p in reader.feed(data):
+            kind = p.type
+            if kind in (m.PUBACK, m.PUBCOMP):
+                self._owner.on_ack(self, p.packet_id, now, p.reason)  # type: ignore[union-attr]
+            elif kind == m.PUBLISH:
+                assert isinstance(p, m.Publish)
+                if p.qos == 1:
+                    self.out(_ack(m.PUBACK, p.packet_id))
+                elif p.qos == 2:
+                    self.out(_ack(m.PUBREC, p.packet_id))
+                self._owner.on_message(self, p, now)
+            elif kind == m.PUBREC:
+                assert isinstance(p, m.Ack)
+                if p.reason >= 0x80:
+                    self._owner.on_ack(self, p.packet_id, now, p.reason)
+                else:
+                    self.out(_ack(m.PUBREL, p.packet_id))
+            elif kind == m.PUBREL:
+                self.out(_ack(m.PUBCOMP, p.packet_id))  # type: ignore[union-attr]
+            elif kind == m.PINGRESP:
+                if self.busy:
+                    self.busy = False
+                    self._owner.on_response(self, now, 0, 0, True)
+            elif kind in (m.CONNACK, m.SUBACK):
+                pending = self._pending
+                if pending is not None and not pending.done():
+                    pending.set_result(p)
+            elif kind == m.DISCONNECT:
+                assert isinstance(p, m.Disconnect)
+                self.disconnect_reason = p.reason
+            # UNSUBACK and AUTH need nothing here
+            if self._transport is None:
+                return
+        if reader.error is not None:
+            self._fail(MQTTProtocolError(f"from the server: {reader.error.message}"))
+
+    # Used by owners
+
+    def send(self, request: bytes, intended_ns: int, head: bool, now: int, ti: int) -> None:
+        """Send ``request`` (a ping: PINGREQ) and wait for its PINGRESP."""
+        self.intended_ns = intended_ns
+        self.sent_ns = now
+        self.busy = True
+        self.out(request)
+
+    def packet_id(self) -> int:
+        self.next_id = self.next_id % 65535 + 1
+        return self.next_id
+
+    async def start(self, connect: bytes, subscribe: bytes | None) -> int:
+        """Handshake (TLS), CONNECT -> CONNACK, SUBSCRIBE -> SUBACK. Returns when the
+        CONNACK arrived (monotonic ns). Raises what refused or broke the session."""
+        loop = asyncio.get_running_loop()
+        self._pending = loop.create_future()
+        self.out(connect)
+        connack = await self._pending
+        t_connack = monotonic_ns()
+        assert isinstance(connack, m.Connack)
+        if connack.reason:
+            raise ConnackRefused(connack.reason)
+        if subscribe is not None:
+            self._pending = loop.create_future()
+            self.out(subscribe)
+            suback = await self._pending
+            assert isinstance(suback, m.Suback)
+            bad = [code for code in suback.codes if code >= 0x80]
+            if bad:
+                raise SubscribeRefused("subscription", bad[0])
+        self._pending = None
+        return t_connack
+
+    def _fail(self, exc: BaseException) -> None:
+        pending = self._pending
+        if pending is not None and not pending.done():
+            pending.set_exception(exc)
+        elif self.open:
+            self._owner.on_error(self, exc)
+        self.abort()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            if self.open:
+                self.out(b"\xe0\x00")  # DISCONNECT
+            self._transport.close()
+
+    def abort(self) -> None:
+        self.open = False
+        if self._transport is not None:
+            self._transport.abort()
+
+    # TLS
+
+    def _handshake(self) -> None:
+        pending = self._pending
+        assert self._tls is not None and pending is not None
+        try:
+            done = self._tls.handshake()
+        except ssl.SSLError as e:
+            self._shaking = False
+            self._flush_tls()
+            if not pending.done():
+                pending.set_exception(e)
+            self.abort()
+            return
+        self._flush_tls()
+        if done:
+            self._shaking = False
+            if not pending.done():
+                pending.set_result(None)
+
+    def _write_tls(self, data: bytes) -> None:
+        assert self._tls is not None
+        self._tls.write(data)
+        self._flush_tls()
+
+    def _flush_tls(self) -> None:
+        assert self._tls is not None
+        data = self._tls.outgoing()
+        if data and self._transport is not None:
+            self._transport.write(data)
+
+
+def _not_connected(data: bytes) -> None:
+    raise ConnectionError("MQTT packet sent before the connection was made")
+
+
+async def open_session(
+    loop: asyncio.AbstractEventLoop,
+    owner: SessionOwner,
+    pool: Pool,
+    sock: socket.socket,
+    version: int,
+    connect: bytes,
+    subscribe: bytes | None = None,
+    index: int = 0,
+) -> tuple[Session, int, int]:
+    """A session over ``sock`` (connected): TLS if the pool has it, CONNECT, CONNACK, and
+    SUBSCRIBE if asked. Returns the session, when TLS finished and when CONNACK came
+    (monotonic ns). Whatever fails, ``sock`` is closed or the transport aborted."""
+    try:
+        transport, session = await loop.create_connection(
+            lambda: Session(owner, pool, version, index), sock=sock
+        )
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        if session._pending is not None:
+            await session._pending
+        t_tls = monotonic_ns()
+        t_connack = await session.start(connect, subscribe)
+    except BaseException:
+        transport.abort()
+        raise
+    return session, t_tls, t_connack
