@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from tippingpoint.pacer import Pacer, Segment
 from tippingpoint.targets import Target
+from tippingpoint.wire import mqtt as m
 
-__all__ = ["AttackConfig", "Shard", "TLSOptions"]
+__all__ = ["STAMP", "UNTIL", "AttackConfig", "MQTTOptions", "PublishConfig", "Shard", "TLSOptions"]
+
+UNTIL: Final = ("ack", "echo", "delivery")
+"""Where an MQTT message's latency ends."""
+STAMP: Final = struct.Struct("<qq")
+"""An echoed or delivered message's first payload bytes: hit number, intended send time
+(ns after the start)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +27,96 @@ class TLSOptions:
     key: str | None = None
     server_name: str | None = None
     resume: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MQTTOptions:
+    version: int = 4
+    keepalive: int = 60
+    """Seconds; the session pings the broker this often when it has nothing else to say."""
+    client_id: str = "tp-%p-%i"
+    clean: bool = True
+    username: str | None = None
+    password: str | None = None
+    subscribe: str | None = None
+    """A topic filter pattern each session subscribes to (``%i``, ``%c``)."""
+    subscribe_qos: int = 0
+    session_expiry: int | None = None
+    """MQTT 5: seconds the broker keeps the session after it closes."""
+    receive_maximum: int | None = None
+    """MQTT 5: QoS 1 and 2 messages the broker may send at once (our in-flight window)."""
+
+    def __post_init__(self) -> None:
+        if self.version not in (4, 5):
+            raise ValueError("MQTT version must be 3.1.1 (4) or 5")
+        if not 0 <= self.keepalive <= 65535:
+            raise ValueError("--keepalive must be within 0-65535 s")
+        if self.subscribe_qos not in (0, 1, 2):
+            raise ValueError("--qos must be 0, 1 or 2")
+
+    def connect_packet(self, client_id: str) -> bytes:
+        props: m.Properties = {}
+        if self.version == 5:
+            if self.session_expiry is not None:
+                props[m.SESSION_EXPIRY] = self.session_expiry
+            if self.receive_maximum is not None:
+                props[m.RECEIVE_MAXIMUM] = self.receive_maximum
+        password = self.password.encode() if self.password is not None else None
+        return m.encode_connect(
+            m.Connect(
+                client_id,
+                self.version,
+                self.keepalive,
+                self.clean,
+                self.username,
+                password,
+                None,
+                props,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfig:
+    """What an ``mqtt://`` attack publishes, and where its latency ends."""
+
+    options: MQTTOptions
+    topic: str
+    """Topic pattern (``%i``: the publishing session's number, ``%p``: the process)."""
+    qos: int = 0
+    payload_size: int = 64
+    until: str = "ack"
+    subscribers: int = 0
+    inflight: int = 64
+    retain: bool = False
+
+    def __post_init__(self) -> None:
+        if self.qos not in (0, 1, 2):
+            raise ValueError("--qos must be 0, 1 or 2")
+        if self.until not in UNTIL:
+            raise ValueError(f"--until must be one of {', '.join(UNTIL)}")
+        if self.inflight < 1:
+            raise ValueError("--inflight must be >= 1")
+        if self.until != "ack" and self.payload_size < STAMP.size:
+            raise ValueError(
+                f"--until {self.until} carries the send time in the payload: "
+                f"--payload-size must be >= {STAMP.size}"
+            )
+        if self.until == "delivery":
+            if self.subscribers < 1:
+                raise ValueError("--until delivery needs subscribers: give --subscribers N")
+            if "%i" not in self.topic:
+                raise ValueError(
+                    "--until delivery needs a topic per session: put %i in it, "
+                    "e.g. mqtt://127.0.0.1:1883/devices/%i/data"
+                )
+        elif self.subscribers:
+            raise ValueError("--subscribers goes with --until delivery")
+        if self.until == "echo" and not self.topic.startswith("ping/"):
+            raise ValueError(
+                "--until echo needs a topic the backend answers: ping/..., "
+                "e.g. mqtt://127.0.0.1:1883/ping/%i"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +140,8 @@ class AttackConfig:
     processes: int = 1
     interval: float = 1.0
     records: str | None = None
+    mqtt: PublishConfig | None = None
+    """An ``mqtt://`` attack: what to publish (``connections`` is then the sessions)."""
 
     @property
     def closed(self) -> bool:

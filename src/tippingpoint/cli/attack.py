@@ -10,6 +10,8 @@ import click
 from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.options import (
     attack_config,
+    mqtt_session_config,
+    mqtt_session_options,
     request_options,
     user_errors,
     warn_timeout,
@@ -45,12 +47,44 @@ from tippingpoint.cli.options import (
     default=None,
     help="Also write one line per request (Vegeta's JSON result format).",
 )
+@click.option(
+    "--qos", type=click.IntRange(0, 2), default=0, show_default=True, help="MQTT: publish QoS."
+)
+@click.option(
+    "--payload-size", type=int, default=64, show_default=True, help="MQTT: bytes per message."
+)
+@click.option(
+    "--until",
+    type=click.Choice(["ack", "echo", "delivery"]),
+    default="ack",
+    show_default=True,
+    help="MQTT: where latency ends: the PUBACK/PUBCOMP (QoS 0: the write), the backend's "
+    "echo (serve --mqtt, topic ping/...), or delivery to --subscribers through the broker.",
+)
+@click.option(
+    "--subscribers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="MQTT, --until delivery: sessions subscribed to the published topics.",
+)
+@click.option(
+    "--inflight",
+    type=int,
+    default=None,
+    help="MQTT: unacknowledged QoS 1/2 messages per session  [default: 64; closed model: 1].",
+)
+@click.option("--retain", is_flag=True, help="MQTT: publish retained messages.")
+@mqtt_session_options
 def attack(**opts: Any) -> None:
     """Send load at a constant rate (or a plan, or closed-loop) and stream the results.
 
     Latency counts from each request's intended send time. The result stream (JSON
     lines, HDR histograms per second and per process) goes to --output; read it with
     `tippingpoint report`.
+
+    With mqtt://HOST[:PORT]/TOPIC (or mqtts://), --connections sessions publish to
+    TOPIC (%i: the session's number) and latency ends where --until says.
     """
     from contextlib import nullcontext
 
@@ -68,6 +102,7 @@ def attack(**opts: Any) -> None:
             requests=requests,
             connections=opts["connections"],
             records=opts["records"],
+            mqtt=_publish_config(opts),
         )
         if not config.closed and not config.pace and duration is None and requests is None:
             raise ValueError("give --duration or --requests (or --pace) so the attack ends")
@@ -115,3 +150,33 @@ def attack(**opts: Any) -> None:
     finally:
         out.close()
     sys.exit(code)
+
+
+def _publish_config(opts: dict[str, Any]) -> Any:
+    """The MQTT side of an mqtt:// attack (None for HTTP); ValueError when it is wrong."""
+    from urllib.parse import urlsplit
+
+    from tippingpoint.model import PublishConfig
+
+    url = opts["url"] or ""
+    if not url.startswith(("mqtt://", "mqtts://")):
+        return None
+    if opts["targets_file"]:
+        raise ValueError("MQTT takes one URL (mqtt://HOST[:PORT]/TOPIC), not --targets")
+    topic = urlsplit(url).path.lstrip("/")
+    if not topic:
+        raise ValueError(f"no topic in {url!r}: use mqtt://HOST[:PORT]/TOPIC, e.g. .../devices/%i")
+    closed = opts["rate"] in ("0", "0/1s") and not opts["pace"]
+    if closed and opts["until"] == "delivery":
+        raise ValueError("--until delivery needs a --rate (the closed model is for ack and echo)")
+    inflight = opts["inflight"] if opts["inflight"] is not None else (1 if closed else 64)
+    return PublishConfig(
+        options=mqtt_session_config(opts),
+        topic=topic,
+        qos=opts["qos"],
+        payload_size=opts["payload_size"],
+        until=opts["until"],
+        subscribers=opts["subscribers"],
+        inflight=inflight,
+        retain=opts["retain"],
+    )

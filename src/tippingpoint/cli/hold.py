@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tippingpoint.cli.base import cli, fail
-from tippingpoint.cli.options import parse_laddrs, user_errors
+from tippingpoint.cli.options import (
+    mqtt_session_config,
+    mqtt_session_options,
+    parse_laddrs,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from tippingpoint.engine.hold import HoldConfig
-    from tippingpoint.engine.mqtt import MQTTOptions
+    from tippingpoint.model import MQTTOptions
     from tippingpoint.plan import ConnectionPlan
 
 
@@ -49,12 +54,6 @@ if TYPE_CHECKING:
 @click.option("--cacert", type=click.Path(dir_okay=False), help="TLS: CA bundle.")
 @click.option("-o", "--output", default=None, help="Write the records (JSON lines) here.")
 @click.option(
-    "--keepalive",
-    default="60s",
-    show_default=True,
-    help="MQTT: the sessions' keepalive; each pings once per keepalive, spread evenly.",
-)
-@click.option(
     "--subscribe",
     default=None,
     help="MQTT: each session subscribes to this, e.g. 'devices/%i/cmd'.",
@@ -62,29 +61,7 @@ if TYPE_CHECKING:
 @click.option(
     "--qos", type=click.IntRange(0, 2), default=0, show_default=True, help="MQTT: --subscribe QoS."
 )
-@click.option(
-    "--mqtt-version",
-    default="3.1.1",
-    show_default=True,
-    help="MQTT protocol: 3.1.1 or 5.",
-)
-@click.option(
-    "--client-id",
-    default="tp-%p-%i",
-    show_default=True,
-    help="MQTT client id pattern: %i session number, %p process.",
-)
-@click.option(
-    "--clean-start/--no-clean-start",
-    default=True,
-    show_default=True,
-    help="MQTT: start a new session (3.1.1: clean session).",
-)
-@click.option("--username", default=None, help="MQTT user name.")
-@click.option("--password", default=None, help="MQTT password.")
-@click.option(
-    "--session-expiry", type=int, default=None, help="MQTT 5: seconds the broker keeps a session."
-)
+@mqtt_session_options
 def hold(
     url: str,
     connections: int,
@@ -97,15 +74,9 @@ def hold(
     insecure: bool,
     cacert: str | None,
     output: str | None,
-    keepalive: str,
     subscribe: str | None,
     qos: int,
-    mqtt_version: str,
-    client_id: str,
-    clean_start: bool,
-    username: str | None,
-    password: str | None,
-    session_expiry: int | None,
+    **mqtt: Any,
 ) -> None:
     """Open connections at a rate and hold them (idle or with a periodic request).
 
@@ -114,10 +85,8 @@ def hold(
     """
     from tippingpoint.cli.output import OutputError, ResultFile
     from tippingpoint.engine.hold import HoldTally
-    from tippingpoint.engine.mqtt import MQTTOptions, parse_version
     from tippingpoint.engine.runner import run_hold
     from tippingpoint.limits import raise_nofile
-    from tippingpoint.pacer import parse_duration
     from tippingpoint.stream import HoldRecord, Record
 
     with user_errors():
@@ -134,21 +103,8 @@ def hold(
             cacert,
         )
         if config.target.origin.mqtt:
-            config = _with_mqtt(
-                config,
-                request_every,
-                MQTTOptions(
-                    version=parse_version(mqtt_version),
-                    keepalive=round(parse_duration(keepalive)),
-                    client_id=client_id,
-                    clean=clean_start,
-                    username=username,
-                    password=password,
-                    subscribe=subscribe,
-                    subscribe_qos=qos,
-                    session_expiry=session_expiry,
-                ),
-            )
+            options = mqtt_session_config(mqtt, subscribe=subscribe, subscribe_qos=qos)
+            config = _with_mqtt(config, request_every, options)
     soft, _ = raise_nofile()
     plan, config = _with_sources(config, soft)
     if not plan.feasible:

@@ -123,6 +123,62 @@ def request_options(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
+def mqtt_session_options(f: Callable[..., None]) -> Callable[..., None]:
+    """How MQTT sessions connect: shared by attack and hold (mqtt:// and mqtts:// URLs)."""
+    options = [
+        click.option(
+            "--mqtt-version", default="3.1.1", show_default=True, help="MQTT protocol: 3.1.1 or 5."
+        ),
+        click.option(
+            "--keepalive",
+            default="60s",
+            show_default=True,
+            help="MQTT keepalive; an idle session pings once per keepalive.",
+        ),
+        click.option(
+            "--client-id",
+            default="tp-%p-%i",
+            show_default=True,
+            help="MQTT client id pattern: %i session number, %p process.",
+        ),
+        click.option(
+            "--clean-start/--no-clean-start",
+            default=True,
+            show_default=True,
+            help="MQTT: start a new session (3.1.1: clean session).",
+        ),
+        click.option("--username", default=None, help="MQTT user name."),
+        click.option("--password", default=None, help="MQTT password."),
+        click.option(
+            "--session-expiry",
+            type=int,
+            default=None,
+            help="MQTT 5: seconds the broker keeps a session after it closes.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def mqtt_session_config(opts: dict[str, Any], **extra: Any) -> Any:
+    """MQTTOptions from :func:`mqtt_session_options` (ValueError when one is bad)."""
+    from tippingpoint.engine.mqtt import parse_version
+    from tippingpoint.model import MQTTOptions
+    from tippingpoint.pacer import parse_duration
+
+    return MQTTOptions(
+        version=parse_version(opts["mqtt_version"]),
+        keepalive=round(parse_duration(opts["keepalive"])),
+        client_id=opts["client_id"],
+        clean=opts["clean_start"],
+        username=opts["username"],
+        password=opts["password"],
+        session_expiry=opts["session_expiry"],
+        **extra,
+    )
+
+
 def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
     """An AttackConfig from the shared request options and a load plan; raises ValueError,
     TargetError, click.BadParameter or OSError with a one-line message."""
@@ -141,7 +197,9 @@ def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
         base = None if targets_file == "-" else Path(targets_file).parent
         targets = parse_targets(text, opts["targets_format"], head, body, base)
     elif opts["url"]:
-        targets = [Target(opts["method"].upper(), opts["url"], head, body)]
+        mqtt = opts["url"].startswith(("mqtt://", "mqtts://"))
+        method = "PUBLISH" if mqtt else opts["method"].upper()
+        targets = [Target(method, opts["url"], head, body)]
     else:
         raise ValueError(
             "give a URL or --targets FILE, e.g. "

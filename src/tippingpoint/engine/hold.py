@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
-from tippingpoint.engine.mqtt import MQTTOptions, Session, expand, open_session, reason_text
+from tippingpoint.engine.mqtt import Session, expand, open_session, reason_text
 from tippingpoint.engine.tls import make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
 from tippingpoint.loops import new_loop
-from tippingpoint.model import TLSOptions
+from tippingpoint.model import MQTTOptions, TLSOptions
 from tippingpoint.plan import processes_for
 from tippingpoint.stream import ErrorCount, HoldRecord, encode
 from tippingpoint.targets import Target, encode_request

@@ -12,7 +12,6 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from time import monotonic_ns
 from typing import Any, Protocol, cast
 
@@ -22,7 +21,6 @@ from tippingpoint.wire import mqtt as m
 
 __all__ = [
     "ConnackRefused",
-    "MQTTOptions",
     "MQTTProtocolError",
     "Session",
     "SessionOwner",
@@ -98,53 +96,6 @@ def expand(pattern: str, index: int, process: int, client_id: str = "") -> str:
     ``%p`` the process, ``%c`` the client id (topics only)."""
     out = pattern.replace("%i", str(index)).replace("%p", str(process))
     return out.replace("%c", client_id) if client_id else out
-
-
-@dataclass(frozen=True, slots=True)
-class MQTTOptions:
-    version: int = 4
-    keepalive: int = 60
-    """Seconds; the session pings the broker this often when it has nothing else to say."""
-    client_id: str = "tp-%p-%i"
-    clean: bool = True
-    username: str | None = None
-    password: str | None = None
-    subscribe: str | None = None
-    """A topic filter pattern each session subscribes to (``%i``, ``%c``)."""
-    subscribe_qos: int = 0
-    session_expiry: int | None = None
-    """MQTT 5: seconds the broker keeps the session after it closes."""
-    receive_maximum: int | None = None
-    """MQTT 5: QoS 1 and 2 messages the broker may send at once (our in-flight window)."""
-
-    def __post_init__(self) -> None:
-        if self.version not in (4, 5):
-            raise ValueError("MQTT version must be 3.1.1 (4) or 5")
-        if not 0 <= self.keepalive <= 65535:
-            raise ValueError("--keepalive must be within 0-65535 s")
-        if self.subscribe_qos not in (0, 1, 2):
-            raise ValueError("--qos must be 0, 1 or 2")
-
-    def connect_packet(self, client_id: str) -> bytes:
-        props: m.Properties = {}
-        if self.version == 5:
-            if self.session_expiry is not None:
-                props[m.SESSION_EXPIRY] = self.session_expiry
-            if self.receive_maximum is not None:
-                props[m.RECEIVE_MAXIMUM] = self.receive_maximum
-        password = self.password.encode() if self.password is not None else None
-        return m.encode_connect(
-            m.Connect(
-                client_id,
-                self.version,
-                self.keepalive,
-                self.clean,
-                self.username,
-                password,
-                None,
-                props,
-            )
-        )
 
 
 class SessionOwner(Protocol):

@@ -27,6 +27,7 @@ from tippingpoint import __version__
 # moments of its schedule importing.
 from tippingpoint.engine.attack import Engine
 from tippingpoint.engine.hold import HoldConfig, hold_child, plan_hold
+from tippingpoint.engine.publish import Publisher, start_delay
 from tippingpoint.limits import raise_nofile
 from tippingpoint.loops import new_loop
 from tippingpoint.model import AttackConfig, Shard
@@ -57,6 +58,8 @@ def plan_shards(config: AttackConfig, fd_limit: int, start_ns: int, start_epoch:
     wanted = config.max_connections
     if config.closed:
         wanted = max(wanted or 0, config.connections)
+    if config.mqtt is not None:  # sessions: publishers and subscribers
+        wanted = config.connections + config.mqtt.subscribers
     processes = max(1, config.processes)
     if wanted is not None:
         processes = max(processes, math.ceil(wanted / capacity))
@@ -124,7 +127,11 @@ def _child(config: AttackConfig, shard: Shard, write_fd: int) -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
     try:
-        engine = Engine(config, shard, emit, loop)
+        engine = (
+            Publisher(config, shard, emit, loop)
+            if config.mqtt is not None
+            else Engine(config, shard, emit, loop)
+        )
         loop.run_until_complete(engine.run())
     finally:
         loop.close()
@@ -143,8 +150,11 @@ def run_attack(
     gracefully (they flush what they have).
     """
     soft, _hard = raise_nofile()
-    start_ns = time.monotonic_ns() + int(_START_DELAY_S * 1e9)
-    start_epoch = time.time() + _START_DELAY_S
+    plan = plan_shards(config, soft, 0, 0.0)
+    # MQTT sessions open (and subscribe) before time zero.
+    delay = _START_DELAY_S + start_delay(config, plan.processes)
+    start_ns = time.monotonic_ns() + int(delay * 1e9)
+    start_epoch = time.time() + delay
     plan = plan_shards(config, soft, start_ns, start_epoch)
     if on_plan is not None:
         on_plan(plan)
