@@ -11,6 +11,7 @@ addresses used. Everything stops by itself after --hold seconds.
     python benchmarks/hold_connections.py --connections 1000000 --connect-rate 20000 --hold 60
     python benchmarks/hold_connections.py --connections 500000 --proxy --hold 60
     python benchmarks/hold_connections.py --connections 100000 --tls --hold 60
+    python benchmarks/hold_connections.py --connections 200000 --mqtt --keepalive 30s --hold 120
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def main() -> None:
     parser.add_argument("--proxy", action="store_true", help="through HAProxy instances")
     parser.add_argument("--tls", action="store_true", help="TLS through HAProxy")
     parser.add_argument(
+        "--mqtt", action="store_true", help="MQTT sessions held against serve --mqtt"
+    )
+    parser.add_argument("--keepalive", default="60s", help="MQTT keepalive of the sessions")
+    parser.add_argument(
         "--http-reuse",
         default=None,
         help="HAProxy's http-reuse (always: sessions share backend connections)",
@@ -64,6 +69,8 @@ def main() -> None:
     need("taskset")
     n = args.connections
     proxied = args.proxy or args.tls
+    if args.mqtt and proxied:
+        sys.exit("--mqtt holds sessions against serve --mqtt directly (no --proxy or --tls)")
     soft, _ = raise_nofile()
     ports = port_range()
     plan = plan_connections(
@@ -97,7 +104,7 @@ def main() -> None:
             [
                 *tippingpoint(),
                 "serve",
-                "--ports",
+                "--mqtt" if args.mqtt else "--ports",
                 ports_arg,
                 "--processes",
                 str(serve_processes),
@@ -132,8 +139,10 @@ def main() -> None:
                 )
                 target = ["--cacert", str(Path(tmp) / "tls" / "cert.pem")] if args.tls else []
             else:
-                url = "http://127.0.0.1:8282/"
+                url = "mqtt://127.0.0.1:8282" if args.mqtt else "http://127.0.0.1:8282/"
                 target = ["--ports", ports_arg]
+                if args.mqtt:
+                    target += ["--keepalive", args.keepalive]
             cmd = [
                 *tippingpoint(),
                 "hold",
@@ -150,6 +159,8 @@ def main() -> None:
             ]
             if args.request_every:
                 cmd += ["--request-every", args.request_every]
+            time.sleep(1)
+            serve_base = tree_rss_kib([server.pid])
             t0 = time.monotonic()
             hold = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             peak_slab = peak_used = serve_rss = proxy_rss = hold_rss = 0
@@ -194,7 +205,8 @@ def main() -> None:
         f"+{peak_slab / 2**20:.2f} GiB ({peak_slab * 1024 / n:,.0f} B per connection); "
         f"client RSS {hold_rss / 2**20:.2f} GiB ({hold_rss * 1024 / n:,.0f} B per connection); "
         f"serve RSS {serve_rss / 2**20:.2f} GiB "
-        f"({serve_rss * 1024 / n:,.0f} B per connection incl. process baselines)"
+        f"({serve_rss * 1024 / n:,.0f} B per connection incl. process baselines, "
+        f"{(serve_rss - serve_base) * 1024 / n:,.0f} B of growth per connection)"
     )
     if established:
         held = duration - int(established.group(1))

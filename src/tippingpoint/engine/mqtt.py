@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Callable
 from time import monotonic_ns
 from typing import Any, Protocol, cast
 
@@ -138,10 +137,8 @@ class Session(asyncio.Protocol):
         "busy",
         "disconnect_reason",
         "index",
-        "intended_ns",
         "next_id",
         "open",
-        "out",
         "sent_ns",
     )
 
@@ -158,10 +155,8 @@ class Session(asyncio.Protocol):
         self.open = False
         self.busy = False
         self.sent_ns = 0
-        self.intended_ns = 0
         self.next_id = 0
         self.disconnect_reason: int | None = None
-        self.out: Callable[[bytes], None] = _not_connected
 
     # Protocol interface
 
@@ -170,10 +165,8 @@ class Session(asyncio.Protocol):
         self.open = True
         pool = self._pool
         if pool.ssl is None:
-            self.out = self._transport.write
             return
         self._tls = TLSPipe(pool.ssl, pool.server_hostname)
-        self.out = self._write_tls
         self._pending = asyncio.get_running_loop().create_future()
         self._shaking = True
         self._handshake()
@@ -265,9 +258,19 @@ class Session(asyncio.Protocol):
 
     # Used by owners
 
+    def out(self, data: bytes) -> None:
+        """Send bytes: on the transport, or through TLS. (A method, not a bound method
+        kept per session: 64 bytes less for each held session.)"""
+        if self._tls is None:
+            transport = self._transport
+            if transport is None:
+                raise ConnectionError("MQTT packet sent on a closed session")
+            transport.write(data)
+        else:
+            self._write_tls(data)
+
     def send(self, request: bytes, intended_ns: int, head: bool, now: int, ti: int) -> None:
         """Send ``request`` (a ping: PINGREQ) and wait for its PINGRESP."""
-        self.intended_ns = intended_ns
         self.sent_ns = now
         self.busy = True
         self.out(request)
@@ -347,10 +350,6 @@ class Session(asyncio.Protocol):
         data = self._tls.outgoing()
         if data and self._transport is not None:
             self._transport.write(data)
-
-
-def _not_connected(data: bytes) -> None:
-    raise ConnectionError("MQTT packet sent before the connection was made")
 
 
 async def open_session(

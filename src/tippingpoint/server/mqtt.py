@@ -214,8 +214,6 @@ class MQTTProtocol(asyncio.Protocol):
             if p.version == 5:
                 props = {m.ASSIGNED_CLIENT_ID: client_id}
         self.client_id = client_id
-        topic = f"pong/{client_id}".encode()
-        self._reply_head = len(topic).to_bytes(2, "big") + topic
         keepalive = p.keepalive or w.config.idle_timeout
         # Closed by the first sweep after tick + this: 1.5x to 1.5x + 1 s after the last packet.
         self._keep_ticks = math.ceil(keepalive * 1.5)
@@ -284,6 +282,9 @@ class MQTTProtocol(asyncio.Protocol):
         else:
             mid = b""
         head = self._reply_head
+        if not head:  # made at the first pong: an idle session does not keep it
+            topic = f"pong/{self.client_id}".encode()
+            head = self._reply_head = len(topic).to_bytes(2, "big") + topic
         length = len(head) + len(pid) + len(mid) + len(payload)
         out.append(
             bytes(((m.PUBLISH << 4) | (qos << 1),))
