@@ -196,3 +196,53 @@ def test_mqtts_publish_to_mosquitto(mosquitto: BrokerFleet, tmp_path: Path) -> N
         *("--processes", "1", "--cacert", str(mosquitto.cert), "--mqtt-version", "5"),
     )
     assert s.codes == {200: 1000}
+
+
+def test_the_broker_receive_maximum_bounds_the_window(mosquitto: BrokerFleet) -> None:
+    import asyncio
+    import socket
+
+    from tippingpoint.engine.client import Pool
+    from tippingpoint.engine.mqtt import open_session
+    from tippingpoint.targets import Origin
+    from tippingpoint.wire import mqtt as m
+
+    class Owner:
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args: None
+
+    async def quota(version: int) -> int:
+        loop = asyncio.get_running_loop()
+        pool = Pool(Origin("mqtt", HOST, mosquitto.config.port), None, None)
+        sock = socket.create_connection((HOST, mosquitto.config.port))
+        sock.setblocking(False)
+        connect = m.encode_connect(m.Connect(f"quota-{version}", version))
+        session, _, _ = await open_session(loop, Owner(), pool, sock, version, connect)
+        session.close()
+        return session.send_quota
+
+    # mosquitto's max_inflight_messages (20) is its MQTT 5 receive maximum; 3.1.1 has none.
+    assert asyncio.run(quota(5)) == 20
+    assert asyncio.run(quota(4)) == 65535
+
+
+def test_retained_messages_stay_with_the_broker(mosquitto: BrokerFleet, tmp_path: Path) -> None:
+    port = mosquitto.config.port
+    _attack(
+        f"mqtt://{HOST}:{port}/retained/%i",
+        tmp_path / "r.jsonl",
+        *("--rate", "20", "--duration", "1s", "--qos", "1", "--retain"),
+        *("--connections", "3", "--processes", "1"),
+    )
+    got: dict[str, bool] = {}
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="late-reader")
+    client.on_message = lambda c, u, msg: got.__setitem__(msg.topic, msg.retain)
+    client.connect(HOST, port)
+    client.subscribe("retained/#", 1)
+    client.loop_start()
+    deadline = time.monotonic() + 5
+    while len(got) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    client.disconnect()
+    client.loop_stop()
+    assert got == {f"retained/{i}": True for i in range(3)}

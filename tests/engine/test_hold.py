@@ -211,3 +211,30 @@ def test_a_client_short_of_cpu_says_it_fell_behind() -> None:
     assert late is not None and float(late.group(1)) > 100, summary
     assert "the client fell behind its connect schedule (p95 lateness" in summary
     assert "a lower --connect-rate" in summary
+
+
+def test_connects_held_up_by_a_slow_server_blame_the_server(serve) -> None:
+    # The server stops for 3.5 s with a backlog of 16: opens pile up to the 2,000 a
+    # process keeps under way, and later connects start late with the client idle. The
+    # verdict names the other end, not the client's CPU.
+    server = serve("--backlog", "16", processes=1)
+    [worker] = server.worker_pids
+    proc = subprocess.Popen(
+        tippingpoint_cmd(
+            "hold", server.url + "/", "--connections", "5000", "--connect-rate", "1000",
+            "--duration", "9s", "--processes", "1",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        os.kill(worker, signal.SIGSTOP)
+        time.sleep(3.5)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()
+    summary = stdout.decode()
+    assert "because each waited on the other end" in summary, summary
+    assert "more client processes will not help" in summary

@@ -48,6 +48,8 @@ _HISTS = (
 _LATE_MS = 100.0
 """Connects that start this late against the plan (p95) mean the client fell behind: the
 opener runs every 10 ms, so a few ms are its normal step."""
+_OPENING_MAX = 2000
+"""Connections being opened at once, per process."""
 _TICK_NS = 10_000_000
 _TICKS_PER_S = 1_000_000_000 // _TICK_NS
 
@@ -246,7 +248,7 @@ class Holder:
             return
         elapsed = (monotonic_ns() - self.shard.start_ns) / 1e9
         due = min(self.shard.connections, int(elapsed * self.shard.connect_rate) + 1)
-        while self.started < due and self.opening < 2000:
+        while self.started < due and self.opening < _OPENING_MAX:
             self.started += 1
             self.opening += 1
             self.loop.create_task(self._open_one(self.started - 1))
@@ -486,10 +488,30 @@ class HoldTally:
         if p95 <= _LATE_MS and (busy is None or busy < 0.95):
             return None
         cpu = f", its processes used {busy * 100:.0f} % of their cores" if busy else ""
+        waited = self._waited_ms()
+        if busy is not None and busy < 0.5 and waited >= _LATE_MS:
+            # Opens in flight are capped per process: when each waits on the other end,
+            # the cap, not the client's CPU, sets the pace.
+            return (
+                f"connects started late against the plan (p95 {p95:,.0f} ms{cpu}) because "
+                f"each waited on the other end (median {waited:,.0f} ms from connect() to "
+                f"established{' and CONNACK' if self.hists['connack'].total else ''}, with at "
+                f"most {_OPENING_MAX:,} under way per process): the server side accepts too "
+                "slowly (listen backlog, accept loop, CPU); more client processes will not help"
+            )
         return (
             f"the client fell behind its connect schedule (p95 lateness {p95:,.0f} ms{cpu}): "
             "to go further: more --processes, more client machines or a lower --connect-rate"
         )
+
+    def _waited_ms(self) -> float:
+        """Median time one open waited on the other end: TCP connect, TLS, CONNACK."""
+        total = 0.0
+        for key in ("connect", "tls", "connack"):
+            hist = self.hists[key]
+            if hist.total:
+                total += hist.percentile(50) / 1000
+        return total
 
     def summary(self) -> str:
         failures = self.failures_by_kind()

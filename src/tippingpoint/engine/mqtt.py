@@ -139,6 +139,7 @@ class Session(asyncio.Protocol):
         "index",
         "next_id",
         "open",
+        "send_quota",
         "sent_ns",
     )
 
@@ -156,6 +157,8 @@ class Session(asyncio.Protocol):
         self.busy = False
         self.sent_ns = 0
         self.next_id = 0
+        self.send_quota = 65535
+        """QoS 1 and 2 messages the broker takes at once (its MQTT 5 receive maximum)."""
         self.disconnect_reason: int | None = None
 
     # Protocol interface
@@ -290,6 +293,7 @@ class Session(asyncio.Protocol):
         assert isinstance(connack, m.Connack)
         if connack.reason:
             raise ConnackRefused(connack.reason)
+        self.send_quota = connack.properties.get(m.RECEIVE_MAXIMUM, 65535)
         if subscribe is not None:
             self._pending = loop.create_future()
             self.out(subscribe)

@@ -94,7 +94,9 @@ class Publisher:
         ]
         self.stamp = pub.until != "ack"
         self.padding = bytes(pub.payload_size - _STAMP.size if self.stamp else pub.payload_size)
-        self.window = pub.inflight if pub.qos else _NEVER
+        window = pub.inflight if pub.qos else _NEVER
+        self.windows = [window] * self.nsessions
+        """Per session: --inflight, or less where the broker's receive maximum says so."""
         self.inflight: list[dict[int, tuple[int, int, int]]] = [{} for _ in range(self.nsessions)]
         """Per session: packet id -> (hit, intended ns, sent ns) until its PUBACK/PUBCOMP."""
         self.queues: list[deque[tuple[int, int]]] = [deque() for _ in range(self.nsessions)]
@@ -229,6 +231,8 @@ class Publisher:
             self.subs[k] = session
         else:
             self.sessions[k] = session
+            if self.pub.qos:
+                self.windows[k] = min(self.pub.inflight, session.send_quota)
             self._drain(k)
 
     def _laddr(self, k: int) -> str | None:
@@ -299,7 +303,7 @@ class Publisher:
         self.rec.lateness.append(now - intended)
         k = (n // self._step) % self.nsessions
         session = self.sessions[k]
-        if session is None or not session.open or len(self.inflight[k]) >= self.window:
+        if session is None or not session.open or len(self.inflight[k]) >= self.windows[k]:
             self.queues[k].append((n, intended))
             self.rec.queued += 1
             return
@@ -441,7 +445,8 @@ class Publisher:
             return
         inflight = self.inflight[k]
         now = monotonic_ns()
-        while queue and session.open and len(inflight) < self.window:
+        window = self.windows[k]
+        while queue and session.open and len(inflight) < window:
             n, intended = queue.popleft()
             self._publish(session, k, n, intended, now)
 
