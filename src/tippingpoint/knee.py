@@ -113,9 +113,9 @@ def judge(
     best throughput of the steps before)?"""
     reasons = []
     limit = max(base_p99_ms * rule.factor, base_p99_ms + rule.floor_ms)
-    # In a sweep, a step's p99 here is the median of its per-second p99s (sweep.py),
-    # and the words say so: the step's whole p99 can be far from it.
-    judged = f"p99 {step.p99_ms:.2f} ms (median of its seconds)"
+    # In a sweep, a step's p99 here leaves out the seconds in which the client itself
+    # stalled (sweep.py), and the words say so: the step's whole p99 can differ from it.
+    judged = f"p99 {step.p99_ms:.2f} ms (without the client's own stalls)"
     if base_p99_ms > 0 and step.p99_ms > limit:
         reasons.append(f"{judged} > {rule.factor:g} x low-load p99 {base_p99_ms:.2f} ms")
     if rule.slo is not None:

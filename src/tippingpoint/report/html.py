@@ -353,7 +353,7 @@ def render_html(data: dict[str, Any]) -> str:
                         "mean ms",
                         "p50 ms",
                         "p99 ms (whole step)",
-                        "p99 ms judged (median of its seconds)",
+                        "p99 ms judged (without the client's own stalls)",
                         "success",
                         "proxy CPU",
                         "TCP est.",
