@@ -73,3 +73,16 @@ def test_csv_output() -> None:
     lines = result.stdout.decode().splitlines()
     assert lines[0].startswith("t,tcp_established,tcp_inuse")
     assert len(lines) == 4
+
+
+def test_cpu_ticks_count_softirq_as_busy_and_only_the_cpus_asked() -> None:
+    from tippingpoint.monitor import read_cpu_ticks
+
+    stat = (
+        "cpu  300 0 100 1000 10 0 90 0 0 0\n"
+        "cpu0 100 0 50 500 5 0 80 0 0 0\n"
+        "cpu1 200 0 50 500 5 0 10 0 0 0\n"
+        "intr 12345\n"
+    )
+    assert read_cpu_ticks([0], stat) == (230, 735)  # user + system + softirq of cpu0
+    assert read_cpu_ticks([0, 1], stat) == (490, 1500)

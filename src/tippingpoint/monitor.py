@@ -22,7 +22,31 @@ import psutil
 
 from tippingpoint.proxy.stats import show_info, sum_info
 
-__all__ = ["Monitor", "read_dev", "read_meminfo", "read_snmp", "read_sockstat", "sampling"]
+__all__ = [
+    "Monitor",
+    "read_cpu_ticks",
+    "read_dev",
+    "read_meminfo",
+    "read_snmp",
+    "read_sockstat",
+    "sampling",
+]
+
+
+def read_cpu_ticks(cpus: Iterable[int], text: str | None = None) -> tuple[int, int]:
+    """``(busy, total)`` clock ticks of these CPUs from ``/proc/stat``. Busy is all but
+    idle and iowait: the kernel's network work (softirq) included, which the processes
+    it serves are not charged for."""
+    text = text if text is not None else Path("/proc/stat").read_text()
+    wanted = {f"cpu{c}" for c in cpus}
+    busy = total = 0
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if name in wanted:
+            ticks = [int(x) for x in rest.split()[:8]]
+            total += sum(ticks)
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy, total
 
 
 def read_snmp(text: str | None = None) -> dict[str, int]:

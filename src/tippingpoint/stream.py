@@ -150,6 +150,9 @@ class HoldRecord:
     """MQTT: sessions the broker closed with a DISCONNECT, by its reason (cumulative)."""
     received: int = 0
     """MQTT: messages the held sessions received (cumulative)."""
+    cpus_busy: float = -1.0
+    """The share of this second the CPUs the process may run on were busy, whoever for
+    (the kernel's network work included); -1 where unknown."""
 
     def histogram(self, metric: str) -> Histogram:
         encoded = self.hist.get(metric)
@@ -257,6 +260,8 @@ def _hold(r: HoldRecord) -> dict[str, Any]:
         out["lost_reasons"] = r.lost_reasons
     if r.received:
         out["received"] = r.received
+    if r.cpus_busy >= 0:
+        out["cpus_busy"] = r.cpus_busy
     if r.final:
         out["final"] = True
         out["interrupted"] = r.interrupted
@@ -354,6 +359,7 @@ def _decode_hold(d: dict[str, Any]) -> HoldRecord:
         cpu_us=int(d.get("cpu_us", 0)),
         lost_reasons={str(k): int(v) for k, v in (d.get("lost_reasons") or {}).items()},
         received=int(d.get("received", 0)),
+        cpus_busy=float(d.get("cpus_busy", -1.0)),
     )
 
 

@@ -24,11 +24,13 @@ from typing import Any
 import numpy as np
 
 from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
+from tippingpoint.engine.fdpoll import FdPoller
 from tippingpoint.engine.mqtt import Session, expand, open_session, reason_text
 from tippingpoint.engine.tls import make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
 from tippingpoint.loops import new_loop
 from tippingpoint.model import MQTTOptions, TLSOptions
+from tippingpoint.monitor import read_cpu_ticks
 from tippingpoint.plan import processes_for
 from tippingpoint.stream import ErrorCount, HoldRecord, encode
 from tippingpoint.targets import Target, encode_request
@@ -48,6 +50,8 @@ _HISTS = (
 _LATE_MS = 100.0
 """Connects that start this late against the plan (p95) mean the client fell behind: the
 opener runs every 10 ms, so a few ms are its normal step."""
+_MACHINE_BUSY = 0.85
+"""CPUs this busy (all causes) leave the client no room to keep its schedule."""
 _OPENING_MAX = 2000
 """Connections being opened at once, per process."""
 _TICK_NS = 10_000_000
@@ -126,10 +130,14 @@ class Holder:
         self.tls_time = array("q")
         self.connack_time = array("q")
         self.cpu_ns = process_time_ns()
+        self.cpus = sorted(os.sched_getaffinity(0))
+        self.cpu_ticks = read_cpu_ticks(self.cpus)
         self.codes: dict[int, int] = {}
         self.stopping = False
         self.done = asyncio.Event()
         self.next_tick = 0
+        self.poller = FdPoller(loop)
+        """Every held socket in one epoll set: no event-loop transport per connection."""
 
     def fail(self, exc: BaseException) -> None:
         kind, message = classify_error(exc)
@@ -192,7 +200,7 @@ class Holder:
                 if self.mqtt is not None:
                     conn, t_ready, t_connack = await self._open_session(connected, n)
                 else:
-                    conn = await open_conn(self.loop, self, pool, connected)
+                    conn = await open_conn(self.loop, self, pool, connected, self.poller)
                     t_ready = t_connack = 0
                 if pool.ssl is not None:
                     t_tls = t_ready or monotonic_ns()
@@ -239,6 +247,7 @@ class Holder:
             options.connect_packet(client_id),
             subscribe,
             index,
+            self.poller,
         )
         return session, t_tls, t_connack
 
@@ -289,6 +298,10 @@ class Holder:
         cpu_ns = process_time_ns()
         cpu_us = (cpu_ns - self.cpu_ns) // 1000
         self.cpu_ns = cpu_ns
+        busy, total = read_cpu_ticks(self.cpus)
+        was_busy, was_total = self.cpu_ticks
+        self.cpu_ticks = (busy, total)
+        cpus_busy = round((busy - was_busy) / (total - was_total), 3) if total > was_total else -1
         record = HoldRecord(
             process=self.shard.index,
             t=round(t, 3),
@@ -302,6 +315,7 @@ class Holder:
             cpu_us=cpu_us,
             lost_reasons=dict(self.lost_reasons),
             received=self.received,
+            cpus_busy=cpus_busy,
         )
         self.codes = {}
         return record
@@ -338,6 +352,7 @@ class Holder:
         for conn in self.conns:
             conn.abort()
         await asyncio.sleep(0)
+        self.poller.close()
         record = self._record(float(second))
         record.final = True
         record.interrupted = self.done.is_set()
@@ -398,6 +413,9 @@ class HoldTally:
         self.processes = processes
         self.connect_rate = connect_rate
         self.cpu_us: dict[int, int] = {}
+        self.cpus_busy: list[float] = []
+        self.cores = len(os.sched_getaffinity(0))
+        """The CPUs the hold's processes may run on (they inherit this process's)."""
         self.latest: dict[int, HoldRecord] = {}
         self.first: dict[int, HoldRecord] = {}
         self.failures: dict[tuple[int, str], int] = {}
@@ -422,6 +440,8 @@ class HoldTally:
             return None
         process = record.process
         self.cpu_us[process] = self.cpu_us.get(process, 0) + record.cpu_us
+        if record.cpus_busy >= 0 and process in self.latest:  # not a first second's start-up
+            self.cpus_busy.append(record.cpus_busy)
         self.latest[process] = record
         self.first.setdefault(process, record)
         for kind, entry in record.failed.items():  # cumulative per process
@@ -472,11 +492,17 @@ class HoldTally:
         return growth / added if added > 0 and growth > 0 else None
 
     def cpu_busy(self) -> float | None:
-        """The share of its core each hold process used (mean), or None."""
-        seconds = sum(r.t for r in self.latest.values())
-        if not seconds or not any(self.cpu_us.values()):
+        """The share of the cores they had that the hold's processes used, or None: each
+        process's own core where there are cores enough, else the cores they share."""
+        if not self.latest or not any(self.cpu_us.values()):
             return None
-        return sum(self.cpu_us.values()) / 1e6 / seconds
+        elapsed = sum(r.t for r in self.latest.values()) / len(self.latest)
+        cores = min(len(self.latest), self.cores)
+        return sum(self.cpu_us.values()) / 1e6 / (elapsed * cores) if elapsed else None
+
+    def machine_busy(self) -> float | None:
+        """How busy the CPUs the hold ran on were (mean share), whoever for."""
+        return sum(self.cpus_busy) / len(self.cpus_busy) if self.cpus_busy else None
 
     def behind(self) -> str | None:
         """Why the client fell behind its connect schedule, or None if it kept it."""
@@ -488,30 +514,40 @@ class HoldTally:
         if p95 <= _LATE_MS and (busy is None or busy < 0.95):
             return None
         cpu = f", its processes used {busy * 100:.0f} % of their cores" if busy else ""
-        waited = self._waited_ms()
-        if busy is not None and busy < 0.5 and waited >= _LATE_MS:
-            # Opens in flight are capped per process: when each waits on the other end,
-            # the cap, not the client's CPU, sets the pace.
+        machine = self.machine_busy()
+        if machine is not None and machine >= _MACHINE_BUSY:
+            # The kernel's work for the connects (softirq) is charged to no process: the
+            # CPUs can be full while the hold's processes show a fraction of them.
             return (
-                f"connects started late against the plan (p95 {p95:,.0f} ms{cpu}) because "
-                f"each waited on the other end (median {waited:,.0f} ms from connect() to "
-                f"established{' and CONNACK' if self.hists['connack'].total else ''}, with at "
-                f"most {_OPENING_MAX:,} under way per process): the server side accepts too "
-                "slowly (listen backlog, accept loop, CPU); more client processes will not help"
+                f"the client fell behind its connect schedule (p95 lateness {p95:,.0f} ms): "
+                f"the CPUs it runs on were {machine * 100:.0f} % busy (its own processes "
+                f"{(busy or 0) * 100:.0f} %, the rest the kernel's network work and other "
+                "processes): to go further: more client machines or a lower --connect-rate"
+            )
+        if busy is not None and busy < 0.5:
+            # Not the client's CPU: opens wait on the other end (at most _OPENING_MAX
+            # under way per process), or the machine gives its CPU to other processes.
+            return (
+                f"connects started late against the plan (p95 {p95:,.0f} ms) while the "
+                f"client's processes used only {busy * 100:.0f} % of their cores: each open "
+                f"waited on the other end ({self._waited()}; at most {_OPENING_MAX:,} under "
+                "way per process) or for a CPU the machine gave to other processes: look at "
+                "the server side's accept rate and the machine's CPU, not at more client "
+                "processes"
             )
         return (
             f"the client fell behind its connect schedule (p95 lateness {p95:,.0f} ms{cpu}): "
             "to go further: more --processes, more client machines or a lower --connect-rate"
         )
 
-    def _waited_ms(self) -> float:
-        """Median time one open waited on the other end: TCP connect, TLS, CONNACK."""
-        total = 0.0
-        for key in ("connect", "tls", "connack"):
+    def _waited(self) -> str:
+        """The p99 of each wait of an open on the other end, in words."""
+        parts = []
+        for key, what in (("connect", "TCP connect"), ("tls", "TLS"), ("connack", "CONNACK")):
             hist = self.hists[key]
             if hist.total:
-                total += hist.percentile(50) / 1000
-        return total
+                parts.append(f"{what} p99 {hist.percentile(99) / 1000:,.0f} ms")
+        return ", ".join(parts) or "no open finished"
 
     def summary(self) -> str:
         failures = self.failures_by_kind()

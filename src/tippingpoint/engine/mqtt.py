@@ -15,6 +15,7 @@ from time import monotonic_ns
 from typing import Any, Protocol, cast
 
 from tippingpoint.engine.client import Pool
+from tippingpoint.engine.fdpoll import FdPoller, FdTransport
 from tippingpoint.engine.tls import TLSPipe
 from tippingpoint.wire import mqtt as m
 
@@ -365,14 +366,22 @@ async def open_session(
     connect: bytes,
     subscribe: bytes | None = None,
     index: int = 0,
+    poller: FdPoller | None = None,
 ) -> tuple[Session, int, int]:
     """A session over ``sock`` (connected): TLS if the pool has it, CONNECT, CONNACK, and
     SUBSCRIBE if asked. Returns the session, when TLS finished and when CONNACK came
-    (monotonic ns). Whatever fails, ``sock`` is closed or the transport aborted."""
+    (monotonic ns). Whatever fails, ``sock`` is closed or the transport aborted. With a
+    ``poller`` (a hold's), the socket joins its epoll set instead of getting a transport
+    of the event loop's."""
+    transport: asyncio.BaseTransport | FdTransport
     try:
-        transport, session = await loop.create_connection(
-            lambda: Session(owner, pool, version, index), sock=sock
-        )
+        if poller is not None:
+            session = Session(owner, pool, version, index)
+            transport = poller.attach(sock, session)
+        else:
+            transport, session = await loop.create_connection(
+                lambda: Session(owner, pool, version, index), sock=sock
+            )
     except BaseException:
         sock.close()
         raise

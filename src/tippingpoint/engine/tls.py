@@ -19,6 +19,7 @@ import ssl
 from time import monotonic_ns
 
 from tippingpoint.engine.client import ClientConn, ConnOwner, Pool
+from tippingpoint.engine.fdpoll import FdPoller
 from tippingpoint.model import TLSOptions
 
 __all__ = [
@@ -245,13 +246,20 @@ class TLSClientConn(ClientConn):
 
 
 async def open_conn(
-    loop: asyncio.AbstractEventLoop, owner: ConnOwner, pool: Pool, sock: socket.socket
+    loop: asyncio.AbstractEventLoop,
+    owner: ConnOwner,
+    pool: Pool,
+    sock: socket.socket,
+    poller: FdPoller | None = None,
 ) -> ClientConn:
     """The pool's connection over ``sock`` (connected): plain, or TLS over memory BIOs
     with its handshake done. TLS this way rather than with the event loop's TLS
     transport: 12 % less client CPU per new connection, the same per request on an open
     one, less memory held, and sessions for ``--tls-resume``. Whatever fails, ``sock``
-    is closed (or the transport that took it aborted)."""
+    is closed (or the transport that took it aborted). With a ``poller`` (a hold's), the
+    socket joins its epoll set instead of getting a transport of the event loop's."""
+    if poller is not None:
+        return await _open_polled(poller, owner, pool, sock)
     try:
         if pool.ssl is None:
             _, conn = await loop.create_connection(lambda: ClientConn(owner, pool), sock=sock)
@@ -266,3 +274,21 @@ async def open_conn(
         transport.abort()
         raise
     return tls
+
+
+async def _open_polled(
+    poller: FdPoller, owner: ConnOwner, pool: Pool, sock: socket.socket
+) -> ClientConn:
+    try:
+        conn = ClientConn(owner, pool) if pool.ssl is None else TLSClientConn(owner, pool)
+        transport = poller.attach(sock, conn)
+    except BaseException:
+        sock.close()
+        raise
+    if isinstance(conn, TLSClientConn):
+        try:
+            await conn.established()
+        except BaseException:
+            transport.abort()
+            raise
+    return conn
