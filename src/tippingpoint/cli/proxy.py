@@ -43,16 +43,42 @@ def _parse_backends(spec: str) -> tuple[tuple[str, int], ...]:
 @click.option(
     "--http",
     "http_addr",
-    default="127.0.0.1:8080",
-    show_default=True,
-    help="HTTP frontend address ('' for none).",
+    default=None,
+    help="HTTP frontend address ('' for none)  "
+    "[default: 127.0.0.1:8080, none with --mqtt/--mqtts].",
 )
 @click.option(
     "--https",
     "https_addr",
-    default="127.0.0.1:8443",
+    default=None,
+    help="TLS frontend address ('' for none)  [default: 127.0.0.1:8443, none with --mqtt/--mqtts].",
+)
+@click.option("--mqtt", "mqtt_addr", default=None, help="MQTT frontend (TCP mode), e.g. 1883.")
+@click.option(
+    "--mqtts",
+    "mqtts_addr",
+    default=None,
+    help="MQTT frontend with TLS terminated by HAProxy, e.g. 8883.",
+)
+@click.option(
+    "--mqtt-backends",
+    default="127.0.0.1:18830",
     show_default=True,
-    help="TLS frontend address ('' for none).",
+    help="MQTT backends: HOST:PORTS (serve --mqtt ports or mosquitto instances).",
+)
+@click.option(
+    "--mqtt-balance",
+    type=click.Choice(["client-id", "username", "roundrobin"]),
+    default="client-id",
+    show_default=True,
+    help="Which MQTT backend a session goes to: round robin, then a stick table on its "
+    "CONNECT's client id (a client stays on one broker) or user name (a publisher and its "
+    "subscribers meet on one broker), or round robin only.",
+)
+@click.option(
+    "--mqtt-timeout",
+    default=None,
+    help="Idle time allowed to an MQTT session, >= 1.5x its keepalive  [default: --timeout].",
 )
 @click.option(
     "--cert-type",
@@ -112,8 +138,13 @@ def _parse_backends(spec: str) -> tuple[tuple[str, int], ...]:
 def proxy(
     ctx: click.Context,
     backends: str,
-    http_addr: str,
-    https_addr: str,
+    http_addr: str | None,
+    https_addr: str | None,
+    mqtt_addr: str | None,
+    mqtts_addr: str | None,
+    mqtt_backends: str,
+    mqtt_balance: str,
+    mqtt_timeout: str | None,
     cert_type: str,
     threads: int,
     cpus: str | None,
@@ -147,15 +178,28 @@ def proxy(
 
     try:
         directory = Path(workdir).resolve()
+        web_default = not (mqtt_addr or mqtts_addr)
+        if http_addr is None:
+            http_addr = "127.0.0.1:8080" if web_default else ""
+        if https_addr is None:
+            https_addr = "127.0.0.1:8443" if web_default else ""
         https = _parse_addr(https_addr) if https_addr else None
+        mqtts = _parse_addr(mqtts_addr) if mqtts_addr else None
         bundle = None
-        if https is not None:
+        if https is not None or mqtts is not None:
             bundle = make_certificate(directory / "tls", cert_type)[2]
         timeout = parse_duration(timeout_s)
+        web = bool(http_addr or https_addr)
+        mqtt = bool(mqtt_addr or mqtts_addr)
         config = ProxyConfig(
-            backends=_parse_backends(backends),
+            backends=_parse_backends(backends) if web else (),
             http=_parse_addr(http_addr) if http_addr else None,
             https=https,
+            mqtt=_parse_addr(mqtt_addr) if mqtt_addr else None,
+            mqtts=mqtts,
+            mqtt_backends=_parse_backends(mqtt_backends) if mqtt else (),
+            mqtt_balance=mqtt_balance,
+            mqtt_timeout_s=parse_duration(mqtt_timeout) if mqtt_timeout else None,
             cert_bundle=bundle,
             maxconn=maxconn or derive_maxconn(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
             nbthread=threads,
@@ -181,7 +225,8 @@ def proxy(
     listening = ", ".join(f"{s}://{a[0]}:{a[1]}" for s, a in _frontends(config))
     click.echo(
         f"tippingpoint proxy: {instances} HAProxy instance(s) (pids {fleet.pids}) on "
-        f"{listening} -> {len(config.backends)} backends; config and sockets in {directory}",
+        f"{listening} -> {len(config.backends) + len(config.mqtt_backends)} backends; "
+        f"config and sockets in {directory}",
         err=True,
     )
     stopped = fleet.run(lambda event: click.echo(f"tippingpoint proxy: {event}", err=True))
@@ -190,7 +235,13 @@ def proxy(
 
 
 def _frontends(config: ProxyConfig) -> list[tuple[str, tuple[str, int]]]:
-    return [(s, a) for s, a in (("http", config.http), ("https", config.https)) if a]
+    frontends = (
+        ("http", config.http),
+        ("https", config.https),
+        ("mqtt", config.mqtt),
+        ("mqtts", config.mqtts),
+    )
+    return [(s, a) for s, a in frontends if a]
 
 
 @proxy.command("stats")

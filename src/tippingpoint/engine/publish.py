@@ -177,12 +177,13 @@ class Publisher:
         self._intervals.finish(interrupted=self._stopping)
 
     async def _open_all(self) -> None:
-        """Subscribers first (subscribed before anything is published), then the
-        publishing sessions; at most 64 opening at once."""
+        """Subscribers first, one after the other (subscribed before anything is
+        published; and a proxy that keeps a user name's sessions on one broker with a
+        stick table learns that broker from the first), then the publishing sessions, at
+        most 64 opening at once."""
         gate = asyncio.Semaphore(_OPENING)
-        subs = [self._open(gate, k, True) for k in range(self.nsubs)]
-        if subs:
-            await asyncio.gather(*subs)
+        for k in range(self.nsubs):
+            await self._open(gate, k, True)
         await asyncio.gather(*(self._open(gate, k, False) for k in range(self.nsessions)))
 
     async def _open(self, gate: asyncio.Semaphore, k: int, subscriber: bool) -> None:

@@ -4,6 +4,11 @@ An HTTP frontend and a TLS frontend share one round-robin backend over the `serv
 ports, with health checks. ``maxconn`` follows from the real open-file limit: HAProxy
 needs about two descriptors per connection (client side and server side). Timeouts
 are long by default, as the article needed for its long-sleep requests.
+
+MQTT frontends (plain, and TLS terminated by HAProxy) run in TCP mode in front of
+``serve --mqtt`` or mosquitto: a connection whose first packet is not a valid CONNECT
+is rejected (``mqtt_is_valid``), and a stick table on the CONNECT's client id (or user
+name) keeps a client on the broker it first went to.
 """
 
 from __future__ import annotations
@@ -12,7 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-__all__ = ["LOG_FORMAT", "ProxyConfig", "derive_maxconn", "render"]
+__all__ = ["LOG_FORMAT", "MQTT_BALANCE", "ProxyConfig", "derive_maxconn", "render"]
+
+MQTT_BALANCE: Final = {
+    "client-id": "req.payload(0,0),mqtt_field_value(connect,client_identifier)",
+    "username": "req.payload(0,0),mqtt_field_value(connect,username)",
+    "roundrobin": "",
+}
+"""How the MQTT backend is chosen: round robin for the first session of a client id (or
+of a user name: a publisher and its subscribers), then a stick table keeps every later one
+on the same broker. (``balance hash`` on the same expression compiles in HAProxy 2.6 but
+finds no payload when it runs: the sessions went round robin.)"""
 
 # The article's log line: client, date, frontend, backend/server, the timers
 # Tq/Tw/Tc/Tr/Tt, status, bytes, termination state, connection counts, request line.
@@ -49,17 +64,32 @@ class ProxyConfig:
     """``http-reuse`` for the backend (never, safe, aggressive, always); None: HAProxy's
     default (safe: a session's first request opens its own backend connection)."""
     log: bool = False
+    mqtt: tuple[str, int] | None = None
+    """MQTT frontend (TCP mode)."""
+    mqtts: tuple[str, int] | None = None
+    """MQTT frontend with TLS terminated by HAProxy (8883 by convention)."""
+    mqtt_backends: tuple[tuple[str, int], ...] = ()
+    mqtt_balance: str = "client-id"
+    mqtt_timeout_s: float | None = None
+    """Idle time an MQTT session may spend between packets on either side (it must be at
+    least 1.5x the clients' keepalive). Default: the client timeout."""
     health_checks: bool = True
     stats_socket: Path = Path("haproxy.sock")
     extra_global: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not self.backends:
+        web = self.http is not None or self.https is not None
+        mqtt = self.mqtt is not None or self.mqtts is not None
+        if not web and not mqtt:
+            raise ValueError("give an HTTP, TLS or MQTT frontend address")
+        if web and not self.backends:
             raise ValueError("give at least one backend address, e.g. 127.0.0.1:8282")
-        if self.http is None and self.https is None:
-            raise ValueError("give an HTTP or a TLS frontend address")
-        if self.https is not None and self.cert_bundle is None:
+        if mqtt and not self.mqtt_backends:
+            raise ValueError("give the MQTT backends, e.g. --mqtt-backends 127.0.0.1:1883")
+        if (self.https is not None or self.mqtts is not None) and self.cert_bundle is None:
             raise ValueError("the TLS frontend needs a certificate bundle")
+        if self.mqtt_balance not in MQTT_BALANCE:
+            raise ValueError(f"MQTT balance: use {', '.join(MQTT_BALANCE)}")
         if self.nbthread < 1 or self.maxconn < 1:
             raise ValueError("threads and maxconn must be >= 1")
         if self.http_reuse not in (None, "never", "safe", "aggressive", "always"):
@@ -105,7 +135,15 @@ def render(config: ProxyConfig) -> str:
     ]
     if config.log:
         lines += ["    log global", f'    log-format "{LOG_FORMAT}"']
-    lines += ["", "frontend api"]
+    if config.http is not None or config.https is not None:
+        lines += _http(config)
+    if config.mqtt is not None or config.mqtts is not None:
+        lines += _mqtt(config)
+    return "\n".join(lines) + "\n"
+
+
+def _http(config: ProxyConfig) -> list[str]:
+    lines = ["", "frontend api"]
     if config.http is not None:
         host, port = config.http
         lines.append(f"    bind {host}:{port}")
@@ -122,4 +160,41 @@ def render(config: ProxyConfig) -> str:
     check = " check" if config.health_checks else ""
     for i, (host, port) in enumerate(config.backends, start=1):
         lines.append(f"    server s{i} {host}:{port}{check}")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _mqtt(config: ProxyConfig) -> list[str]:
+    idle = _ms(config.mqtt_timeout_s or config.timeout_client_s)
+    lines = ["", "frontend mqtt", "    mode tcp"]
+    if config.mqtt is not None:
+        host, port = config.mqtt
+        lines.append(f"    bind {host}:{port}")
+    if config.mqtts is not None:
+        host, port = config.mqtts
+        lines.append(f"    bind {host}:{port} ssl crt {config.cert_bundle}")
+    if config.rate_limit_sessions is not None:
+        lines.append(f"    rate-limit sessions {config.rate_limit_sessions}")
+    lines += [
+        # The first packet must be a whole, valid CONNECT (10 s to send it).
+        "    tcp-request inspect-delay 10s",
+        "    tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }",
+        f"    timeout client {idle}",
+        "    default_backend mqtt_servers",
+        "",
+        "backend mqtt_servers",
+        "    mode tcp",
+        "    balance roundrobin",
+    ]
+    key = MQTT_BALANCE[config.mqtt_balance]
+    if key:
+        # Entries live as long as an idle session may: a client that comes back within
+        # that time finds its broker (and its persistent session) again.
+        lines += [
+            f"    stick-table type string len 128 size 2m expire {idle}",
+            f"    stick on {key}",
+        ]
+    lines.append(f"    timeout server {idle}")
+    check = " check inter 2s fall 3 rise 2" if config.health_checks else ""
+    for i, (host, port) in enumerate(config.mqtt_backends, start=1):
+        lines.append(f"    server m{i} {host}:{port}{check}")
+    return lines

@@ -129,7 +129,8 @@ class ProxyFleet:
         """Refuse frontends on which a process that is not ours already listens."""
         if self.share_ports:
             return
-        for address in (self.config.http, self.config.https):
+        config = self.config
+        for address in (config.http, config.https, config.mqtt, config.mqtts):
             if address is not None:
                 try:
                     check_free(address[0], [address[1]], "proxy", "--share-ports")
