@@ -132,3 +132,31 @@ def test_loopback_sources() -> None:
     assert loopback_sources(300)[-1] == "127.0.1.45"  # past 127.0.0.255
     with pytest.raises(ValueError):
         loopback_sources(0)
+
+
+def test_mqtt_timeouts_that_cut_idle_sessions() -> None:
+    from tippingpoint.doctor import mqtt_timeouts
+    from tippingpoint.proxy.config import ProxyConfig, render
+
+    usual = (
+        "defaults\n    mode tcp\n    timeout client 30s\n    timeout server 30s\n"
+        "frontend mqtt\n    bind :1883\n"
+        "    tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }\n"
+        "    default_backend b\nbackend b\n    server m1 127.0.0.1:1884\n"
+        "frontend web\n    bind :80\n    timeout client 5s\n"
+    )
+    check = mqtt_timeouts(60, usual)
+    assert not check.ok
+    assert "timeout client 30 s" in check.value
+    assert "--mqtt-timeout 91s" in check.advice
+    tunnel = usual.replace(
+        "    default_backend b\n", "    timeout tunnel 1h\n    default_backend b\n"
+    )
+    assert mqtt_timeouts(60, tunnel).ok
+    ours = render(
+        ProxyConfig(backends=(), http=None, https=None, mqtt=("127.0.0.1", 1883),
+                    mqtt_backends=(("127.0.0.1", 1884),), mqtt_timeout_s=60)
+    )  # fmt: skip
+    assert not mqtt_timeouts(60, ours).ok  # 60 s < 1.5 x 60 s
+    assert mqtt_timeouts(30, ours).ok
+    assert mqtt_timeouts(60, None).ok  # tippingpoint proxy's 2 h default

@@ -10,6 +10,7 @@ many processes, addresses and bytes" is :mod:`tippingpoint.plan`'s, shared with
 from __future__ import annotations
 
 import math
+import re
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ def diagnose(
     proc_sys: Path = Path("/proc/sys"),
     meminfo: Path = Path("/proc/meminfo"),
     rlimit: Callable[[], tuple[int, int]] = lambda: resource.getrlimit(resource.RLIMIT_NOFILE),
+    mqtt_keepalive_s: float | None = None,
+    haproxy_config: str | None = None,
 ) -> tuple[list[Check], ConnectionPlan]:
     sysctl = _Sysctl(proc_sys)
     checks: list[Check] = []
@@ -188,7 +191,80 @@ def diagnose(
                 "default failed half the article's requests)",
             )
         )
+    if mqtt_keepalive_s is not None:
+        checks.append(mqtt_timeouts(mqtt_keepalive_s, haproxy_config))
     return checks, plan
+
+
+_TIMEOUT = re.compile(r"^\s*timeout\s+(client|server|tunnel)\s+(\d+)(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 0.001}
+
+
+def mqtt_timeouts(keepalive_s: float, haproxy_config: str | None) -> Check:
+    """An idle MQTT session pings once per keepalive, and the broker waits 1.5x that: a
+    proxy between them must let a session stay silent at least as long, or it cuts every
+    idle session (HAProxy's usual `timeout client 30s` cuts keepalive-60 sessions at 30 s,
+    the article's lesson about long requests, for MQTT)."""
+    needed = 1.5 * keepalive_s
+    name = "timeouts that cut idle MQTT sessions"
+    if haproxy_config is None:
+        return Check(
+            name,
+            needed <= 7200,
+            f"keepalive {keepalive_s:g} s needs {needed:g} s of silence allowed; "
+            "tippingpoint proxy allows 7200 s (--mqtt-timeout), serve --mqtt and broker "
+            "follow the keepalive",
+            "" if needed <= 7200 else f"tippingpoint proxy --mqtt-timeout {int(needed) + 1}s",
+        )
+    found = _mqtt_section_timeouts(haproxy_config)
+    if not found:
+        return Check(name, True, "no MQTT frontend in the HAProxy configuration")
+    shortest = min(found.values())
+    ok = shortest >= needed
+    words = ", ".join(f"timeout {k} {v:g} s" for k, v in sorted(found.items()))
+    return Check(
+        name,
+        ok,
+        f"keepalive {keepalive_s:g} s needs {needed:g} s; HAProxy's MQTT sections: {words}",
+        ""
+        if ok
+        else f"raise them to at least {int(needed) + 1} s (tippingpoint proxy --mqtt-timeout "
+        f"{int(needed) + 1}s; in HAProxy: timeout client/server, or timeout tunnel)",
+    )
+
+
+def _mqtt_section_timeouts(text: str) -> dict[str, float]:
+    """The timeouts that apply to the sections that carry MQTT (frontends and backends in
+    TCP mode that validate or route on MQTT), defaults included."""
+    defaults: dict[str, float] = {}
+    sections: list[tuple[str, dict[str, float], bool]] = []
+    current: dict[str, float] | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        head = stripped.split(" ", 1)[0] if stripped else ""
+        if head in ("defaults", "frontend", "backend", "listen", "global"):
+            current = defaults if head == "defaults" else {}
+            if head in ("frontend", "backend", "listen"):
+                sections.append((stripped, current, False))
+            continue
+        if current is None:
+            continue
+        match = _TIMEOUT.match(line)
+        if match:
+            current[match.group(1)] = int(match.group(2)) * _UNITS[match.group(3)]
+        if "mqtt_" in stripped and sections and sections[-1][1] is current:
+            title, values, _ = sections[-1]
+            sections[-1] = (title, values, True)
+    found: dict[str, float] = {}
+    for _, values, mqtt in sections:
+        if not mqtt:
+            continue
+        merged = {**defaults, **values}
+        for key in ("client", "server"):
+            if key in merged:
+                value = max(merged[key], merged.get("tunnel", 0.0))
+                found[key] = min(found.get(key, value), value)
+    return found
 
 
 def apply_fixes(checks: list[Check], proc_sys: Path = Path("/proc/sys")) -> list[str]:

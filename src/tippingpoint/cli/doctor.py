@@ -23,8 +23,27 @@ from tippingpoint.cli.base import cli, fail
     help="The longest `sleep` header you will send (ms): checks the timeouts.",
 )
 @click.option("--timeout", default="30s", show_default=True, help="The client's timeout.")
+@click.option(
+    "--mqtt-keepalive",
+    default=None,
+    help="The MQTT keepalive you will use: checks the timeouts that cut idle sessions.",
+)
+@click.option(
+    "--haproxy-config",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="An HAProxy configuration to check with --mqtt-keepalive (e.g. "
+    "tippingpoint-proxy/haproxy-0.cfg).",
+)
 @click.option("--apply", "apply_", is_flag=True, help="Set the sysctls it can (root, Linux).")
-def doctor(connections: int, sleep_ms: int | None, timeout: str, apply_: bool) -> None:
+def doctor(
+    connections: int,
+    sleep_ms: int | None,
+    timeout: str,
+    mqtt_keepalive: str | None,
+    haproxy_config: str | None,
+    apply_: bool,
+) -> None:
     """Check the limits the article tripped over, with the exact fix for each."""
     from tippingpoint.doctor import apply_fixes, diagnose
     from tippingpoint.pacer import parse_duration
@@ -33,7 +52,15 @@ def doctor(connections: int, sleep_ms: int | None, timeout: str, apply_: bool) -
         fail("--connections must be >= 1")
         return
     try:
-        checks, _plan = diagnose(connections, sleep_ms, parse_duration(timeout))
+        from pathlib import Path
+
+        checks, _plan = diagnose(
+            connections,
+            sleep_ms,
+            parse_duration(timeout),
+            mqtt_keepalive_s=parse_duration(mqtt_keepalive) if mqtt_keepalive else None,
+            haproxy_config=Path(haproxy_config).read_text() if haproxy_config else None,
+        )
     except ValueError as e:
         fail(str(e))
         return
