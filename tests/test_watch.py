@@ -86,3 +86,43 @@ def test_cpu_ticks_count_softirq_as_busy_and_only_the_cpus_asked() -> None:
     )
     assert read_cpu_ticks([0], stat) == (230, 735)  # user + system + softirq of cpu0
     assert read_cpu_ticks([0, 1], stat) == (490, 1500)
+
+
+def test_watch_sees_mosquitto_and_serve_mqtt(serve, tmp_path) -> None:
+    import pytest
+
+    from tests.conftest import free_ports
+    from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet, find_mosquitto
+
+    try:
+        find_mosquitto()
+    except BrokerError:
+        pytest.skip("mosquitto is not installed")
+    broker_port, mqtt_port = free_ports(2)
+    fleet = BrokerFleet(BrokerConfig(port=broker_port), tmp_path / "broker")
+    fleet.start()
+    server = serve("--mqtt", str(mqtt_port))
+    try:
+        holds = []
+        for port, topic in ((broker_port, "w/%i"), (mqtt_port, "ping/%i")):
+            command = tippingpoint_cmd(
+                "attack", f"mqtt://{HOST}:{port}/{topic}", "--rate", "200",
+                "--duration", "6s", "--connections", "7", "--processes", "1",
+                "--qos", "1", "-o", str(tmp_path / f"{port}.jsonl"),
+            )  # fmt: skip
+            holds.append(subprocess.Popen(command, stderr=subprocess.DEVNULL))
+        result = run_tp(
+            "watch", "--mosquitto", str(broker_port), "--serve-metrics",
+            str(server.metrics_port), "--duration", "5s",
+        )  # fmt: skip
+        for hold in holds:
+            hold.wait(60)
+    finally:
+        fleet.stop()
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    late = records[-1]
+    assert late["mosquitto"]["clients_connected"] >= 7
+    assert 100 <= late["mosquitto"]["publish_received_per_s"] <= 400
+    assert late["serve_mqtt"]["sessions"] >= 7
+    assert 100 <= late["serve_mqtt"]["publish_received_per_s"] <= 400
+    assert 100 <= late["serve_mqtt"]["pongs_per_s"] <= 400

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,14 @@ from tippingpoint.certs import make_certificate
 from tippingpoint.listeners import PortBusy, check_free
 from tippingpoint.procs import die_with_parent
 
-__all__ = ["BrokerConfig", "BrokerError", "BrokerFleet", "find_mosquitto", "render"]
+__all__ = [
+    "BrokerConfig",
+    "BrokerError",
+    "BrokerFleet",
+    "SysWatcher",
+    "find_mosquitto",
+    "render",
+]
 
 _RESERVED_FDS = 64
 """Descriptors a mosquitto process keeps for itself (listeners, log, epoll...)."""
@@ -270,3 +278,60 @@ def _accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+class SysWatcher:
+    """mosquitto's ``$SYS`` counters, kept current by a thread subscribed to
+    ``$SYS/broker/#`` (a plain MQTT 3.1.1 session speaking this package's codec).
+    mosquitto publishes them every ``sys_interval`` seconds (1 s with ``tippingpoint
+    broker``, 10 s by default)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.values: dict[str, str] = {}
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"$SYS {port}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        from tippingpoint.wire import mqtt as m
+
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=5)
+            self._sock = sock
+            sock.sendall(m.encode_connect(m.Connect(f"tippingpoint-watch-{os.getpid()}", 4, 60)))
+            sock.sendall(m.encode_subscribe(1, [("$SYS/broker/#", 0)], 4))
+            sock.settimeout(30)
+            reader = m.Reader(4)
+            while not self._stop.is_set():
+                data = sock.recv(65536)
+                if not data:
+                    break
+                for packet in reader.feed(data):
+                    if isinstance(packet, m.Publish):
+                        key = packet.topic.removeprefix("$SYS/broker/")
+                        self.values[key] = packet.payload.decode("utf-8", "replace")
+                if reader.error is not None:
+                    self.error = reader.error.message
+                    break
+        except OSError as e:
+            if not self._stop.is_set():
+                self.error = f"{type(e).__name__}: {e}"
+
+    def number(self, key: str) -> float | None:
+        try:
+            return float(self.values[key])
+        except (KeyError, ValueError):
+            return None
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()

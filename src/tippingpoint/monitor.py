@@ -16,11 +16,14 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from tippingpoint.proxy.stats import show_info, sum_info
+
+if TYPE_CHECKING:
+    from tippingpoint.broker import SysWatcher
 
 __all__ = [
     "Monitor",
@@ -113,8 +116,16 @@ class Monitor:
         haproxy_sockets: Callable[[], Iterable[Path]] | None = None,
         exit_status: Callable[[int], str | None] | None = None,
         on_event: Callable[[str], None] | None = None,
+        brokers: Iterable[SysWatcher] = (),
+        serve_metrics: Iterable[tuple[str, int]] = (),
     ) -> None:
         self.roles = [_Role(name, list(pids)) for name, pids in (roles or {}).items()]
+        self.brokers = list(brokers)
+        """mosquitto instances whose ``$SYS`` counters go into each record."""
+        self.serve_metrics = list(serve_metrics)
+        """`serve` metrics endpoints whose MQTT counters go into each record."""
+        self._counters: dict[str, tuple[float, float, float]] = {}
+        """Cumulative counter -> (value, when it last changed, rate then)."""
         self.haproxy_sockets = haproxy_sockets
         self.exit_status = exit_status
         self.on_event = on_event
@@ -223,6 +234,10 @@ class Monitor:
             if self.on_event is not None:
                 for event in events:
                     self.on_event(event)
+        if self.brokers:
+            record["mosquitto"] = self._mosquitto(now)
+        if self.serve_metrics:
+            record["serve_mqtt"] = self._serve_mqtt(now)
         if self.haproxy_sockets is not None:
             infos = []
             for path in self.haproxy_sockets():
@@ -233,6 +248,82 @@ class Monitor:
             if infos:
                 record["haproxy"] = sum_info(infos)
         return record
+
+    def _rate(self, name: str, value: float, now: float) -> float:
+        """Per second, from a cumulative counter that may update less often than the
+        samples (mosquitto's $SYS): the rate between its last two changes."""
+        last = self._counters.get(name)
+        if last is None:
+            self._counters[name] = (value, now, 0.0)
+            return 0.0
+        before, then, rate = last
+        if value != before:
+            rate = max(0.0, (value - before) / max(now - then, 1e-6))
+            self._counters[name] = (value, now, rate)
+        return round(rate, 1)
+
+    def _mosquitto(self, now: float) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for watcher in self.brokers:
+            for key in _SYS_KEYS:
+                value = watcher.number(key)
+                if value is not None:
+                    totals[key] = totals.get(key, 0.0) + value
+        out = {"clients_connected": totals.get("clients/connected", 0.0)}
+        for key, name in _SYS_KEYS.items():
+            if name and key in totals:
+                out[name] = self._rate("mosquitto " + key, totals[key], now)
+        return out
+
+    def _serve_mqtt(self, now: float) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for host, port in self.serve_metrics:
+            for name, value in read_prometheus(host, port).items():
+                totals[name] = totals.get(name, 0.0) + value
+        prefix = "tippingpoint_serve_"
+        out = {"sessions": totals.get(prefix + "connections_active", 0.0)}
+        for metric, name in _SERVE_MQTT.items():
+            if prefix + metric in totals:
+                out[name] = self._rate("serve " + metric, totals[prefix + metric], now)
+        return out
+
+
+_SYS_KEYS: dict[str, str] = {
+    "clients/connected": "",
+    "publish/messages/received": "publish_received_per_s",
+    "publish/messages/sent": "publish_sent_per_s",
+    "bytes/received": "bytes_received_per_s",
+    "bytes/sent": "bytes_sent_per_s",
+}
+_SERVE_MQTT: dict[str, str] = {
+    "mqtt_connects_total": "connects_per_s",
+    "mqtt_publish_received_total": "publish_received_per_s",
+    "mqtt_pongs_total": "pongs_per_s",
+    "mqtt_pingreq_total": "pings_per_s",
+}
+
+
+def read_prometheus(host: str, port: int) -> dict[str, float]:
+    """The unlabelled samples of a Prometheus text endpoint (``/metrics``); {} if down."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in data.partition(b"\r\n\r\n")[2].decode("utf-8", "replace").splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue
+    return out
 
 
 @contextmanager

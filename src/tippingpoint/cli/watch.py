@@ -37,6 +37,18 @@ _CSV_COLUMNS = (
     help="NAME=PID[,PID...]: CPU % and RSS of these processes and their children.",
 )
 @click.option("--haproxy-dir", default=None, help="Read HAProxy counters from the sockets here.")
+@click.option(
+    "--mosquitto",
+    "mosquitto_ports",
+    default=None,
+    help="mosquitto ports on 127.0.0.1 whose $SYS counters to read (clients, messages, bytes).",
+)
+@click.option(
+    "--serve-metrics",
+    "serve_metrics",
+    default=None,
+    help="`serve --metrics-port` ports on 127.0.0.1: MQTT sessions and messages per second.",
+)
 @click.option("--interval", default="1s", show_default=True, help="Sampling interval.")
 @click.option("--duration", default=None, help="Stop after this long  [default: Ctrl-C].")
 @click.option(
@@ -51,19 +63,23 @@ _CSV_COLUMNS = (
 def watch(
     roles: tuple[str, ...],
     haproxy_dir: str | None,
+    mosquitto_ports: str | None,
+    serve_metrics: str | None,
     interval: str,
     duration: str | None,
     fmt: str,
     output: str,
 ) -> None:
     """Sample the machine as the article's Ganglia did: TCP established, sockets, packets,
-    memory, CPU per role, HAProxy counters."""
+    memory, CPU per role, HAProxy counters, and the MQTT side (mosquitto's $SYS, serve's
+    MQTT counters)."""
     import json
     import signal as sig
     from pathlib import Path
 
     from tippingpoint.monitor import Monitor, loopback
     from tippingpoint.pacer import parse_duration
+    from tippingpoint.server.config import parse_ports
 
     try:
         period = parse_duration(interval)
@@ -71,6 +87,8 @@ def watch(
         if period <= 0:
             raise ValueError("--interval must be > 0")
         role_map = parse_roles(roles)
+        broker_ports = parse_ports(mosquitto_ports) if mosquitto_ports else ()
+        metric_ports = parse_ports(serve_metrics) if serve_metrics else ()
     except ValueError as e:
         fail(str(e))
         return
@@ -81,7 +99,15 @@ def watch(
         def sockets() -> list[Path]:
             return sorted(directory.glob("haproxy-*.sock"))
 
-    monitor = Monitor(role_map, sockets)
+    from tippingpoint.broker import SysWatcher
+
+    watchers = [SysWatcher("127.0.0.1", port) for port in broker_ports]
+    monitor = Monitor(
+        role_map,
+        sockets,
+        brokers=watchers,
+        serve_metrics=[("127.0.0.1", port) for port in metric_ports],
+    )
     out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
     stop = False
 
@@ -118,5 +144,7 @@ def watch(
                 out.write(",".join(row) + "\n")
             out.flush()
     finally:
+        for watcher in watchers:
+            watcher.close()
         if out is not sys.stdout:
             out.close()
