@@ -213,7 +213,12 @@ def run_step(
         p99_sustained_ms=sustained_p99,
         connections=connections,
         client_cpu_pct=None if busy is None else round(busy * 100, 1),
-        fixed_pool=(config.closed or not attack.keepalive or attack.max_connections is not None),
+        fixed_pool=(
+            config.closed
+            or not attack.keepalive
+            or attack.max_connections is not None
+            or attack.mqtt is not None
+        ),
     )
     return row, summary
 

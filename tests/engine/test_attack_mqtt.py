@@ -246,3 +246,17 @@ def test_retained_messages_stay_with_the_broker(mosquitto: BrokerFleet, tmp_path
     client.disconnect()
     client.loop_stop()
     assert got == {f"retained/{i}": True for i in range(3)}
+
+
+def test_sweep_reads_mqtt_steps(serve: Any, tmp_path: Path) -> None:
+    _, port = _mqtt_serve(serve)
+    result = run_tp(
+        "sweep", f"mqtt://{HOST}:{port}/ping/%i", "--until", "echo", "--qos", "1",
+        "--start", "500", "--step", "x2", "--max-steps", "2", "--step-duration", "2s",
+        "--max-connections", "20", "--json", "--processes", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    steps = json.loads(result.stdout)["steps"]
+    assert [round(s["offered"]) for s in steps] == [500, 1000]
+    assert all(s["success"] == 1.0 and s["achieved"] > 0.95 * s["offered"] for s in steps)
+    assert all(s["tcp_established"] >= 40 for s in steps)  # 20 sessions, both ends

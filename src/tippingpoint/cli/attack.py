@@ -10,8 +10,8 @@ import click
 from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.options import (
     attack_config,
-    mqtt_session_config,
-    mqtt_session_options,
+    mqtt_publish_options,
+    publish_config,
     request_options,
     user_errors,
     warn_timeout,
@@ -47,35 +47,7 @@ from tippingpoint.cli.options import (
     default=None,
     help="Also write one line per request (Vegeta's JSON result format).",
 )
-@click.option(
-    "--qos", type=click.IntRange(0, 2), default=0, show_default=True, help="MQTT: publish QoS."
-)
-@click.option(
-    "--payload-size", type=int, default=64, show_default=True, help="MQTT: bytes per message."
-)
-@click.option(
-    "--until",
-    type=click.Choice(["ack", "echo", "delivery"]),
-    default="ack",
-    show_default=True,
-    help="MQTT: where latency ends: the PUBACK/PUBCOMP (QoS 0: the write), the backend's "
-    "echo (serve --mqtt, topic ping/...), or delivery to --subscribers through the broker.",
-)
-@click.option(
-    "--subscribers",
-    type=int,
-    default=0,
-    show_default=True,
-    help="MQTT, --until delivery: sessions subscribed to the published topics.",
-)
-@click.option(
-    "--inflight",
-    type=int,
-    default=None,
-    help="MQTT: unacknowledged QoS 1/2 messages per session  [default: 64; closed model: 1].",
-)
-@click.option("--retain", is_flag=True, help="MQTT: publish retained messages.")
-@mqtt_session_options
+@mqtt_publish_options
 def attack(**opts: Any) -> None:
     """Send load at a constant rate (or a plan, or closed-loop) and stream the results.
 
@@ -102,7 +74,7 @@ def attack(**opts: Any) -> None:
             requests=requests,
             connections=opts["connections"],
             records=opts["records"],
-            mqtt=_publish_config(opts),
+            mqtt=publish_config(opts, closed=opts["rate"] in ("0", "0/1s") and not opts["pace"]),
         )
         if not config.closed and not config.pace and duration is None and requests is None:
             raise ValueError("give --duration or --requests (or --pace) so the attack ends")
@@ -150,33 +122,3 @@ def attack(**opts: Any) -> None:
     finally:
         out.close()
     sys.exit(code)
-
-
-def _publish_config(opts: dict[str, Any]) -> Any:
-    """The MQTT side of an mqtt:// attack (None for HTTP); ValueError when it is wrong."""
-    from urllib.parse import urlsplit
-
-    from tippingpoint.model import PublishConfig
-
-    url = opts["url"] or ""
-    if not url.startswith(("mqtt://", "mqtts://")):
-        return None
-    if opts["targets_file"]:
-        raise ValueError("MQTT takes one URL (mqtt://HOST[:PORT]/TOPIC), not --targets")
-    topic = urlsplit(url).path.lstrip("/")
-    if not topic:
-        raise ValueError(f"no topic in {url!r}: use mqtt://HOST[:PORT]/TOPIC, e.g. .../devices/%i")
-    closed = opts["rate"] in ("0", "0/1s") and not opts["pace"]
-    if closed and opts["until"] == "delivery":
-        raise ValueError("--until delivery needs a --rate (the closed model is for ack and echo)")
-    inflight = opts["inflight"] if opts["inflight"] is not None else (1 if closed else 64)
-    return PublishConfig(
-        options=mqtt_session_config(opts),
-        topic=topic,
-        qos=opts["qos"],
-        payload_size=opts["payload_size"],
-        until=opts["until"],
-        subscribers=opts["subscribers"],
-        inflight=inflight,
-        retain=opts["retain"],
-    )

@@ -240,3 +240,66 @@ def warn_timeout(config: Any, command: str) -> None:
             "those requests will fail as timeouts (raise --timeout)",
             err=True,
         )
+
+
+def mqtt_publish_options(f: Callable[..., None]) -> Callable[..., None]:
+    """What an mqtt:// attack or sweep publishes and where its latency ends."""
+    f = mqtt_session_options(f)
+    f = click.option("--retain", is_flag=True, help="MQTT: publish retained messages.")(f)
+    f = click.option(
+        "--inflight",
+        type=int,
+        default=None,
+        help="MQTT: unacknowledged QoS 1/2 messages per session  [default: 64; closed model: 1].",
+    )(f)
+    f = click.option(
+        "--subscribers",
+        type=int,
+        default=0,
+        show_default=True,
+        help="MQTT, --until delivery: sessions subscribed to the published topics.",
+    )(f)
+    f = click.option(
+        "--until",
+        type=click.Choice(["ack", "echo", "delivery"]),
+        default="ack",
+        show_default=True,
+        help="MQTT: where latency ends: the PUBACK/PUBCOMP (QoS 0: the write), the backend's "
+        "echo (serve --mqtt, topic ping/...), or delivery to --subscribers through the broker.",
+    )(f)
+    f = click.option(
+        "--payload-size", type=int, default=64, show_default=True, help="MQTT: bytes per message."
+    )(f)
+    f = click.option(
+        "--qos", type=click.IntRange(0, 2), default=0, show_default=True, help="MQTT: publish QoS."
+    )(f)
+    return f
+
+
+def publish_config(opts: dict[str, Any], closed: bool) -> Any:
+    """The MQTT side of an mqtt:// attack (None for HTTP); ValueError when it is wrong."""
+    from urllib.parse import urlsplit
+
+    from tippingpoint.model import PublishConfig
+
+    url = opts["url"] or ""
+    if not url.startswith(("mqtt://", "mqtts://")):
+        return None
+    if opts.get("targets_file"):
+        raise ValueError("MQTT takes one URL (mqtt://HOST[:PORT]/TOPIC), not --targets")
+    topic = urlsplit(url).path.lstrip("/")
+    if not topic:
+        raise ValueError(f"no topic in {url!r}: use mqtt://HOST[:PORT]/TOPIC, e.g. .../devices/%i")
+    if closed and opts["until"] == "delivery":
+        raise ValueError("--until delivery needs a --rate (the closed model is for ack and echo)")
+    inflight = opts["inflight"] if opts["inflight"] is not None else (1 if closed else 64)
+    return PublishConfig(
+        options=mqtt_session_config(opts),
+        topic=topic,
+        qos=opts["qos"],
+        payload_size=opts["payload_size"],
+        until=opts["until"],
+        subscribers=opts["subscribers"],
+        inflight=inflight,
+        retain=opts["retain"],
+    )

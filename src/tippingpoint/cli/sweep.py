@@ -9,7 +9,9 @@ import click
 from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.options import (
     attack_config,
+    mqtt_publish_options,
     parse_roles,
+    publish_config,
     request_options,
     user_errors,
     warn_timeout,
@@ -91,6 +93,7 @@ _SWEEP_CONNECTIONS = 128
     help="Directory for each step's result stream and the monitor series.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@mqtt_publish_options
 def sweep(**opts: Any) -> None:
     """Step the rate up until latency tips over; print the table and the tipping point.
 
@@ -160,7 +163,10 @@ def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int
         # server makes the client open connection after connection, and the run measures
         # the proxy's connection handling instead.
         opts["max_connections"] = _SWEEP_CONNECTIONS
-    config = attack_config(opts, rate=1.0, duration=1.0)
+    mqtt = publish_config(opts, closed=closed)
+    # MQTT: a fixed set of sessions publishes (the cap is their number).
+    sessions = {"connections": opts["max_connections"]} if mqtt is not None else {}
+    config = attack_config(opts, rate=1.0, duration=1.0, mqtt=mqtt, **sessions)
     step_duration = parse_duration(opts["step_duration"])
     if step_duration < 1:
         raise ValueError("--step-duration must be >= 1s")
