@@ -12,6 +12,8 @@ addresses used. Everything stops by itself after --hold seconds.
     python benchmarks/hold_connections.py --connections 500000 --proxy --hold 60
     python benchmarks/hold_connections.py --connections 100000 --tls --hold 60
     python benchmarks/hold_connections.py --connections 200000 --mqtt --keepalive 30s --hold 120
+    python benchmarks/hold_connections.py --connections 500000 --mqtt --proxy --keepalive 60s \
+        --hold 120
 """
 
 from __future__ import annotations
@@ -57,7 +59,10 @@ def main() -> None:
     parser.add_argument("--proxy", action="store_true", help="through HAProxy instances")
     parser.add_argument("--tls", action="store_true", help="TLS through HAProxy")
     parser.add_argument(
-        "--mqtt", action="store_true", help="MQTT sessions held against serve --mqtt"
+        "--mqtt",
+        action="store_true",
+        help="MQTT sessions against serve --mqtt (through HAProxy's MQTT frontends with "
+        "--proxy or --tls)",
     )
     parser.add_argument("--keepalive", default="60s", help="MQTT keepalive of the sessions")
     parser.add_argument(
@@ -69,8 +74,6 @@ def main() -> None:
     need("taskset")
     n = args.connections
     proxied = args.proxy or args.tls
-    if args.mqtt and proxied:
-        sys.exit("--mqtt holds sessions against serve --mqtt directly (no --proxy or --tls)")
     soft, _ = raise_nofile()
     ports = port_range()
     plan = plan_connections(
@@ -117,13 +120,27 @@ def main() -> None:
             wait_port(9299, timeout=120)
             if proxied:
                 bundle = make_certificate(Path(tmp) / "tls", "ecdsa")[2]
+                servers = tuple(("127.0.0.1", FIRST_PORT + i) for i in range(backend_ports))
+                if args.mqtt:  # MQTT frontends in TCP mode, TLS terminated by HAProxy
+                    frontends: dict[str, object] = {
+                        "backends": (),
+                        "http": None,
+                        "https": None,
+                        "mqtt": ("127.0.0.1", FRONTEND),
+                        "mqtts": ("127.0.0.1", TLS_FRONTEND),
+                        "mqtt_backends": servers,
+                    }
+                else:
+                    frontends = {
+                        "backends": servers,
+                        "http": ("127.0.0.1", FRONTEND),
+                        "https": ("127.0.0.1", TLS_FRONTEND),
+                    }
                 fleet = ProxyFleet(
                     find_haproxy(),
                     Path(tmp) / "proxy",
                     ProxyConfig(
-                        backends=tuple(("127.0.0.1", FIRST_PORT + i) for i in range(backend_ports)),
-                        http=("127.0.0.1", FRONTEND),
-                        https=("127.0.0.1", TLS_FRONTEND),
+                        **frontends,  # type: ignore[arg-type]
                         cert_bundle=bundle,
                         maxconn=derive_maxconn(soft),
                         health_checks=False,
@@ -132,12 +149,19 @@ def main() -> None:
                     plan.proxy_instances,
                 )
                 fleet.start(timeout=60)
-                url = (
-                    f"https://127.0.0.1:{TLS_FRONTEND}/"
-                    if args.tls
-                    else f"http://127.0.0.1:{FRONTEND}/"
-                )
+                scheme = ("mqtts" if args.tls else "mqtt") if args.mqtt else None
+                if scheme:
+                    port = TLS_FRONTEND if args.tls else FRONTEND
+                    url = f"{scheme}://127.0.0.1:{port}"
+                else:
+                    url = (
+                        f"https://127.0.0.1:{TLS_FRONTEND}/"
+                        if args.tls
+                        else f"http://127.0.0.1:{FRONTEND}/"
+                    )
                 target = ["--cacert", str(Path(tmp) / "tls" / "cert.pem")] if args.tls else []
+                if args.mqtt:
+                    target += ["--keepalive", args.keepalive]
             else:
                 url = "mqtt://127.0.0.1:8282" if args.mqtt else "http://127.0.0.1:8282/"
                 target = ["--ports", ports_arg]
