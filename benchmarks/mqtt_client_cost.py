@@ -21,7 +21,6 @@ the server's CPU per message.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from client_cost import report, timed
 from common import HOST, machine, median, need, pinned, start, stop, tippingpoint, wait_port
 from tippingpoint.broker import BrokerConfig, BrokerFleet
 
@@ -40,34 +40,13 @@ SESSIONS = 50
 NODE = HERE / "node"
 
 
-def timed(cmd: list[str]) -> tuple[str, float]:
-    """Run ``cmd``; its output and the CPU seconds of its process tree."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{cmd[:5]} failed:\n{out[-2000:]}")
-    return out, usage.ru_utime + usage.ru_stime
-
-
-def report(stream: Path) -> dict:
-    out = subprocess.run(
-        [*tippingpoint(), "report", "--type", "json", str(stream)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
-
-
 def clients(
     mode: str, port: int, duration: int, rate: int, tmp: Path
 ) -> dict[str, Callable[[], tuple[int, float]]]:
     def ours() -> tuple[int, float]:
         stream = tmp / "ours.jsonl"
         args = ["--qos", "1", "--rate", "0"] if mode == "closed" else ["--rate", str(rate)]
-        _, cpu = timed(
+        _, usage = timed(
             pinned(
                 0,
                 [
@@ -80,11 +59,11 @@ def clients(
                 ],
             )
         )
-        return report(stream)["requests"], cpu
+        return report(stream)["requests"], usage.total
 
     def python_client(name: str) -> Callable[[], tuple[int, float]]:
         def run() -> tuple[int, float]:
-            out, cpu = timed(
+            out, usage = timed(
                 pinned(
                     0,
                     [
@@ -99,12 +78,12 @@ def clients(
                     ],
                 )
             )
-            return int(out.split()[-1]), cpu
+            return int(out.split()[-1]), usage.total
 
         return run
 
     def mqttjs() -> tuple[int, float]:
-        out, cpu = timed(
+        out, usage = timed(
             pinned(
                 0,
                 [
@@ -118,7 +97,7 @@ def clients(
                 ],
             )
         )
-        return int(out.split()[-1]), cpu
+        return int(out.split()[-1]), usage.total
 
     return {
         "tippingpoint attack": ours,

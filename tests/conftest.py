@@ -12,8 +12,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tippingpoint.broker import BrokerFleet
 
 HOST = "127.0.0.1"
 
@@ -348,3 +353,19 @@ def proxy(tmp_path) -> Iterator[Callable[..., Proxy]]:
         if server.proc.poll() is None:
             server.proc.send_signal(signal.SIGTERM)
             server.proc.wait(30)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[BrokerFleet]:
+    """A real mosquitto (`tippingpoint broker`'s fleet), plain and TLS, on free ports."""
+    from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet, find_mosquitto
+
+    try:
+        find_mosquitto()
+    except BrokerError:
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    ports = free_ports(2)
+    fleet = BrokerFleet(BrokerConfig(port=ports[0], tls_port=ports[1]), tmp_path / "broker")
+    fleet.start()
+    yield fleet
+    fleet.stop()

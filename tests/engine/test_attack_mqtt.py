@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import HOST, free_ports, run_tp, tippingpoint_cmd
-from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet, find_mosquitto
+from tippingpoint.broker import BrokerFleet
 from tippingpoint.hdr import Histogram
 from tippingpoint.report.merge import Summary, read_records, summarize
 
@@ -97,19 +97,6 @@ def test_bad_mqtt_options_are_one_line_errors(args: tuple[str, ...], words: str)
     )
     assert result.returncode == 2
     assert words in result.stderr, result.stderr
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Any:
-    try:
-        find_mosquitto()
-    except BrokerError:
-        pytest.skip("mosquitto is not installed")
-    ports = free_ports(2)
-    fleet = BrokerFleet(BrokerConfig(port=ports[0], tls_port=ports[1]), tmp_path / "broker")
-    fleet.start()
-    yield fleet
-    fleet.stop()
 
 
 def _sys_counters(port: int) -> dict[str, int]:

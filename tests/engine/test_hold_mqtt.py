@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_ports, run_tp, tippingpoint_cmd
-from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet, find_mosquitto
+from tippingpoint.broker import BrokerFleet
 
 
 def _mqtt_serve(serve: Any, processes: int = 1) -> tuple[Any, int]:
@@ -55,7 +55,8 @@ def test_sessions_are_held_pinged_and_subscribed(serve: Any, tmp_path: Path, ver
     assert found is not None
     pings = int(found[1].replace(",", ""))
     assert pings >= 600 * 2  # each session pinged about once a second for ~3 s
-    assert re.search(r"\d+ B per session", summary)
+    # 600 small sessions may not grow the RSS by a page; when they do, per session.
+    assert re.search(r"client RSS grew [\d.]+ MiB( \([\d,]+ B per session\))?\n", summary)
     metrics = server.metrics()
     assert metrics["tippingpoint_serve_mqtt_connects_total"] == 600
     assert metrics["tippingpoint_serve_mqtt_subscribe_total"] == 600
@@ -112,19 +113,6 @@ def test_sessions_closed_by_the_server_are_lost_with_its_reason(serve: Any) -> N
     stdout, stderr = proc.communicate(timeout=60)
     summary = stdout.decode()
     assert "lost 100 (0x8b server shutting down: 100)" in summary, summary + stderr.decode()
-
-
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Any:
-    try:
-        find_mosquitto()
-    except BrokerError:
-        pytest.skip("mosquitto is not installed")
-    ports = free_ports(2)
-    fleet = BrokerFleet(BrokerConfig(port=ports[0], tls_port=ports[1]), tmp_path / "broker")
-    fleet.start()
-    yield fleet
-    fleet.stop()
 
 
 def test_tls_sessions_against_mosquitto(mosquitto: BrokerFleet) -> None:

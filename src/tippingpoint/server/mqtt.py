@@ -105,26 +105,16 @@ class MQTTProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        w = self._w
-        w.stats.accepted += 1
-        w.conns.add(self)
-        self.deadline = w.header_deadline  # CONNECT must come within --header-timeout
-        if len(w.conns) >= w.capacity:
-            w.pause_accepting()
+        self.deadline = self._w.header_deadline  # CONNECT must come within --header-timeout
+        self._w.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        w = self._w
-        w.stats.closed += 1
-        if exc is not None:
-            w.stats.conn_errors += 1
-        w.conns.discard(self)
         self._transport = None
         if self._timers:
             for timer in self._timers:
                 timer.cancel()
             self._timers = None
-        if w.paused and len(w.conns) <= w.resume_level:
-            w.resume_accepting()
+        self._w.closed(self, exc)
 
     def data_received(self, data: bytes) -> None:
         w = self._w

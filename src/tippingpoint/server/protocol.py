@@ -57,6 +57,10 @@ class Worker(Protocol):
 
     def resume_accepting(self) -> None: ...
 
+    def opened(self, conn: Conn) -> None: ...
+
+    def closed(self, conn: Conn, exc: Exception | None) -> None: ...
+
 
 # Stop reading from a client that keeps pipelining while a response is delayed.
 _PAUSE_BUFFERED: Final = 256 * 1024
@@ -95,25 +99,15 @@ class PongProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
-        w = self._w
-        w.stats.accepted += 1
-        w.conns.add(self)
-        self.deadline = w.idle_deadline
-        if len(w.conns) >= w.capacity:
-            w.pause_accepting()
+        self.deadline = self._w.idle_deadline
+        self._w.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        w = self._w
-        w.stats.closed += 1
-        if exc is not None:
-            w.stats.conn_errors += 1
-        w.conns.discard(self)
         self._transport = None
         if self._delayed is not None:
             self._delayed.cancel()
             self._delayed = None
-        if w.paused and len(w.conns) <= w.resume_level:
-            w.resume_accepting()
+        self._w.closed(self, exc)
 
     def data_received(self, data: bytes) -> None:
         w = self._w

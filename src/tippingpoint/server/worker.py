@@ -165,6 +165,23 @@ class Worker:
 
     # Capacity
 
+    def opened(self, conn: Conn) -> None:
+        """A connection (HTTP or MQTT) was accepted: count it, stop accepting at capacity."""
+        self.stats.accepted += 1
+        self.conns.add(conn)
+        if len(self.conns) >= self.capacity:
+            self.pause_accepting()
+
+    def closed(self, conn: Conn, exc: Exception | None) -> None:
+        """A connection is gone: count it, accept again below the resume level."""
+        stats = self.stats
+        stats.closed += 1
+        if exc is not None:
+            stats.conn_errors += 1
+        self.conns.discard(conn)
+        if self.paused and len(self.conns) <= self.resume_level:
+            self.resume_accepting()
+
     def pause_accepting(self) -> None:
         if self.paused:
             return
