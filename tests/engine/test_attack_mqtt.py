@@ -247,3 +247,17 @@ def test_sweep_reads_mqtt_steps(serve: Any, tmp_path: Path) -> None:
     assert [round(s["offered"]) for s in steps] == [500, 1000]
     assert all(s["success"] == 1.0 and s["achieved"] > 0.95 * s["offered"] for s in steps)
     assert all(s["tcp_established"] >= 40 for s in steps)  # 20 sessions, both ends
+
+
+def test_no_broker_fails_each_message_at_once_with_the_reason(tmp_path: Path) -> None:
+    port = free_ports(1)[0]  # nothing listens there
+    start = time.monotonic()
+    s = _attack(
+        f"mqtt://{HOST}:{port}/t/%i",
+        tmp_path / "down.jsonl",
+        *("--rate", "100", "--duration", "2s", "--connections", "5", "--processes", "1"),
+    )
+    assert time.monotonic() - start < 15  # not --timeout (30 s) per waiting message
+    assert s.codes == {0: 200}
+    assert s.errors["refused"][0] == 200 and "no session" in s.errors["refused"][1]
+    assert s.errors["session-refused"][0] == 5

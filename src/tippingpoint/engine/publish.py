@@ -100,6 +100,8 @@ class Publisher:
         self.inflight: list[dict[int, tuple[int, int, int]]] = [{} for _ in range(self.nsessions)]
         """Per session: packet id -> (hit, intended ns, sent ns) until its PUBACK/PUBCOMP."""
         self.queues: list[deque[tuple[int, int]]] = [deque() for _ in range(self.nsessions)]
+        self.down: list[tuple[str, str] | None] = [None] * self.nsessions
+        """Per session: why it could not open (its hits fail at once until it does)."""
         """Per session: hits waiting for room in its window (hit, intended ns)."""
         self.waiting: dict[int, int] = {}
         """Echo/delivery: hit -> sent ns, until the echo or the delivery."""
@@ -219,12 +221,12 @@ class Publisher:
             except (OSError, ssl.SSLError, TimeoutError) as e:
                 if sock is not None:
                     sock.close()
-                self._session_failed(e)
+                self._session_failed(e, k, subscriber)
                 return
             except Exception as e:
                 if not hasattr(e, "kind"):
                     raise
-                self._session_failed(e)
+                self._session_failed(e, k, subscriber)
                 return
         self.rec.opened += 1
         self.rec.connect.append(monotonic_ns() - t0)
@@ -232,6 +234,7 @@ class Publisher:
             self.subs[k] = session
         else:
             self.sessions[k] = session
+            self.down[k] = None
             if self.pub.qos:
                 self.windows[k] = min(self.pub.inflight, session.send_quota)
             self._drain(k)
@@ -240,11 +243,22 @@ class Publisher:
         laddrs = self.shard.laddrs
         return laddrs[k % len(laddrs)] if laddrs else None
 
-    def _session_failed(self, exc: BaseException) -> None:
+    def _session_failed(self, exc: BaseException, k: int, subscriber: bool) -> None:
+        """A session could not open: counted once as a session error; a publishing
+        session's waiting hits, and those that come its way while it is down, fail at once
+        with its reason (not after --timeout, as if the server were slow)."""
         kind, message = classify_error(exc)
         self.rec.error(
             f"session-{kind}" if not kind.startswith(("connack", "subscribe")) else kind, message
         )
+        if subscriber:
+            return
+        self.down[k] = (kind, f"no session: {message}")
+        queue = self.queues[k]
+        while queue:
+            queue.popleft()
+            self._failed(kind, f"no session: {message}")
+        self._check_done()
 
     def stop(self) -> None:
         if self._stopping:
@@ -304,6 +318,10 @@ class Publisher:
         self.rec.lateness.append(now - intended)
         k = (n // self._step) % self.nsessions
         session = self.sessions[k]
+        down = self.down[k]
+        if session is None and down is not None:
+            self._failed(*down)
+            return
         if session is None or not session.open or len(self.inflight[k]) >= self.windows[k]:
             self.queues[k].append((n, intended))
             self.rec.queued += 1
