@@ -1,9 +1,10 @@
 """Lean transports for held connections: one epoll set for all of a process's sockets.
 
 A hold keeps tens of thousands of connections that say a few bytes a minute. uvloop
-gives each its own transport and poll handle (1,258 bytes of a held MQTT session's
-1,745, measured with tracemalloc). Here a process registers every held socket in one
-``select.epoll`` that the event loop watches as a single descriptor, and each socket gets
+gives each its own transport and poll handle, most of what a held session cost
+(docs/PERFORMANCE.md: 1,688 B per MQTT session before, 662 B after). Here a process
+registers every held socket in one ``select.epoll`` that the event loop watches as a
+single descriptor, and each socket gets
 an :class:`FdTransport`: a descriptor number, its protocol and a write buffer that is
 almost always empty. Reads and writes are plain ``os.read``/``os.write`` on the
 descriptor. The protocols (HTTP :class:`~tippingpoint.engine.client.ClientConn`, TLS over

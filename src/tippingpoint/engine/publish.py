@@ -22,6 +22,7 @@ Records are the attack's :class:`~tippingpoint.stream.Interval`, so ``report`` a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import signal
 import ssl
@@ -112,7 +113,6 @@ class Publisher:
         """Delivery: per publishing session, the last hit delivered (out of order)."""
         self.duplicates = 0
         self.out_of_order = 0
-        self.lost = 0
         self._timeout_ns = int(config.timeout * 1e9)
         self._start = shard.start_ns
         self._stopping = False
@@ -352,7 +352,8 @@ class Publisher:
             self.waiting_order.append((n, now))
         elif not pub.qos:  # QoS 0 until ack: done once written
             self._complete(now, intended, now)
-            self._next_closed(k, now)
+            if self._pacer is None:
+                self._next_closed(k, now)
 
     # Completions
 
@@ -387,8 +388,10 @@ class Publisher:
             self.waiting.pop(n, None)
         elif not self.stamp:
             self._complete(now, intended, sent)
-            self._next_closed(k, now)
-        self._drain(k)
+            if self._pacer is None:
+                self._next_closed(k, now)
+        if self.queues[k]:
+            self._drain(k)
         if self._plan_done or self._stopping:
             self._check_done()
 
@@ -421,7 +424,7 @@ class Publisher:
                 self.duplicates += 1
             return  # after its timeout (counted lost then)
         self._complete(now, self._start + offset, sent)
-        if self.pub.until == "echo":
+        if self._pacer is None and self.pub.until == "echo":
             self._next_closed(conn.index, now)
         if self._plan_done or self._stopping:
             self._check_done()
@@ -489,8 +492,6 @@ class Publisher:
 
     def _next_closed(self, k: int, now: int, first: bool = False) -> bool:
         """Closed model: the session's next message, once the last one completed."""
-        if self._pacer is not None:
-            return False
         if self._stopping or self._closed_left <= 0 or now >= self._closed_end:
             self._plan_done = True
             return False
@@ -513,9 +514,14 @@ class Publisher:
         now = monotonic_ns()
         limit = now - self._timeout_ns
         for k, inflight in enumerate(self.inflight):
-            expired = [pid for pid, (_, _, sent) in inflight.items() if sent < limit]
-            for pid in expired:
-                n, _, _ = inflight.pop(pid)
+            # Packet ids enter a session's dict in send order: the oldest is first, and
+            # the scan stops at the first one still within --timeout.
+            expired = 0
+            for pid, (n, _, sent) in list(itertools.islice(inflight.items(), 64)):
+                if sent >= limit:
+                    break
+                del inflight[pid]
+                expired += 1
                 self._in_flight -= 1
                 self.waiting.pop(n, None)
                 self._failed("timeout", "no acknowledgement within --timeout")
@@ -536,7 +542,6 @@ class Publisher:
         while order and order[0][1] < limit:
             n, _ = order.popleft()
             if waiting.pop(n, None) is not None:
-                self.lost += 1
                 self._failed("lost", f"not {what} within --timeout")
 
     def _finish_waiting(self) -> None:
@@ -544,11 +549,12 @@ class Publisher:
         self._expire_waiting(_NEVER)
         rec = self.rec
         if self.duplicates:
-            rec.error("duplicate", f"{self.duplicates} message(s) delivered more than once")
-            rec.errors["duplicate"][0] = self.duplicates
+            rec.errors["duplicate"] = [self.duplicates, "delivered more than once"]
         if self.out_of_order:
-            rec.error("out-of-order", "delivered after a later message of the same session")
-            rec.errors["out-of-order"][0] = self.out_of_order
+            rec.errors["out-of-order"] = [
+                self.out_of_order,
+                "delivered after a later message of the same session",
+            ]
 
     def _absorb(self) -> None:
         if self._done.is_set():
