@@ -52,6 +52,13 @@ PROXY_BYTES: Final = 1_200
 """HAProxy 2.6, an idle HTTP connection: 1,152 B measured at 500,000."""
 PROXY_TLS_BYTES: Final = 17_700
 """HAProxy 2.6, an idle TLS connection (ECDSA P-256): 17.7 KB measured at 300,000."""
+MQTT_CLIENT_BYTES: Final = 950
+"""A held MQTT session in the client (``hold``): 752-934 B measured at 500,000 through
+HAProxy, 662 B at 100,000 direct."""
+MQTT_PROXY_EXTRA_BYTES: Final = 2_500
+"""HAProxy 2.6, an MQTT session in TCP mode beyond an idle HTTP connection: both
+sides' buffers stay allocated and the stick table keeps the client id; 3.7 KB per
+session in all, measured at 485,026."""
 PROCESS_BYTES: Final = 16 * 2**20
 """Baseline of one Python client or backend process, or one HAProxy instance."""
 RESERVED_FDS: Final = 64
@@ -126,6 +133,7 @@ def plan_connections(
     proxied: bool = False,
     tls: bool = False,
     idle: bool = False,
+    mqtt: bool = False,
     source_addresses: int | None = None,
     backend_ports: int | None = None,
     file_max: int | None = None,
@@ -136,8 +144,9 @@ def plan_connections(
     too few is a problem with the number needed. Through a proxy (``proxied``), every
     connection may also hold one from HAProxy to a backend (a request in flight, or
     kept alive after one), so both legs are planned — unless the connections stay
-    ``idle``: HAProxy connects to a backend only when a request comes. ``file_max`` is
-    the system-wide descriptor limit (``fs.file-max``)."""
+    ``idle``: HAProxy connects to a backend only when a request comes. An ``mqtt``
+    session is never idle in that sense: HAProxy opens its backend leg at CONNECT.
+    ``file_max`` is the system-wide descriptor limit (``fs.file-max``)."""
     if connections < 1:
         raise ValueError("connections must be >= 1")
     per_process = max(1, fd_limit - RESERVED_FDS)
@@ -149,13 +158,15 @@ def plan_connections(
     usable = max(1, int(ports * PORT_FILL))
     addresses = math.ceil(connections / (usable * dest_ports))
     backends_needed = math.ceil(connections / usable) if proxied else 0
-    legs = 2 if proxied and not idle else 1
+    legs = 2 if proxied and (mqtt or not idle) else 1
     per_connection = legs * KERNEL_BYTES_PER_CONNECTION
-    per_connection += CLIENT_TLS_BYTES if tls else CLIENT_BYTES
+    client = MQTT_CLIENT_BYTES if mqtt else CLIENT_BYTES
+    per_connection += CLIENT_TLS_BYTES if tls else client
     if both_ends_local:
         per_connection += SERVER_BYTES
     if proxied:
         per_connection += PROXY_TLS_BYTES if tls else PROXY_BYTES
+        per_connection += MQTT_PROXY_EXTRA_BYTES if mqtt else 0
     memory = connections * per_connection + (clients + servers + instances) * PROCESS_BYTES
     problems: list[str] = []
     warnings: list[str] = []

@@ -153,6 +153,8 @@ class HoldRecord:
     cpus_busy: float = -1.0
     """The share of this second the CPUs the process may run on were busy, whoever for
     (the kernel's network work included); -1 where unknown."""
+    retried: int = 0
+    """Opens that failed and were tried again (cumulative; ``hold --retries``)."""
 
     def histogram(self, metric: str) -> Histogram:
         encoded = self.hist.get(metric)
@@ -262,6 +264,8 @@ def _hold(r: HoldRecord) -> dict[str, Any]:
         out["received"] = r.received
     if r.cpus_busy >= 0:
         out["cpus_busy"] = r.cpus_busy
+    if r.retried:
+        out["retried"] = r.retried
     if r.final:
         out["final"] = True
         out["interrupted"] = r.interrupted
@@ -360,6 +364,7 @@ def _decode_hold(d: dict[str, Any]) -> HoldRecord:
         lost_reasons={str(k): int(v) for k, v in (d.get("lost_reasons") or {}).items()},
         received=int(d.get("received", 0)),
         cpus_busy=float(d.get("cpus_busy", -1.0)),
+        retried=int(d.get("retried", 0)),
     )
 
 

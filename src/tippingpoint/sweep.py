@@ -27,7 +27,15 @@ from tippingpoint.monitor import Monitor, loopback, sampling
 from tippingpoint.report.merge import CPU_SATURATED, Named, Summary, summarize, windows
 from tippingpoint.stream import Record
 
-__all__ = ["Row", "SweepConfig", "SweepResult", "parse_step", "run_step", "run_sweep"]
+__all__ = [
+    "Row",
+    "StepRunner",
+    "SweepConfig",
+    "SweepResult",
+    "parse_step",
+    "run_step",
+    "run_sweep",
+]
 
 
 def parse_step(text: str) -> tuple[str, float]:
@@ -277,11 +285,31 @@ def _next(config: SweepConfig, value: float) -> float:
     return following
 
 
+StepRunner = Callable[
+    [SweepConfig, float, int, Monitor | None, list[dict[str, Any]]], tuple[Row, bool]
+]
+"""Runs one step of a sweep: its row, and whether it was interrupted."""
+
+
+def _attack_step(
+    config: SweepConfig,
+    value: float,
+    index: int,
+    monitor: Monitor | None,
+    samples: list[dict[str, Any]],
+) -> tuple[Row, bool]:
+    row, summary = run_step(config, value, index, monitor, samples)
+    return row, summary.interrupted
+
+
 def run_sweep(
     config: SweepConfig,
     monitor: Monitor | None = None,
     on_row: Callable[[Row], None] | None = None,
+    step: StepRunner = _attack_step,
 ) -> SweepResult:
+    """Steps up to the knee, then bisects it; each step is an attack, or what ``step``
+    runs (a connect storm's step is a hold)."""
     rows: list[Row] = []
     samples: list[dict[str, Any]] = []
     value = float(int(config.start)) if config.closed else config.start
@@ -293,7 +321,7 @@ def run_sweep(
     while index < config.max_steps:
         if config.max_rate is not None and value > config.max_rate:
             break
-        row, summary = run_step(config, value, index, monitor, samples)
+        row, stopped = step(config, value, index, monitor, samples)
         index += 1
         verdict = judge(
             row.step(),
@@ -305,7 +333,7 @@ def run_sweep(
         rows.append(row)
         if on_row is not None:
             on_row(row)
-        if summary.interrupted:
+        if stopped:
             interrupted = True
             break
         if verdict.past_knee or verdict.client_limited:
@@ -330,7 +358,7 @@ def run_sweep(
                 if high - low < max(1.0, 0.02 * low):
                     break
                 mid = (low + high) / 2
-            row, summary = run_step(config, mid, index, monitor, samples)
+            row, stopped = step(config, mid, index, monitor, samples)
             index += 1
             row.refined = True
             mid_verdict = judge(row.step(), base, config.rule, best if config.closed else None)
@@ -338,7 +366,7 @@ def run_sweep(
             rows.append(row)
             if on_row is not None:
                 on_row(row)
-            if summary.interrupted or mid_verdict.client_limited:
+            if stopped or mid_verdict.client_limited:
                 break
             if mid_verdict.past_knee:
                 high = mid

@@ -3,11 +3,12 @@
 Each function runs one experiment of a scenario on the bench's topology and returns
 an :class:`Outcome`: the summary row, the JSON entry of the report (with what its
 charts need) and whether it was interrupted. A new kind is a new entry in
-:data:`EXPERIMENTS`, not a new branch in the bench.
+:data:`tippingpoint.bench.table.EXPERIMENTS`, not a new branch in the bench.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
 from tippingpoint.engine.runner import run_attack, run_hold
 from tippingpoint.knee import KneeRule
-from tippingpoint.model import AttackConfig, TLSOptions
+from tippingpoint.model import AttackConfig, MQTTOptions, TLSOptions
 from tippingpoint.monitor import Monitor, sampling
 from tippingpoint.plan import ConnectionPlan, loopback_sources
 from tippingpoint.proxy.config import ProxyConfig
@@ -30,7 +31,18 @@ from tippingpoint.stream import HoldRecord, Record
 from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_step, run_sweep
 from tippingpoint.targets import Target
 
-__all__ = ["EXPERIMENTS", "Bench", "Outcome", "describe", "url_of"]
+__all__ = [
+    "Bench",
+    "Outcome",
+    "Runner",
+    "cost_sentence",
+    "describe",
+    "hold_topology",
+    "proxy_cost",
+    "step_line",
+    "sweep_row",
+    "url_of",
+]
 
 
 @dataclass
@@ -60,11 +72,21 @@ class Outcome:
 
 
 def url_of(bench: Bench, exp: Experiment) -> str:
-    host, port = bench.scenario.http if exp.frontend == "http" else bench.scenario.https
+    """The experiment's URL: the proxy's frontend (an MQTT sweep's: with its topic)."""
+    scenario = bench.scenario
+    if exp.mqtt:
+        host, port = scenario.mqtt if exp.frontend == "mqtt" else scenario.mqtts
+        topic = ""
+        if exp.kind == "mqtt-sweep":
+            topic = "/ping/%i" if scenario.until(exp) == "echo" else "/devices/%i/data"
+        return f"{exp.frontend}://{host}:{port}{topic}"
+    host, port = scenario.http if exp.frontend == "http" else scenario.https
     return f"{exp.frontend}://{host}:{port}{exp.path}"
 
 
-def describe(exp: Experiment, url: str) -> str:
+def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
+    if exp.mqtt:
+        return describe_mqtt(exp, url, scenario)
     if exp.kind == "tls-cost":
         rates = ", ".join(f"{r:,.0f}" for r in exp.rates)
         return (
@@ -82,6 +104,35 @@ def describe(exp: Experiment, url: str) -> str:
     return f"{exp.method} {url}, {reuse}" + "".join(f", {n}: {v}" for n, v in exp.headers)
 
 
+def describe_mqtt(exp: Experiment, url: str, scenario: Scenario) -> str:
+    backend = "tippingpoint serve --mqtt" if scenario.mqtt_backend == "serve" else "mosquitto"
+    where = (
+        f"{url} (HAProxy in TCP mode{', TLS' if exp.frontend == 'mqtts' else ''}, then {backend})"
+    )
+    if exp.kind == "mqtt-hold":
+        pings = f"keepalive {exp.mqtt_keepalive} s" if exp.mqtt_keepalive else "no pings"
+        return (
+            f"{exp.connections:,} MQTT sessions to {where} opened at "
+            f"{exp.connect_rate:,.0f}/s and held for {exp.duration:g} s from the start, {pings}"
+        )
+    if exp.kind == "connect-storm":
+        return (
+            f"new MQTT sessions (CONNECT, CONNACK) to {where} at rising rates from "
+            f"{exp.start:,.0f}/s, {exp.step_duration:g} s of CONNECTs each, until CONNACK "
+            "latency tips over"
+        )
+    until = scenario.until(exp)
+    latency = {
+        "echo": "the backend's pong",
+        "delivery": f"delivery to {exp.sessions} subscribers",
+        "ack": "the broker's acknowledgement",
+    }[until]
+    return (
+        f"QoS {exp.qos} PUBLISH of {exp.payload_size} B to {where} from {exp.sessions} "
+        f"sessions at rising rates from {exp.start:,.0f}/s, latency until {latency}"
+    )
+
+
 def _attack_config(bench: Bench, exp: Experiment) -> AttackConfig:
     return AttackConfig(
         targets=(Target(exp.method, url_of(bench, exp), exp.headers, exp.body),),
@@ -95,7 +146,7 @@ def _attack_config(bench: Bench, exp: Experiment) -> AttackConfig:
     )
 
 
-def _step_line(row: Row) -> str:
+def step_line(row: Row) -> str:
     key = (
         f"{row.connections:9,d} connections"
         if row.connections is not None
@@ -162,7 +213,7 @@ def run_sweep_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
             closed=exp.closed,
         ),
         bench.monitor,
-        lambda row: bench.log(_step_line(row)),
+        lambda row: bench.log(step_line(row)),
     )
     bench.samples.extend(result.monitor)
     bench.log(render_table(result))
@@ -205,16 +256,26 @@ def run_attack_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     return Outcome(row, entry, summary.interrupted)
 
 
-def _hold_topology(bench: Bench, extra: Topology, plan: ConnectionPlan, exp_dir: Path) -> None:
+def hold_topology(
+    bench: Bench, extra: Topology, plan: ConnectionPlan, exp_dir: Path, mqtt: bool = False
+) -> None:
     """The backends and HAProxy instances a hold's plan needs beyond the bench's own: on
     the same ports (SO_REUSEPORT), for this experiment only, so that the other
-    experiments keep the topology the scenario asked for."""
+    experiments keep the topology the scenario asked for. (mosquitto cannot share a
+    port: its instances are the scenario's, one per MQTT port, checked by the plan.)"""
     scenario = bench.scenario
     more_serve = plan.server_processes - scenario.backend_processes
+    if mqtt and scenario.mqtt_backend == "mosquitto":
+        more_serve = 0
     more_proxy = plan.proxy_instances - scenario.proxy_instances
     if more_serve > 0:
         proc = extra.start_backends(
-            scenario.backend_ports, more_serve, exp_dir / "serve.log", "backends (hold)", share=True
+            scenario.backend_ports,
+            more_serve,
+            exp_dir / "serve.log",
+            "backends (hold)",
+            share=True,
+            mqtt=scenario.mqtt_ports if mqtt else (),
         )
         bench.monitor.add_role("backends (hold)", [proc.pid])
         extra.on_exit(lambda: bench.monitor.remove_role("backends (hold)"))
@@ -252,9 +313,16 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
         cacert=bench.cacert,
         processes=bench.scenario.client_processes,
     )
+    if exp.mqtt:  # sessions that ping once per keepalive
+        config = replace(
+            config,
+            mqtt=MQTTOptions(keepalive=exp.mqtt_keepalive),
+            request_every=float(exp.mqtt_keepalive) or None,
+        )
+    step = f"hold {index}"
     with Topology(bench.topology) as extra, open(exp_dir / "hold.jsonl", "wb") as stream:
-        _hold_topology(bench, extra, plan, exp_dir)
-        tally = HoldTally(exp.connections, 1, exp.connect_rate)
+        hold_topology(bench, extra, plan, exp_dir, exp.mqtt)
+        tally = HoldTally(exp.connections, 1, exp.connect_rate, mqtt=exp.mqtt)
 
         def on_record(record: Record, line: bytes) -> None:
             stream.write(line)
@@ -266,16 +334,73 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
         def on_start(shards: int) -> None:
             tally.processes = shards
 
-        with sampling(bench.monitor, bench.samples, step=f"hold {index}"):
+        with sampling(bench.monitor, bench.samples, step=step):
             code = run_hold(config, on_record, bench.fd_limit, on_start)
     if code != 0:
         bench.log(f"  a hold process failed (exit {code}); see {exp_dir / 'hold.jsonl'}")
     summary = tally.summary()
     bench.log(summary)
     behind = tally.behind()
-    entry = {"report": summary, "hold": tally.timeline, "client_behind": behind}
+    cost = proxy_cost(
+        [s for s in bench.samples if s.get("step") == step],
+        tally.peak,
+        exp.connections / exp.connect_rate,
+    )
+    entry = {"report": summary, "hold": tally.timeline, "client_behind": behind, "cost": cost}
     row = summary.splitlines()[0] + (f"; {behind}" if behind else "")
+    sentence = cost_sentence(exp, cost)
+    if sentence:
+        bench.log("  " + sentence)
+        row = sentence + "; " + row
     return Outcome(row, entry, tally.interrupted)
+
+
+def proxy_cost(samples: list[dict[str, Any]], held: int, ramp_s: float) -> dict[str, float] | None:
+    """HAProxy's memory and CPU while ``held`` connections or sessions stay open: its
+    RSS at the peak over its RSS when the hold began, and its mean CPU over the samples
+    after the ramp (all its instances, the hold's own included)."""
+    if not samples or held <= 0:
+        return None
+
+    def proxy(sample: dict[str, Any], key: str) -> float:
+        return float(
+            sum(r[key] for name, r in sample.get("roles", {}).items() if name.startswith("proxy"))
+        )
+
+    start = samples[0]["t"]
+    after = [s for s in samples if s["t"] - start >= ramp_s + 2]
+    if not after:
+        return None
+    rss = max(proxy(s, "rss_kib") for s in samples) * 1024
+    grown = rss - proxy(samples[0], "rss_kib") * 1024
+    cpu = statistics.mean(proxy(s, "cpu_pct") for s in after)
+    return {
+        "held": held,
+        "rss_bytes": rss,
+        "bytes_per_connection": max(0.0, grown) / held,
+        "cpu_pct": round(cpu, 2),
+        "cpu_pct_per_1000": round(cpu * 1000 / held, 4),
+    }
+
+
+def cost_sentence(exp: Experiment, cost: dict[str, float] | None) -> str:
+    """ "500,000 MQTT sessions through HAProxy cost 0.9 GiB of HAProxy memory and 4 % of
+    a core at keepalive 60 s", from the hold's samples."""
+    if cost is None:
+        return ""
+    tls = exp.frontend in ("https", "mqtts")
+    what = ("MQTT sessions" if exp.mqtt else "connections") + (" over TLS" if tls else "")
+    if exp.mqtt:
+        pace = f"at keepalive {exp.mqtt_keepalive} s" if exp.mqtt_keepalive else "without pings"
+    elif exp.request_every:
+        pace = f"with a request every {exp.request_every:g} s each"
+    else:
+        pace = "idle"
+    return (
+        f"{int(cost['held']):,} {what} through HAProxy cost {cost['rss_bytes'] / 2**30:.2f} GiB "
+        f"of HAProxy memory ({cost['bytes_per_connection'] / 1000:,.1f} KB each over its idle "
+        f"size) and {cost['cpu_pct']:.1f} % of a core {pace}"
+    )
 
 
 def run_tls_cost_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
@@ -309,11 +434,3 @@ def run_tls_cost_experiment(bench: Bench, index: int, exp: Experiment) -> Outcom
 
 
 Runner = Callable[[Bench, int, Experiment], Outcome]
-
-EXPERIMENTS: dict[str, Runner] = {
-    "sweep": run_sweep_experiment,
-    "attack": run_attack_experiment,
-    "hold": run_hold_experiment,
-    "tls-cost": run_tls_cost_experiment,
-}
-"""Experiment kinds: what a scenario's ``kind`` names, and the function that runs it."""

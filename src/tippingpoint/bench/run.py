@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from tippingpoint.bench.experiments import EXPERIMENTS, Bench, describe, url_of
+from tippingpoint.bench.experiments import Bench, describe, url_of
 from tippingpoint.bench.report import BenchReport
 from tippingpoint.bench.scenario import Scenario, ScenarioError, plan_holds
+from tippingpoint.bench.table import EXPERIMENTS
 from tippingpoint.bench.topology import BenchFailure, Topology
+from tippingpoint.broker import SysWatcher
 from tippingpoint.certs import make_certificate
 from tippingpoint.limits import memory_available, port_range, raise_nofile
 from tippingpoint.monitor import Monitor
@@ -46,6 +49,15 @@ def _limits(soft: int, hard: int, cpus: tuple[int, ...]) -> Iterator[None]:
 
 def _proxy_config(scenario: Scenario, out: Path, soft: int) -> ProxyConfig:
     bundle = make_certificate(out / "tls", scenario.cert)[2]
+    mqtt: dict[str, Any] = {}
+    if scenario.has_mqtt:
+        mqtt = {
+            "mqtt": scenario.mqtt,
+            "mqtts": scenario.mqtts,
+            "mqtt_backends": tuple(("127.0.0.1", p) for p in scenario.mqtt_ports),
+            "mqtt_timeout_s": scenario.mqtt_timeout,
+            "mqtt_balance": scenario.mqtt_balance,
+        }
     return ProxyConfig(
         backends=tuple(("127.0.0.1", p) for p in scenario.backend_ports),
         http=scenario.http,
@@ -56,29 +68,48 @@ def _proxy_config(scenario: Scenario, out: Path, soft: int) -> ProxyConfig:
         cpus=scenario.proxy_cpus,
         rate_limit_sessions=scenario.rate_limit,
         http_reuse=scenario.http_reuse,
+        **mqtt,
     )
 
 
 def _start(
     scenario: Scenario, out: Path, topology: Topology, binary: str, soft: int
 ) -> tuple[ProxyConfig, Monitor]:
-    """Backends, then HAProxy, then the monitor that watches both."""
+    """Backends (and MQTT's), then HAProxy, then the monitor that watches them."""
     topology.check_free("127.0.0.1", scenario.backend_ports, "backends")
-    for host, port in (scenario.http, scenario.https):
+    frontends = [scenario.http, scenario.https]
+    if scenario.has_mqtt:
+        topology.check_free("127.0.0.1", scenario.mqtt_ports, "MQTT backends")
+        frontends += [scenario.mqtt, scenario.mqtts]
+    for host, port in frontends:
         topology.check_free(host, (port,), "proxy")
+    serve_mqtt = scenario.has_mqtt and scenario.mqtt_backend == "serve"
     serve = topology.start_backends(
         scenario.backend_ports,
         scenario.backend_processes,
         out / "serve.log",
         cpus=scenario.backend_cpus,
+        mqtt=scenario.mqtt_ports if serve_mqtt else (),
     )
+    roles = {"backends": [serve.pid]}
+    watchers: list[SysWatcher] = []
+    if scenario.has_mqtt and not serve_mqtt:
+        brokers = topology.start_brokers(
+            scenario.mqtt_ports[0], len(scenario.mqtt_ports), out / "brokers"
+        )
+        roles["brokers"] = brokers.pids
+        # Their $SYS counters (clients, messages/s) go into the monitor's samples.
+        watchers = [SysWatcher("127.0.0.1", p) for p in scenario.mqtt_ports]
+        for watcher in watchers:
+            topology.on_exit(watcher.close)
     config = _proxy_config(scenario, out, soft)
     fleet = topology.start_proxy(binary, out / "proxy", config, scenario.proxy_instances)
     (out / "haproxy.cfg").write_text(fleet.config_paths[0].read_text())
     monitor = Monitor(
-        {"proxy": fleet.pids, "backends": [serve.pid]},
+        {"proxy": fleet.pids, **roles},
         lambda: fleet.sockets,
         topology.exit_status,
+        brokers=watchers,
     )
     return fleet.config, monitor
 
@@ -140,7 +171,9 @@ def _run_setup(
         config = (out / "haproxy.cfg").read_text()
         label = f"# setup: {scenario.setup}\n" if scenario.setup else ""
         report.config = (report.config + "\n" if report.config else "") + label + config
-        log(f"bench: started pids {topology.pids} (backends, HAProxy)")
+        brokers = any(role.name == "brokers" for role in monitor.roles)
+        what = "backends, mosquitto, HAProxy" if brokers else "backends, HAProxy"
+        log(f"bench: started pids {topology.pids} ({what})")
         bench = Bench(
             scenario, out, log, topology, monitor, report.samples, proxy_config, binary, soft,
             str(out / "tls" / "cert.pem"), plans,
@@ -155,7 +188,7 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
     setup = bench.scenario.setup
     for index, exp in enumerate(bench.scenario.experiments):
         url = url_of(bench, exp)
-        description = describe(exp, url)
+        description = describe(exp, url, bench.scenario)
         bench.log(f"bench: {exp.name} ({description})")
         restarted = len(bench.topology.worker_restarts())
         outcome = EXPERIMENTS[exp.kind](bench, index, exp)

@@ -16,6 +16,7 @@ from tippingpoint.knee import parse_slo
 from tippingpoint.limits import file_max
 from tippingpoint.pacer import parse_duration, parse_rate
 from tippingpoint.plan import ConnectionPlan, plan_connections
+from tippingpoint.proxy.config import MQTT_BALANCE
 from tippingpoint.server.config import parse_cpus, parse_ports
 from tippingpoint.sweep import parse_step
 from tippingpoint.targets import parse_header
@@ -23,6 +24,8 @@ from tippingpoint.targets import parse_header
 __all__ = [
     "DEFAULT_SCENARIO",
     "KINDS",
+    "MQTT_BACKENDS",
+    "MQTT_KINDS",
     "Experiment",
     "Scenario",
     "ScenarioError",
@@ -30,12 +33,19 @@ __all__ = [
     "parse_scenario",
     "plan_holds",
     "quick",
+    "storm_rates",
+    "storm_sessions",
 ]
 
 DEFAULT_SCENARIO = files("tippingpoint.bench").joinpath("default.toml").read_text()
 
-KINDS = ("sweep", "attack", "hold", "tls-cost")
+KINDS = ("sweep", "attack", "hold", "tls-cost", "mqtt-sweep", "mqtt-hold", "connect-storm")
 """The experiment kinds a scenario may name (each is one entry in the bench's table)."""
+
+MQTT_KINDS = ("mqtt-sweep", "mqtt-hold", "connect-storm")
+"""Kinds that run MQTT sessions through the proxy's MQTT frontends."""
+
+MQTT_BACKENDS = ("serve", "mosquitto")
 
 
 class ScenarioError(ValueError):
@@ -80,6 +90,20 @@ class Experiment:
     connections: int = 10_000
     connect_rate: float = 2_000.0
     request_every: float | None = None
+    # MQTT (frontend "mqtt" or "mqtts")
+    mqtt_keepalive: int = 60
+    """Seconds between a session's pings when it has nothing else to send."""
+    sessions: int = 50
+    """An MQTT sweep: the sessions that publish (and as many subscribers with delivery)."""
+    qos: int = 0
+    until: str = ""
+    """Where an MQTT sweep's latency ends: echo (serve's pong) or delivery (a subscriber
+    receives it); empty: echo with serve, delivery with mosquitto."""
+    payload_size: int = 64
+
+    @property
+    def mqtt(self) -> bool:
+        return self.kind in MQTT_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +194,30 @@ class Scenario:
     """``[[matrix]]``: the experiments run once on each (none: once, as configured)."""
     setup: str = ""
     """The name of the setup this scenario is (after :meth:`Setup.apply`)."""
+    mqtt_backend: str = "serve"
+    """``[backends] mqtt``: what the MQTT frontends reach, serve --mqtt or mosquitto."""
+    mqtt_ports: tuple[int, ...] = (21883, 21884)
+    mqtt: tuple[str, int] = ("127.0.0.1", 11883)
+    mqtts: tuple[str, int] = ("127.0.0.1", 18883)
+    mqtt_balance: str = "client-id"
+    """``[proxy] mqtt_balance``: what keeps a session on its broker (client-id, username,
+    roundrobin). With mosquitto, username by default: an MQTT sweep's sessions share one,
+    so its publishers and subscribers meet on one broker, while held sessions (no user
+    name) spread round robin."""
+
+    @property
+    def has_mqtt(self) -> bool:
+        return any(e.mqtt for e in self.experiments)
+
+    @property
+    def mqtt_timeout(self) -> float:
+        """HAProxy's idle timeout on both sides of an MQTT session: 1.5x the longest
+        keepalive, as a broker allows (MQTT 3.1.1, 3.1.2.10)."""
+        keepalives = [e.mqtt_keepalive for e in self.experiments if e.mqtt and e.mqtt_keepalive]
+        return 1.5 * max(keepalives, default=60)
+
+    def until(self, exp: Experiment) -> str:
+        return exp.until or ("echo" if self.mqtt_backend == "serve" else "delivery")
 
 
 def _addr(text: str, key: str) -> tuple[str, int]:
@@ -189,8 +237,38 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
     if connections < 1:
         raise ScenarioError(f"{key}.connections: must be >= 1")
     every = raw.get("request_every")
-    if raw.get("frontend", "http") not in ("http", "https"):
+    mqtt = kind in MQTT_KINDS
+    frontend = raw.get("frontend", "mqtt" if mqtt else "http")
+    if mqtt and frontend not in ("mqtt", "mqtts"):
+        raise ScenarioError(f"{key}.frontend: an {kind} goes through mqtt or mqtts")
+    if not mqtt and frontend not in ("http", "https"):
         raise ScenarioError(f"{key}.frontend: use http or https")
+    until = str(raw.get("until", ""))
+    if until not in ("", "ack", "echo", "delivery"):
+        raise ScenarioError(f"{key}.until: use ack, echo or delivery")
+    qos = raw.get("qos", 0)
+    if qos not in (0, 1, 2):
+        raise ScenarioError(f"{key}.qos: 0, 1 or 2")
+    for name, least in (("sessions", 1), ("payload_size", 0)):
+        value = raw.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < least
+        ):
+            raise ScenarioError(f"{key}.{name}: a whole number >= {least}")
+    keepalive = 60
+    if mqtt and "keepalive" in raw:
+        # MQTT's keepalive is a time (emqtt-bench -k), HTTP's a yes or no.
+        if isinstance(raw["keepalive"], bool):
+            raise ScenarioError(f'{key}.keepalive: MQTT\'s keepalive is seconds, e.g. "60s"')
+        keepalive = round(
+            parse_duration(
+                str(raw["keepalive"]) + ("s" if isinstance(raw["keepalive"], int) else "")
+            )
+        )
+        if not 0 <= keepalive <= 65535:
+            raise ScenarioError(f"{key}.keepalive: seconds within 0-65535")
+    if mqtt and every:
+        raise ScenarioError(f"{key}.request_every: MQTT sessions ping once per keepalive")
     slo = raw.get("slo")
     body_file = raw.get("body_file")
     closed = bool(raw.get("closed", False))
@@ -205,8 +283,8 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
     return Experiment(
         name=str(raw.get("name", f"experiment {i + 1}")),
         kind=kind,
-        frontend=raw.get("frontend", "http"),
-        keepalive=bool(raw.get("keepalive", True)),
+        frontend=frontend,
+        keepalive=bool(raw.get("keepalive", True)) if not mqtt else True,
         headers=tuple(parse_header(h) for h in raw.get("headers", [])),
         body=Path(body_file).read_bytes() if body_file else b"",
         method=str(raw.get("method", "POST" if body_file else "GET")).upper(),
@@ -231,6 +309,17 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
         connections=connections,
         connect_rate=parse_rate(str(raw.get("connect_rate", 2000))),
         request_every=parse_duration(str(every)) if every else None,
+        **(
+            {
+                "mqtt_keepalive": keepalive,
+                "sessions": max(1, int(raw.get("sessions", 50))),
+                "qos": qos,
+                "until": until,
+                "payload_size": int(raw.get("payload_size", 64)),
+            }
+            if mqtt
+            else {}
+        ),
     )
 
 
@@ -251,6 +340,29 @@ def parse_scenario(text: str) -> Scenario:
             raise ScenarioError("matrix: two setups have the same name")
         if proxy.get("http_reuse") not in (None, "never", "safe", "aggressive", "always"):
             raise ScenarioError("proxy.http_reuse: use never, safe, aggressive or always")
+        mqtt_backend = str(backends.get("mqtt", "serve"))
+        if mqtt_backend not in MQTT_BACKENDS:
+            raise ScenarioError(
+                'backends.mqtt: use "serve" (tippingpoint serve --mqtt) or "mosquitto"'
+            )
+        mqtt_ports = parse_ports(str(backends.get("mqtt_ports", "21883-21884")))
+        if mqtt_backend == "mosquitto":
+            if list(mqtt_ports) != list(range(mqtt_ports[0], mqtt_ports[0] + len(mqtt_ports))):
+                raise ScenarioError(
+                    "backends.mqtt_ports: mosquitto instances listen on consecutive ports "
+                    '(one each), e.g. "21883-21886"'
+                )
+            for exp in experiments:
+                if exp.mqtt and exp.until == "echo":
+                    raise ScenarioError(
+                        f'{exp.name}: until = "echo" needs serve\'s ping/pong: '
+                        'use until = "delivery" with mosquitto, or backends.mqtt = "serve"'
+                    )
+        balance = str(
+            proxy.get("mqtt_balance", "username" if mqtt_backend == "mosquitto" else "client-id")
+        )
+        if balance not in MQTT_BALANCE:
+            raise ScenarioError(f"proxy.mqtt_balance: use {', '.join(MQTT_BALANCE)}")
         return Scenario(
             title=str(bench.get("title", "tippingpoint bench")),
             backend_ports=parse_ports(str(backends.get("ports", "8282-8285"))),
@@ -269,6 +381,11 @@ def parse_scenario(text: str) -> Scenario:
             experiments=tuple(experiments),
             open_files=int(bench["open_files"]) if "open_files" in bench else None,
             setups=setups,
+            mqtt_backend=mqtt_backend,
+            mqtt_ports=mqtt_ports,
+            mqtt=_addr(str(proxy.get("mqtt", "127.0.0.1:11883")), "proxy.mqtt"),
+            mqtts=_addr(str(proxy.get("mqtts", "127.0.0.1:18883")), "proxy.mqtts"),
+            mqtt_balance=balance,
         )
     except ScenarioError:
         raise
@@ -306,7 +423,10 @@ def plan_holds(
     refused with its numbers."""
     plans = {}
     for index, exp in enumerate(scenario.experiments):
-        if exp.kind != "hold":
+        if exp.kind == "connect-storm":
+            plans[index] = _plan_storm(scenario, exp, fd_limit, ports, memory)
+            continue
+        if exp.kind not in ("hold", "mqtt-hold"):
             continue
         ramp = exp.connections / exp.connect_rate
         if ramp >= exp.duration:
@@ -322,12 +442,59 @@ def plan_holds(
             1,
             memory,
             proxied=True,
-            tls=exp.frontend == "https",
+            tls=exp.frontend in ("https", "mqtts"),
             idle=exp.request_every is None,
-            backend_ports=len(scenario.backend_ports),
+            mqtt=exp.mqtt,
+            backend_ports=len(scenario.mqtt_ports if exp.mqtt else scenario.backend_ports),
             file_max=file_max(),
         )
-        if not plan.feasible:
-            raise ScenarioError(f"{exp.name}: this plan cannot fit: " + "; ".join(plan.problems))
-        plans[index] = plan
+        plans[index] = _check(scenario, exp, plan)
     return plans
+
+
+def storm_rates(exp: Experiment) -> list[float]:
+    """The connect rates a storm steps through, before any refinement."""
+    rates = [exp.start]
+    for _ in range(exp.max_steps - 1):
+        kind, amount = exp.step
+        rates.append(rates[-1] * amount if kind == "x" else rates[-1] + amount)
+    return rates
+
+
+def storm_sessions(exp: Experiment, rate: float) -> int:
+    """A storm step opens ``rate`` sessions a second for ``step_duration``."""
+    return max(1, round(rate * exp.step_duration))
+
+
+def _plan_storm(
+    scenario: Scenario, exp: Experiment, fd_limit: int, ports: tuple[int, int], memory: int | None
+) -> ConnectionPlan:
+    """A storm is planned for its largest step: every session of it open at the end."""
+    plan = plan_connections(
+        storm_sessions(exp, storm_rates(exp)[-1]),
+        fd_limit,
+        ports,
+        1,
+        memory,
+        proxied=True,
+        tls=exp.frontend == "mqtts",
+        mqtt=True,
+        backend_ports=len(scenario.mqtt_ports),
+        file_max=file_max(),
+    )
+    return _check(scenario, exp, plan)
+
+
+def _check(scenario: Scenario, exp: Experiment, plan: ConnectionPlan) -> ConnectionPlan:
+    if not plan.feasible:
+        raise ScenarioError(f"{exp.name}: this plan cannot fit: " + "; ".join(plan.problems))
+    brokers = len(scenario.mqtt_ports)
+    if exp.mqtt and scenario.mqtt_backend == "mosquitto" and plan.server_processes > brokers:
+        # mosquitto cannot share a port: one instance per port, each under the limit.
+        raise ScenarioError(
+            f"{exp.name}: {plan.connections:,} sessions need {plan.server_processes} mosquitto "
+            f"instances under this open-file limit, one per port, and backends.mqtt_ports has "
+            f"{brokers}: give {plan.server_processes} ports, e.g. "
+            f'"{scenario.mqtt_ports[0]}-{scenario.mqtt_ports[0] + plan.server_processes - 1}"'
+        )
+    return plan

@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
+from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet
 from tippingpoint.listeners import PortBusy, check_free
 from tippingpoint.procs import die_with_parent, stop_process
 from tippingpoint.proxy.config import ProxyConfig
@@ -32,11 +33,18 @@ class BenchFailure(RuntimeError):
 
 
 def serve_command(
-    ports: tuple[int, ...], processes: int, cpus: str | None = None, share: bool = False
+    ports: tuple[int, ...],
+    processes: int,
+    cpus: str | None = None,
+    share: bool = False,
+    mqtt: tuple[int, ...] = (),
 ) -> list[str]:
-    """`tippingpoint serve` on ``ports`` (``share``: join servers already there)."""
+    """`tippingpoint serve` on ``ports`` (and MQTT on ``mqtt``; ``share``: join servers
+    already there)."""
     command = [sys.executable, "-m", "tippingpoint", "serve"]
     command += ["--ports", ",".join(map(str, ports)), "--processes", str(processes)]
+    if mqtt:
+        command += ["--mqtt", ",".join(map(str, mqtt))]
     if share:
         command.append("--share-ports")
     return ["taskset", "-c", cpus, *command] if cpus else command
@@ -109,13 +117,15 @@ class Topology:
         role: str = "backends",
         cpus: str | None = None,
         share: bool = False,
+        mqtt: tuple[int, ...] = (),
     ) -> subprocess.Popen[bytes]:
-        """`tippingpoint serve` on 127.0.0.1 ``ports``, up and accepting when this returns."""
+        """`tippingpoint serve` on 127.0.0.1 ``ports`` (and MQTT on ``mqtt``), up and
+        accepting when this returns."""
         log = self.stack.enter_context(open(log_path, "wb"))  # noqa: SIM115
         self.serve_logs.append(log_path)
         parent = os.getpid()
         proc = subprocess.Popen(
-            serve_command(ports, processes, cpus, share),
+            serve_command(ports, processes, cpus, share, mqtt),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -123,8 +133,24 @@ class Topology:
         )
         self._register(role, proc)
         self.stack.callback(stop_process, proc, 15.0)
-        _wait_port("127.0.0.1", ports[-1], proc, log_path)
+        for port in (ports[-1], *mqtt[-1:]):
+            _wait_port("127.0.0.1", port, proc, log_path)
         return proc
+
+    def start_brokers(
+        self, port: int, instances: int, workdir: Path, role: str = "brokers"
+    ) -> BrokerFleet:
+        """``instances`` mosquitto processes on 127.0.0.1 ports ``port``, ``port + 1``...,
+        accepting when this returns."""
+        fleet = BrokerFleet(BrokerConfig(port=port, instances=instances), workdir)
+        try:
+            fleet.start(timeout=15.0)
+        except BrokerError as e:
+            raise BenchFailure(str(e)) from None
+        self.stack.callback(fleet.stop, 5.0)
+        for proc in fleet.procs:
+            self._register(role, proc)
+        return fleet
 
     def start_proxy(
         self,

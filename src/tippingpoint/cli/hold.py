@@ -50,6 +50,13 @@ if TYPE_CHECKING:
     show_default=True,
     help="At least this many (more when the descriptor limit needs them).",
 )
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 100),
+    default=0,
+    show_default=True,
+    help="Try a failed open again this many times, after 1, 2, 4... s (jittered).",
+)
 @click.option("--insecure", is_flag=True, help="TLS: do not verify the server certificate.")
 @click.option("--cacert", type=click.Path(dir_okay=False), help="TLS: CA bundle.")
 @click.option("-o", "--output", default=None, help="Write the records (JSON lines) here.")
@@ -71,6 +78,7 @@ def hold(
     dest_ports: str | None,
     laddr: str | None,
     processes: int,
+    retries: int,
     insecure: bool,
     cacert: str | None,
     output: str | None,
@@ -83,6 +91,8 @@ def hold(
     With an mqtt:// or mqtts:// URL, MQTT sessions: CONNECT, CONNACK counted as
     established, a PINGREQ per --keepalive, and an optional --subscribe.
     """
+    import dataclasses
+
     from tippingpoint.cli.output import OutputError, ResultFile
     from tippingpoint.engine.hold import HoldTally
     from tippingpoint.engine.runner import run_hold
@@ -105,6 +115,7 @@ def hold(
         if config.target.origin.mqtt:
             options = mqtt_session_config(mqtt, subscribe=subscribe, subscribe_qos=qos)
             config = _with_mqtt(config, request_every, options)
+        config = dataclasses.replace(config, retries=retries)
     soft, _ = raise_nofile()
     plan, config = _with_sources(config, soft)
     if not plan.feasible:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import ssl
@@ -75,6 +76,10 @@ class HoldConfig:
     mqtt: MQTTOptions | None = None
     """MQTT sessions (``mqtt://``, ``mqtts://``): CONNECT, CONNACK counted as established,
     a PINGREQ every ``request_every`` (the keepalive)."""
+    retries: int = 0
+    """Opens that fail are tried again this many times (same source address and client
+    id), after a jittered backoff of 1, 2, 4... s (at most 16), as devices reconnect.
+    Every failed attempt still counts as a failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,8 @@ class Holder:
         self.opening = 0
         self.started = 0
         self.opened = 0
+        self.retried = 0
+        self.rng = random.Random(shard.index)
         self.lost = 0
         self.lost_reasons: dict[str, int] = {}
         """Sessions the broker closed with a DISCONNECT, by its reason."""
@@ -177,7 +184,21 @@ class Holder:
                     text = reason_text(reason)
                     self.lost_reasons[text] = self.lost_reasons.get(text, 0) + 1
 
-    async def _open_one(self, n: int) -> None:
+    def _retry(self, n: int, attempt: int) -> None:
+        """Open connection ``n`` again later, if the config allows another attempt."""
+        if self.stopping or attempt >= self.config.retries:
+            return
+        delay = min(16.0, 2.0**attempt) * self.rng.uniform(0.5, 1.5)
+        self.retried += 1
+
+        def reopen() -> None:
+            if not self.stopping:
+                self.opening += 1
+                self.loop.create_task(self._open_one(n, attempt + 1))
+
+        self.loop.call_later(delay, reopen)
+
+    async def _open_one(self, n: int, attempt: int = 0) -> None:
         # Three clocks, as `attack` keeps them for requests: how late the connect started
         # against the plan (the process's own backlog), the TCP connect itself, and the
         # TLS handshake on its own.
@@ -192,7 +213,8 @@ class Holder:
             pool = self.pool
             async with asyncio.timeout(self.config.timeout):
                 t_connect = monotonic_ns()
-                self.lateness.append(max(0, t_connect - planned))
+                if not attempt:  # a retry is late on purpose
+                    self.lateness.append(max(0, t_connect - planned))
                 await self.loop.sock_connect(sock, (self.host, port))
                 t_tcp = monotonic_ns()
                 connected, sock = sock, None  # open_conn closes it if it fails
@@ -208,11 +230,13 @@ class Holder:
             if sock is not None:
                 sock.close()
             self.fail(e)
+            self._retry(n, attempt)
             return
         except Exception as e:  # a refused CONNACK or SUBSCRIBE, a protocol error
             if not hasattr(e, "kind"):
                 raise
             self.fail(e)
+            self._retry(n, attempt)
             return
         finally:
             self.opening -= 1
@@ -316,6 +340,7 @@ class Holder:
             lost_reasons=dict(self.lost_reasons),
             received=self.received,
             cpus_busy=cpus_busy,
+            retried=self.retried,
         )
         self.codes = {}
         return record
@@ -425,7 +450,15 @@ class HoldTally:
         self.peak = 0
         self.rss_at_peak = 0
         self.reached: float | None = None
-        self.timeline: dict[str, list[float]] = {"t": [], "established": [], "lost": []}
+        self.timeline: dict[str, list[float]] = {
+            "t": [],
+            "established": [],
+            "lost": [],
+            "request_p99_ms": [],
+        }
+        """Per second: established and lost, and the p99 of the requests (MQTT: the
+        PINGRESPs) answered since the second before (0 where none were)."""
+        self._since = Histogram()
         self.interrupted = False
         """A process was stopped by a signal before the end (Ctrl-C)."""
 
@@ -433,6 +466,8 @@ class HoldTally:
         """Take one record; return a progress line when a second is complete."""
         for name, hist in self.hists.items():
             hist.add(record.histogram(name))
+        if not record.final:
+            self._since.add(record.histogram("request"))
         for code, count in record.codes.items():
             self.codes[code] = self.codes.get(code, 0) + count
         if record.final:
@@ -461,6 +496,11 @@ class HoldTally:
         self.timeline["t"].append(now)
         self.timeline["established"].append(total)
         self.timeline["lost"].append(self.lost)
+        since = self._since
+        self.timeline["request_p99_ms"].append(
+            round(since.percentile(99) / 1000, 3) if since.total else 0.0
+        )
+        self._since = Histogram()
         return f"{now:6.0f} s: {total:,} established, {self.lost:,} lost"
 
     @property
@@ -478,6 +518,10 @@ class HoldTally:
     @property
     def received(self) -> int:
         return sum(r.received for r in self.latest.values())
+
+    @property
+    def retried(self) -> int:
+        return sum(r.retried for r in self.latest.values())
 
     def failures_by_kind(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -567,6 +611,7 @@ class HoldTally:
             )
             + "; failures "
             + (", ".join(f"{k}: {v:,}" for k, v in failures.items()) or "none")
+            + (f" ({self.retried:,} opens tried again)" if self.retried else "")
         ]
         for key, what in (
             ("connect", "TCP connect time (connect() to established)"),

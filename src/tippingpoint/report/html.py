@@ -45,8 +45,11 @@ function plot(id, traces, lay) {
     document.body.dataset.charts = String(rendered);
   });
 }
+const SWEEPS = ['sweep', 'mqtt-sweep', 'connect-storm'];
 for (const exp of DATA.experiments) {
-  if (exp.kind === 'sweep') {
+  if (SWEEPS.includes(exp.kind)) {
+    const unit = exp.unit || 'requests/s';
+    const what = exp.latency || 'latency';
     // A closed sweep steps connections: its charts are drawn against them (log scale),
     // the knee at the connections whose throughput is the tipping point.
     const closed = exp.sweep.model === 'closed';
@@ -55,7 +58,7 @@ for (const exp of DATA.experiments) {
     const x = rows.map(r => closed ? r.connections : r.offered);
     const tp = exp.sweep.tipping_point;
     const at = closed ? exp.sweep.knee_connections : tp;
-    const label = tp === null ? '' : 'tipping point ' + Math.round(tp) + '/s'
+    const label = tp === null ? '' : 'tipping point ' + Math.round(tp) + ' ' + unit
       + (closed ? ' (' + at + ' connections)' : '');
     const shapes = tp === null ? [] : [{type: 'line', x0: at, x1: at, yref: 'paper', y0: 0,
       y1: 1, line: {dash: 'dot', color: '#d62728'}}];
@@ -67,8 +70,8 @@ for (const exp of DATA.experiments) {
       {x: x, y: rows.map(r => r.p99_ms), name: 'p99', mode: 'lines+markers'},
       {x: x, y: rows.map(r => r.mean_ms), name: 'mean', mode: 'lines+markers'}],
       layout(exp.name + (closed ? ': latency against connections (closed loop)'
-                                : ': latency against offered rate'),
-             closed ? 'connections' : 'offered requests/s', 'ms',
+                                : ': ' + what + ' against offered rate'),
+             closed ? 'connections' : 'offered ' + unit, 'ms',
              {yaxis: {type: 'log', title: {text: 'ms (log)'}}, shapes: shapes,
               annotations: annotations, ...xaxis}));
     if (closed) {
@@ -80,7 +83,15 @@ for (const exp of DATA.experiments) {
       plot('rate-' + exp.id, [
         {x: x, y: rows.map(r => r.achieved), name: 'achieved', mode: 'lines+markers'},
         {x: x, y: x, name: 'offered', mode: 'lines', line: {dash: 'dash'}}],
-        layout(exp.name + ': achieved against offered', 'offered requests/s', 'requests/s'));
+        layout(exp.name + ': achieved against offered', 'offered ' + unit, unit));
+    }
+    if (exp.kind !== 'sweep') {
+      // HAProxy's CPU per 1,000 messages (or new sessions) a second, at each step.
+      const ok = rows.filter(r => r.proxy_cpu_per_1000 !== null);
+      plot('cpu1k-' + exp.id, [{x: ok.map(r => r.offered), y: ok.map(r => r.proxy_cpu_per_1000),
+        name: 'HAProxy', mode: 'lines+markers'}],
+        layout(exp.name + ': HAProxy CPU per 1,000 ' + unit, 'offered ' + unit,
+               '% of a core per 1,000 ' + unit));
     }
   } else if (exp.kind === 'tls-cost') {
     // The article's question: HAProxy CPU against the offered rate, a line per protocol.
@@ -95,12 +106,20 @@ for (const exp of DATA.experiments) {
       layout(exp.name + ': HAProxy CPU per request', 'offered requests/s',
              'µs of HAProxy CPU per request', {yaxis: {type: 'log',
              title: {text: 'µs per request (log)'}}}));
-  } else if (exp.kind === 'hold') {
+  } else if (exp.kind === 'hold' || exp.kind === 'mqtt-hold') {
     const h = exp.hold;
+    const noun = exp.kind === 'hold' ? 'connections' : 'sessions';
     plot('hold-' + exp.id, [
       {x: h.t, y: h.established, name: 'established', fill: 'tozeroy'},
       {x: h.t, y: h.lost, name: 'lost'}],
-      layout(exp.name + ': connections held over time', 's', 'connections'));
+      layout(exp.name + ': ' + noun + ' established over time', 's', noun));
+    if (h.request_p99_ms) {
+      const asked = h.t.map((t, i) => [t, h.request_p99_ms[i]]).filter(p => p[1] > 0);
+      plot('ping-' + exp.id, [{x: asked.map(p => p[0]), y: asked.map(p => p[1]),
+        name: 'p99', mode: 'lines+markers'}],
+        layout(exp.name + (exp.kind === 'hold' ? ': request latency over time'
+                                                : ': PINGRESP latency over time'), 's', 'p99 ms'));
+    }
   } else {
     const t = exp.timeline;
     plot('lat-' + exp.id, [
@@ -252,6 +271,55 @@ def _comparison(experiments: list[dict[str, Any]]) -> str:
     )
 
 
+def _mqtt_costs(experiments: list[dict[str, Any]]) -> str:
+    """One row per MQTT experiment: plain or TLS, HAProxy's memory and CPU per 1,000
+    held sessions, its tipping points and its CPU per 1,000 a second there."""
+    rows = []
+    for exp in experiments:
+        kind = exp["kind"]
+        if kind not in ("mqtt-sweep", "mqtt-hold", "connect-storm"):
+            continue
+        tls = "TLS" if "mqtts://" in exp["description"] else "plain"
+        name = exp["name"] + (f" [{exp['setup']}]" if exp.get("setup") else "")
+        if kind == "mqtt-hold":
+            cost = exp.get("cost")
+            if not cost:
+                rows.append([name, tls, "-", "-", "-", "-"])
+                continue
+            rows.append(
+                [
+                    name,
+                    tls,
+                    f"{cost['held']:,} sessions held",
+                    f"{cost['bytes_per_connection'] * 1000 / 2**20:,.1f} MiB",
+                    f"{cost['cpu_pct_per_1000']:.3f} %",
+                    "-",
+                ]
+            )
+            continue
+        sweep = exp["sweep"]
+        step = _at_tipping_point(sweep)
+        if sweep["tipping_point"] is None:
+            tp = "client-limited" if sweep.get("client_limited") else "none"
+        else:
+            tp = f"{sweep['tipping_point']:,.0f} {exp.get('unit', '/s')}"
+        per = step.get("proxy_cpu_per_1000") if step else None
+        rows.append([name, tls, tp, "-", "-", f"{per:.2f} %" if per is not None else "-"])
+    if not rows:
+        return ""
+    return _table(
+        [
+            "experiment",
+            "frontend",
+            "held, or tipping point",
+            "HAProxy memory per 1,000 sessions",
+            "HAProxy CPU per 1,000 sessions (of a core)",
+            "HAProxy CPU per 1,000 a second at the tipping point",
+        ],
+        rows,
+    )
+
+
 def _tls_cost_table(cost: dict[str, Any]) -> str:
     """A row per offered rate: HAProxy CPU and µs per request of each protocol, the
     TLS / plain ratio and the cost of a handshake."""
@@ -314,6 +382,9 @@ def render_html(data: dict[str, Any]) -> str:
         "<h2>Summary</h2>",
         _table(["experiment", "result"], data["summary"]),
     ]
+    mqtt = _mqtt_costs(data["experiments"])
+    if mqtt:
+        parts += ["<h2>MQTT through HAProxy: what it costs</h2>", mqtt]
     setups = data.get("setups") or []
     if len(setups) > 1:
         parts.append("<h2>Setups compared</h2>")
@@ -325,15 +396,16 @@ def render_html(data: dict[str, Any]) -> str:
         eid = exp["id"]
         title = exp["name"] + (f" [{exp['setup']}]" if exp.get("setup") else "")
         parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(exp['description'])}</p>")
-        if exp["kind"] == "sweep":
+        if exp["kind"] in ("sweep", "mqtt-sweep", "connect-storm"):
             sweep = exp["sweep"]
             closed = sweep.get("model") == "closed"
+            unit = exp.get("unit", "requests/s")
             if sweep.get("client_limited"):
                 verdict = "No tipping point: the client was the limit, not HAProxy"
                 if sweep.get("lift"):
                     verdict += f" (to go further: {sweep['lift']})"
             elif sweep["tipping_point"] is not None:
-                verdict = f"Tipping point: {sweep['tipping_point']:,.0f} requests/s" + (
+                verdict = f"Tipping point: {sweep['tipping_point']:,.0f} {unit}" + (
                     f" with {sweep['knee_connections']:,} connections in a closed loop"
                     if closed
                     else ""
@@ -345,10 +417,12 @@ def render_html(data: dict[str, Any]) -> str:
             )
             parts.append(f'<div id="knee-{eid}" class="chart"></div>')
             parts.append(f'<div id="rate-{eid}" class="chart"></div>')
+            if exp["kind"] != "sweep":
+                parts.append(f'<div id="cpu1k-{eid}" class="chart"></div>')
             parts.append(
                 _table(
                     [
-                        "connections" if closed else "offered/s",
+                        "connections" if closed else f"offered {unit}",
                         "achieved/s",
                         "mean ms",
                         "p50 ms",
@@ -370,8 +444,10 @@ def render_html(data: dict[str, Any]) -> str:
             parts.append(f'<div id="tls-{eid}" class="chart"></div>')
             parts.append(f'<div id="tlsus-{eid}" class="chart"></div>')
             parts.append(_tls_cost_table(cost))
-        elif exp["kind"] == "hold":
+        elif exp["kind"] in ("hold", "mqtt-hold"):
             parts.append(f'<div id="hold-{eid}" class="chart"></div>')
+            if any(exp["hold"].get("request_p99_ms", [])):
+                parts.append(f'<div id="ping-{eid}" class="chart"></div>')
             parts.append(f"<pre>{html.escape(exp['report'])}</pre>")
         else:
             parts.append(f'<div id="lat-{eid}" class="chart"></div>')
