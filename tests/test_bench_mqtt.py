@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import free_ports, run_tp
 from tests.test_bench import console_errors, dump_dom
-from tippingpoint.bench import ScenarioError, parse_scenario
+from tippingpoint.bench import ScenarioError, parse_scenario, plan_holds
 
 
 def _frontends() -> str:
@@ -259,3 +259,22 @@ def test_mqtt_scenarios_that_cannot_run_say_why() -> None:
         )
     with pytest.raises(ScenarioError, match='use "serve"'):
         parse_scenario('[backends]\nmqtt = "emqx"\n[[experiment]]\nkind = "mqtt-hold"')
+
+
+def test_a_hold_needing_more_brokers_than_ports_is_refused() -> None:
+    scenario = parse_scenario(
+        '[backends]\nmqtt = "mosquitto"\nmqtt_ports = "21883-21884"\n'
+        '[[experiment]]\nname = "big"\nkind = "mqtt-hold"\nconnections = 3000\n'
+        'connect_rate = 3000\nduration = "5s"'
+    )
+    with pytest.raises(
+        ScenarioError, match=r'3 mosquitto instances .* give 3 ports, e.g. "21883-21885"'
+    ):
+        plan_holds(scenario, 1200, (32768, 60999), None)
+    # serve shares its ports: the same hold fits with more processes.
+    served = parse_scenario(
+        '[[experiment]]\nname = "big"\nkind = "mqtt-hold"\nconnections = 3000\n'
+        'connect_rate = 3000\nduration = "5s"'
+    )
+    plan = plan_holds(served, 1200, (32768, 60999), None)[0]
+    assert plan.server_processes == 3 and plan.proxy_instances == 8

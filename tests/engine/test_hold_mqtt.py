@@ -163,3 +163,37 @@ def test_a_wrong_ca_is_a_tls_failure(mosquitto: BrokerFleet, tmp_path: Path) -> 
         timeout=60,
     )
     assert "tls: 5" in result.stdout.decode()
+
+
+def test_failed_opens_are_tried_again_with_retries(serve: Any) -> None:
+    # Devices that come back after an outage: nothing listens when the hold starts;
+    # the backend comes up a moment later and every session gets in on a later try.
+    port = free_ports(1)[0]
+    proc = subprocess.Popen(
+        tippingpoint_cmd(
+            "hold", f"mqtt://127.0.0.1:{port}", "--connections", "30",
+            "--connect-rate", "300", "--duration", "14s", "--retries", "5",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(2.0)  # the hold's first tries are refused
+    serve("--mqtt", str(port))
+    stdout, stderr = proc.communicate(timeout=60)
+    summary = stdout.decode()
+    assert "peak established 30 of 30" in summary, summary + stderr.decode()
+    found = re.search(r"failures refused: ([\d,]+) \(([\d,]+) opens tried again\)", summary)
+    assert found is not None, summary
+    # Every refused attempt was tried again (none ran out of tries).
+    assert int(found[1]) == int(found[2]) >= 30
+
+
+def test_without_retries_a_failed_open_stays_failed() -> None:
+    port = free_ports(1)[0]
+    result = run_tp(
+        "hold", f"mqtt://127.0.0.1:{port}", "--connections", "10",
+        "--connect-rate", "100", "--duration", "1s", timeout=60,
+    )  # fmt: skip
+    summary = result.stdout.decode()
+    assert "peak established 0 of 10" in summary and "refused: 10" in summary
+    assert "tried again" not in summary

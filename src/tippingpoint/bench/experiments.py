@@ -334,6 +334,7 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
         def on_start(shards: int) -> None:
             tally.processes = shards
 
+        before = bench.monitor.sample()  # HAProxy's memory before the first connection
         with sampling(bench.monitor, bench.samples, step=step):
             code = run_hold(config, on_record, bench.fd_limit, on_start)
     if code != 0:
@@ -342,7 +343,7 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     bench.log(summary)
     behind = tally.behind()
     cost = proxy_cost(
-        [s for s in bench.samples if s.get("step") == step],
+        [before, *(s for s in bench.samples if s.get("step") == step)],
         tally.peak,
         exp.connections / exp.connect_rate,
     )
@@ -357,8 +358,9 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
 
 def proxy_cost(samples: list[dict[str, Any]], held: int, ramp_s: float) -> dict[str, float] | None:
     """HAProxy's memory and CPU while ``held`` connections or sessions stay open: its
-    RSS at the peak over its RSS when the hold began, and its mean CPU over the samples
-    after the ramp (all its instances, the hold's own included)."""
+    RSS at the peak over its RSS in the first sample (taken before the hold began), and
+    its mean CPU over the samples after the ramp (all its instances, the hold's own
+    included)."""
     if not samples or held <= 0:
         return None
 
@@ -396,10 +398,13 @@ def cost_sentence(exp: Experiment, cost: dict[str, float] | None) -> str:
         pace = f"with a request every {exp.request_every:g} s each"
     else:
         pace = "idle"
+    # HAProxy keeps the memory pools that earlier experiments grew: a small hold after
+    # them may not grow its RSS at all, and then says only what it had.
+    each = cost["bytes_per_connection"]
+    growth = f" ({each / 1000:,.1f} KB each over what it had before)" if each >= 100 else ""
     return (
         f"{int(cost['held']):,} {what} through HAProxy cost {cost['rss_bytes'] / 2**30:.2f} GiB "
-        f"of HAProxy memory ({cost['bytes_per_connection'] / 1000:,.1f} KB each over its idle "
-        f"size) and {cost['cpu_pct']:.1f} % of a core {pace}"
+        f"of HAProxy memory{growth} and {cost['cpu_pct']:.1f} % of a core {pace}"
     )
 
 

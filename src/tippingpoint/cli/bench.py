@@ -17,7 +17,7 @@ from tippingpoint.cli.base import cli, fail
     show_default=True,
     help="Report directory (index.html, HAProxy config, streams, monitor series).",
 )
-@click.option("--quick", is_flag=True, help="Short steps: about 80 s here.")
+@click.option("--quick", is_flag=True, help="Short steps: about 2 min 20 s here.")
 @click.option("--haproxy-bin", default=None, help="HAProxy executable  [default: haproxy].")
 @click.option("--print-scenario", is_flag=True, help="Print the default scenario and exit.")
 def bench(

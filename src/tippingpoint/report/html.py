@@ -291,7 +291,9 @@ def _mqtt_costs(experiments: list[dict[str, Any]]) -> str:
                     name,
                     tls,
                     f"{cost['held']:,} sessions held",
-                    f"{cost['bytes_per_connection'] * 1000 / 2**20:,.1f} MiB",
+                    f"{cost['bytes_per_connection'] * 1000 / 2**20:,.1f} MiB"
+                    if cost["bytes_per_connection"] >= 100
+                    else "did not grow",
                     f"{cost['cpu_pct_per_1000']:.3f} %",
                     "-",
                 ]
