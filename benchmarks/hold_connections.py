@@ -85,6 +85,7 @@ def main() -> None:
         proxied=proxied,
         tls=args.tls,
         idle=args.request_every is None,
+        mqtt=args.mqtt,
     )
     # The backends listen on at least 10 ports, and on as many as HAProxy's own connections
     # to them need (they all come from 127.0.0.1).

@@ -249,13 +249,26 @@ def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
 def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     parsed = parse_scenario(DEFAULT_SCENARIO)
     kinds = [e.kind for e in parsed.experiments]
-    assert kinds == ["sweep", "sweep", "sweep", "sweep", "tls-cost", "attack", "hold"]
+    assert kinds == [
+        "sweep",
+        "sweep",
+        "sweep",
+        "sweep",
+        "tls-cost",
+        "attack",
+        "hold",
+        "mqtt-sweep",
+        "connect-storm",
+        "mqtt-hold",
+    ]
+    assert parsed.mqtt_backend == "serve" and parsed.has_mqtt
+    assert parsed.experiments[-1].mqtt_keepalive == 10
     assert parsed.experiments[1].closed and parsed.experiments[1].start == 8
     assert parsed.experiments[3].keepalive is False
     for text, message in (
         ("[bench", "not valid TOML"),
         ("", "no [[experiment]]"),
-        ('[[experiment]]\nkind = "soak"', "use sweep, attack, hold or tls-cost"),
+        ('[[experiment]]\nkind = "soak"', "use sweep, attack, hold, tls-cost, mqtt-sweep"),
         ('[[experiment]]\nkind = "tls-cost"\nrates = []', "a list of offered rates"),
         ('[[experiment]]\nstep = "x0"', "bad --step"),
         ('[proxy]\nhttp_reuse = "sometimes"\n[[experiment]]', "proxy.http_reuse"),
@@ -283,7 +296,7 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[[experiment]]\nkind = 'nope'\n")
     result = run_tp("bench", str(bad))
-    assert result.returncode == 2 and b"use sweep, attack, hold or tls-cost" in result.stderr
+    assert result.returncode == 2 and b"use sweep, attack, hold, tls-cost" in result.stderr
     ramp = tmp_path / "ramp.toml"
     ramp.write_text(
         "[[experiment]]\nkind = 'hold'\nconnections = 100000\nconnect_rate = 1000\n"

@@ -138,6 +138,7 @@ def run_connect_storm(bench: Bench, index: int, exp: Experiment) -> Outcome:
     ) -> tuple[Row, bool]:
         return _storm_step(bench, exp, hold, out, rate, n, samples)
 
+    out.mkdir(parents=True, exist_ok=True)
     with Topology(bench.topology) as extra:
         hold_topology(bench, extra, plan, out, mqtt=True)
         result = run_sweep(
@@ -182,7 +183,6 @@ def _storm_step(
     )
     tally = HoldTally(sessions, 1, rate, mqtt=True)
     step_samples: list[dict[str, Any]] = []
-    out.mkdir(parents=True, exist_ok=True)
     with open(out / f"step-{n:02d}-{rate:.0f}.jsonl", "wb") as stream:
 
         def on_record(record: Record, line: bytes) -> None:

@@ -76,6 +76,11 @@ def _parse_backends(spec: str) -> tuple[tuple[str, int], ...]:
     "subscribers meet on one broker), or round robin only.",
 )
 @click.option(
+    "--no-mqtt-validate",
+    is_flag=True,
+    help="Let any first packet through (no mqtt_is_valid check on the CONNECT).",
+)
+@click.option(
     "--mqtt-timeout",
     default=None,
     help="Idle time allowed to an MQTT session, >= 1.5x its keepalive  [default: --timeout].",
@@ -144,6 +149,7 @@ def proxy(
     mqtts_addr: str | None,
     mqtt_backends: str,
     mqtt_balance: str,
+    no_mqtt_validate: bool,
     mqtt_timeout: str | None,
     cert_type: str,
     threads: int,
@@ -199,6 +205,7 @@ def proxy(
             mqtts=mqtts,
             mqtt_backends=_parse_backends(mqtt_backends) if mqtt else (),
             mqtt_balance=mqtt_balance,
+            mqtt_validate=not no_mqtt_validate,
             mqtt_timeout_s=parse_duration(mqtt_timeout) if mqtt_timeout else None,
             cert_bundle=bundle,
             maxconn=maxconn or derive_maxconn(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),

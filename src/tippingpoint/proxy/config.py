@@ -70,6 +70,8 @@ class ProxyConfig:
     """MQTT frontend with TLS terminated by HAProxy (8883 by convention)."""
     mqtt_backends: tuple[tuple[str, int], ...] = ()
     mqtt_balance: str = "client-id"
+    mqtt_validate: bool = True
+    """Refuse a connection whose first packet is not a valid CONNECT (``mqtt_is_valid``)."""
     mqtt_timeout_s: float | None = None
     """Idle time an MQTT session may spend between packets on either side (it must be at
     least 1.5x the clients' keepalive). Default: the client timeout."""
@@ -174,10 +176,13 @@ def _mqtt(config: ProxyConfig) -> list[str]:
         lines.append(f"    bind {host}:{port} ssl crt {config.cert_bundle}")
     if config.rate_limit_sessions is not None:
         lines.append(f"    rate-limit sessions {config.rate_limit_sessions}")
+    if config.mqtt_validate or MQTT_BALANCE[config.mqtt_balance]:
+        # Wait for the first packet (10 s at most): the stick table reads its client id.
+        lines.append("    tcp-request inspect-delay 10s")
+    if config.mqtt_validate:
+        # The first packet must be a whole, valid CONNECT.
+        lines.append("    tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }")
     lines += [
-        # The first packet must be a whole, valid CONNECT (10 s to send it).
-        "    tcp-request inspect-delay 10s",
-        "    tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }",
         f"    timeout client {idle}",
         "    default_backend mqtt_servers",
         "",
