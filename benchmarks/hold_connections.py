@@ -66,6 +66,13 @@ def main() -> None:
     )
     parser.add_argument("--keepalive", default="60s", help="MQTT keepalive of the sessions")
     parser.add_argument(
+        "--duration",
+        type=int,
+        default=None,
+        help="seconds of the whole hold, opening included [default: twice the planned ramp "
+        "plus --hold]",
+    )
+    parser.add_argument(
         "--http-reuse",
         default=None,
         help="HAProxy's http-reuse (always: sessions share backend connections)",
@@ -100,7 +107,7 @@ def main() -> None:
     # The ramp may take longer than N / rate when the machine is busy opening them: leave
     # it twice the time, so that the connections are held for at least --hold seconds.
     ramp = n / args.connect_rate
-    duration = int(2 * ramp + args.hold + 5)
+    duration = args.duration or int(2 * ramp + args.hold + 5)
     before = read_meminfo()
     fleet: ProxyFleet | None = None
     with tempfile.TemporaryDirectory() as tmp:

@@ -345,7 +345,7 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     cost = proxy_cost(
         [before, *(s for s in bench.samples if s.get("step") == step)],
         tally.peak,
-        exp.connections / exp.connect_rate,
+        max(exp.connections / exp.connect_rate, tally.reached or 0.0),  # the ramp as it ran
     )
     entry = {"report": summary, "hold": tally.timeline, "client_behind": behind, "cost": cost}
     row = summary.splitlines()[0] + (f"; {behind}" if behind else "")

@@ -153,7 +153,7 @@ def run_connect_storm(bench: Bench, index: int, exp: Experiment) -> Outcome:
                 out=out,
             ),
             bench.monitor,
-            lambda row: bench.log(step_line(row).replace("/s:", " opens/s:")),
+            lambda row: bench.log(_storm_line(row)),
             step,
         )
     bench.samples.extend(result.monitor)
@@ -161,6 +161,16 @@ def run_connect_storm(bench: Bench, index: int, exp: Experiment) -> Outcome:
     row = sweep_row(result, exp, bench.scenario).replace("/s", " new sessions/s", 1)
     entry = _entry(result, "new sessions/s", "open latency (TCP connect or CONNACK)")
     return Outcome(row + _at_knee(result), entry, result.reason == "interrupted")
+
+
+def _storm_line(row: Row) -> str:
+    """A storm step as it ends; the client's CPU too, as a TLS client pays more per
+    handshake than HAProxy does and its own queueing shows in the open latency."""
+    cpu = [f"HAProxy CPU {row.proxy_cpu_pct:.0f}%"] if row.proxy_cpu_pct is not None else []
+    if row.client_cpu_pct is not None:
+        cpu.append(f"client CPU {row.client_cpu_pct:.0f}%")
+    line = step_line(row).replace("/s:", " opens/s:", 1)
+    return line + (f" ({', '.join(cpu)})" if cpu else "")
 
 
 def _storm_step(
@@ -210,7 +220,11 @@ def storm_row(tally: HoldTally, rate: float, samples: list[dict[str, Any]]) -> R
     success = min(1.0, tally.peak / tally.connections)
     # HAProxy's CPU over the seconds in which CONNECTs went out, not the settling after.
     opening = samples[: max(1, len(samples) - round(_STORM_SETTLE_S))]
-    busy = [s["roles"]["proxy"]["cpu_pct"] for s in opening if "proxy" in s.get("roles", {})]
+    busy = [
+        sum(r["cpu_pct"] for name, r in s["roles"].items() if name.startswith("proxy"))
+        for s in opening
+        if "proxy" in s.get("roles", {})
+    ]  # every HAProxy instance: the bench's and those started for the storm
     est = [int(s["tcp_established"]) for s in samples]
     rx = [loopback(s)["rx_packets_per_s"] for s in samples]
     tx = [loopback(s)["tx_packets_per_s"] for s in samples]
