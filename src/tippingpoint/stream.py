@@ -86,6 +86,8 @@ class Header:
     version: int = 1
     unit: str = "us"
     histogram: dict[str, int] = field(default_factory=lambda: dict(_LAYOUT))
+    cluster: list[dict[str, Any]] = field(default_factory=list)
+    """A run on a cluster: per worker, its host, shard and clock offset (absent locally)."""
 
 
 @dataclass(slots=True)
@@ -119,6 +121,8 @@ class Interval:
     """Metric -> encoded histogram (a :class:`Histogram` while a writer still encodes)."""
     final: bool = False
     interrupted: bool = False
+    host: str = ""
+    """The machine that measured it (a run on a cluster; empty locally)."""
 
     def histogram(self, metric: str) -> Histogram:
         encoded = self.hist.get(metric)
@@ -219,6 +223,8 @@ def _interval(r: Interval) -> dict[str, Any]:
         out["final"] = True
     if r.interrupted:
         out["interrupted"] = True
+    if r.host:
+        out["host"] = r.host
     return out
 
 
@@ -240,6 +246,7 @@ def _header(r: Header) -> dict[str, Any]:
         "max_connections_per_process": r.max_connections_per_process,
         "unit": r.unit,
         "histogram": r.histogram,
+        **({"cluster": r.cluster} if r.cluster else {}),
     }
 
 
@@ -324,6 +331,7 @@ def _decode_interval(d: dict[str, Any]) -> Interval:
         hist={str(k): v for k, v in (d.get("hist") or {}).items()},
         final=bool(d.get("final", False)),
         interrupted=bool(d.get("interrupted", False)),
+        host=str(d.get("host", "")),
     )
 
 
@@ -344,6 +352,7 @@ def _decode_header(d: dict[str, Any]) -> Header:
         version=int(d.get("version", 1)),
         unit=str(d.get("unit", "us")),
         histogram=dict(d.get("histogram") or _LAYOUT),
+        cluster=list(d.get("cluster") or []),
     )
 
 

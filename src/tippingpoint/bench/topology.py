@@ -59,7 +59,9 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 lines = log.read_text(errors="replace").strip().splitlines()
-                why = lines[-1].removeprefix("tippingpoint: ") if lines else "see " + str(log)
+                # The worker's own reason, rather than its supervisor's "see above".
+                causes = [line for line in lines if "cannot" in line] or lines[-1:]
+                why = causes[0].split(": ", 1)[-1] if causes else "see " + str(log)
                 raise BenchFailure(f"the backends did not start on {host}:{port}: {why}") from None
             time.sleep(0.05)
 

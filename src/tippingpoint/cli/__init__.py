@@ -6,6 +6,7 @@ from tippingpoint.cli import (  # noqa: F401  (each module registers its command
     attack,
     bench,
     broker,
+    cluster,
     doctor,
     hold,
     proxy,

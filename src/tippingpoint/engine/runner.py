@@ -34,7 +34,15 @@ from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.stream import Header, Interval, Record, decode, encode
 
-__all__ = ["Plan", "plan_shards", "run_attack", "run_children", "run_hold"]
+__all__ = [
+    "Plan",
+    "attack_child",
+    "header_record",
+    "plan_shards",
+    "run_attack",
+    "run_children",
+    "run_hold",
+]
 
 _RESERVED_FDS: Final = 64
 _START_DELAY_S: Final = 0.5
@@ -113,7 +121,7 @@ Sink = Callable[[Record, bytes], None]
 (to be written as it is: the bytes the measuring process encoded)."""
 
 
-def _child(config: AttackConfig, shard: Shard, write_fd: int) -> int:
+def attack_child(config: AttackConfig, shard: Shard, write_fd: int) -> int:
     """One attack worker: its own event loop, records written to ``write_fd``."""
 
     def emit(record: Interval) -> None:
@@ -161,7 +169,9 @@ def run_attack(
     header = header_record(config, plan, start_epoch)
     on_record(header, encode(header))
     return run_children(
-        [functools.partial(_child, config, shard) for shard in plan.shards], on_record, "attack"
+        [functools.partial(attack_child, config, shard) for shard in plan.shards],
+        on_record,
+        "attack",
     )
 
 

@@ -1,0 +1,53 @@
+"""Which scheduler addresses tippingpoint talks to.
+
+A Dask scheduler runs whatever it is sent: an open one is a remote shell. A plaintext
+(``tcp://``) scheduler is accepted on loopback only; elsewhere it needs TLS with mutual
+authentication (``tls://``, certificates from Dask's configuration), or
+``--insecure-cluster``, which warns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from tippingpoint.cluster import ClusterError
+
+__all__ = ["check_address", "is_loopback"]
+
+_SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
+
+
+def is_loopback(host: str) -> bool:
+    """Every address ``host`` resolves to is a loopback address."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def check_address(address: str, insecure: bool = False) -> tuple[str, str | None]:
+    """The scheduler address to use and a warning (or None); :class:`ClusterError` for one
+    that is refused."""
+    if "://" not in address:
+        address = "tcp://" + address
+    parts = urlsplit(address)
+    if parts.scheme not in _SCHEMES or not parts.hostname or parts.port is None:
+        raise ClusterError(
+            f"--cluster {address!r}: give a Dask scheduler address, e.g. tcp://127.0.0.1:8786 "
+            "or tls://scheduler.example:8786"
+        )
+    if parts.scheme in ("tls", "wss", "inproc") or is_loopback(parts.hostname):
+        return address, None
+    if not insecure:
+        raise ClusterError(
+            f"--cluster {address}: a plaintext scheduler off this machine runs whatever anyone "
+            "sends it: use tls:// with certificates (tippingpoint cluster certs), or "
+            "--insecure-cluster on a network you trust"
+        )
+    return address, (
+        f"the scheduler at {address} is plaintext and not on loopback: anyone who reaches it "
+        "can run code on every worker"
+    )

@@ -1,0 +1,49 @@
+"""A Dask scheduler and N workers on this machine (``tippingpoint cluster local``).
+
+Each worker is its own process (a nanny and one thread: a shard is a process of its
+own, never a thread among others) and gets its own loopback source addresses,
+127.0.K.2-127.0.K.254 for worker K (from 1), as separate client machines would have
+their own addresses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tippingpoint.cluster import require_dask
+from tippingpoint.cluster.facts import LADDRS_ENV
+
+__all__ = ["local_cluster", "worker_laddrs"]
+
+
+def worker_laddrs(k: int) -> str:
+    """Worker ``k``'s (from 0) source addresses, in ``--laddr`` syntax."""
+    if not 0 <= k < 255:
+        raise ValueError("at most 255 local workers")
+    return f"127.0.{k + 1}.2-127.0.{k + 1}.254"
+
+
+def local_cluster(workers: int, port: int = 0) -> Any:
+    """A started :class:`distributed.SpecCluster` on 127.0.0.1 (``port`` 0: any free)."""
+    require_dask()
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    if workers < 1:
+        raise ValueError("--workers must be >= 1")
+    specs = {
+        f"worker-{k}": {
+            "cls": Nanny,
+            "options": {
+                "nthreads": 1,
+                "host": "127.0.0.1",
+                "env": {LADDRS_ENV: worker_laddrs(k)},
+                "dashboard": False,
+            },
+        }
+        for k in range(workers)
+    }
+    scheduler = {
+        "cls": Scheduler,
+        "options": {"host": "127.0.0.1", "port": port, "dashboard": False},
+    }
+    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=40)

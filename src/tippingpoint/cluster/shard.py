@@ -1,0 +1,113 @@
+"""One shard of a run on a Dask worker.
+
+A Dask worker is a multi-threaded process: forking a shard from a task would copy
+locks held by its other threads. The task spawns a clean process instead (``python -m
+tippingpoint.cluster.shard``, the run's config and shard on its stdin; it dies with the
+worker), reads the
+records it writes, one JSON line each, and sends them to the client as they come, as
+structured events of the run's topic (see :mod:`tippingpoint.cluster.attack` for why
+that channel). A stop event set by the client (Ctrl-C) is passed on as SIGTERM, on
+which the shard flushes what it has and ends.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+__all__ = ["ShardResult", "run_shard"]
+
+ShardResult = dict[str, Any]
+
+_START_MARGIN_S = 0.05
+"""A shard that would start less than this ahead (a late task) starts at once; its
+lateness then shows in its records."""
+
+
+def run_shard(
+    payload: bytes,
+    start_epoch: float,
+    offset: float,
+    topic: str,
+    stop_name: str,
+    laddrs: tuple[str, ...],
+) -> ShardResult:
+    """Run one shard (``payload``: the pickled config and shard) from the client's
+    ``start_epoch``, this machine's clock being ``offset`` s ahead of the client's; send
+    every record line to ``topic``. Returns its exit code, host and line count."""
+    from distributed import Event, get_worker
+
+    worker = get_worker()
+    host = socket.gethostname()
+    config, shard = pickle.loads(payload)
+    # Time zero on this machine's monotonic clock, from the client's wall clock.
+    delay = (start_epoch + offset) - time.time()
+    start_ns = time.monotonic_ns() + int(max(delay, _START_MARGIN_S) * 1e9)
+    shard = replace(shard, start_ns=start_ns, laddrs=laddrs or shard.laddrs)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tippingpoint.cluster.shard", str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(pickle.dumps((config, shard)))
+    proc.stdin.close()
+    stop = Event(stop_name)
+    lines = 0
+    pending = b""
+    stopped = False
+    checked = time.monotonic()
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            if sel.select(timeout=0.2):
+                chunk = os.read(proc.stdout.fileno(), 1 << 20)
+                if not chunk:
+                    break
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                if complete:
+                    lines += len(complete)
+                    worker.log_event(topic, {"host": host, "shard": shard.index, "lines": complete})
+            now = time.monotonic()
+            if not stopped and now - checked >= 0.5:
+                checked = now
+                if stop.is_set():
+                    stopped = True
+                    proc.send_signal(signal.SIGTERM)
+    code = proc.wait()
+    errors = proc.stderr.read().decode(errors="replace").strip().splitlines()
+    return {
+        "host": host,
+        "shard": shard.index,
+        "code": code,
+        "lines": lines,
+        "error": errors[-1] if code and errors else "",
+    }
+
+
+def _main() -> int:
+    """The spawned shard: config and shard from stdin, records to stdout. It ends with
+    the worker that started it (SIGTERM from the kernel): a lost worker's load stops."""
+    from tippingpoint.engine.runner import attack_child
+    from tippingpoint.limits import raise_nofile
+    from tippingpoint.procs import die_with_parent
+
+    die_with_parent(int(sys.argv[1]))
+    config, shard = pickle.loads(sys.stdin.buffer.read())
+    raise_nofile()
+    return attack_child(config, shard, sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,137 @@
+"""`--cluster`: runs spread over a local Dask cluster of 3 workers (loopback only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_tp, tippingpoint_cmd
+from tippingpoint.hdr import Histogram
+from tippingpoint.stream import Header, Interval, decode
+
+pytest.importorskip("distributed", reason="pip install 'tippingpoint[cluster]'")
+
+
+def _start_cluster(workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        tippingpoint_cmd("cluster", "local", "--workers", str(workers)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline().decode().strip()
+    assert first.startswith("tcp://127.0.0.1:"), first
+    return proc, first
+
+
+def _stop_cluster(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    proc, address = _start_cluster(3)
+    yield address
+    _stop_cluster(proc)
+
+
+def _records(path: Path) -> list[Any]:
+    return [decode(line) for line in path.read_bytes().splitlines()]
+
+
+def test_an_attack_on_three_workers_sends_exactly_its_plan(
+    cluster: str, serve: Any, tmp_path: Path
+) -> None:
+    server = serve()
+    out = tmp_path / "cluster.jsonl"
+    result = run_tp(
+        "attack", server.url, "--rate", "3000", "--duration", "5s", "--cluster", cluster,
+        "-o", str(out), timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    log = result.stderr.decode()
+    assert log.count("clock offset") == 3 and "source addresses 127.0.1.2-127.0.1.254" in log
+    # The server counted exactly the plan: 3,000/s for 5 s.
+    assert server.metrics()['tippingpoint_serve_requests_total{code="200"}'] == 15_000
+    records = _records(out)
+    header = records[0]
+    assert isinstance(header, Header) and header.processes == 3
+    assert sorted(w["shard"] for w in header.cluster) == [0, 1, 2]
+    assert all(abs(w["clock_offset_ms"]) < 50 for w in header.cluster)
+    intervals = [r for r in records if isinstance(r, Interval)]
+    assert {r.process for r in intervals} == {0, 1, 2}
+    assert all(r.host for r in intervals)
+    # The merged report is the sum of the shards: requests and the latency histogram.
+    report = json.loads(run_tp("report", "--type", "json", str(out)).stdout)
+    assert report["requests"] == sum(r.done for r in intervals) == 15_000
+    merged = Histogram()
+    for r in intervals:
+        merged.add(r.histogram("latency"))
+    assert report["latencies"]["max"] == merged.max * 1000
+    assert report["latencies"]["99th"] == merged.percentile(99) * 1000
+    # Each shard sent its interleaved third: hits k, k+3, ...
+    per_shard = {k: sum(r.sent for r in intervals if r.process == k) for k in range(3)}
+    assert per_shard == {0: 5000, 1: 5000, 2: 5000}
+
+
+def test_a_lost_worker_is_noticed_and_its_missing_share_said(serve: Any, tmp_path: Path) -> None:
+    from distributed import Client
+
+    proc, address = _start_cluster(3)
+    try:
+        with Client(address, timeout="10s") as client:
+            pids = client.run(os.getpid)
+        server = serve()
+        out = tmp_path / "lost.jsonl"
+        attack = subprocess.Popen(
+            tippingpoint_cmd(
+                "attack", server.url, "--rate", "600", "--duration", "8s", "--cluster",
+                address, "-o", str(out),
+            ),
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        time.sleep(6)  # start-up, then a few seconds of load
+        victim = sorted(pids)[0]
+        os.kill(pids[victim], signal.SIGKILL)
+        killed = time.time()
+        _, err = attack.communicate(timeout=120)
+        log = err.decode()
+        assert attack.returncode == 1, log[-2000:]
+        assert f"worker {victim}" in log and "was lost" in log, log[-2000:]
+        assert "requests of the run's plan are missing from then on" in log
+        # The other shards went on to the end: more than two thirds of the plan.
+        served = server.metrics()['tippingpoint_serve_requests_total{code="200"}']
+        assert 2 * 4800 / 3 < served < 4800, served
+        # Noticed within 2 s of the kill (the log says when, from the run's time zero).
+        found = re.search(r"was lost ([\d.]+) s into the run", log)
+        assert found is not None
+        header = _records(out)[0]
+        assert header.start + float(found[1]) - killed < 2.0
+    finally:
+        _stop_cluster(proc)
+
+
+def test_a_plaintext_scheduler_off_loopback_is_refused() -> None:
+    # Refused before anything connects: nothing leaves this machine.
+    result = run_tp(
+        "attack", "http://127.0.0.1:9/", "--rate", "10", "--duration", "1s",
+        "--cluster", "tcp://10.255.255.1:8786", timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "runs whatever anyone sends it: use tls://" in err and "--insecure-cluster" in err
