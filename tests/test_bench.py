@@ -177,9 +177,11 @@ def test_a_hold_gets_the_processes_and_instances_its_plan_needs(
     assert "started 2 more backend process(es) and 7 more HAProxy instance(s)" in output
     summary = json.loads((report_dir / "summary.json").read_text())
     row = summary["summary"][3][1]
+    # The row: what the connections cost HAProxy, then the hold's own result.
     assert re.match(
-        r"peak established 3,000 of 3,000, all established after \d s, planned 1 s at "
-        r"3,000/s; lost 0; failures none",
+        r"3,000 connections through HAProxy cost [\d.]+ GiB of HAProxy memory .* and "
+        r"[\d.]+ % of a core with a request every 2 s each; peak established 3,000 of 3,000, "
+        r"all established after \d s, planned 1 s at 3,000/s; lost 0; failures none",
         row,
     ), row
     hold = summary["experiments"][3]
@@ -215,11 +217,12 @@ def test_tls_cost_measures_each_protocol_at_each_rate(report_dir: Path) -> None:
 def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
     page = (report_dir / "index.html").as_uri()
     dom = dump_dom(page)
-    # 2 charts per sweep, attack or tls-cost, 1 per hold and 4 for the machine, all drawn
-    # by plotly.
+    # 2 charts per sweep, attack or tls-cost, 2 per hold (established, request latency
+    # over time) and 4 for the machine, all drawn by plotly.
     charts = re.search(r'data-charts="(\d+)"', dom.stdout)
-    assert charts is not None and int(charts.group(1)) == 13, dom.stdout[:500]
-    assert dom.stdout.count('class="main-svg"') >= 13
+    assert charts is not None and int(charts.group(1)) == 14, dom.stdout[:500]
+    assert dom.stdout.count('class="main-svg"') >= 14
+    assert "held connections: request latency over time" in dom.stdout
     assert "throughput against connections" in dom.stdout  # the closed sweep's chart
     assert "HAProxy CPU against offered rate" in dom.stdout  # the tls-cost chart
     assert "TLS, new connection per request" in dom.stdout  # one of its lines
