@@ -4,7 +4,8 @@ client's CPU per request and in p99 send lateness.
 
 `serve` runs on CPU 1; the attack's processes (local) or the cluster's workers and
 their shard processes (cluster) on CPU 0. Both runs alternate, --runs times; medians.
-CPU per request is all the client side's CPU over the requests done: the attack command
+CPU per request is all the client side's CPU over the requests done ("shards only":
+the sending processes' own, from their records): the attack command
 and the processes it waited for (local), plus, through the cluster, every scheduler, nanny,
 worker and shard process's CPU during the run (the relaying of records included).
 
@@ -47,20 +48,27 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(stream: Path, cpu_s: float) -> tuple[float, float, int]:
-    """(µs of client CPU per request, p99 lateness in ms, requests) of one stream."""
-    done = 0
+def measure(stream: Path, cpu_s: float) -> tuple[float, float, int, float]:
+    """(µs of client CPU per request, p99 lateness in ms, requests, µs of the shards' own
+    CPU per request while they send) of one stream."""
+    done = shard_us = 0
     for line in stream.read_bytes().splitlines():
         record = decode(line)
         if isinstance(record, Interval):
             done += record.done
+            shard_us += record.cpu_us or 0
     report = subprocess.run(
         [*tippingpoint(), "report", "--type", "json", str(stream)],
         capture_output=True,
         check=True,
     )
     summary = json.loads(report.stdout)
-    return cpu_s * 1e6 / max(1, done), summary["lateness"]["99th"] / 1e6, done
+    return (
+        cpu_s * 1e6 / max(1, done),
+        summary["lateness"]["99th"] / 1e6,
+        done,
+        shard_us / max(1, done),
+    )
 
 
 def main() -> None:
@@ -71,7 +79,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     need("taskset")
-    results: dict[str, list[tuple[float, float, int]]] = {"local": [], "cluster": []}
+    results: dict[str, list[tuple[float, float, int, float]]] = {"local": [], "cluster": []}
     with tempfile.TemporaryDirectory() as tmp:
         server = start(
             pinned(1, [*tippingpoint(), "serve", "--ports", PORTS, "--processes", "1"]),
@@ -119,11 +127,16 @@ def main() -> None:
         f"{args.rate:,}/s for {args.duration} s, {args.workers} processes (local) or workers "
         f"(cluster) on CPU 0, serve on CPU 1; medians of {args.runs} runs"
     )
-    print(f"{'':8} {'µs CPU/request':>15} {'p99 lateness ms':>16} {'requests':>10}")
+    print(
+        f"{'':8} {'µs CPU/request':>15} {'shards only':>12} {'p99 lateness ms':>16} "
+        f"{'requests':>10}"
+    )
     for how, rows in results.items():
         cpu = median([r[0] for r in rows])
+        own = median([r[3] for r in rows])
         late = median([r[1] for r in rows])
-        print(f"{how:8} {cpu:15.2f} {late:16.3f} {int(median([r[2] for r in rows])):>10,}")
+        done = int(median([r[2] for r in rows]))
+        print(f"{how:8} {cpu:15.2f} {own:12.2f} {late:16.3f} {done:>10,}")
     local_cpu = median([r[0] for r in results["local"]])
     cluster_cpu = median([r[0] for r in results["cluster"]])
     local_late = median([r[1] for r in results["local"]])
