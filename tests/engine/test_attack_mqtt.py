@@ -48,7 +48,7 @@ def test_publish_until_ack_at_each_qos(serve: Any, tmp_path: Path, qos: int, ver
         *("--rate", "1000", "--duration", "2s", "--qos", str(qos), "--connections", "10"),
         *("--mqtt-version", version, "--processes", "1"),
     )
-    assert s.done == 2000 and s.codes == {200: 2000}
+    assert s.done == 2000 and s.codes == {200: 2000}, s.errors
     assert server.metrics()["tippingpoint_serve_mqtt_publish_received_total"] == 2000
 
 
