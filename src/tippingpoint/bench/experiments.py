@@ -40,6 +40,7 @@ __all__ = [
     "hold_topology",
     "proxy_cost",
     "step_line",
+    "sweep_config",
     "sweep_row",
     "url_of",
 ]
@@ -199,19 +200,24 @@ def sweep_row(result: SweepResult, exp: Experiment, scenario: Scenario) -> str:
     return f"no tipping point ({result.reason})"
 
 
+def sweep_config(bench: Bench, index: int, exp: Experiment, attack: AttackConfig) -> SweepConfig:
+    """The steps of a sweep-like experiment (a sweep, an MQTT sweep, a connect storm)."""
+    return SweepConfig(
+        attack=attack,
+        start=exp.start,
+        step=exp.step,
+        step_duration=exp.step_duration,
+        max_steps=exp.max_steps,
+        refine=exp.refine,
+        rule=KneeRule(slo=exp.slo),
+        out=bench.out / f"{index + 1:02d}-{exp.kind}",
+        closed=exp.closed,
+    )
+
+
 def run_sweep_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     result = run_sweep(
-        SweepConfig(
-            attack=_attack_config(bench, exp),
-            start=exp.start,
-            step=exp.step,
-            step_duration=exp.step_duration,
-            max_steps=exp.max_steps,
-            refine=exp.refine,
-            rule=KneeRule(slo=exp.slo),
-            out=bench.out / f"{index + 1:02d}-{exp.kind}",
-            closed=exp.closed,
-        ),
+        sweep_config(bench, index, exp, _attack_config(bench, exp)),
         bench.monitor,
         lambda row: bench.log(step_line(row)),
     )

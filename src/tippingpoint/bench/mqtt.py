@@ -18,6 +18,7 @@ from tippingpoint.bench.experiments import (
     Outcome,
     hold_topology,
     step_line,
+    sweep_config,
     sweep_row,
     url_of,
 )
@@ -25,7 +26,6 @@ from tippingpoint.bench.scenario import Experiment, storm_sessions
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
 from tippingpoint.engine.runner import run_hold
-from tippingpoint.knee import KneeRule
 from tippingpoint.model import AttackConfig, MQTTOptions, PublishConfig, TLSOptions
 from tippingpoint.monitor import Monitor, loopback, sampling
 from tippingpoint.plan import loopback_sources
@@ -92,16 +92,7 @@ def _at_knee(result: SweepResult) -> str:
 
 def run_mqtt_sweep(bench: Bench, index: int, exp: Experiment) -> Outcome:
     result = run_sweep(
-        SweepConfig(
-            attack=_publish_config(bench, exp),
-            start=exp.start,
-            step=exp.step,
-            step_duration=exp.step_duration,
-            max_steps=exp.max_steps,
-            refine=exp.refine,
-            rule=KneeRule(slo=exp.slo),
-            out=bench.out / f"{index + 1:02d}-{exp.kind}",
-        ),
+        sweep_config(bench, index, exp, _publish_config(bench, exp)),
         bench.monitor,
         lambda row: bench.log(step_line(row)),
     )
@@ -109,6 +100,7 @@ def run_mqtt_sweep(bench: Bench, index: int, exp: Experiment) -> Outcome:
     bench.log(render_table(result).replace("requests/s", "messages/s"))
     until = bench.scenario.until(exp)
     row = sweep_row(result, exp, bench.scenario).replace("/s", " messages/s", 1)
+    row = row.replace(" per request", " per message")
     entry = _entry(result, "messages/s", f"{until} latency")
     interrupted = result.reason == "interrupted"
     return Outcome(row + _at_knee(result), entry, interrupted)
@@ -142,16 +134,7 @@ def run_connect_storm(bench: Bench, index: int, exp: Experiment) -> Outcome:
     with Topology(bench.topology) as extra:
         hold_topology(bench, extra, plan, out, mqtt=True)
         result = run_sweep(
-            SweepConfig(
-                attack=AttackConfig(targets=(hold.target,)),
-                start=exp.start,
-                step=exp.step,
-                step_duration=exp.step_duration,
-                max_steps=exp.max_steps,
-                refine=exp.refine,
-                rule=KneeRule(slo=exp.slo),
-                out=out,
-            ),
+            sweep_config(bench, index, exp, AttackConfig(targets=(hold.target,))),
             bench.monitor,
             lambda row: bench.log(_storm_line(row)),
             step,
@@ -159,6 +142,7 @@ def run_connect_storm(bench: Bench, index: int, exp: Experiment) -> Outcome:
     bench.samples.extend(result.monitor)
     bench.log(render_table(result).replace("requests/s", "new sessions/s"))
     row = sweep_row(result, exp, bench.scenario).replace("/s", " new sessions/s", 1)
+    row = row.replace(" per request", " per session opened")
     entry = _entry(result, "new sessions/s", "open latency (TCP connect or CONNACK)")
     return Outcome(row + _at_knee(result), entry, result.reason == "interrupted")
 
