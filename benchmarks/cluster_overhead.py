@@ -6,8 +6,10 @@ client's CPU per request and in p99 send lateness.
 their shard processes (cluster) on CPU 0. Both runs alternate, --runs times; medians.
 CPU per request is all the client side's CPU over the requests done ("shards only":
 the sending processes' own, from their records): the attack command
-and the processes it waited for (local), plus, through the cluster, every scheduler, nanny,
-worker and shard process's CPU during the run (the relaying of records included).
+and the processes it waited for (local), plus, through the cluster, every nanny, worker and
+shard process's CPU during the run (the relaying of records included). The scheduler,
+which runs in the `cluster local` process itself and in a fleet on a machine of its own,
+is not counted.
 
     python benchmarks/cluster_overhead.py --rate 40000 --duration 10 --runs 3
 """
@@ -21,6 +23,7 @@ import resource
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -95,6 +98,11 @@ def main() -> None:
             wait_port(8285)
             assert cluster.stdout is not None
             address = cluster.stdout.readline().decode().strip()
+            # What the cluster costs doing nothing (its ticks and heartbeats) over 10 s.
+            time.sleep(3)
+            before = tree_cpu(cluster.pid)
+            time.sleep(10)
+            idle = tree_cpu(cluster.pid) - before
             attack = [
                 *tippingpoint(), "attack", "http://127.0.0.1:8282/", "--rate", str(args.rate),
                 "--duration", f"{args.duration}s",
@@ -123,6 +131,7 @@ def main() -> None:
                 os.killpg(cluster.pid, signal.SIGKILL)
             stop(server)
     print(f"machine: {machine()}")
+    print(f"the cluster's nannies and workers alone, idle: {idle * 10:.1f} % of a core")
     print(
         f"{args.rate:,}/s for {args.duration} s, {args.workers} processes (local) or workers "
         f"(cluster) on CPU 0, serve on CPU 1; medians of {args.runs} runs"

@@ -127,11 +127,33 @@ def test_a_lost_worker_is_noticed_and_its_missing_share_said(serve: Any, tmp_pat
 
 
 def test_a_plaintext_scheduler_off_loopback_is_refused() -> None:
-    # Refused before anything connects: nothing leaves this machine.
+    # The rule is about where the scheduler is: a host said not to be loopback stands
+    # in for one elsewhere, and nothing connects anywhere.
+    from tippingpoint.cluster import ClusterError
+    from tippingpoint.cluster.address import check_address
+
+    def elsewhere(host: str) -> bool:
+        return False
+
+    with pytest.raises(ClusterError, match="runs whatever anyone sends it: use tls://"):
+        check_address("tcp://127.0.0.1:8786", local=elsewhere)
+    address, warning = check_address("127.0.0.1:8786", insecure=True, local=elsewhere)
+    assert address == "tcp://127.0.0.1:8786"
+    assert warning is not None and "anyone who reaches it can run code" in warning
+    assert check_address("tls://127.0.0.1:8786", local=elsewhere) == ("tls://127.0.0.1:8786", None)
+    # On loopback a plaintext scheduler is accepted as it is.
+    assert check_address("tcp://127.0.0.1:8786") == ("tcp://127.0.0.1:8786", None)
+    assert check_address("tcp://localhost:8786")[1] is None
+    with pytest.raises(ClusterError, match="give a Dask scheduler address"):
+        check_address("http://127.0.0.1")
+
+
+def test_the_refusal_is_one_line_on_the_command_line(cluster: str) -> None:
+    # --insecure-cluster on loopback is not needed, and a bad address says what to give.
     result = run_tp(
         "attack", "http://127.0.0.1:9/", "--rate", "10", "--duration", "1s",
-        "--cluster", "tcp://10.255.255.1:8786", timeout=60,
+        "--cluster", "ftp://127.0.0.1:8786", timeout=60,
     )  # fmt: skip
     assert result.returncode == 1
-    err = result.stderr.decode()
-    assert "runs whatever anyone sends it: use tls://" in err and "--insecure-cluster" in err
+    err = result.stderr.decode().strip()
+    assert len(err.splitlines()) == 1 and "give a Dask scheduler address" in err, err

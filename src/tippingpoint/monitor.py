@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Monitor",
+    "loopback",
+    "proxy_total",
     "read_cpu_ticks",
     "read_dev",
     "read_meminfo",
@@ -361,3 +363,13 @@ def loopback(record: dict[str, Any]) -> dict[str, float]:
         "tx_bytes_per_s": 0.0,
         "tx_packets_per_s": 0.0,
     }
+
+
+def proxy_total(record: dict[str, Any], key: str) -> float | None:
+    """A figure (``cpu_pct``, ``rss_kib``) summed over every HAProxy role of a sample:
+    the bench's instances and those an experiment started ("proxy (hold)"); None when
+    the sample watched no HAProxy."""
+    roles = record.get("roles", {})
+    if "proxy" not in roles:
+        return None
+    return float(sum(r[key] for name, r in roles.items() if name.startswith("proxy")))

@@ -23,7 +23,7 @@ from tippingpoint.engine.runner import run_attack
 from tippingpoint.hdr import Histogram
 from tippingpoint.knee import KneeRule, Step, Verdict, baseline, judge
 from tippingpoint.model import AttackConfig
-from tippingpoint.monitor import Monitor, loopback, sampling
+from tippingpoint.monitor import Monitor, loopback, proxy_total, sampling
 from tippingpoint.report.merge import CPU_SATURATED, Named, Summary, summarize, windows
 from tippingpoint.stream import Record
 
@@ -32,6 +32,7 @@ __all__ = [
     "StepRunner",
     "SweepConfig",
     "SweepResult",
+    "machine_figures",
     "parse_step",
     "run_step",
     "run_sweep",
@@ -201,10 +202,6 @@ def run_step(
             and summary.done < 0.99 * summary.planned
         )
     )
-    cpu = [s["roles"]["proxy"]["cpu_pct"] for s in step_samples if "proxy" in s.get("roles", {})]
-    est = [int(s["tcp_established"]) for s in step_samples]
-    rx = [loopback(s)["rx_packets_per_s"] for s in step_samples]
-    tx = [loopback(s)["tx_packets_per_s"] for s in step_samples]
     row = Row(
         offered=rate,
         achieved=summary.throughput,
@@ -212,10 +209,7 @@ def run_step(
         p50_ms=p50 / 1000,
         p99_ms=p99 / 1000,
         success=summary.success_ratio,
-        proxy_cpu_pct=round(sum(cpu) / len(cpu), 1) if cpu else None,
-        tcp_established=max(est) if est else 0,
-        packets_in_per_s=round(sum(rx) / len(rx), 1) if rx else 0.0,
-        packets_out_per_s=round(sum(tx) / len(tx), 1) if tx else 0.0,
+        **machine_figures(step_samples),
         saturated=saturated,
         verdict="",
         p99_sustained_ms=sustained_p99,
@@ -229,6 +223,24 @@ def run_step(
         ),
     )
     return row, summary
+
+
+def machine_figures(
+    samples: list[dict[str, Any]], cpu_samples: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A step's :class:`Row` figures from the monitor's samples: HAProxy's mean CPU (every
+    instance; over ``cpu_samples`` when given), peak TCP established, mean packets in and
+    out on loopback."""
+    cpu = [c for s in (cpu_samples or samples) if (c := proxy_total(s, "cpu_pct")) is not None]
+    est = [int(s["tcp_established"]) for s in samples]
+    rx = [loopback(s)["rx_packets_per_s"] for s in samples]
+    tx = [loopback(s)["tx_packets_per_s"] for s in samples]
+    return {
+        "proxy_cpu_pct": round(sum(cpu) / len(cpu), 1) if cpu else None,
+        "tcp_established": max(est) if est else 0,
+        "packets_in_per_s": round(sum(rx) / len(rx), 1) if rx else 0.0,
+        "packets_out_per_s": round(sum(tx) / len(tx), 1) if tx else 0.0,
+    }
 
 
 CLIENT_STALL_MS = 10.0

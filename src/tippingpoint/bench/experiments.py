@@ -22,7 +22,7 @@ from tippingpoint.engine.hold import HoldConfig, HoldTally
 from tippingpoint.engine.runner import run_attack, run_hold
 from tippingpoint.knee import KneeRule
 from tippingpoint.model import AttackConfig, MQTTOptions, TLSOptions
-from tippingpoint.monitor import Monitor, sampling
+from tippingpoint.monitor import Monitor, proxy_total, sampling
 from tippingpoint.plan import ConnectionPlan, loopback_sources
 from tippingpoint.proxy.config import ProxyConfig
 from tippingpoint.report.merge import Named, summarize
@@ -42,6 +42,7 @@ __all__ = [
     "step_line",
     "sweep_config",
     "sweep_row",
+    "topic_of",
     "url_of",
 ]
 
@@ -72,14 +73,17 @@ class Outcome:
     interrupted: bool = False
 
 
+def topic_of(scenario: Scenario, exp: Experiment) -> str:
+    """An MQTT sweep's topic: one the backend answers (echo), or one per session."""
+    return "ping/%i" if scenario.until(exp) == "echo" else "devices/%i/data"
+
+
 def url_of(bench: Bench, exp: Experiment) -> str:
     """The experiment's URL: the proxy's frontend (an MQTT sweep's: with its topic)."""
     scenario = bench.scenario
     if exp.mqtt:
         host, port = scenario.mqtt if exp.frontend == "mqtt" else scenario.mqtts
-        topic = ""
-        if exp.kind == "mqtt-sweep":
-            topic = "/ping/%i" if scenario.until(exp) == "echo" else "/devices/%i/data"
+        topic = f"/{topic_of(scenario, exp)}" if exp.kind == "mqtt-sweep" else ""
         return f"{exp.frontend}://{host}:{port}{topic}"
     host, port = scenario.http if exp.frontend == "http" else scenario.https
     return f"{exp.frontend}://{host}:{port}{exp.path}"
@@ -371,9 +375,7 @@ def proxy_cost(samples: list[dict[str, Any]], held: int, ramp_s: float) -> dict[
         return None
 
     def proxy(sample: dict[str, Any], key: str) -> float:
-        return float(
-            sum(r[key] for name, r in sample.get("roles", {}).items() if name.startswith("proxy"))
-        )
+        return proxy_total(sample, key) or 0.0
 
     start = samples[0]["t"]
     after = [s for s in samples if s["t"] - start >= ramp_s + 2]

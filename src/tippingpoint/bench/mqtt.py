@@ -11,6 +11,7 @@ CONNACK). Held MQTT sessions (``mqtt-hold``) are the bench's hold with MQTT sess
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from tippingpoint.bench.experiments import (
@@ -20,6 +21,7 @@ from tippingpoint.bench.experiments import (
     step_line,
     sweep_config,
     sweep_row,
+    topic_of,
     url_of,
 )
 from tippingpoint.bench.scenario import Experiment, storm_sessions
@@ -27,10 +29,17 @@ from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
 from tippingpoint.engine.runner import run_hold
 from tippingpoint.model import AttackConfig, MQTTOptions, PublishConfig, TLSOptions
-from tippingpoint.monitor import Monitor, loopback, sampling
+from tippingpoint.monitor import Monitor, sampling
 from tippingpoint.plan import loopback_sources
 from tippingpoint.stream import HoldRecord, Record
-from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_sweep
+from tippingpoint.sweep import (
+    Row,
+    SweepConfig,
+    SweepResult,
+    machine_figures,
+    render_table,
+    run_sweep,
+)
 from tippingpoint.targets import Target
 
 __all__ = ["run_connect_storm", "run_mqtt_sweep"]
@@ -55,7 +64,7 @@ def _publish_config(bench: Bench, exp: Experiment) -> AttackConfig:
         connections=exp.sessions,
         mqtt=PublishConfig(
             options=options,
-            topic=url_of(bench, exp).split("/", 3)[3],
+            topic=topic_of(bench.scenario, exp),
             qos=exp.qos,
             payload_size=exp.payload_size,
             until=until,
@@ -161,7 +170,7 @@ def _storm_step(
     bench: Bench,
     exp: Experiment,
     hold: HoldConfig,
-    out: Any,
+    out: Path,
     rate: float,
     n: int,
     samples: list[dict[str, Any]],
@@ -204,14 +213,6 @@ def storm_row(tally: HoldTally, rate: float, samples: list[dict[str, Any]]) -> R
     success = min(1.0, tally.peak / tally.connections)
     # HAProxy's CPU over the seconds in which CONNECTs went out, not the settling after.
     opening = samples[: max(1, len(samples) - round(_STORM_SETTLE_S))]
-    busy = [
-        sum(r["cpu_pct"] for name, r in s["roles"].items() if name.startswith("proxy"))
-        for s in opening
-        if "proxy" in s.get("roles", {})
-    ]  # every HAProxy instance: the bench's and those started for the storm
-    est = [int(s["tcp_established"]) for s in samples]
-    rx = [loopback(s)["rx_packets_per_s"] for s in samples]
-    tx = [loopback(s)["tx_packets_per_s"] for s in samples]
     busy_client = tally.cpu_busy()
     return Row(
         offered=rate,
@@ -220,10 +221,7 @@ def storm_row(tally: HoldTally, rate: float, samples: list[dict[str, Any]]) -> R
         p50_ms=p50,
         p99_ms=p99,
         success=success,
-        proxy_cpu_pct=round(sum(busy) / len(busy), 1) if busy else None,
-        tcp_established=max(est) if est else 0,
-        packets_in_per_s=round(sum(rx) / len(rx), 1) if rx else 0.0,
-        packets_out_per_s=round(sum(tx) / len(tx), 1) if tx else 0.0,
+        **machine_figures(samples, opening),
         saturated=tally.behind() is not None,
         verdict="",
         p99_sustained_ms=p99,

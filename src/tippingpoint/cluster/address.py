@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from tippingpoint.cluster import ClusterError
@@ -28,9 +29,11 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
-def check_address(address: str, insecure: bool = False) -> tuple[str, str | None]:
+def check_address(
+    address: str, insecure: bool = False, local: Callable[[str], bool] = is_loopback
+) -> tuple[str, str | None]:
     """The scheduler address to use and a warning (or None); :class:`ClusterError` for one
-    that is refused."""
+    that is refused. ``local`` says whether a host is this machine's loopback."""
     if "://" not in address:
         address = "tcp://" + address
     parts = urlsplit(address)
@@ -39,7 +42,7 @@ def check_address(address: str, insecure: bool = False) -> tuple[str, str | None
             f"--cluster {address!r}: give a Dask scheduler address, e.g. tcp://127.0.0.1:8786 "
             "or tls://scheduler.example:8786"
         )
-    if parts.scheme in ("tls", "wss", "inproc") or is_loopback(parts.hostname):
+    if parts.scheme in ("tls", "wss", "inproc") or local(parts.hostname):
         return address, None
     if not insecure:
         raise ClusterError(

@@ -106,7 +106,7 @@ def run_attack_cluster(
     ``on_record`` as they come (the header first). Returns 0 (1 when a shard failed or a
     worker was lost) and what the fleet did."""
     require_dask()
-    from distributed import Client, Event
+    from distributed import Client
 
     from tippingpoint.engine.publish import start_delay
     from tippingpoint.engine.runner import header_record, plan_shards
@@ -150,14 +150,13 @@ def run_attack_cluster(
             for k, w in enumerate(run.workers)
         ]
         on_record(header, encode(header))
-        return _stream(client, Event, config, plan.shards, start_epoch, run, on_record, log), run
+        return _stream(client, config, plan.shards, start_epoch, run, on_record, log), run
     finally:
         client.close(timeout=5)
 
 
 def _stream(
     client: Any,
-    event_class: Any,
     config: AttackConfig,
     shards: tuple[Any, ...],
     start_epoch: float,
@@ -165,6 +164,8 @@ def _stream(
     on_record: Callable[[Record, bytes], None],
     log: Callable[[str], None],
 ) -> int:
+    from distributed import Event
+
     from tippingpoint.cli.options import parse_laddrs
     from tippingpoint.cluster.shard import run_shard
 
@@ -172,7 +173,7 @@ def _stream(
     topic, stop_name = f"tippingpoint-{tag}", f"tippingpoint-stop-{tag}"
     inbox: queue.Queue[dict[str, Any]] = queue.Queue()
     client.subscribe_topic(topic, lambda event: inbox.put(event[1]))
-    stop = event_class(stop_name, client=client)
+    stop = Event(stop_name, client=client)
     futures = {}
     for shard, worker in zip(shards, run.workers, strict=True):
         laddrs = parse_laddrs(run.facts[worker].laddrs) if run.facts[worker].laddrs else ()
@@ -196,11 +197,12 @@ def _stream(
         k = int(message["shard"])
         for line in message["lines"]:
             record = decode(line)
-            if isinstance(record, Interval):
+            if isinstance(record, Interval):  # tagged with its host, so encoded again
                 record.host = str(message["host"])
                 run.sent[k] = run.sent.get(k, 0) + record.sent
-                line = encode(record)[:-1]
-            on_record(record, line + b"\n")
+                on_record(record, encode(record))
+            else:
+                on_record(record, line + b"\n")
         received[k] = received.get(k, 0) + len(message["lines"])
 
     code = 0

@@ -465,9 +465,10 @@ class HoldTally:
     def add(self, record: HoldRecord) -> str | None:
         """Take one record; return a progress line when a second is complete."""
         for name, hist in self.hists.items():
-            hist.add(record.histogram(name))
-        if not record.final:
-            self._since.add(record.histogram("request"))
+            decoded = record.histogram(name)
+            hist.add(decoded)
+            if name == "request" and not record.final:
+                self._since.add(decoded)
         for code, count in record.codes.items():
             self.codes[code] = self.codes.get(code, 0) + count
         if record.final:

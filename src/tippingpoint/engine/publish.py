@@ -101,9 +101,9 @@ class Publisher:
         self.inflight: list[dict[int, tuple[int, int, int]]] = [{} for _ in range(self.nsessions)]
         """Per session: packet id -> (hit, intended ns, sent ns) until its PUBACK/PUBCOMP."""
         self.queues: list[deque[tuple[int, int]]] = [deque() for _ in range(self.nsessions)]
+        """Per session: hits waiting for room in its window (hit, intended ns)."""
         self.down: list[tuple[str, str] | None] = [None] * self.nsessions
         """Per session: why it could not open (its hits fail at once until it does)."""
-        """Per session: hits waiting for room in its window (hit, intended ns)."""
         self.waiting: dict[int, int] = {}
         """Echo/delivery: hit -> sent ns, until the echo or the delivery."""
         self.waiting_order: deque[tuple[int, int]] = deque()
