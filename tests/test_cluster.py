@@ -157,3 +157,141 @@ def test_the_refusal_is_one_line_on_the_command_line(cluster: str) -> None:
     assert result.returncode == 1
     err = result.stderr.decode().strip()
     assert len(err.splitlines()) == 1 and "give a Dask scheduler address" in err, err
+
+
+def test_a_hold_of_60000_connections_through_the_cluster(
+    cluster: str, serve: Any, tmp_path: Path
+) -> None:
+    # 60,000 sockets on each side: more than one process's 20,000 descriptors, so each
+    # worker runs several hold processes, from its own source addresses.
+    server = serve(processes=5)
+    out = tmp_path / "hold.jsonl"
+    result = run_tp(
+        "hold", server.url, "--connections", "60000", "--connect-rate", "20000",
+        "--duration", "9s", "--cluster", cluster, "-o", str(out), timeout=180,
+    )  # fmt: skip
+    log = result.stderr.decode()
+    assert result.returncode == 0, log[-3000:]
+    assert "peak established 60,000 of 60,000" in result.stdout.decode()
+    assert "lost 0; failures none" in result.stdout.decode()
+    assert server.metrics()["tippingpoint_serve_connections_accepted_total"] == 60_000
+    # Shared evenly: 20,000 per worker, over fleet-wide shard numbers.
+    assert log.count(": 20,000 connections in ") == 3, log[-3000:]
+    finals = [r for r in _records(out) if getattr(r, "final", False)]
+    assert sorted(r.process for r in finals) == list(range(len(finals)))
+    assert len(finals) >= 6 and sum(r.opened for r in finals) == 60_000
+
+
+def test_ctrl_c_stops_every_shard_on_every_worker(cluster: str, serve: Any, tmp_path: Path) -> None:
+    from distributed import Client
+
+    server = serve(processes=2)
+    hold = subprocess.Popen(
+        tippingpoint_cmd(
+            "hold", server.url, "--connections", "3000", "--connect-rate", "3000",
+            "--duration", "60s", "--cluster", cluster, "-o", str(tmp_path / "h.jsonl"),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(7)
+    with Client(cluster, timeout="10s") as client:
+        running = client.run(_shard_processes)
+    assert sum(len(p) for p in running.values()) >= 3, running  # a spawned process each
+    hold.send_signal(signal.SIGINT)
+    out, err = hold.communicate(timeout=60)
+    assert hold.returncode == 130, err.decode()[-2000:]
+    assert "stopping every shard" in err.decode()
+    assert "peak established 3,000 of 3,000" in out.decode()
+    with Client(cluster, timeout="10s") as client:
+        left = client.run(_shard_processes)
+    assert all(not p for p in left.values()), left
+    metrics = server.metrics()
+    assert metrics["tippingpoint_serve_connections_closed_total"] == 3_000
+
+
+def _shard_processes() -> list[int]:
+    """On a worker: the live processes its tasks spawned (the shards' parents)."""
+    import psutil
+
+    return [p.pid for p in psutil.Process().children() if "cluster.shard" in " ".join(p.cmdline())]
+
+
+def test_a_sweep_on_the_cluster(cluster: str, serve: Any, tmp_path: Path) -> None:
+    server = serve()
+    out = tmp_path / "sweep"
+    result = run_tp(
+        "sweep", server.url, "--start", "600", "--step", "x2", "--step-duration", "2s",
+        "--max-steps", "2", "--cluster", cluster, "--out", str(out), "--json", timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    steps = json.loads(result.stdout)["steps"]
+    assert [s["offered"] for s in steps] == [600, 1200]
+    # Every step ran on the three workers, and the server got exactly the steps' plans.
+    assert server.metrics()['tippingpoint_serve_requests_total{code="200"}'] == 1200 + 2400
+    for step in sorted(out.glob("step-*.jsonl")):
+        records = _records(step)
+        assert len(records[0].cluster) == 3
+        assert {r.host for r in records if isinstance(r, Interval)} != {""}
+
+
+def test_the_generator_verdict_names_the_host_that_fell_behind() -> None:
+    from tippingpoint.report.merge import summarize
+
+    def interval(host: str, late_us: int) -> Interval:
+        lateness = Histogram()
+        lateness.record_many([late_us] * 1000)
+        return Interval(
+            process=0 if host == "a" else 1, t=0, dur=1.0, sent=1000, done=1000,
+            hist={"lateness": lateness.encode()}, host=host, cpu_us=300_000,
+        )  # fmt: skip
+
+    summary = summarize([("x", interval("a", 50)), ("x", interval("b", 40_000))])
+    saturated, verdict = summary.saturation()
+    assert saturated
+    assert "on b (p95 lateness 40.0 ms, 30 % of its cores) of 2 client machines" in verdict
+
+
+def test_a_bench_scenario_with_a_cluster(tmp_path: Path) -> None:
+    from tests.conftest import free_ports
+
+    ports = free_ports(4)
+    scenario = tmp_path / "cluster.toml"
+    scenario.write_text(f"""
+[bench]
+title = "on a cluster"
+[backends]
+ports = "{ports[0]}-{ports[1]}"
+[proxy]
+http = "127.0.0.1:{ports[2]}"
+https = "127.0.0.1:{ports[3]}"
+[cluster]
+workers = 2
+[[experiment]]
+name = "http sweep"
+kind = "sweep"
+frontend = "http"
+start = 300
+step = "x2"
+step_duration = "1s"
+max_steps = 2
+[[experiment]]
+name = "held connections"
+kind = "hold"
+frontend = "http"
+connections = 2000
+connect_rate = 2000
+duration = "4s"
+""")
+    out = tmp_path / "report"
+    result = run_tp("bench", str(scenario), "-o", str(out), timeout=300)
+    log = result.stderr.decode()
+    assert result.returncode == 0, log[-3000:]
+    assert "a local Dask cluster of 2 worker(s)" in log and log.count("clock offset") >= 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert "Dask cluster of 2 worker(s)" in summary["machine"]
+    # The sweep's steps ran on both workers; the hold was shared between them.
+    steps = sorted((out / "01-sweep").glob("step-*.jsonl"))
+    assert steps and all(len(_records(s)[0].cluster) == 2 for s in steps)
+    assert log.count(": 1,000 connections in 1 process(es)") == 2, log[-3000:]
+    assert "peak established 2,000 of 2,000" in log

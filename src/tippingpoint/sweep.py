@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tippingpoint.engine.runner import run_attack
+from tippingpoint.engine.runner import Sink, run_attack
 from tippingpoint.hdr import Histogram
 from tippingpoint.knee import KneeRule, Step, Verdict, baseline, judge
 from tippingpoint.model import AttackConfig
@@ -69,6 +69,8 @@ class SweepConfig:
     out: Path | None = None
     closed: bool = False
     """Step the connections of a closed loop (``start``, ``step`` count connections)."""
+    runner: Callable[[AttackConfig, Sink], int] | None = field(default=None, compare=False)
+    """Runs each step's attack (a cluster's ``Fleet.attack``); None: on this machine."""
 
 
 @dataclass
@@ -183,7 +185,7 @@ def run_step(
 
     try:
         with sampling(monitor, step_samples, step=index, **tags):
-            run_attack(attack, on_record)
+            (config.runner or run_attack)(attack, on_record)
     finally:
         if out is not None:
             out.close()

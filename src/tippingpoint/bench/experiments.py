@@ -12,14 +12,14 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tippingpoint.bench.report import timeline
 from tippingpoint.bench.scenario import Experiment, Scenario
 from tippingpoint.bench.tls_cost import PROTOCOLS, TLSCost
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
-from tippingpoint.engine.runner import run_attack, run_hold
+from tippingpoint.engine.runner import Sink, run_attack, run_hold
 from tippingpoint.knee import KneeRule
 from tippingpoint.model import AttackConfig, MQTTOptions, TLSOptions
 from tippingpoint.monitor import Monitor, proxy_total, sampling
@@ -30,6 +30,9 @@ from tippingpoint.report.text import render_text
 from tippingpoint.stream import HoldRecord, Record
 from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_step, run_sweep
 from tippingpoint.targets import Target
+
+if TYPE_CHECKING:
+    from tippingpoint.cluster.fleet import Fleet
 
 __all__ = [
     "Bench",
@@ -62,6 +65,25 @@ class Bench:
     fd_limit: int
     cacert: str
     plans: dict[int, ConnectionPlan] = field(default_factory=dict)
+    fleet: Fleet | None = None
+    """``[cluster]``: the workers the client side runs on (None: this machine)."""
+
+    def attack(self, config: AttackConfig, on_record: Sink) -> int:
+        if self.fleet is not None:
+            return self.fleet.attack(config, on_record)
+        return run_attack(config, on_record)
+
+    def hold(
+        self,
+        config: HoldConfig,
+        on_record: Sink,
+        on_start: Callable[[int], None],
+        tally: HoldTally | None = None,
+    ) -> int:
+        if self.fleet is not None:
+            self.fleet.on_lost = tally.drop if tally is not None else None
+            return self.fleet.hold(config, on_record, on_start)
+        return run_hold(config, on_record, self.fd_limit, on_start)
 
 
 @dataclass
@@ -216,6 +238,7 @@ def sweep_config(bench: Bench, index: int, exp: Experiment, attack: AttackConfig
         rule=KneeRule(slo=exp.slo),
         out=bench.out / f"{index + 1:02d}-{exp.kind}",
         closed=exp.closed,
+        runner=bench.fleet.attack if bench.fleet is not None else None,
     )
 
 
@@ -252,7 +275,7 @@ def run_attack_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
             stream.write(line)
             records.append((exp.name, record))
 
-        run_attack(_attack_config(bench, exp), on_record)
+        bench.attack(_attack_config(bench, exp), on_record)
     summary = summarize(records)
     report = render_text(summary)
     bench.log(report)
@@ -346,7 +369,7 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
 
         before = bench.monitor.sample()  # HAProxy's memory before the first connection
         with sampling(bench.monitor, bench.samples, step=step):
-            code = run_hold(config, on_record, bench.fd_limit, on_start)
+            code = bench.hold(config, on_record, on_start, tally)
     if code != 0:
         bench.log(f"  a hold process failed (exit {code}); see {exp_dir / 'hold.jsonl'}")
     summary = tally.summary()

@@ -27,7 +27,6 @@ from tippingpoint.bench.experiments import (
 from tippingpoint.bench.scenario import Experiment, storm_sessions
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
-from tippingpoint.engine.runner import run_hold
 from tippingpoint.model import AttackConfig, MQTTOptions, PublishConfig, TLSOptions
 from tippingpoint.monitor import Monitor, sampling
 from tippingpoint.plan import loopback_sources
@@ -197,7 +196,7 @@ def _storm_step(
             tally.processes = shards
 
         with sampling(bench.monitor, step_samples, step=n, offered=rate):
-            run_hold(config, on_record, bench.fd_limit, on_start)
+            bench.hold(config, on_record, on_start, tally)
     samples.extend(step_samples)
     return storm_row(tally, rate, step_samples), tally.interrupted
 

@@ -127,6 +127,8 @@ class BenchReport:
             self.out / "summary.json",
             json.dumps(
                 {
+                    "title": self.title,
+                    "machine": self.machine,
                     "summary": self.summary,
                     "experiments": self.experiments,
                     "failure": self.failure,

@@ -13,13 +13,13 @@ import os
 import resource
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from tippingpoint.bench.experiments import Bench, describe, url_of
 from tippingpoint.bench.report import BenchReport
-from tippingpoint.bench.scenario import Scenario, ScenarioError, plan_holds
+from tippingpoint.bench.scenario import ClusterSpec, Scenario, ScenarioError, plan_holds
 from tippingpoint.bench.table import EXPERIMENTS
 from tippingpoint.bench.topology import BenchFailure, Topology
 from tippingpoint.broker import SysWatcher
@@ -140,13 +140,51 @@ def run_bench(
     setups = [setup.apply(scenario) for setup in scenario.setups] or [scenario]
     report.setups = [s.setup for s in setups if s.setup]
     first = 0
-    for n, setup in enumerate(setups):
-        where = out if not setup.setup else out / f"setup-{n + 1}"
-        if setup.setup:
-            log(f"bench: setup {n + 1} of {len(setups)}: {setup.setup}")
-        _run_setup(setup, where, log, report, binary, soft, hard, plans, first)
-        first += len(setup.experiments)
+    with ExitStack() as stack:
+        fleet = None
+        if scenario.cluster is not None:
+            fleet = _open_fleet(scenario.cluster, log, stack)
+            hosts = sorted({f.host for f in fleet.facts.values()})
+            report.machine += (
+                f"; the client side on a Dask cluster of {len(fleet.workers)} worker(s) "
+                f"on {', '.join(hosts)}"
+            )
+        for n, setup in enumerate(setups):
+            where = out if not setup.setup else out / f"setup-{n + 1}"
+            if setup.setup:
+                log(f"bench: setup {n + 1} of {len(setups)}: {setup.setup}")
+            _run_setup(setup, where, log, report, binary, soft, hard, plans, first, fleet)
+            first += len(setup.experiments)
     return report
+
+
+def _open_fleet(spec: ClusterSpec, log: Callable[[str], None], stack: ExitStack) -> Any:
+    """The cluster's workers, measured; a local cluster started first when asked for
+    (and stopped with the bench)."""
+    from tippingpoint.cluster.certs import client_security, node_security
+    from tippingpoint.cluster.fleet import Fleet
+    from tippingpoint.cluster.local import local_cluster
+
+    address = spec.address
+    try:
+        node = node_security(spec.certs) if spec.certs else None
+        client = client_security(spec.certs) if spec.certs else None
+    except ValueError as e:
+        raise ScenarioError(f"cluster.certs: {e}") from None
+    if spec.workers:
+        local = local_cluster(spec.workers, 0, node)
+        stack.callback(local.close, timeout=10)
+        address = str(local.scheduler_address)
+        log(f"bench: a local Dask cluster of {spec.workers} worker(s) at {address}")
+    assert address is not None
+    fleet = Fleet(
+        address,
+        lambda line: log(f"bench: {line}"),
+        insecure=spec.insecure,
+        max_skew=spec.max_clock_skew,
+        security=client,
+    )
+    return stack.enter_context(fleet)
 
 
 def _run_setup(
@@ -159,6 +197,7 @@ def _run_setup(
     hard: int,
     plans: dict[int, ConnectionPlan],
     first: int,
+    fleet: Any = None,
 ) -> None:
     """Start one setup's topology, run the experiments on it, stop it (whatever raises)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +215,7 @@ def _run_setup(
         log(f"bench: started pids {topology.pids} ({what})")
         bench = Bench(
             scenario, out, log, topology, monitor, report.samples, proxy_config, binary, soft,
-            str(out / "tls" / "cert.pem"), plans,
+            str(out / "tls" / "cert.pem"), plans, fleet,
         )  # fmt: skip
         try:
             _run_experiments(bench, report, first)

@@ -171,6 +171,44 @@ def _setup(raw: dict[str, Any], i: int) -> Setup:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    """``[cluster]``: the client side on the workers of a Dask cluster."""
+
+    address: str | None = None
+    """An existing scheduler, e.g. tls://scheduler.example:8786."""
+    workers: int = 0
+    """Or a local cluster of this many workers, started for the bench and stopped after."""
+    certs: str | None = None
+    """TLS with mutual authentication (``tippingpoint cluster certs``)."""
+    max_clock_skew: float = 0.05
+    insecure: bool = False
+
+
+def _cluster(raw: dict[str, Any]) -> ClusterSpec | None:
+    if not raw:
+        return None
+    unknown = set(raw) - {"address", "workers", "certs", "max_clock_skew", "insecure"}
+    if unknown:
+        raise ScenarioError(f"cluster: unknown key(s) {', '.join(sorted(unknown))}")
+    address = raw.get("address")
+    workers = int(raw.get("workers", 0))
+    if (address is None) == (workers == 0):
+        raise ScenarioError(
+            'cluster: give address = "tcp://HOST:PORT" (a running scheduler) or workers = N '
+            "(a local cluster for the bench), not both"
+        )
+    if workers < 0 or workers > 255:
+        raise ScenarioError("cluster.workers: 1 to 255")
+    return ClusterSpec(
+        address=str(address) if address is not None else None,
+        workers=workers,
+        certs=str(raw["certs"]) if raw.get("certs") else None,
+        max_clock_skew=parse_duration(str(raw.get("max_clock_skew", "50ms"))),
+        insecure=bool(raw.get("insecure", False)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     title: str
     backend_ports: tuple[int, ...]
@@ -199,6 +237,8 @@ class Scenario:
     mqtt_ports: tuple[int, ...] = (21883, 21884)
     mqtt: tuple[str, int] = ("127.0.0.1", 11883)
     mqtts: tuple[str, int] = ("127.0.0.1", 18883)
+    cluster: ClusterSpec | None = None
+    """``[cluster]``: attacks, sweeps and holds run on a Dask cluster's workers."""
     mqtt_balance: str = "client-id"
     """``[proxy] mqtt_balance``: what keeps a session on its broker (client-id, username,
     roundrobin). With mosquitto, username by default: an MQTT sweep's sessions share one,
@@ -386,6 +426,7 @@ def parse_scenario(text: str) -> Scenario:
             mqtt=_addr(str(proxy.get("mqtt", "127.0.0.1:11883")), "proxy.mqtt"),
             mqtts=_addr(str(proxy.get("mqtts", "127.0.0.1:18883")), "proxy.mqtts"),
             mqtt_balance=balance,
+            cluster=_cluster(data.get("cluster", {})),
         )
     except ScenarioError:
         raise

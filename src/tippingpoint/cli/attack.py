@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from tippingpoint.cli.base import cli, fail
+from tippingpoint.cli.fleet import cluster_options
 from tippingpoint.cli.options import (
     attack_config,
     mqtt_publish_options,
@@ -47,23 +48,7 @@ from tippingpoint.cli.options import (
     default=None,
     help="Also write one line per request (Vegeta's JSON result format).",
 )
-@click.option(
-    "--cluster",
-    default=None,
-    help="Run one shard per worker of this Dask scheduler, e.g. tcp://127.0.0.1:8786 "
-    "(pip install 'tippingpoint[cluster]').",
-)
-@click.option(
-    "--max-clock-skew",
-    default="50ms",
-    show_default=True,
-    help="--cluster: refuse workers whose clock is further off than this.",
-)
-@click.option(
-    "--insecure-cluster",
-    is_flag=True,
-    help="--cluster: accept a plaintext scheduler that is not on loopback.",
-)
+@cluster_options
 @mqtt_publish_options
 def attack(**opts: Any) -> None:
     """Send load at a constant rate (or a plan, or closed-loop) and stream the results.
@@ -145,31 +130,24 @@ def attack(**opts: Any) -> None:
 
 
 def _on_cluster(config: Any, opts: dict[str, Any], on_record: Any) -> int:
-    """The attack as one shard per worker of a Dask cluster; what the lost shards
-    missed is said at the end."""
+    """The attack over the workers of a Dask cluster; what the lost shards missed is
+    said at the end."""
+    from tippingpoint.cli.fleet import open_fleet
     from tippingpoint.cluster import ClusterError
-    from tippingpoint.cluster.attack import missing_share, run_attack_cluster
-    from tippingpoint.pacer import parse_duration
 
     def log(line: str) -> None:
         click.echo(f"tippingpoint attack: {line}", err=True)
 
     try:
-        code, run = run_attack_cluster(
-            config,
-            opts["cluster"],
-            on_record,
-            log,
-            insecure=opts["insecure_cluster"],
-            max_skew=parse_duration(opts["max_clock_skew"]),
-        )
-    except ClusterError as e:
+        with open_fleet(opts, log) as fleet:
+            code = fleet.attack(config, on_record)
+    except (ClusterError, ValueError) as e:
         fail(str(e), 1)
         return 1
-    if run.lost and not config.closed:
+    if fleet.run.lost and not config.closed:
         total = config.pacer().total_hits()
-        shards = len(run.workers)
+        shards = sum(len(s) for s in fleet.run.shards.values())
         planned = {k: max(0, -(-(total - k) // shards)) for k in range(shards)}
-        for line in missing_share(run, planned):
+        for line in fleet.missing_share(planned):
             log(line)
     return code

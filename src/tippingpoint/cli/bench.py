@@ -20,8 +20,19 @@ from tippingpoint.cli.base import cli, fail
 @click.option("--quick", is_flag=True, help="Short steps: about 2 min 20 s here.")
 @click.option("--haproxy-bin", default=None, help="HAProxy executable  [default: haproxy].")
 @click.option("--print-scenario", is_flag=True, help="Print the default scenario and exit.")
+@click.option(
+    "--cluster",
+    default=None,
+    help="Run the client side on the workers of this Dask scheduler (the scenario's "
+    "[cluster] otherwise), e.g. tcp://127.0.0.1:8786.",
+)
 def bench(
-    scenario: str | None, out_dir: str, quick: bool, haproxy_bin: str | None, print_scenario: bool
+    scenario: str | None,
+    out_dir: str,
+    quick: bool,
+    haproxy_bin: str | None,
+    print_scenario: bool,
+    cluster: str | None,
 ) -> None:
     """Build the bench (backends, HAProxy, monitor), run the scenario, write the report.
 
@@ -53,6 +64,13 @@ def bench(
         return
     if quick:
         parsed = make_quick(parsed)
+    if cluster:
+        from dataclasses import replace
+
+        from tippingpoint.bench.scenario import ClusterSpec
+
+        old = parsed.cluster or ClusterSpec()
+        parsed = replace(parsed, cluster=replace(old, address=cluster, workers=0))
     out = Path(out_dir).absolute()
     index = out / "index.html"
 

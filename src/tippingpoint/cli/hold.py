@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tippingpoint.cli.base import cli, fail
+from tippingpoint.cli.fleet import cluster_options
 from tippingpoint.cli.options import (
     mqtt_session_config,
     mqtt_session_options,
@@ -16,7 +17,7 @@ from tippingpoint.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from tippingpoint.engine.hold import HoldConfig
+    from tippingpoint.engine.hold import HoldConfig, HoldTally
     from tippingpoint.model import MQTTOptions
     from tippingpoint.plan import ConnectionPlan
 
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 @click.option(
     "--qos", type=click.IntRange(0, 2), default=0, show_default=True, help="MQTT: --subscribe QoS."
 )
+@cluster_options
 @mqtt_session_options
 def hold(
     url: str,
@@ -84,6 +86,10 @@ def hold(
     output: str | None,
     subscribe: str | None,
     qos: int,
+    cluster: str | None,
+    cluster_certs: str | None,
+    max_clock_skew: str,
+    insecure_cluster: bool,
     **mqtt: Any,
 ) -> None:
     """Open connections at a rate and hold them (idle or with a periodic request).
@@ -117,12 +123,13 @@ def hold(
             config = _with_mqtt(config, request_every, options)
         config = dataclasses.replace(config, retries=retries)
     soft, _ = raise_nofile()
-    plan, config = _with_sources(config, soft)
-    if not plan.feasible:
-        fail("this plan cannot fit: " + "; ".join(plan.problems))
-        return
-    for warning in plan.warnings:
-        click.echo(f"tippingpoint: warning: {warning}", err=True)
+    if cluster is None:
+        plan, config = _with_sources(config, soft)
+        if not plan.feasible:
+            fail("this plan cannot fit: " + "; ".join(plan.problems))
+            return
+        for warning in plan.warnings:
+            click.echo(f"tippingpoint: warning: {warning}", err=True)
     try:
         out = ResultFile(output)
     except OutputError as e:
@@ -132,7 +139,15 @@ def hold(
 
     def on_start(processes: int) -> None:
         tally.processes = processes
-        click.echo(_start_line(config, processes, soft, plan), err=True)
+        if cluster is None:
+            click.echo(_start_line(config, processes, soft, plan), err=True)
+        else:
+            click.echo(
+                f"tippingpoint hold: {config.connections:,} "
+                f"{'MQTT sessions' if config.mqtt else 'connections'} in {processes} "
+                f"process(es) over the cluster, {config.connect_rate:,.0f}/s",
+                err=True,
+            )
 
     def on_record(record: Record, line: bytes) -> None:
         out.write(line)
@@ -141,7 +156,21 @@ def hold(
             click.echo("  " + progress, err=True)
 
     try:
-        code = run_hold(config, on_record, soft, on_start)
+        if cluster is None:
+            code = run_hold(config, on_record, soft, on_start)
+        else:
+            code = _on_cluster(
+                config,
+                {
+                    "cluster": cluster,
+                    "cluster_certs": cluster_certs,
+                    "max_clock_skew": max_clock_skew,
+                    "insecure_cluster": insecure_cluster,
+                },
+                on_record,
+                on_start,
+                tally,
+            )
     except OutputError as e:
         fail(str(e), 1)
         return
@@ -155,6 +184,33 @@ def hold(
             err=True,
         )
     sys.exit(code)
+
+
+def _on_cluster(
+    config: HoldConfig,
+    opts: dict[str, Any],
+    on_record: Any,
+    on_start: Any,
+    tally: HoldTally,
+) -> int:
+    """The hold over the workers of a Dask cluster; a lost worker's connections are
+    said, and no longer counted as held."""
+    from tippingpoint.cli.fleet import open_fleet
+    from tippingpoint.cluster import ClusterError
+
+    def log(line: str) -> None:
+        click.echo(f"tippingpoint hold: {line}", err=True)
+
+    try:
+        with open_fleet(opts, log) as fleet:
+            fleet.on_lost = tally.drop
+            code = fleet.hold(config, on_record, on_start)
+    except (ClusterError, ValueError) as e:
+        fail(str(e), 1)
+        return 1
+    for line in fleet.missing_share({}):
+        log(line)
+    return code
 
 
 def _hold_config(

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tippingpoint.cli.base import cli, fail
+from tippingpoint.cli.fleet import cluster_options
 from tippingpoint.cli.options import (
     attack_config,
     mqtt_publish_options,
@@ -93,6 +94,7 @@ _SWEEP_CONNECTIONS = 128
     help="Directory for each step's result stream and the monitor series.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@cluster_options
 @mqtt_publish_options
 def sweep(**opts: Any) -> None:
     """Step the rate up until latency tips over; print the table and the tipping point.
@@ -137,7 +139,23 @@ def sweep(**opts: Any) -> None:
                 err=True,
             )
 
-    result = run_sweep(sweep_config, monitor, on_row)
+    if opts["cluster"]:
+        from dataclasses import replace
+
+        from tippingpoint.cli.fleet import open_fleet
+        from tippingpoint.cluster import ClusterError
+
+        def log(line: str) -> None:
+            click.echo(f"tippingpoint sweep: {line}", err=True)
+
+        try:
+            with open_fleet(opts, log) as fleet:
+                result = run_sweep(replace(sweep_config, runner=fleet.attack), monitor, on_row)
+        except (ClusterError, ValueError) as e:
+            fail(str(e), 1)
+            return
+    else:
+        result = run_sweep(sweep_config, monitor, on_row)
     if opts["as_json"]:
         click.echo(json.dumps(result.to_json()))
     else:

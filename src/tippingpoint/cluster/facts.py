@@ -7,7 +7,7 @@ import resource
 import socket
 from dataclasses import dataclass
 
-from tippingpoint.limits import memory_available, port_range
+from tippingpoint.limits import file_max, memory_available, port_range
 
 __all__ = ["LADDRS_ENV", "Facts", "machine_facts"]
 
@@ -24,6 +24,7 @@ class Facts:
     nofile_hard: int
     port_range: tuple[int, int]
     memory_available: int | None
+    file_max: int | None
     laddrs: str
     """``--laddr`` syntax, e.g. 127.0.1.2-127.0.1.254; empty: the kernel chooses."""
 
@@ -51,5 +52,6 @@ def machine_facts() -> Facts:
         nofile_hard=hard,
         port_range=port_range(),
         memory_available=memory_available(),
+        file_max=file_max(),
         laddrs=os.environ.get(LADDRS_ENV, ""),
     )

@@ -23,8 +23,9 @@ def worker_laddrs(k: int) -> str:
     return f"127.0.{k + 1}.2-127.0.{k + 1}.254"
 
 
-def local_cluster(workers: int, port: int = 0) -> Any:
-    """A started :class:`distributed.SpecCluster` on 127.0.0.1 (``port`` 0: any free)."""
+def local_cluster(workers: int, port: int = 0, security: Any = None) -> Any:
+    """A started :class:`distributed.SpecCluster` on 127.0.0.1 (``port`` 0: any free);
+    with ``security`` (see :func:`tippingpoint.cluster.certs.node_security`), on TLS."""
     require_dask()
     from distributed import Nanny, Scheduler, SpecCluster
 
@@ -38,12 +39,20 @@ def local_cluster(workers: int, port: int = 0) -> Any:
                 "host": "127.0.0.1",
                 "env": {LADDRS_ENV: worker_laddrs(k)},
                 "dashboard": False,
+                "security": security,
+                "protocol": "tls" if security is not None else "tcp",
             },
         }
         for k in range(workers)
     }
     scheduler = {
         "cls": Scheduler,
-        "options": {"host": "127.0.0.1", "port": port, "dashboard": False},
+        "options": {
+            "host": "127.0.0.1",
+            "port": port,
+            "dashboard": False,
+            "protocol": "tls" if security is not None else "tcp",
+            "security": security,
+        },
     }
-    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=40)
+    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=40, security=security)

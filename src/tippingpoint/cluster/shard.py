@@ -1,13 +1,13 @@
-"""One shard of a run on a Dask worker.
+"""A worker's shards of a run on a Dask worker.
 
-A Dask worker is a multi-threaded process: forking a shard from a task would copy
-locks held by its other threads. The task spawns a clean process instead (``python -m
-tippingpoint.cluster.shard``, the run's config and shard on its stdin; it dies with the
-worker), reads the
-records it writes, one JSON line each, and sends them to the client as they come, as
-structured events of the run's topic (see :mod:`tippingpoint.cluster.attack` for why
+A Dask worker is a multi-threaded process: forking shards from a task would copy locks
+held by its other threads. The task spawns a clean process instead (``python -m
+tippingpoint.cluster.shard``, the run's kind, config and shards on its stdin; it dies
+with the worker), which forks one process per shard as a local run does. The task reads
+the records they write, one JSON line each, and sends them to the client as they come,
+as structured events of the run's topic (see :mod:`tippingpoint.cluster.fleet` for why
 that channel). A stop event set by the client (Ctrl-C) is passed on as SIGTERM, on
-which the shard flushes what it has and ends.
+which the shards flush what they have and end.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -40,18 +41,27 @@ def run_shard(
     stop_name: str,
     laddrs: tuple[str, ...],
 ) -> ShardResult:
-    """Run one shard (``payload``: the pickled config and shard) from the client's
-    ``start_epoch``, this machine's clock being ``offset`` s ahead of the client's; send
-    every record line to ``topic``. Returns its exit code, host and line count."""
+    """Run this worker's shards (``payload``: the pickled kind, config and shards) from
+    the client's ``start_epoch``, this machine's clock being ``offset`` s ahead of the
+    client's; an attack's shards share ``laddrs`` out. Every record line goes to
+    ``topic``. Returns the exit code, host and line count."""
     from distributed import Event, get_worker
 
     worker = get_worker()
     host = socket.gethostname()
-    config, shard = pickle.loads(payload)
+    kind, config, shards = pickle.loads(payload)
     # Time zero on this machine's monotonic clock, from the client's wall clock.
     delay = (start_epoch + offset) - time.time()
     start_ns = time.monotonic_ns() + int(max(delay, _START_MARGIN_S) * 1e9)
-    shard = replace(shard, start_ns=start_ns, laddrs=laddrs or shard.laddrs)
+    n = len(shards)
+    shards = [
+        replace(
+            s,
+            start_ns=start_ns,
+            laddrs=(laddrs[i::n] if len(laddrs) >= n else laddrs) if laddrs else s.laddrs,
+        )
+        for i, s in enumerate(shards)
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tippingpoint.cluster.shard", str(os.getpid())],
         stdin=subprocess.PIPE,
@@ -60,7 +70,7 @@ def run_shard(
         start_new_session=True,
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    proc.stdin.write(pickle.dumps((config, shard)))
+    proc.stdin.write(pickle.dumps((kind, config, shards)))
     proc.stdin.close()
     stop = Event(stop_name)
     lines = 0
@@ -78,7 +88,9 @@ def run_shard(
                 *complete, pending = pending.split(b"\n")
                 if complete:
                     lines += len(complete)
-                    worker.log_event(topic, {"host": host, "shard": shard.index, "lines": complete})
+                    worker.log_event(
+                        topic, {"host": host, "worker": worker.address, "lines": complete}
+                    )
             now = time.monotonic()
             if not stopped and now - checked >= 0.5:
                 checked = now
@@ -89,7 +101,7 @@ def run_shard(
     errors = proc.stderr.read().decode(errors="replace").strip().splitlines()
     return {
         "host": host,
-        "shard": shard.index,
+        "shards": [s.index for s in shards],
         "code": code,
         "lines": lines,
         "error": errors[-1] if code and errors else "",
@@ -97,16 +109,27 @@ def run_shard(
 
 
 def _main() -> int:
-    """The spawned shard: config and shard from stdin, records to stdout. It ends with
-    the worker that started it (SIGTERM from the kernel): a lost worker's load stops."""
-    from tippingpoint.engine.runner import attack_child
+    """The spawned process: kind, config and shards from stdin, one forked process per
+    shard, their records to stdout. It ends with the worker that started it (SIGTERM
+    from the kernel, passed on to the shards): a lost worker's load stops."""
+    import functools
+
+    from tippingpoint.engine.hold import hold_child
+    from tippingpoint.engine.runner import attack_child, run_children
     from tippingpoint.limits import raise_nofile
     from tippingpoint.procs import die_with_parent
 
     die_with_parent(int(sys.argv[1]))
-    config, shard = pickle.loads(sys.stdin.buffer.read())
+    kind, config, shards = pickle.loads(sys.stdin.buffer.read())
     raise_nofile()
-    return attack_child(config, shard, sys.stdout.fileno())
+    child: Callable[..., int] = attack_child if kind == "attack" else hold_child
+    out = sys.stdout.buffer
+
+    def forward(_record: object, line: bytes) -> None:
+        out.write(line)
+        out.flush()
+
+    return run_children([functools.partial(child, config, s) for s in shards], forward, kind)
 
 
 if __name__ == "__main__":

@@ -461,6 +461,17 @@ class HoldTally:
         self._since = Histogram()
         self.interrupted = False
         """A process was stopped by a signal before the end (Ctrl-C)."""
+        self.gone = 0
+        """Connections that went with a client machine lost mid-run (a cluster's worker)."""
+
+    def drop(self, processes: list[int]) -> None:
+        """Processes gone with their machine: their connections are no longer held, and
+        the seconds no longer wait for them."""
+        for process in processes:
+            record = self.latest.pop(process, None)
+            if record is not None:
+                self.gone += record.established
+        self.processes -= len(processes)
 
     def add(self, record: HoldRecord) -> str | None:
         """Take one record; return a progress line when a second is complete."""
@@ -605,6 +616,7 @@ class HoldTally:
             f"peak established {self.peak:,} of {self.connections:,}"
             + (f", all established after {self.reached:.0f} s{planned}" if self.reached else "")
             + f"; lost {self.lost:,}"
+            + (f", {self.gone:,} gone with a lost client machine" if self.gone else "")
             + (
                 " (" + ", ".join(f"{k}: {v:,}" for k, v in self.lost_reasons().items()) + ")"
                 if self.lost_reasons()

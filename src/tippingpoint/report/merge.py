@@ -40,6 +40,30 @@ class InputError(ValueError):
 
 
 @dataclass
+class HostFigures:
+    """One client machine's share of a cluster run: is it the one that fell behind?"""
+
+    lateness: Histogram = field(default_factory=Histogram)
+    cpu_us: int = 0
+    cpu_wall_s: float = 0.0
+
+    @property
+    def cpu_busy(self) -> float | None:
+        return self.cpu_us / 1e6 / self.cpu_wall_s if self.cpu_wall_s > 0 else None
+
+    def describe(self, host: str) -> str:
+        p95 = self.lateness.percentile(95) / 1000 if self.lateness.total else 0.0
+        busy = self.cpu_busy
+        cpu = f", {busy * 100:.0f} % of its cores" if busy is not None else ""
+        return f"{host} (p95 lateness {p95:.1f} ms{cpu})"
+
+    def saturated(self) -> bool:
+        p95 = self.lateness.percentile(95) if self.lateness.total else 0
+        busy = self.cpu_busy
+        return p95 > 1000 or (busy is not None and busy >= CPU_SATURATED)
+
+
+@dataclass
 class Summary:
     """Totals of any set of interval records; merging is exact (counts and histograms)."""
 
@@ -67,6 +91,8 @@ class Summary:
     offered_rate: float | None = None
     processes: int = 0
     interrupted: bool = False
+    hosts: dict[str, HostFigures] = field(default_factory=dict)
+    """Per client machine, for the records that say theirs (a cluster run)."""
     warnings: list[str] = field(default_factory=list)
     _vegeta_latency: list[int] = field(default_factory=list)
 
@@ -132,6 +158,15 @@ class Summary:
             # A generator with no CPU left answers its responses late: its connections
             # stay busy longer and hits wait for them, which would look like the server.
             reasons.append(f"its processes used {busy * 100:.0f} % of their cores")
+        if reasons and self.hosts:
+            hot = [h for h, f in sorted(self.hosts.items()) if f.saturated()]
+            if hot and len(hot) < len(self.hosts):
+                reasons.append(
+                    "on " + ", ".join(self.hosts[h].describe(h) for h in hot) + " of "
+                    f"{len(self.hosts)} client machines"
+                )
+            elif hot and len(self.hosts) > 1:
+                reasons.append(f"on all {len(self.hosts)} client machines")
         if reasons and not self.offered_rate:  # closed model: there is no schedule
             return True, (
                 "SATURATED: the generator is at the end of its CPU (" + "; ".join(reasons) + "): "
@@ -150,10 +185,14 @@ class Summary:
     # Merging
 
     def add_record(self, record: Interval, start: float) -> None:
+        host = self.hosts.setdefault(record.host, HostFigures()) if record.host else None
         for name in METRICS:
             encoded = record.hist.get(name)
             if encoded:
-                self.hists[name].add(record.histogram(name))
+                decoded = record.histogram(name)
+                self.hists[name].add(decoded)
+                if host is not None and name == "lateness":
+                    host.lateness.add(decoded)
         for code, n in record.codes.items():
             self.codes[code] = self.codes.get(code, 0) + n
         for kind, entry in record.errors.items():
@@ -165,6 +204,9 @@ class Summary:
         if record.cpu_us is not None:
             self.cpu_us += record.cpu_us
             self.cpu_wall_s += record.dur
+            if host is not None:
+                host.cpu_us += record.cpu_us
+                host.cpu_wall_s += record.dur
         self.bytes_in += record.bytes_in
         self.bytes_out += record.bytes_out
         self.opened += record.opened

@@ -1,0 +1,62 @@
+"""`tippingpoint cluster ssh`: Dask's ``SSHCluster``, a scheduler and workers started
+over SSH (``asyncssh``), one thread per worker process.
+
+The remote processes cannot be handed Python objects, only Dask's configuration, which
+``SSHCluster`` passes on to them: TLS is therefore set in the configuration, with the
+certificate files at the same paths on every host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tippingpoint.cluster import require_dask
+
+__all__ = ["ssh_cluster"]
+
+
+def ssh_cluster(
+    hosts: list[str],
+    workers_per_host: int,
+    port: int,
+    security: Any = None,
+    remote_python: str | None = None,
+    ssh_port: int = 22,
+    ssh_user: str | None = None,
+) -> Any:
+    """A started SSHCluster: the scheduler on ``hosts[0]``, workers on the others."""
+    require_dask()
+    import dask
+    from distributed import SSHCluster
+
+    if workers_per_host < 1:
+        raise ValueError("--workers-per-host must be >= 1")
+    protocol = "tcp"
+    if security is not None:
+        protocol = "tls"
+        dask.config.set(
+            {
+                "distributed.comm.require-encryption": True,
+                "distributed.comm.tls.ca-file": security.tls_ca_file,
+                "distributed.comm.tls.scheduler.cert": security.tls_scheduler_cert,
+                "distributed.comm.tls.scheduler.key": security.tls_scheduler_key,
+                "distributed.comm.tls.worker.cert": security.tls_worker_cert,
+                "distributed.comm.tls.worker.key": security.tls_worker_key,
+                "distributed.comm.tls.client.cert": security.tls_client_cert,
+                "distributed.comm.tls.client.key": security.tls_client_key,
+            }
+        )
+    connect: dict[str, Any] = {"port": ssh_port}
+    if ssh_user:
+        connect["username"] = ssh_user
+    try:
+        return SSHCluster(
+            hosts,
+            connect_options=connect,
+            worker_options={"nthreads": 1, "n_workers": workers_per_host, "protocol": protocol},
+            scheduler_options={"port": port, "dashboard_address": None, "protocol": protocol},
+            remote_python=remote_python or "python3",
+            security=security,
+        )
+    except Exception as e:  # asyncssh's and the remote start's errors, as one line
+        raise OSError(f"cannot start the cluster over SSH: {e}") from None
