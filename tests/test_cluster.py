@@ -21,16 +21,16 @@ from tippingpoint.stream import Header, Interval, decode
 pytest.importorskip("distributed", reason="pip install 'tippingpoint[cluster]'")
 
 
-def _start_cluster(workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def _start_cluster(workers: int, *args: str) -> tuple[subprocess.Popen[bytes], str]:
     proc = subprocess.Popen(
-        tippingpoint_cmd("cluster", "local", "--workers", str(workers)),
+        tippingpoint_cmd("cluster", "local", "--workers", str(workers), *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     assert proc.stdout is not None
     first = proc.stdout.readline().decode().strip()
-    assert first.startswith("tcp://127.0.0.1:"), first
+    assert first.startswith(("tcp://127.0.0.1:", "tls://127.0.0.1:")), first
     return proc, first
 
 
@@ -295,3 +295,93 @@ duration = "4s"
     assert steps and all(len(_records(s)[0].cluster) == 2 for s in steps)
     assert log.count(": 1,000 connections in 1 process(es)") == 2, log[-3000:]
     assert "peak established 2,000 of 2,000" in log
+
+
+def test_a_tls_cluster_with_mutual_authentication(serve: Any, tmp_path: Path) -> None:
+    certs, stranger = tmp_path / "certs", tmp_path / "other"
+    for directory in (certs, stranger):
+        made = run_tp("cluster", "certs", str(directory), "--host", "127.0.0.1")
+        assert made.returncode == 0, made.stderr.decode()
+    for key in certs.glob("*-key.pem"):
+        assert key.stat().st_mode & 0o777 == 0o600, key
+    assert {p.name for p in certs.glob("*-key.pem")} == {
+        "ca-key.pem",
+        "node-key.pem",
+        "client-key.pem",
+    }
+    proc, address = _start_cluster(2, "--certs", str(certs))
+    try:
+        assert address.startswith("tls://127.0.0.1:")
+        server = serve()
+        result = run_tp(
+            "attack", server.url, "--rate", "1000", "--duration", "2s", "--cluster", address,
+            "--cluster-certs", str(certs), "-o", str(tmp_path / "a.jsonl"), timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert server.metrics()['tippingpoint_serve_requests_total{code="200"}'] == 2000
+        # No client certificate: said before connecting; one from another CA: refused.
+        bare = run_tp(
+            "attack", server.url, "--rate", "10", "--duration", "1s", "--cluster", address
+        )
+        assert bare.returncode == 1
+        assert b"give --cluster-certs DIR" in bare.stderr
+        other = run_tp(
+            "attack", server.url, "--rate", "10", "--duration", "1s", "--cluster", address,
+            "--cluster-certs", str(stranger), timeout=60,
+        )  # fmt: skip
+        assert other.returncode == 1 and b"cannot reach the scheduler" in other.stderr
+        assert len(other.stderr.decode().strip().splitlines()) == 1
+        assert server.metrics()['tippingpoint_serve_requests_total{code="200"}'] == 2000
+    finally:
+        _stop_cluster(proc)
+
+
+def test_cluster_ssh_starts_a_fleet_over_a_real_ssh_server(serve: Any, tmp_path: Path) -> None:
+    import sys
+
+    import asyncssh
+
+    from tests.conftest import free_ports
+
+    host_key = asyncssh.generate_private_key("ssh-ed25519")
+    client_key = asyncssh.generate_private_key("ssh-ed25519")
+    host_key.write_private_key(tmp_path / "host_key")
+    client_key.write_private_key(tmp_path / "client_key")
+    client_key.write_public_key(tmp_path / "client_key.pub")
+    ssh_port, scheduler_port = free_ports(2)
+    known = tmp_path / "known_hosts"
+    known.write_bytes(f"[127.0.0.1]:{ssh_port} ".encode() + host_key.export_public_key())
+    sshd = subprocess.Popen(
+        [sys.executable, "-m", "tests.ssh_server", str(ssh_port), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    cluster = None
+    try:
+        assert sshd.stdout is not None and sshd.stdout.readline() == b"ready\n"
+        cluster = subprocess.Popen(
+            tippingpoint_cmd(
+                "cluster", "ssh", "127.0.0.1", "127.0.0.1", "127.0.0.1", "--ssh-port",
+                str(ssh_port), "--port", str(scheduler_port), "--python", sys.executable,
+                "--ssh-key", str(tmp_path / "client_key"), "--known-hosts", str(known),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        assert cluster.stdout is not None
+        address = cluster.stdout.readline().decode().strip()
+        assert address == f"tcp://127.0.0.1:{scheduler_port}", cluster.stderr.read1().decode()
+        server = serve()
+        result = run_tp(
+            "attack", server.url, "--rate", "1000", "--duration", "2s", "--cluster", address,
+            "-o", str(tmp_path / "a.jsonl"), timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        assert result.stderr.decode().count("clock offset") == 2
+        assert server.metrics()['tippingpoint_serve_requests_total{code="200"}'] == 2000
+    finally:
+        if cluster is not None:
+            _stop_cluster(cluster)
+        sshd.send_signal(signal.SIGTERM)
+        sshd.wait(timeout=30)

@@ -92,6 +92,18 @@ def local(workers: int, port: int, certs: str | None) -> None:
 @click.option("--ssh-port", type=int, default=22, show_default=True)
 @click.option("--ssh-user", default=None, help="[default: yours]")
 @click.option(
+    "--ssh-key",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Private key to log in with [default: ~/.ssh's].",
+)
+@click.option(
+    "--known-hosts",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Host keys to trust [default: ~/.ssh/known_hosts].",
+)
+@click.option(
     "--insecure-cluster",
     is_flag=True,
     help="Allow a plaintext scheduler that is not on loopback.",
@@ -104,6 +116,8 @@ def ssh(
     remote_python: str | None,
     ssh_port: int,
     ssh_user: str | None,
+    ssh_key: str | None,
+    known_hosts: str | None,
     insecure_cluster: bool,
 ) -> None:
     """Dask's SSHCluster: the scheduler on the first HOST, workers on every other one,
@@ -132,6 +146,8 @@ def ssh(
             remote_python,
             ssh_port,
             ssh_user,
+            ssh_key,
+            known_hosts,
         )
     except (ClusterError, ValueError, OSError) as e:
         fail(str(e))

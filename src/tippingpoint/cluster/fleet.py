@@ -89,6 +89,12 @@ class Fleet:
         self.address, warning = check_address(address, insecure)
         if warning:
             log(f"cluster: warning: {warning}")
+        if self.address.startswith("tls://") and security is None and not _tls_configured():
+            raise ClusterError(
+                f"--cluster {self.address}: a TLS scheduler asks for this client's certificate: "
+                "give --cluster-certs DIR (tippingpoint cluster certs), or set Dask's "
+                "distributed.comm.tls configuration"
+            )
         self.log = log
         self.max_skew = max_skew
         self.security = security
@@ -388,6 +394,12 @@ class Fleet:
     def missing_share(self, planned: dict[int, int]) -> list[str]:
         """For each lost worker: what its shards were to do against what they did."""
         return missing_share(self.run, self.facts, planned)
+
+
+def _tls_configured() -> bool:
+    import dask
+
+    return bool(dask.config.get("distributed.comm.tls.client.cert", None))
 
 
 def _laddrs(facts: Facts) -> tuple[str, ...]:

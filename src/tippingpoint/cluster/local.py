@@ -38,6 +38,7 @@ def local_cluster(workers: int, port: int = 0, security: Any = None) -> Any:
                 "nthreads": 1,
                 "host": "127.0.0.1",
                 "env": {LADDRS_ENV: worker_laddrs(k)},
+                "silence_logs": 30,
                 "dashboard": False,
                 "security": security,
                 "protocol": "tls" if security is not None else "tcp",

@@ -23,6 +23,8 @@ def ssh_cluster(
     remote_python: str | None = None,
     ssh_port: int = 22,
     ssh_user: str | None = None,
+    ssh_key: str | None = None,
+    known_hosts: str | None = None,
 ) -> Any:
     """A started SSHCluster: the scheduler on ``hosts[0]``, workers on the others."""
     require_dask()
@@ -49,12 +51,23 @@ def ssh_cluster(
     connect: dict[str, Any] = {"port": ssh_port}
     if ssh_user:
         connect["username"] = ssh_user
+    if ssh_key:
+        connect["client_keys"] = [ssh_key]
+    if known_hosts:
+        connect["known_hosts"] = known_hosts
     try:
         return SSHCluster(
             hosts,
             connect_options=connect,
             worker_options={"nthreads": 1, "n_workers": workers_per_host, "protocol": protocol},
-            scheduler_options={"port": port, "dashboard_address": None, "protocol": protocol},
+            # It listens on the address it was named by, not on every interface; the
+            # workers on the address that reaches it.
+            scheduler_options={
+                "host": hosts[0],
+                "port": port,
+                "dashboard_address": None,
+                "protocol": protocol,
+            },
             remote_python=remote_python or "python3",
             security=security,
         )
