@@ -9,6 +9,7 @@ from tippingpoint.cli import (  # noqa: F401  (each module registers its command
     cluster,
     doctor,
     hold,
+    plan,
     proxy,
     report,
     serve,

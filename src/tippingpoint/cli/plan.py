@@ -1,0 +1,123 @@
+"""`tippingpoint plan`: the fleet N connections through HAProxy need, on paper."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+
+import click
+
+from tippingpoint.cli.base import cli, fail
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``64GiB``, ``64G``, ``512MiB`` -> bytes (powers of 1024)."""
+    found = _SIZE.match(text)
+    if not found:
+        raise ValueError(f"bad size {text!r}: use e.g. 64GiB or 512MiB")
+    unit = (found[2] or "B").upper()[0]
+    return int(float(found[1]) * 1024 ** "BKMGT".index(unit))
+
+
+def _this_memory() -> str:
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{total / 2**30:.0f}GiB"
+
+
+@cli.command("plan")
+@click.option("--connections", type=int, required=True, help="Concurrent connections to hold.")
+@click.option("--tls", is_flag=True, help="TLS terminated by HAProxy.")
+@click.option("--mqtt", is_flag=True, help="MQTT sessions (with --tls: MQTT over TLS).")
+@click.option(
+    "--key",
+    type=click.Choice(["ecdsa", "rsa"]),
+    default="ecdsa",
+    show_default=True,
+    help="--tls: HAProxy's key type (it decides most of a handshake's CPU).",
+)
+@click.option(
+    "--requests",
+    is_flag=True,
+    help="The connections send requests (HTTP): HAProxy holds a backend leg for each.",
+)
+@click.option(
+    "--connect-rate", type=float, default=1000.0, show_default=True, help="Opens per second."
+)
+@click.option("--client-cores", type=int, default=None, help="[default: this machine's]")
+@click.option("--client-memory", default=None, help="e.g. 64GiB [default: this machine's]")
+@click.option("--proxy-cores", type=int, default=None, help="[default: this machine's]")
+@click.option("--proxy-memory", default=None, help="[default: this machine's]")
+@click.option("--backend-cores", type=int, default=None, help="[default: this machine's]")
+@click.option("--backend-memory", default=None, help="[default: this machine's]")
+@click.option(
+    "--open-files",
+    type=int,
+    default=None,
+    help="Per-process open-file limit on every machine [default: this machine's hard limit].",
+)
+@click.option(
+    "--destination-ports",
+    type=int,
+    default=1,
+    show_default=True,
+    help="HAProxy address:port pairs the clients spread over.",
+)
+def plan(
+    connections: int,
+    tls: bool,
+    mqtt: bool,
+    key: str,
+    requests: bool,
+    connect_rate: float,
+    client_cores: int | None,
+    client_memory: str | None,
+    proxy_cores: int | None,
+    proxy_memory: str | None,
+    backend_cores: int | None,
+    backend_memory: str | None,
+    open_files: int | None,
+    destination_ports: int,
+) -> None:
+    """The machines N connections through HAProxy need: client machines, HAProxy
+    instances and memory, backend processes, source addresses; each figure explained.
+
+    Machines default to this one's size; e.g. the article's question:
+    tippingpoint plan --connections 2000000 --tls --client-cores 32 --client-memory 64GiB
+    """
+    from tippingpoint.fleetplan import Machine, plan_fleet
+    from tippingpoint.limits import port_range
+
+    cores = os.cpu_count() or 1
+    files = open_files or resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if requests and mqtt:
+        fail("--requests is for HTTP: an MQTT session always has its backend leg")
+        return
+    try:
+        if files < 256:
+            raise ValueError("--open-files: at least 256")
+
+        def machine(c: int | None, m: str | None) -> Machine:
+            if c is not None and c < 1:
+                raise ValueError("cores: at least 1")
+            return Machine(c or cores, parse_size(m or _this_memory()), files)
+
+        result = plan_fleet(
+            connections,
+            machine(client_cores, client_memory),
+            machine(proxy_cores, proxy_memory),
+            machine(backend_cores, backend_memory),
+            tls=tls,
+            mqtt=mqtt,
+            key=key,
+            idle=not requests,
+            connect_rate=connect_rate,
+            port_range=port_range(),
+            destination_ports=destination_ports,
+        )
+    except ValueError as e:
+        fail(str(e))
+        return
+    click.echo(result.render(), nl=False)
