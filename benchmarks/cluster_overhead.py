@@ -4,7 +4,10 @@ client's CPU per request and in p99 send lateness.
 
 `serve` runs on CPU 1; the attack's processes (local) or the cluster's workers and
 their shard processes (cluster) on CPU 0. Both runs alternate, --runs times; medians.
-CPU per request is all the client side's CPU over the requests done ("shards only":
+Start-up skew is the spread of the shards' first sends against their plan (shard k's
+first hit is due at k/rate): how far from one instant the processes (fork) or the
+workers' clean processes (spawn, each on its machine's clock) begin. CPU per request is
+all the client side's CPU over the requests done ("shards only":
 the sending processes' own, from their records): the attack command
 and the processes it waited for (local), plus, through the cluster, every nanny, worker and
 shard process's CPU during the run (the relaying of records included). The scheduler,
@@ -51,15 +54,25 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(stream: Path, cpu_s: float) -> tuple[float, float, int, float]:
+def start_skew(first: dict[int, int], rate: int) -> float:
+    """Start-up skew in ms: the spread of the shards' first sends against their plan
+    (shard k of P sends hit k first, at k/rate s)."""
+    late = [first[k] / 1000 - k * 1000 / rate for k in first]
+    return max(late) - min(late)
+
+
+def measure(stream: Path, cpu_s: float, rate: int) -> tuple[float, float, int, float, float]:
     """(µs of client CPU per request, p99 lateness in ms, requests, µs of the shards' own
-    CPU per request while they send) of one stream."""
+    CPU per request while they send, start-up skew in ms) of one stream."""
     done = shard_us = 0
+    first: dict[int, int] = {}
     for line in stream.read_bytes().splitlines():
         record = decode(line)
         if isinstance(record, Interval):
             done += record.done
             shard_us += record.cpu_us or 0
+            if record.first_send >= 0:
+                first[record.process] = min(first.get(record.process, 1 << 62), record.first_send)
     report = subprocess.run(
         [*tippingpoint(), "report", "--type", "json", str(stream)],
         capture_output=True,
@@ -71,6 +84,7 @@ def measure(stream: Path, cpu_s: float) -> tuple[float, float, int, float]:
         summary["lateness"]["99th"] / 1e6,
         done,
         shard_us / max(1, done),
+        start_skew(first, rate),
     )
 
 
@@ -82,7 +96,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     need("taskset")
-    results: dict[str, list[tuple[float, float, int, float]]] = {"local": [], "cluster": []}
+    results: dict[str, list[tuple[float, float, int, float, float]]] = {
+        "local": [],
+        "cluster": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         server = start(
             pinned(1, [*tippingpoint(), "serve", "--ports", PORTS, "--processes", "1"]),
@@ -122,7 +139,7 @@ def main() -> None:
                         capture_output=True,
                     )
                     after = children_cpu() + (tree_cpu(cluster.pid) if how == "cluster" else 0)
-                    results[how].append(measure(out, after - before))
+                    results[how].append(measure(out, after - before, args.rate))
         finally:
             cluster.send_signal(signal.SIGTERM)
             try:
@@ -138,14 +155,15 @@ def main() -> None:
     )
     print(
         f"{'':8} {'µs CPU/request':>15} {'shards only':>12} {'p99 lateness ms':>16} "
-        f"{'requests':>10}"
+        f"{'requests':>10} {'start skew ms':>14}"
     )
     for how, rows in results.items():
         cpu = median([r[0] for r in rows])
         own = median([r[3] for r in rows])
         late = median([r[1] for r in rows])
         done = int(median([r[2] for r in rows]))
-        print(f"{how:8} {cpu:15.2f} {own:12.2f} {late:16.3f} {done:>10,}")
+        skew = median([r[4] for r in rows])
+        print(f"{how:8} {cpu:15.2f} {own:12.2f} {late:16.3f} {done:>10,} {skew:14.3f}")
     local_cpu = median([r[0] for r in results["local"]])
     cluster_cpu = median([r[0] for r in results["cluster"]])
     local_late = median([r[1] for r in results["local"]])

@@ -14,6 +14,12 @@ addresses used. Everything stops by itself after --hold seconds.
     python benchmarks/hold_connections.py --connections 200000 --mqtt --keepalive 30s --hold 120
     python benchmarks/hold_connections.py --connections 500000 --mqtt --proxy --keepalive 60s \
         --hold 120
+    python benchmarks/hold_connections.py --connections 1000000 --connect-rate 10000 --hold 60 \
+        --cluster-workers 4
+
+With --cluster-workers, the hold runs on a local Dask cluster of that many workers
+(`tippingpoint cluster local`, each worker with its own source addresses) through
+`hold --cluster`; the client's memory is then that of the cluster's whole process tree.
 """
 
 from __future__ import annotations
@@ -50,6 +56,34 @@ def tree_rss_kib(pids: list[int]) -> int:
     return sum(int(x) for x in out.split())
 
 
+def descendants_rss_kib(pid: int) -> int:
+    """RSS of a process and all its descendants (a cluster: nannies, workers, shards)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss // 1024
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def start_cluster(workers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [*tippingpoint(), "cluster", "local", "--workers", str(workers)],
+        stdout=subprocess.PIPE,
+        stderr=open(log, "wb"),  # noqa: SIM115
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().decode().strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", type=int, default=100_000)
@@ -71,6 +105,12 @@ def main() -> None:
         default=None,
         help="seconds of the whole hold, opening included [default: twice the planned ramp "
         "plus --hold]",
+    )
+    parser.add_argument(
+        "--cluster-workers",
+        type=int,
+        default=0,
+        help="hold through a local Dask cluster of this many workers (hold --cluster)",
     )
     parser.add_argument(
         "--http-reuse",
@@ -110,6 +150,7 @@ def main() -> None:
     duration = args.duration or int(2 * ramp + args.hold + 5)
     before = read_meminfo()
     fleet: ProxyFleet | None = None
+    cluster: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         server = start(
             [
@@ -175,6 +216,13 @@ def main() -> None:
                 target = ["--ports", ports_arg]
                 if args.mqtt:
                     target += ["--keepalive", args.keepalive]
+            if args.cluster_workers:
+                # Each worker uses its own source addresses (127.0.K.2-254).
+                cluster, address = start_cluster(args.cluster_workers, Path("/tmp/cluster-bench.log"))
+                sources = ["--cluster", address]
+                laddr = "each worker's own (127.0.K.2-127.0.K.254)"
+            else:
+                sources = ["--laddr", laddr]
             cmd = [
                 *tippingpoint(),
                 "hold",
@@ -185,8 +233,7 @@ def main() -> None:
                 str(args.connect_rate),
                 "--duration",
                 f"{duration}s",
-                "--laddr",
-                laddr,
+                *sources,
                 *target,
             ]
             if args.request_every:
@@ -207,18 +254,26 @@ def main() -> None:
                     - (before["MemTotal"] - before["MemAvailable"]),
                 )
                 serve_rss = max(serve_rss, tree_rss_kib([server.pid]))
-                hold_rss = max(hold_rss, tree_rss_kib([hold.pid]))
+                hold_rss = max(
+                    hold_rss,
+                    descendants_rss_kib(cluster.pid)
+                    if cluster is not None
+                    else tree_rss_kib([hold.pid]),
+                )
                 if fleet is not None:
                     proxy_rss = max(proxy_rss, tree_rss_kib(fleet.pids))
             out, err = hold.communicate()
             elapsed = time.monotonic() - t0
         finally:
+            if cluster is not None:
+                stop(cluster, timeout=60)
             if fleet is not None:
                 fleet.stop(grace=1)
             stop(server, timeout=60)
     print(f"machine: {machine()}")
     print(f"command: {' '.join(cmd[2:])}")
-    print(err.strip().splitlines()[0] if err.strip() else "")
+    said = ("tippingpoint hold: ", "clock offset", "connections in")
+    print("\n".join(line for line in err.splitlines() if any(w in line for w in said)))
     print(out.strip())
     established = re.search(r"all established after (\d+) s", out)
     print(

@@ -132,7 +132,7 @@ class Fleet:
 
     def survey(self) -> None:
         """Every worker's machine and clock; refuse clocks too far off."""
-        self.workers = sorted(self.client.scheduler_info()["workers"])
+        self.workers = sorted(self.alive())
         if not self.workers:
             raise ClusterError(
                 "the scheduler has no workers: start some (tippingpoint cluster local "
@@ -162,8 +162,12 @@ class Fleet:
                 "zero: its seconds are shifted by that much against the others'"
             )
 
-    def _machines(self, what: Callable[[Facts], str]) -> str:
-        return "; ".join(f"{self.facts[w].host} ({w}): {what(self.facts[w])}" for w in self.workers)
+    def alive(self) -> set[str]:
+        """The workers the scheduler has now. (Not ``Client.scheduler_info()``: its
+        cache is refreshed in the background without the workers, and a read can
+        catch it so: a busy machine once saw all four workers "lost" that way.)"""
+        identity = self.client.sync(self.client.scheduler.identity, n_workers=-1)
+        return set(identity["workers"])
 
     # -- attack -------------------------------------------------------------------------
 
@@ -329,6 +333,24 @@ class Fleet:
             worker = str(message["worker"])
             received[worker] = received.get(worker, 0) + len(message["lines"])
 
+        try:
+            return self._follow(futures, start_epoch, received, take, inbox, stop)
+        finally:
+            stop.set()  # whatever ended the run, no shard goes on without it
+            client.unsubscribe_topic(topic)
+
+    def _follow(
+        self,
+        futures: dict[str, Any],
+        start_epoch: float,
+        received: dict[str, int],
+        take: Callable[[dict[str, Any]], None],
+        inbox: queue.Queue[dict[str, Any]],
+        stop: Any,
+    ) -> int:
+        """Pass records on until every worker's task ends; notice lost workers; Ctrl-C
+        stops every shard. Returns the run's exit code."""
+        client, run = self.client, self.run
         code = 0
         try:
             while any(not f.done() for f in futures.values()):
@@ -338,7 +360,7 @@ class Fleet:
                         take(inbox.get(timeout=left))
                     except queue.Empty:
                         break
-                alive = set(client.scheduler_info()["workers"])
+                alive = self.alive()
                 for worker, future in futures.items():
                     if worker not in alive and worker not in run.lost and not future.done():
                         at = time.time() - start_epoch
@@ -388,7 +410,6 @@ class Fleet:
                 take(inbox.get_nowait())
             except queue.Empty:
                 break
-        client.unsubscribe_topic(topic)
         return code
 
     def missing_share(self, planned: dict[int, int]) -> list[str]:
