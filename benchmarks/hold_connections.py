@@ -218,7 +218,7 @@ def main() -> None:
                     target += ["--keepalive", args.keepalive]
             if args.cluster_workers:
                 # Each worker uses its own source addresses (127.0.K.2-254).
-                cluster, address = start_cluster(args.cluster_workers, Path("/tmp/cluster-bench.log"))
+                cluster, address = start_cluster(args.cluster_workers, Path(tmp) / "cluster.log")
                 sources = ["--cluster", address]
                 laddr = "each worker's own (127.0.K.2-127.0.K.254)"
             else:

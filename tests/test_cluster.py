@@ -385,3 +385,53 @@ def test_cluster_ssh_starts_a_fleet_over_a_real_ssh_server(serve: Any, tmp_path:
             _stop_cluster(cluster)
         sshd.send_signal(signal.SIGTERM)
         sshd.wait(timeout=30)
+
+
+def test_a_hold_that_loses_a_worker_says_what_went_with_it(serve: Any, tmp_path: Path) -> None:
+    from distributed import Client
+
+    proc, address = _start_cluster(3)
+    try:
+        with Client(address, timeout="10s") as client:
+            pids = client.run(os.getpid)
+        server = serve(processes=2)
+        hold = subprocess.Popen(
+            tippingpoint_cmd(
+                "hold", server.url, "--connections", "3000", "--connect-rate", "3000",
+                "--duration", "12s", "--cluster", address, "-o", str(tmp_path / "h.jsonl"),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        time.sleep(8)  # start-up, then all 3,000 held
+        victim = sorted(pids)[0]
+        os.kill(pids[victim], signal.SIGKILL)
+        out, err = hold.communicate(timeout=120)
+        log = err.decode()
+        assert hold.returncode == 1, log[-2000:]
+        assert f"worker {victim}" in log and "was lost" in log
+        assert "with 1,000 established connections, no longer counted as held" in log, log
+        summary = out.decode()
+        assert "peak established 3,000 of 3,000" in summary
+        assert "1,000 gone with a lost client machine" in summary, summary
+        # The lost worker's connections went with it: the server saw them close.
+        assert server.metrics()["tippingpoint_serve_connections_closed_total"] == 3_000
+    finally:
+        _stop_cluster(proc)
+
+
+def test_a_hold_that_does_not_fit_the_fleet_is_refused_per_machine(
+    cluster: str, serve: Any
+) -> None:
+    server = serve()
+    result = run_tp(
+        "hold", server.url, "--connections", "90000000", "--connect-rate", "1000",
+        "--duration", "5s", "--cluster", cluster, timeout=60,
+    )  # fmt: skip
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    refusal = err.strip().splitlines()[-1]
+    assert refusal.startswith("tippingpoint: this hold cannot fit the fleet: ")
+    # Each worker's machine with its share and what it lacks.
+    assert refusal.count("30,000,000 connections: ") == 3 and "GiB are available" in refusal
+    assert server.metrics()["tippingpoint_serve_connections_accepted_total"] == 0

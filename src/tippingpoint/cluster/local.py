@@ -13,7 +13,25 @@ from typing import Any
 from tippingpoint.cluster import require_dask
 from tippingpoint.cluster.facts import LADDRS_ENV
 
-__all__ = ["local_cluster", "worker_laddrs"]
+__all__ = ["QUIET", "local_cluster", "worker_laddrs"]
+
+QUIET = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
+"""Dask's housekeeping that a load generator's workers do without: the statistical
+profiler (a stack sample every 10 ms), the event-loop watchdog (a tick every 20 ms)
+and the system monitor (every 500 ms) feed the dashboard only. A local cluster of 2
+workers, idle, took 16.2 % of a core with them and 3.8 % without (scheduler included)."""
+
+
+def quiet_env() -> dict[str, str]:
+    """:data:`QUIET` as Dask's environment variables, for worker processes."""
+    return {
+        "DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+        for key, value in QUIET.items()
+    }
 
 
 def worker_laddrs(k: int) -> str:
@@ -27,7 +45,10 @@ def local_cluster(workers: int, port: int = 0, security: Any = None) -> Any:
     """A started :class:`distributed.SpecCluster` on 127.0.0.1 (``port`` 0: any free);
     with ``security`` (see :func:`tippingpoint.cluster.certs.node_security`), on TLS."""
     require_dask()
+    import dask
     from distributed import Nanny, Scheduler, SpecCluster
+
+    dask.config.set(QUIET)  # this process: the scheduler and the nannies
 
     if workers < 1:
         raise ValueError("--workers must be >= 1")
@@ -37,7 +58,7 @@ def local_cluster(workers: int, port: int = 0, security: Any = None) -> Any:
             "options": {
                 "nthreads": 1,
                 "host": "127.0.0.1",
-                "env": {LADDRS_ENV: worker_laddrs(k)},
+                "env": {LADDRS_ENV: worker_laddrs(k), **quiet_env()},
                 "silence_logs": 30,
                 "dashboard": False,
                 "security": security,

@@ -31,8 +31,11 @@ def ssh_cluster(
     import dask
     from distributed import SSHCluster
 
+    from tippingpoint.cluster.local import QUIET
+
     if workers_per_host < 1:
         raise ValueError("--workers-per-host must be >= 1")
+    dask.config.set(QUIET)  # passed on to the remote processes with the rest
     protocol = "tcp"
     if security is not None:
         protocol = "tls"
