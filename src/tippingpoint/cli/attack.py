@@ -140,7 +140,7 @@ def _on_cluster(config: Any, opts: dict[str, Any], on_record: Any) -> int:
 
     try:
         with open_fleet(opts, log) as fleet:
-            code = fleet.attack(config, on_record)
+            code = fleet.attack(config, on_record, opts["processes"])
     except (ClusterError, ValueError) as e:
         fail(str(e), 1)
         return 1

@@ -115,7 +115,8 @@ def request_options(f: Callable[..., None]) -> Callable[..., None]:
             "--processes",
             type=int,
             default=None,
-            help="Load processes  [default: cores; more when connections need it].",
+            help="Load processes (with --cluster: per worker)  [default: cores, with "
+            "--cluster 1; more when connections need it].",
         ),
     ]
     for option in reversed(options):

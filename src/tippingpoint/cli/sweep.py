@@ -140,6 +140,7 @@ def sweep(**opts: Any) -> None:
             )
 
     if opts["cluster"]:
+        import functools
         from dataclasses import replace
 
         from tippingpoint.cli.fleet import open_fleet
@@ -150,7 +151,8 @@ def sweep(**opts: Any) -> None:
 
         try:
             with open_fleet(opts, log) as fleet:
-                result = run_sweep(replace(sweep_config, runner=fleet.attack), monitor, on_row)
+                runner = functools.partial(fleet.attack, per_worker=opts["processes"])
+                result = run_sweep(replace(sweep_config, runner=runner), monitor, on_row)
         except (ClusterError, ValueError) as e:
             fail(str(e), 1)
             return

@@ -171,10 +171,11 @@ class Fleet:
 
     # -- attack -------------------------------------------------------------------------
 
-    def attack(self, config: AttackConfig, on_record: Sink) -> int:
-        """Run ``config`` over the fleet; records go to ``on_record`` as they come (the
-        header first). Returns 0, 1 when a shard failed or a worker was lost, 130 on
-        Ctrl-C."""
+    def attack(self, config: AttackConfig, on_record: Sink, per_worker: int | None = None) -> int:
+        """Run ``config`` over the fleet, ``per_worker`` shards on each worker (default:
+        one, or as many as its open-file limit needs); records go to ``on_record`` as they
+        come (the header first). Returns 0, 1 when a shard failed or a worker was lost,
+        130 on Ctrl-C."""
         from tippingpoint.engine.publish import start_delay
         from tippingpoint.engine.runner import header_record, plan_shards
 
@@ -183,7 +184,7 @@ class Fleet:
         # As many shards as the tightest machine's open-file limit needs, a multiple of
         # the workers so that each takes the same share.
         needed = plan_shards(replace(config, processes=n), limit, 0, 0.0).processes
-        shards = n * math.ceil(needed / n)
+        shards = n * max(per_worker or 1, math.ceil(needed / n))
         delay = _START_DELAY_S + start_delay(config, shards)
         start_epoch = time.time() + delay
         plan = plan_shards(replace(config, processes=shards), limit, 0, start_epoch)
