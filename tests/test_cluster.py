@@ -180,6 +180,7 @@ def test_a_hold_of_60000_connections_through_the_cluster(
     finals = [r for r in _records(out) if getattr(r, "final", False)]
     assert sorted(r.process for r in finals) == list(range(len(finals)))
     assert len(finals) >= 6 and sum(r.opened for r in finals) == 60_000
+    assert all(r.host for r in finals)  # every record says its client machine
 
 
 def test_ctrl_c_stops_every_shard_on_every_worker(cluster: str, serve: Any, tmp_path: Path) -> None:

@@ -159,6 +159,8 @@ class HoldRecord:
     (the kernel's network work included); -1 where unknown."""
     retried: int = 0
     """Opens that failed and were tried again (cumulative; ``hold --retries``)."""
+    host: str = ""
+    """The client machine (a cluster run; absent locally)."""
 
     def histogram(self, metric: str) -> Histogram:
         encoded = self.hist.get(metric)
@@ -273,6 +275,8 @@ def _hold(r: HoldRecord) -> dict[str, Any]:
         out["cpus_busy"] = r.cpus_busy
     if r.retried:
         out["retried"] = r.retried
+    if r.host:
+        out["host"] = r.host
     if r.final:
         out["final"] = True
         out["interrupted"] = r.interrupted
@@ -374,6 +378,7 @@ def _decode_hold(d: dict[str, Any]) -> HoldRecord:
         received=int(d.get("received", 0)),
         cpus_busy=float(d.get("cpus_busy", -1.0)),
         retried=int(d.get("retried", 0)),
+        host=str(d.get("host", "")),
     )
 
 

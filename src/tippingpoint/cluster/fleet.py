@@ -323,13 +323,17 @@ class Fleet:
         def take(message: dict[str, Any]) -> None:
             for line in message["lines"]:
                 record = decode(line)
-                if isinstance(record, Interval):  # tagged with its host, so encoded again
+                if isinstance(record, Interval):  # tagged with their host, so encoded again
                     record.host = str(message["host"])
                     run.sent[record.process] = run.sent.get(record.process, 0) + record.sent
                     on_record(record, encode(record))
                     continue
-                if isinstance(record, HoldRecord) and not record.final:
-                    run.established[record.process] = record.established
+                if isinstance(record, HoldRecord):
+                    record.host = str(message["host"])
+                    if not record.final:
+                        run.established[record.process] = record.established
+                    on_record(record, encode(record))
+                    continue
                 on_record(record, line + b"\n")
             worker = str(message["worker"])
             received[worker] = received.get(worker, 0) + len(message["lines"])

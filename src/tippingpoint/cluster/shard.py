@@ -77,20 +77,28 @@ def run_shard(
     pending = b""
     stopped = False
     checked = time.monotonic()
+    errors = b""
     with selectors.DefaultSelector() as sel:
+        # stderr too, as it comes: a pipe left unread would stop the shards once full.
         sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            if sel.select(timeout=0.2):
-                chunk = os.read(proc.stdout.fileno(), 1 << 20)
+        sel.register(proc.stderr, selectors.EVENT_READ)
+        out_open = True
+        while out_open:
+            for key, _ in sel.select(timeout=0.2):
+                chunk = os.read(key.fd, 1 << 20)
                 if not chunk:
-                    break
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                if complete:
-                    lines += len(complete)
-                    worker.log_event(
-                        topic, {"host": host, "worker": worker.address, "lines": complete}
-                    )
+                    sel.unregister(key.fileobj)
+                    out_open = out_open and key.fileobj is not proc.stdout
+                elif key.fileobj is proc.stderr:
+                    errors = (errors + chunk)[-8192:]
+                else:
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    if complete:
+                        lines += len(complete)
+                        worker.log_event(
+                            topic, {"host": host, "worker": worker.address, "lines": complete}
+                        )
             now = time.monotonic()
             if not stopped and now - checked >= 0.5:
                 checked = now
@@ -98,13 +106,14 @@ def run_shard(
                     stopped = True
                     proc.send_signal(signal.SIGTERM)
     code = proc.wait()
-    errors = proc.stderr.read().decode(errors="replace").strip().splitlines()
+    errors += proc.stderr.read()
+    said = errors.decode(errors="replace").strip().splitlines()
     return {
         "host": host,
         "shards": [s.index for s in shards],
         "code": code,
         "lines": lines,
-        "error": errors[-1] if code and errors else "",
+        "error": said[-1] if code and said else "",
     }
 
 
