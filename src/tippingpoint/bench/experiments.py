@@ -81,8 +81,8 @@ class Bench:
         tally: HoldTally | None = None,
     ) -> int:
         if self.fleet is not None:
-            self.fleet.on_lost = tally.drop if tally is not None else None
-            return self.fleet.hold(config, on_record, on_start)
+            on_lost = tally.drop if tally is not None else None
+            return self.fleet.hold(config, on_record, on_start, on_lost)
         return run_hold(config, on_record, self.fd_limit, on_start)
 
 

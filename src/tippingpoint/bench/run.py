@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tippingpoint.bench.experiments import Bench, describe, url_of
 from tippingpoint.bench.report import BenchReport
@@ -29,6 +29,9 @@ from tippingpoint.monitor import Monitor
 from tippingpoint.plan import ConnectionPlan
 from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
 from tippingpoint.proxy.instance import find_haproxy
+
+if TYPE_CHECKING:
+    from tippingpoint.cluster.fleet import Fleet
 
 __all__ = ["run_bench"]
 
@@ -158,7 +161,7 @@ def run_bench(
     return report
 
 
-def _open_fleet(spec: ClusterSpec, log: Callable[[str], None], stack: ExitStack) -> Any:
+def _open_fleet(spec: ClusterSpec, log: Callable[[str], None], stack: ExitStack) -> Fleet:
     """The cluster's workers, measured; a local cluster started first when asked for
     (and stopped with the bench)."""
     from tippingpoint.cluster.certs import client_security, node_security
@@ -197,7 +200,7 @@ def _run_setup(
     hard: int,
     plans: dict[int, ConnectionPlan],
     first: int,
-    fleet: Any = None,
+    fleet: Fleet | None = None,
 ) -> None:
     """Start one setup's topology, run the experiments on it, stop it (whatever raises)."""
     out.mkdir(parents=True, exist_ok=True)

@@ -132,22 +132,14 @@ def attack(**opts: Any) -> None:
 def _on_cluster(config: Any, opts: dict[str, Any], on_record: Any) -> int:
     """The attack over the workers of a Dask cluster; what the lost shards missed is
     said at the end."""
-    from tippingpoint.cli.fleet import open_fleet
-    from tippingpoint.cluster import ClusterError
+    from tippingpoint.cli.fleet import fleet_of
 
-    def log(line: str) -> None:
-        click.echo(f"tippingpoint attack: {line}", err=True)
-
-    try:
-        with open_fleet(opts, log) as fleet:
-            code = fleet.attack(config, on_record, opts["processes"])
-    except (ClusterError, ValueError) as e:
-        fail(str(e), 1)
-        return 1
+    with fleet_of(opts, "attack") as fleet:
+        code = fleet.attack(config, on_record, opts["processes"])
     if fleet.run.lost and not config.closed:
         total = config.pacer().total_hits()
         shards = sum(len(s) for s in fleet.run.shards.values())
         planned = {k: max(0, -(-(total - k) // shards)) for k in range(shards)}
         for line in fleet.missing_share(planned):
-            log(line)
+            fleet.log(line)
     return code

@@ -1,12 +1,15 @@
-"""The ``--cluster`` options that attack, hold, sweep and bench share, and the fleet
-they open."""
+"""The ``--cluster`` options that attack, hold and sweep share, and the fleet they
+open."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from tippingpoint.cli.base import fail
 
 if TYPE_CHECKING:
     from tippingpoint.cluster.fleet import Fleet
@@ -44,21 +47,32 @@ def cluster_options(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
-def open_fleet(opts: dict[str, Any], log: Callable[[str], None]) -> Fleet:
-    """The fleet of ``opts["cluster"]`` (not yet entered); ClusterError or ValueError
-    when it cannot be."""
+@contextmanager
+def fleet_of(opts: dict[str, Any], command: str) -> Iterator[Fleet]:
+    """The fleet of ``opts["cluster"]``, surveyed, for the ``with`` block; its log lines
+    go to stderr as ``command``'s. A fleet that cannot be used, or a run it cannot go on
+    with, ends the command with one line (exit 1)."""
+    from tippingpoint.cluster import ClusterError
     from tippingpoint.cluster.fleet import Fleet
     from tippingpoint.pacer import parse_duration
 
-    security = None
-    if opts.get("cluster_certs"):
-        from tippingpoint.cluster.certs import client_security
+    def log(line: str) -> None:
+        click.echo(f"tippingpoint {command}: {line}", err=True)
 
-        security = client_security(opts["cluster_certs"])
-    return Fleet(
-        opts["cluster"],
-        log,
-        insecure=bool(opts.get("insecure_cluster")),
-        max_skew=parse_duration(opts.get("max_clock_skew") or "50ms"),
-        security=security,
-    )
+    try:
+        security = None
+        if opts.get("cluster_certs"):
+            from tippingpoint.cluster.certs import client_security
+
+            security = client_security(opts["cluster_certs"])
+        fleet = Fleet(
+            opts["cluster"],
+            log,
+            insecure=bool(opts.get("insecure_cluster")),
+            max_skew=parse_duration(opts.get("max_clock_skew") or "50ms"),
+            security=security,
+        )
+        with fleet:
+            yield fleet
+    except (ClusterError, ValueError) as e:
+        fail(str(e), 1)

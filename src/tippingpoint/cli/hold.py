@@ -195,21 +195,12 @@ def _on_cluster(
 ) -> int:
     """The hold over the workers of a Dask cluster; a lost worker's connections are
     said, and no longer counted as held."""
-    from tippingpoint.cli.fleet import open_fleet
-    from tippingpoint.cluster import ClusterError
+    from tippingpoint.cli.fleet import fleet_of
 
-    def log(line: str) -> None:
-        click.echo(f"tippingpoint hold: {line}", err=True)
-
-    try:
-        with open_fleet(opts, log) as fleet:
-            fleet.on_lost = tally.drop
-            code = fleet.hold(config, on_record, on_start)
-    except (ClusterError, ValueError) as e:
-        fail(str(e), 1)
-        return 1
+    with fleet_of(opts, "hold") as fleet:
+        code = fleet.hold(config, on_record, on_start, tally.drop)
     for line in fleet.missing_share({}):
-        log(line)
+        fleet.log(line)
     return code
 
 

@@ -143,19 +143,11 @@ def sweep(**opts: Any) -> None:
         import functools
         from dataclasses import replace
 
-        from tippingpoint.cli.fleet import open_fleet
-        from tippingpoint.cluster import ClusterError
+        from tippingpoint.cli.fleet import fleet_of
 
-        def log(line: str) -> None:
-            click.echo(f"tippingpoint sweep: {line}", err=True)
-
-        try:
-            with open_fleet(opts, log) as fleet:
-                runner = functools.partial(fleet.attack, per_worker=opts["processes"])
-                result = run_sweep(replace(sweep_config, runner=runner), monitor, on_row)
-        except (ClusterError, ValueError) as e:
-            fail(str(e), 1)
-            return
+        with fleet_of(opts, "sweep") as fleet:
+            runner = functools.partial(fleet.attack, per_worker=opts["processes"])
+            result = run_sweep(replace(sweep_config, runner=runner), monitor, on_row)
     else:
         result = run_sweep(sweep_config, monitor, on_row)
     if opts["as_json"]:

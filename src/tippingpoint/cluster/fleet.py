@@ -4,10 +4,10 @@ records streamed back.
 Before anything is sent: every worker reports its machine (cores, open-file limits,
 port range, memory, source addresses) and its clock is measured against this one. A
 plan that does not fit the fleet is refused with each machine's figures; a clock
-further off than ``max_skew`` is refused, one off by more than a millisecond is a
-warning. A worker runs one shard, or several when its machine's open-file limit
-needs them (worker w of W takes shards w, w+W, ...), every shard starting at the same
-wall-clock instant converted to its machine's clock.
+further off than ``max_skew`` is refused, one off by more than 5 ms is a warning. A
+worker runs one shard, or several when its machine's open-file limit needs them (worker
+w of W takes shards w, w+W, ...) from its own source addresses, every shard starting at
+the same wall-clock instant converted to its machine's clock.
 
 Records come back as the workers' structured events on a topic of the run
 (``Worker.log_event`` to ``Client.subscribe_topic``): the scheduler forwards them
@@ -25,11 +25,13 @@ event: every shard ends as a local process does on SIGTERM, flushing what it has
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 import queue
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -103,8 +105,6 @@ class Fleet:
         self.facts: dict[str, Facts] = {}
         self.offsets: dict[str, Offset] = {}
         self.run = ClusterRun()
-        self.on_lost: Callable[[list[int]], None] | None = None
-        """Called with a lost worker's shards when it is found gone."""
 
     def __enter__(self) -> Fleet:
         from distributed import Client
@@ -188,7 +188,9 @@ class Fleet:
         delay = _START_DELAY_S + start_delay(config, shards)
         start_epoch = time.time() + delay
         plan = plan_shards(replace(config, processes=shards), limit, 0, start_epoch)
-        placed = {w: list(plan.shards[k::n]) for k, w in enumerate(self.workers)}
+        placed = {
+            w: _deal(plan.shards[k::n], _laddrs(self.facts[w])) for k, w in enumerate(self.workers)
+        }
         header = header_record(config, plan, start_epoch)
         header.cluster = [
             {
@@ -216,9 +218,7 @@ class Fleet:
 
         n = len(self.workers)
         origin = config.target.origin
-        per_host: dict[str, int] = {}
-        for w in self.workers:
-            per_host[self.facts[w].host] = per_host.get(self.facts[w].host, 0) + 1
+        per_host = Counter(self.facts[w].host for w in self.workers)
         problems: list[str] = []
         placed: dict[str, list[HoldShard]] = {}
         for k, w in enumerate(self.workers):
@@ -253,22 +253,21 @@ class Fleet:
         # Shards numbered across the fleet (MQTT client ids stay unique: shard g of G
         # names its n-th session g + n*G).
         total = sum(len(s) for s in placed.values())
-        g = 0
-        for w in self.workers:
-            renumbered = []
-            for shard in placed[w]:
-                renumbered.append(replace(shard, index=g, count=total))
-                g += 1
-            placed[w] = renumbered
-        return placed
+        number = itertools.count()
+        return {
+            w: [replace(s, index=next(number), count=total) for s in placed[w]]
+            for w in self.workers
+        }
 
     def hold(
         self,
         config: HoldConfig,
         on_record: Sink,
         on_start: Callable[[int], None] | None = None,
+        on_lost: Callable[[list[int]], None] | None = None,
     ) -> int:
-        """Hold ``config.connections`` over the fleet (see :meth:`plan_hold`)."""
+        """Hold ``config.connections`` over the fleet (see :meth:`plan_hold`);
+        ``on_lost`` gets a lost worker's shards when it is found gone."""
         placed = self.plan_hold(config)
         shards = sum(len(s) for s in placed.values())
         for w in self.workers:
@@ -277,7 +276,7 @@ class Fleet:
         if on_start is not None:
             on_start(shards)
         start_epoch = time.time() + _START_DELAY_S
-        return self._stream("hold", config, placed, start_epoch, on_record)
+        return self._stream("hold", config, placed, start_epoch, on_record, on_lost)
 
     # -- running shards -----------------------------------------------------------------
 
@@ -288,10 +287,10 @@ class Fleet:
         placed: Mapping[str, Sequence[Shard | HoldShard]],
         start_epoch: float,
         on_record: Sink,
+        on_lost: Callable[[list[int]], None] | None = None,
     ) -> int:
         from distributed import Event
 
-        from tippingpoint.cli.options import parse_laddrs
         from tippingpoint.cluster.shard import run_shard
 
         client = self.client
@@ -303,7 +302,6 @@ class Fleet:
         stop = Event(stop_name, client=client)
         futures = {}
         for worker, shards in placed.items():
-            facts = self.facts[worker]
             futures[worker] = client.submit(
                 run_shard,
                 pickle.dumps((kind, config, list(shards))),
@@ -311,7 +309,6 @@ class Fleet:
                 self.offsets[worker].seconds,
                 topic,
                 stop_name,
-                parse_laddrs(facts.laddrs) if facts.laddrs and kind == "attack" else (),
                 workers=[worker],
                 allow_other_workers=False,
                 pure=False,
@@ -323,23 +320,20 @@ class Fleet:
         def take(message: dict[str, Any]) -> None:
             for line in message["lines"]:
                 record = decode(line)
-                if isinstance(record, Interval):  # tagged with their host, so encoded again
-                    record.host = str(message["host"])
+                if not isinstance(record, Interval | HoldRecord):
+                    on_record(record, line + b"\n")
+                    continue
+                record.host = str(message["host"])  # tagged with it, so encoded again
+                if isinstance(record, Interval):
                     run.sent[record.process] = run.sent.get(record.process, 0) + record.sent
-                    on_record(record, encode(record))
-                    continue
-                if isinstance(record, HoldRecord):
-                    record.host = str(message["host"])
-                    if not record.final:
-                        run.established[record.process] = record.established
-                    on_record(record, encode(record))
-                    continue
-                on_record(record, line + b"\n")
+                elif not record.final:
+                    run.established[record.process] = record.established
+                on_record(record, encode(record))
             worker = str(message["worker"])
             received[worker] = received.get(worker, 0) + len(message["lines"])
 
         try:
-            return self._follow(futures, start_epoch, received, take, inbox, stop)
+            return self._follow(futures, start_epoch, received, take, inbox, stop, on_lost)
         finally:
             stop.set()  # whatever ended the run, no shard goes on without it
             client.unsubscribe_topic(topic)
@@ -352,6 +346,7 @@ class Fleet:
         take: Callable[[dict[str, Any]], None],
         inbox: queue.Queue[dict[str, Any]],
         stop: Any,
+        on_lost: Callable[[list[int]], None] | None,
     ) -> int:
         """Pass records on until every worker's task ends; notice lost workers; Ctrl-C
         stops every shard. Returns the run's exit code."""
@@ -371,8 +366,8 @@ class Fleet:
                         at = time.time() - start_epoch
                         run.lost[worker] = at
                         future.cancel()
-                        if self.on_lost is not None:
-                            self.on_lost(run.shards[worker])
+                        if on_lost is not None:
+                            on_lost(run.shards[worker])
                         self.log(
                             f"cluster: worker {worker} ({self.facts[worker].host}) was lost "
                             f"{at:.1f} s into the run: its shards stop there, the others go on"
@@ -432,6 +427,18 @@ def _laddrs(facts: Facts) -> tuple[str, ...]:
     from tippingpoint.cli.options import parse_laddrs
 
     return parse_laddrs(facts.laddrs) if facts.laddrs else ()
+
+
+def _deal(shards: Sequence[Shard], laddrs: tuple[str, ...]) -> list[Shard]:
+    """A worker's attack shards with its machine's source addresses dealt out (each
+    all of them when there are fewer addresses than shards); none: as planned."""
+    if not laddrs:
+        return list(shards)
+    n = len(shards)
+    return [
+        replace(s, laddrs=laddrs[i::n] if len(laddrs) >= n else laddrs)
+        for i, s in enumerate(shards)
+    ]
 
 
 def missing_share(run: ClusterRun, facts: dict[str, Facts], planned: dict[int, int]) -> list[str]:

@@ -22,8 +22,9 @@ QUIET = {
 }
 """Dask's housekeeping that a load generator's workers do without: the statistical
 profiler (a stack sample every 10 ms), the event-loop watchdog (a tick every 20 ms)
-and the system monitor (every 500 ms) feed the dashboard only. A local cluster of 2
-workers, idle, took 16.2 % of a core with them and 3.8 % without (scheduler included)."""
+and the system monitor (every 500 ms) feed the dashboard only. Two idle workers and
+their nannies took 8.3 % of a core with them, 1.5 % without
+(benchmarks/cluster_overhead.py prints it)."""
 
 
 def quiet_env() -> dict[str, str]:

@@ -39,12 +39,11 @@ def run_shard(
     offset: float,
     topic: str,
     stop_name: str,
-    laddrs: tuple[str, ...],
 ) -> ShardResult:
     """Run this worker's shards (``payload``: the pickled kind, config and shards) from
     the client's ``start_epoch``, this machine's clock being ``offset`` s ahead of the
-    client's; an attack's shards share ``laddrs`` out. Every record line goes to
-    ``topic``. Returns the exit code, host and line count."""
+    client's. Every record line goes to ``topic``. Returns the exit code, host and line
+    count."""
     from distributed import Event, get_worker
 
     worker = get_worker()
@@ -53,15 +52,7 @@ def run_shard(
     # Time zero on this machine's monotonic clock, from the client's wall clock.
     delay = (start_epoch + offset) - time.time()
     start_ns = time.monotonic_ns() + int(max(delay, _START_MARGIN_S) * 1e9)
-    n = len(shards)
-    shards = [
-        replace(
-            s,
-            start_ns=start_ns,
-            laddrs=(laddrs[i::n] if len(laddrs) >= n else laddrs) if laddrs else s.laddrs,
-        )
-        for i, s in enumerate(shards)
-    ]
+    shards = [replace(s, start_ns=start_ns) for s in shards]
     proc = subprocess.Popen(
         [sys.executable, "-m", "tippingpoint.cluster.shard", str(os.getpid())],
         stdin=subprocess.PIPE,

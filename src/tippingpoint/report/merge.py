@@ -33,6 +33,9 @@ __all__ = ["CPU_SATURATED", "InputError", "Summary", "read_records", "summarize"
 
 CPU_SATURATED = 0.95
 """A generator process that uses this share of its core has nothing left in reserve."""
+LATE_P95_US = 1000
+"""Sends this late at p95 mean the generator fell behind (one stall of the machine moves
+p99, not p95)."""
 
 
 class InputError(ValueError):
@@ -60,7 +63,7 @@ class HostFigures:
     def saturated(self) -> bool:
         p95 = self.lateness.percentile(95) if self.lateness.total else 0
         busy = self.cpu_busy
-        return p95 > 1000 or (busy is not None and busy >= CPU_SATURATED)
+        return p95 > LATE_P95_US or (busy is not None and busy >= CPU_SATURATED)
 
 
 @dataclass
@@ -146,7 +149,7 @@ class Summary:
         lateness = self.hists["lateness"]
         p95, p99 = lateness.percentiles([95, 99]) if lateness.total else (0, 0)
         reasons = []
-        if p95 > 1000:  # one stall of the machine moves p99, not p95
+        if p95 > LATE_P95_US:
             reasons.append(f"p95 send lateness {p95 / 1000:.1f} ms")
         # Hits the pacing loop took up on time and that then failed to get a connection
         # (refused, or waiting on a server that does not accept) are done, not sent:
