@@ -188,7 +188,8 @@ def test_a_hold_gets_the_processes_and_instances_its_plan_needs(
     assert max(hold["hold"]["established"]) == 3000
     assert re.search(r"requests [\d,]+ \(200: [\d,]+\)", hold["report"])
     stream = (report_dir / "04-hold" / "hold.jsonl").read_text()
-    records = [json.loads(x) for x in stream.splitlines()]
+    header, *records = [json.loads(x) for x in stream.splitlines()]
+    assert header["type"] == "hold-start" and header["processes"] == 3
     assert {r["process"] for r in records} == {0, 1, 2}
     monitor = [json.loads(x) for x in (report_dir / "monitor.jsonl").read_text().splitlines()]
     held = [m for m in monitor if m.get("step") == "hold 3"]

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import run_tp, tippingpoint_cmd
 from tippingpoint.hdr import Histogram
-from tippingpoint.stream import Header, Interval, decode
+from tippingpoint.stream import Header, HoldHeader, Interval, decode
 
 pytest.importorskip("distributed", reason="pip install 'tippingpoint[cluster]'")
 
@@ -177,8 +177,14 @@ def test_a_hold_of_60000_connections_through_the_cluster(
     assert server.metrics()["tippingpoint_serve_connections_accepted_total"] == 60_000
     # Shared evenly: 20,000 per worker, over fleet-wide shard numbers.
     assert log.count(": 20,000 connections in ") == 3, log[-3000:]
-    finals = [r for r in _records(out) if getattr(r, "final", False)]
-    assert sorted(r.process for r in finals) == list(range(len(finals)))
+    header, *records = _records(out)
+    # The stream's header places the shards and says each worker's clock offset.
+    assert isinstance(header, HoldHeader) and header.connections == 60_000
+    assert len(header.cluster) == 3 and all(abs(w["clock_offset_ms"]) < 50 for w in header.cluster)
+    placed = sorted(k for w in header.cluster for k in w["shards"])
+    assert placed == list(range(header.processes))
+    finals = [r for r in records if getattr(r, "final", False)]
+    assert sorted(r.process for r in finals) == placed
     assert len(finals) >= 6 and sum(r.opened for r in finals) == 60_000
     assert all(r.host for r in finals)  # every record says its client machine
 

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import run_tp
 from tippingpoint.stream import (
     Header,
+    HoldHeader,
     HoldRecord,
     Interval,
     StreamError,
@@ -52,6 +53,29 @@ def test_old_streams_report_as_they_did(name: str) -> None:
     result = run_tp("report", "--type", "json", str(DATA / f"{name}.jsonl"))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == json.loads((DATA / f"{name}.report.json").read_text())
+
+
+def test_a_hold_header_round_trips_and_report_sends_holds_elsewhere(tmp_path: Path) -> None:
+    header = HoldHeader(
+        start=1764500000.25,
+        target="http://127.0.0.1:8282/",
+        connections=60_000,
+        connect_rate=20_000.0,
+        duration=9.0,
+        request_every=None,
+        processes=6,
+        tool="tippingpoint 0",
+        cluster=[
+            {"worker": "tcp://127.0.0.1:1", "host": "a", "shards": [0, 1], "clock_offset_ms": 0.5}
+        ],
+    )
+    line = encode(header)
+    assert decode(line) == header and encode(decode(line)) == line
+    assert json.loads(line)["type"] == "hold-start"
+    hold = tmp_path / "hold.jsonl"
+    hold.write_bytes(line + (DATA / "hold-v1.jsonl").read_bytes())
+    result = run_tp("report", str(hold))
+    assert result.returncode != 0 and b"a hold's records" in result.stderr
 
 
 def test_older_fields_missing_and_vegeta_results() -> None:

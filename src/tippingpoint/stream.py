@@ -1,7 +1,8 @@
 """The result stream: its record types, encoded and decoded here and nowhere else.
 
 A stream is JSON lines: an ``attack`` :class:`Header`, then :class:`Interval` records (one
-per process per interval, with HDR histograms), or a hold's :class:`HoldRecord` lines.
+per process per interval, with HDR histograms); or a hold's ``hold-start``
+:class:`HoldHeader`, then its :class:`HoldRecord` lines.
 ``report`` also reads Vegeta's JSON results (:class:`VegetaResult`). The bytes are those
 of version 1 (keys, order, separators), so streams written before these types existed
 decode as they always did, and streams written now read in older versions.
@@ -29,6 +30,7 @@ __all__ = [
     "METRICS",
     "ErrorCount",
     "Header",
+    "HoldHeader",
     "HoldRecord",
     "Interval",
     "NotJSON",
@@ -168,6 +170,25 @@ class HoldRecord:
 
 
 @dataclass(slots=True)
+class HoldHeader:
+    """``"type": "hold-start"``: the plan of one hold, first in its stream (absent from
+    streams written before it)."""
+
+    start: float
+    """Epoch seconds of the common start (``t`` of the hold records counts from it)."""
+    target: str
+    connections: int
+    connect_rate: float
+    duration: float
+    request_every: float | None
+    processes: int
+    tool: str = ""
+    version: int = 1
+    cluster: list[dict[str, Any]] = field(default_factory=list)
+    """A hold on a cluster: per worker, its host, shards and clock offset."""
+
+
+@dataclass(slots=True)
 class VegetaResult:
     """One request of ``vegeta encode --to json``."""
 
@@ -186,7 +207,7 @@ class Truncated:
     line: int
 
 
-Record = Header | Interval | HoldRecord | VegetaResult | Truncated
+Record = Header | Interval | HoldHeader | HoldRecord | VegetaResult | Truncated
 
 
 # Encoding: the version 1 layout, key for key.
@@ -283,12 +304,30 @@ def _hold(r: HoldRecord) -> dict[str, Any]:
     return out
 
 
-def encode(record: Header | Interval | HoldRecord) -> bytes:
+def _hold_header(r: HoldHeader) -> dict[str, Any]:
+    return {
+        "type": "hold-start",
+        "version": r.version,
+        "tool": r.tool,
+        "start": r.start,
+        "target": r.target,
+        "connections": r.connections,
+        "connect_rate": r.connect_rate,
+        "duration": r.duration,
+        "request_every": r.request_every,
+        "processes": r.processes,
+        **({"cluster": r.cluster} if r.cluster else {}),
+    }
+
+
+def encode(record: Header | Interval | HoldHeader | HoldRecord) -> bytes:
     """One line of the stream, newline included."""
     if isinstance(record, Interval):
         data = _interval(record)
     elif isinstance(record, HoldRecord):
         data = _hold(record)
+    elif isinstance(record, HoldHeader):
+        data = _hold_header(record)
     else:
         data = _header(record)
     return (json.dumps(data, separators=(",", ":")) + "\n").encode()
@@ -382,6 +421,22 @@ def _decode_hold(d: dict[str, Any]) -> HoldRecord:
     )
 
 
+def _decode_hold_header(d: dict[str, Any]) -> HoldHeader:
+    every = d.get("request_every")
+    return HoldHeader(
+        start=float(d.get("start", 0.0)),
+        target=str(d.get("target", "")),
+        connections=int(d.get("connections", 0)),
+        connect_rate=float(d.get("connect_rate", 0.0)),
+        duration=float(d.get("duration", 0.0)),
+        request_every=None if every is None else float(every),
+        processes=int(d.get("processes", 1)),
+        tool=str(d.get("tool", "")),
+        version=int(d.get("version", 1)),
+        cluster=list(d.get("cluster") or []),
+    )
+
+
 def _decode_vegeta(d: dict[str, Any]) -> VegetaResult:
     return VegetaResult(
         latency_ns=int(d.get("latency", 0)),
@@ -395,14 +450,15 @@ def _decode_vegeta(d: dict[str, Any]) -> VegetaResult:
 
 _json_decode = msgspec.json.Decoder().decode
 
-_DECODERS: dict[str, Callable[[dict[str, Any]], Header | Interval | HoldRecord]] = {
+_DECODERS: dict[str, Callable[[dict[str, Any]], Header | Interval | HoldHeader | HoldRecord]] = {
     "interval": _decode_interval,
     "attack": _decode_header,
     "hold": _decode_hold,
+    "hold-start": _decode_hold_header,
 }
 
 
-def decode(line: bytes | str) -> Header | Interval | HoldRecord | VegetaResult:
+def decode(line: bytes | str) -> Header | Interval | HoldHeader | HoldRecord | VegetaResult:
     """One line, typed; :class:`StreamError` when it is not a record of a known type."""
     try:
         data = _json_decode(line)

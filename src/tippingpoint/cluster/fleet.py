@@ -162,6 +162,13 @@ class Fleet:
                 "zero: its seconds are shifted by that much against the others'"
             )
 
+    def cores_by_host(self) -> dict[str, int]:
+        """Each client machine's cores (as its workers may use them)."""
+        out: dict[str, int] = {}
+        for facts in self.facts.values():
+            out[facts.host] = max(out.get(facts.host, 0), facts.cores)
+        return out
+
     def alive(self) -> set[str]:
         """The workers the scheduler has now. (Not ``Client.scheduler_info()``: its
         cache is refreshed in the background without the workers, and a read can
@@ -192,17 +199,7 @@ class Fleet:
             w: _deal(plan.shards[k::n], _laddrs(self.facts[w])) for k, w in enumerate(self.workers)
         }
         header = header_record(config, plan, start_epoch)
-        header.cluster = [
-            {
-                "worker": w,
-                "host": self.facts[w].host,
-                "shard": k,
-                "shards": [s.index for s in placed[w]],
-                "clock_offset_ms": round(self.offsets[w].seconds * 1000, 3),
-                "clock_uncertainty_ms": round(self.offsets[w].uncertainty * 1000, 3),
-            }
-            for k, w in enumerate(self.workers)
-        ]
+        header.cluster = self._placement(placed)
         on_record(header, encode(header))
         return self._stream("attack", config, placed, start_epoch, on_record)
 
@@ -266,8 +263,10 @@ class Fleet:
         on_start: Callable[[int], None] | None = None,
         on_lost: Callable[[list[int]], None] | None = None,
     ) -> int:
-        """Hold ``config.connections`` over the fleet (see :meth:`plan_hold`);
-        ``on_lost`` gets a lost worker's shards when it is found gone."""
+        """Hold ``config.connections`` over the fleet (see :meth:`plan_hold`), its
+        header first; ``on_lost`` gets a lost worker's shards when it is found gone."""
+        from tippingpoint.engine.runner import hold_header
+
         placed = self.plan_hold(config)
         shards = sum(len(s) for s in placed.values())
         for w in self.workers:
@@ -276,7 +275,24 @@ class Fleet:
         if on_start is not None:
             on_start(shards)
         start_epoch = time.time() + _START_DELAY_S
+        header = hold_header(config, shards, start_epoch)
+        header.cluster = self._placement(placed)
+        on_record(header, encode(header))
         return self._stream("hold", config, placed, start_epoch, on_record, on_lost)
+
+    def _placement(self, placed: Mapping[str, Sequence[Shard | HoldShard]]) -> list[dict[str, Any]]:
+        """For a stream's header: each worker's machine, shards and clock offset."""
+        return [
+            {
+                "worker": w,
+                "host": self.facts[w].host,
+                "shard": placed[w][0].index,
+                "shards": [s.index for s in placed[w]],
+                "clock_offset_ms": round(self.offsets[w].seconds * 1000, 3),
+                "clock_uncertainty_ms": round(self.offsets[w].uncertainty * 1000, 3),
+            }
+            for w in self.workers
+        ]
 
     # -- running shards -----------------------------------------------------------------
 

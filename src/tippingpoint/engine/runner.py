@@ -32,7 +32,7 @@ from tippingpoint.limits import raise_nofile
 from tippingpoint.loops import new_loop
 from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.procs import describe_status, fork_child
-from tippingpoint.stream import Header, Interval, Record, decode, encode
+from tippingpoint.stream import Header, HoldHeader, Interval, Record, decode, encode
 
 __all__ = [
     "Plan",
@@ -116,6 +116,19 @@ def header_record(config: AttackConfig, plan: Plan, start_epoch: float) -> Heade
     )
 
 
+def hold_header(config: HoldConfig, processes: int, start_epoch: float) -> HoldHeader:
+    return HoldHeader(
+        start=start_epoch,
+        target=config.target.url,
+        connections=config.connections,
+        connect_rate=config.connect_rate,
+        duration=config.duration,
+        request_every=config.request_every,
+        processes=processes,
+        tool=f"tippingpoint {__version__}",
+    )
+
+
 Sink = Callable[[Record, bytes], None]
 """Gets every record of a run as it arrives, decoded once, with its line of the stream
 (to be written as it is: the bytes the measuring process encoded)."""
@@ -185,10 +198,13 @@ def run_hold(
     open-file limit) needs; ``on_start`` learns how many before they start. Returns 0,
     or 1 when a worker process failed."""
     soft, _hard = raise_nofile()
+    start_epoch = time.time() + _START_DELAY_S
     start_ns = time.monotonic_ns() + int(_START_DELAY_S * 1e9)
     shards = plan_hold(config, fd_limit or soft, start_ns)
     if on_start is not None:
         on_start(len(shards))
+    header = hold_header(config, len(shards), start_epoch)
+    on_record(header, encode(header))
     return run_children(
         [functools.partial(hold_child, config, shard) for shard in shards], on_record, "hold"
     )

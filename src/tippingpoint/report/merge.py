@@ -19,6 +19,7 @@ from tippingpoint.pacer import Pacer, Segment
 from tippingpoint.stream import (
     METRICS,
     Header,
+    HoldHeader,
     HoldRecord,
     Interval,
     NotJSON,
@@ -326,7 +327,7 @@ def summarize(records: Iterable[Named]) -> Summary:
             summary.warnings.append(f"{name}: skipped a truncated last line {record.line}")
         elif isinstance(record, VegetaResult):
             summary.add_vegeta(record)
-        elif isinstance(record, HoldRecord):
+        elif isinstance(record, HoldRecord | HoldHeader):
             raise InputError(
                 f"{name}: a hold's records: read them with tippingpoint hold's summary"
             )
