@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_tp, tippingpoint_cmd
 from tippingpoint.engine.hold import HoldConfig, plan_hold
 from tippingpoint.targets import Target
@@ -63,7 +65,12 @@ def test_hold_keeps_connections_with_periodic_requests(serve, tmp_path: Path) ->
     assert re.search(r"connect time \(connect\(\) to established\) p50 [\d.]+ ms, p99 ", summary)
     assert re.search(r"connects started late against the plan by p50 [\d.]+ ms", summary)
     assert re.search(r"requests [\d,]+ \(200: [\d,]+\), p50 [\d.]+ ms", summary)
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    header, *records = [json.loads(line) for line in out.read_text().splitlines()]
+    # The hold's plan first: its start instant (t of every record counts from it).
+    assert header["type"] == "hold-start" and "cluster" not in header
+    assert (header["connections"], header["connect_rate"], header["processes"]) == (3000, 3000, 2)
+    assert header["request_every"] == 1 and abs(header["start"] - time.time()) < 60
+    assert {r["type"] for r in records} == {"hold"}
     assert {r["process"] for r in records} == {0, 1}
     answered = sum(sum(r["codes"].values()) for r in records)
     assert answered >= 3000  # every connection asked at least once a second
@@ -238,3 +245,28 @@ def test_connects_held_up_by_a_slow_server_blame_the_server(serve) -> None:
     summary = stdout.decode()
     assert "each open waited on the other end (TCP connect p99" in summary, summary
     assert "not at more client processes" in summary
+
+
+def test_cpu_busy_counts_each_client_machines_own_cores() -> None:
+    from tippingpoint.engine.hold import HoldTally
+    from tippingpoint.stream import HoldRecord
+
+    def second(process: int, host: str) -> HoldRecord:
+        # Each process used 1 CPU-second in its first 2 s: half a core.
+        return HoldRecord(
+            process, t=2.0, established=10, opened=10, lost=0, cpu_us=1_000_000, host=host
+        )
+
+    # Here: 4 processes on this machine's cores (the hold's own), at most one core each.
+    here = HoldTally(40, 4)
+    for k in range(4):
+        here.add(second(k, ""))
+    cores = min(4, here.cores)
+    assert here.cpu_busy() == pytest.approx(4 * 1.0 / (2.0 * cores))
+    # A cluster: 3 processes on a 2-core machine and 1 on a 16-core one: 3 cores in all,
+    # whatever this machine has.
+    fleet = HoldTally(40, 4)
+    fleet.host_cores = {"a": 2, "b": 16}
+    for k, host in enumerate("aaab"):
+        fleet.add(second(k, host))
+    assert fleet.cpu_busy() == pytest.approx(4 * 1.0 / (2.0 * 3))

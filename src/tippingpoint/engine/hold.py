@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 from array import array
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import monotonic_ns, process_time_ns
@@ -441,6 +442,8 @@ class HoldTally:
         self.cpus_busy: list[float] = []
         self.cores = len(os.sched_getaffinity(0))
         """The CPUs the hold's processes may run on (they inherit this process's)."""
+        self.host_cores: dict[str, int] = {}
+        """A hold on a cluster: each client machine's cores (its records say their host)."""
         self.latest: dict[int, HoldRecord] = {}
         self.first: dict[int, HoldRecord] = {}
         self.failures: dict[tuple[int, str], int] = {}
@@ -553,7 +556,8 @@ class HoldTally:
         if not self.latest or not any(self.cpu_us.values()):
             return None
         elapsed = sum(r.t for r in self.latest.values()) / len(self.latest)
-        cores = min(len(self.latest), self.cores)
+        per_host = Counter(r.host for r in self.latest.values())
+        cores = sum(min(n, self.host_cores.get(host, self.cores)) for host, n in per_host.items())
         return sum(self.cpu_us.values()) / 1e6 / (elapsed * cores) if elapsed else None
 
     def machine_busy(self) -> float | None:
