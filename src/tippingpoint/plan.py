@@ -32,6 +32,7 @@ __all__ = [
     "KERNEL_BYTES_PER_CONNECTION",
     "ConnectionPlan",
     "loopback_sources",
+    "parse_addresses",
     "plan_connections",
     "plan_with_sources",
     "processes_for",
@@ -223,6 +224,27 @@ def plan_connections(
         problems=tuple(problems),
         warnings=tuple(warnings),
     )
+
+
+def parse_addresses(spec: str | None) -> tuple[str, ...]:
+    """``127.0.0.2-127.0.0.40`` or ``127.0.0.2,127.0.0.3`` -> addresses (ValueError with
+    what to write instead)."""
+    if not spec:
+        return ()
+    out: list[str] = []
+    for part in spec.split(","):
+        low_s, sep, high_s = part.strip().partition("-")
+        try:
+            low = ipaddress.ip_address(low_s)
+            high = ipaddress.ip_address(high_s) if sep else low
+        except ValueError:
+            raise ValueError(
+                f"{part!r}: use addresses or ranges like 127.0.0.2-127.0.0.40"
+            ) from None
+        if int(high) < int(low) or int(high) - int(low) > 65535:
+            raise ValueError(f"{part!r}: the range must go up, at most 65,536 addresses")
+        out.extend(str(ipaddress.ip_address(i)) for i in range(int(low), int(high) + 1))
+    return tuple(out)
 
 
 def loopback_sources(count: int) -> tuple[str, ...]:

@@ -38,24 +38,12 @@ def parse_roles(specs: tuple[str, ...]) -> dict[str, list[int]]:
 
 def parse_laddrs(spec: str | None) -> tuple[str, ...]:
     """``127.0.0.2-127.0.0.40`` or ``127.0.0.2,127.0.0.3`` -> addresses."""
-    import ipaddress
+    from tippingpoint.plan import parse_addresses
 
-    if not spec:
-        return ()
-    out: list[str] = []
-    for part in spec.split(","):
-        low_s, sep, high_s = part.strip().partition("-")
-        try:
-            low = ipaddress.ip_address(low_s)
-            high = ipaddress.ip_address(high_s) if sep else low
-        except ValueError:
-            raise click.BadParameter(
-                f"{part!r}: use addresses or ranges like 127.0.0.2-127.0.0.40"
-            ) from None
-        if int(high) < int(low) or int(high) - int(low) > 65535:
-            raise click.BadParameter(f"{part!r}: the range must go up, at most 65,536 addresses")
-        out.extend(str(ipaddress.ip_address(i)) for i in range(int(low), int(high) + 1))
-    return tuple(out)
+    try:
+        return parse_addresses(spec)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def request_options(f: Callable[..., None]) -> Callable[..., None]:

@@ -440,9 +440,9 @@ def _tls_configured() -> bool:
 
 
 def _laddrs(facts: Facts) -> tuple[str, ...]:
-    from tippingpoint.cli.options import parse_laddrs
+    from tippingpoint.plan import parse_addresses
 
-    return parse_laddrs(facts.laddrs) if facts.laddrs else ()
+    return parse_addresses(facts.laddrs)
 
 
 def _deal(shards: Sequence[Shard], laddrs: tuple[str, ...]) -> list[Shard]:
