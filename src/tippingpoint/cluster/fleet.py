@@ -41,6 +41,7 @@ from tippingpoint.cluster import ClusterError, require_dask
 from tippingpoint.cluster.address import check_address
 from tippingpoint.cluster.clock import Offset, measure_offsets
 from tippingpoint.cluster.facts import Facts, machine_facts
+from tippingpoint.cluster.shard import prepare
 from tippingpoint.engine.hold import HoldConfig, HoldShard
 from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.stream import HoldRecord, Interval, Record, decode, encode
@@ -139,6 +140,7 @@ class Fleet:
                 "--workers N, or dask worker ADDRESS)"
             )
         self.facts = self.client.run(machine_facts, workers=self.workers)
+        self.client.run(prepare, workers=self.workers)  # the engine imported ahead of runs
         for worker in self.workers:
             self.log(f"cluster: worker {worker}: {self.facts[worker].describe()}")
         self.offsets = measure_offsets(self.client, self.workers)
