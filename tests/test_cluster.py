@@ -206,7 +206,9 @@ def test_ctrl_c_stops_every_shard_on_every_worker(cluster: str, serve: Any, tmp_
         running = client.run(_shard_processes)
     assert sum(len(p) for p in running.values()) >= 6, running  # a run's process, a shard
     hold.send_signal(signal.SIGINT)
+    stopped = time.monotonic()
     out, err = hold.communicate(timeout=60)
+    assert time.monotonic() - stopped < 15  # stopped, not run to its 60 s end
     assert hold.returncode == 130, err.decode()[-2000:]
     assert "stopping every shard" in err.decode()
     assert "peak established 3,000 of 3,000" in out.decode()

@@ -172,11 +172,11 @@ class Fleet:
         return out
 
     def alive(self) -> set[str]:
-        """The workers the scheduler has now. (Not ``Client.scheduler_info()``: its
-        cache is refreshed in the background without the workers, and a read can
-        catch it so: a busy machine once saw all four workers "lost" that way.)"""
-        identity = self.client.sync(self.client.scheduler.identity, n_workers=-1)
-        return set(identity["workers"])
+        """The workers the scheduler has now, asked of it (``ncores``: one small answer,
+        where ``identity`` would describe every worker). Not ``Client.scheduler_info()``:
+        its cache is refreshed in the background without the workers, and a read can
+        catch it so: a busy machine once saw all four workers "lost" that way."""
+        return set(self.client.ncores())
 
     # -- attack -------------------------------------------------------------------------
 

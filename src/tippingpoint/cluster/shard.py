@@ -16,6 +16,7 @@ import pickle
 import selectors
 import signal
 import socket
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = ["ShardResult", "prepare", "run_shard"]
 
 ShardResult = dict[str, Any]
 
+_STOP_POLL_S = 5.0
 _START_MARGIN_S = 0.05
 """A shard that would start less than this ahead (a late task) starts at once; its
 lateness then shows in its records."""
@@ -42,7 +44,7 @@ def run_shard(
     the client's ``start_epoch``, this machine's clock being ``offset`` s ahead of the
     client's. Every record line goes to ``topic``. Returns the exit code, host and line
     count."""
-    from distributed import Event, get_worker
+    from distributed import Event, get_client, get_worker
 
     worker = get_worker()
     host = socket.gethostname()
@@ -52,11 +54,15 @@ def run_shard(
     start_ns = time.monotonic_ns() + int(max(delay, _START_MARGIN_S) * 1e9)
     shards = [replace(s, start_ns=start_ns) for s in shards]
     pid, out, err, status = zygote().start(pickle.dumps((kind, config, shards)))
-    stop = Event(stop_name)
+    done = threading.Event()
+    threading.Thread(
+        target=_stop_on,
+        args=(Event(stop_name, client=get_client()), done, pid),
+        daemon=True,
+        name="tippingpoint-stop",
+    ).start()
     lines = 0
     pending = b""
-    stopped = False
-    checked = time.monotonic()
     errors = b""
     try:
         with selectors.DefaultSelector() as sel:
@@ -65,7 +71,7 @@ def run_shard(
             sel.register(err, selectors.EVENT_READ)
             out_open = True
             while out_open:
-                for key, _ in sel.select(timeout=0.2):
+                for key, _ in sel.select():
                     chunk = os.read(key.fd, 1 << 20)
                     if not chunk:
                         sel.unregister(key.fd)
@@ -80,15 +86,10 @@ def run_shard(
                             worker.log_event(
                                 topic, {"host": host, "worker": worker.address, "lines": complete}
                             )
-                now = time.monotonic()
-                if not stopped and now - checked >= 0.5:
-                    checked = now
-                    if stop.is_set():
-                        stopped = True
-                        _terminate(pid)
         raw = os.read(status, 4)  # at its exit; nothing when it died without one
         errors += _drain(err)
     finally:
+        done.set()
         for fd in (out, err, status):
             os.close(fd)
     code = int.from_bytes(raw, "big", signed=True) if len(raw) == 4 else 1
@@ -110,11 +111,23 @@ def prepare() -> int:
     return zygote().proc.pid
 
 
-def _terminate(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+def _stop_on(stop: Any, done: threading.Event, pid: int) -> None:
+    """Until the run is ``done``: SIGTERM to its process once the client sets ``stop``
+    (Ctrl-C). A long poll of the scheduler (one request per 5 s, answered at once when
+    the event is set), not a request every fraction of a second from every worker."""
+    while not done.is_set():
+        try:
+            if not stop.wait(timeout=_STOP_POLL_S):
+                continue
+        except Exception:  # the scheduler is out of reach for now: ask again
+            done.wait(1.0)
+            continue
+        if not done.is_set():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        return
 
 
 def _drain(fd: int) -> bytes:
