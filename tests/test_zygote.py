@@ -119,3 +119,21 @@ def test_the_zygote_and_its_runs_die_with_the_worker(serve: Any) -> None:
     worker.wait()
     _, alive = psutil.wait_procs([psutil.Process(zygote_pid), run, *shards], timeout=10)
     assert not alive, alive
+
+
+def test_the_zygote_drops_the_allocator_setting_dask_gives_its_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("distributed")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a Dask nanny sets it
+    z = Zygote()
+    try:
+        assert "MALLOC_TRIM_THRESHOLD_" not in psutil.Process(z.proc.pid).environ()
+    finally:
+        z.close()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1048576")  # a user's own choice stays
+    z = Zygote()
+    try:
+        assert psutil.Process(z.proc.pid).environ()["MALLOC_TRIM_THRESHOLD_"] == "1048576"
+    finally:
+        z.close()
