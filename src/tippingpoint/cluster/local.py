@@ -26,9 +26,10 @@ profiler (a stack sample every 10 ms), the event-loop watchdog (a tick every 20 
 and the system monitor (every 500 ms) feed the dashboard only; the memory monitor
 (every 100 ms, in each worker and its nanny) reads the worker process's own memory,
 where a run keeps none (its shards are processes of their own), so once every 2 s is
-enough to keep its safety net. Two idle workers and their nannies took 8.3 % of a core
-with all of it, 1.5 % without the first three, 0.9 % without the memory monitor's
-haste (benchmarks/cluster_overhead.py prints it)."""
+enough to keep its safety net. Two idle worker processes took 8.3 % of a core with all
+of it, 1.5 % without the first three, 0.6-0.8 % with the memory monitor every 2 s
+(benchmarks/cluster_overhead.py prints it); the scheduler's process, where the nannies
+run, 2.4 % before that last change and 0.9 % after."""
 
 
 def quiet_env() -> dict[str, str]:
