@@ -63,7 +63,8 @@ def test_sessions_are_held_pinged_and_subscribed(serve: Any, tmp_path: Path, ver
     # Every PINGRESP the client counted was a PINGREQ the server answered; pings in
     # flight when the hold ended were answered but not counted.
     assert pings <= metrics["tippingpoint_serve_mqtt_pingreq_total"] <= pings + 600
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    header, *records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert header["type"] == "hold-start" and header["target"].startswith("mqtt://")
     assert any("connack" in r["hist"] for r in records)
 
 
