@@ -34,7 +34,6 @@ import itertools
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,18 @@ from pathlib import Path
 
 import psutil
 
-from common import machine, median, need, pinned, start, stop, tippingpoint, wait_port
+from common import (
+    machine,
+    median,
+    need,
+    pinned,
+    start,
+    start_cluster,
+    stop,
+    stop_cluster,
+    tippingpoint,
+    wait_port,
+)
 from tippingpoint.cluster.local import worker_laddrs
 from tippingpoint.stream import Header, Interval, decode
 
@@ -195,19 +205,9 @@ def main() -> None:
             pinned(1, [*tippingpoint(), "serve", "--ports", PORTS, "--processes", "1"]),
             Path(tmp) / "serve.log",
         )
-        cluster = subprocess.Popen(
-            pinned(
-                1 if args.split else 0,
-                [*tippingpoint(), "cluster", "local", "--workers", str(args.workers)],
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        cluster, address = start_cluster(args.workers, cpu=1 if args.split else 0)
         try:
             wait_port(8285)
-            assert cluster.stdout is not None
-            address = cluster.stdout.readline().decode().strip()
             # What the cluster costs doing nothing (its ticks and heartbeats) over 10 s.
             time.sleep(3)
             before = tree_cpu(cluster.pid)
@@ -249,11 +249,7 @@ def main() -> None:
                     after = children_cpu() + sum(tree_cpu(p) for p in watched)
                     results[how].append(measure(out, after - before, args.rate, samples))
         finally:
-            cluster.send_signal(signal.SIGTERM)
-            try:
-                cluster.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(cluster.pid, signal.SIGKILL)
+            stop_cluster(cluster)
             stop(server)
     print(f"machine: {machine()}")
     print(f"the cluster's worker processes alone, idle: {idle * 10:.1f} % of a core")

@@ -1,6 +1,6 @@
 """Where a cluster attack's CPU goes, by process, in its steady state: one attack through
 a local cluster of 2 workers, each process's share of a core over 20 s of the middle of
-the run (from 14 s after launch), with its context switches.
+the run (from 14 s after launch).
 
 `serve` on CPU 1; the cluster (scheduler and nannies in the `cluster local` process, the
 workers, their zygotes, the runs' processes and shards) and the attack command on CPU 0.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -20,7 +19,17 @@ from pathlib import Path
 
 import psutil
 
-from common import machine, need, pinned, start, stop, tippingpoint, wait_port
+from common import (
+    machine,
+    need,
+    pinned,
+    start,
+    start_cluster,
+    stop,
+    stop_cluster,
+    tippingpoint,
+    wait_port,
+)
 
 WINDOW_S = 20
 
@@ -43,8 +52,8 @@ def role(proc: psutil.Process) -> str:
     return "attack command (the client)"
 
 
-def snapshot(roots: list[int]) -> dict[int, tuple[str, float, int]]:
-    """pid -> (role, CPU seconds, context switches) of the trees under ``roots``."""
+def snapshot(roots: list[int]) -> dict[int, tuple[str, float]]:
+    """pid -> (role, CPU seconds) of the trees under ``roots``."""
     out = {}
     for root in roots:
         try:
@@ -55,12 +64,7 @@ def snapshot(roots: list[int]) -> dict[int, tuple[str, float, int]]:
         for proc in procs:
             try:
                 cpu = proc.cpu_times()
-                switches = proc.num_ctx_switches()
-                out[proc.pid] = (
-                    role(proc),
-                    cpu.user + cpu.system,
-                    switches.voluntary + switches.involuntary,
-                )
+                out[proc.pid] = (role(proc), cpu.user + cpu.system)
             except psutil.NoSuchProcess:
                 continue
     return out
@@ -77,16 +81,9 @@ def main() -> None:
             pinned(1, [*tippingpoint(), "serve", "--ports", "8282-8285", "--processes", "1"]),
             Path(tmp) / "serve.log",
         )
-        cluster = subprocess.Popen(
-            pinned(0, [*tippingpoint(), "cluster", "local", "--workers", "2"]),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        cluster, address = start_cluster(2, cpu=0)
         try:
             wait_port(8285)
-            assert cluster.stdout is not None
-            address = cluster.stdout.readline().decode().strip()
             time.sleep(3)
             command = [
                 *tippingpoint(), "attack", "http://127.0.0.1:8282/", "--rate", str(args.rate),
@@ -102,21 +99,14 @@ def main() -> None:
             after = snapshot([cluster.pid, attack.pid])
             attack.wait()
         finally:
-            cluster.send_signal(signal.SIGTERM)
-            try:
-                cluster.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(cluster.pid, signal.SIGKILL)
+            stop_cluster(cluster)
             stop(server)
     print(f"machine: {machine()}")
     print(f"{args.rate:,}/s through a local cluster of 2 workers; {WINDOW_S} s mid-run")
-    print(f"{'process':30} {'% of a core':>12} {'switches/s':>11}")
-    for pid, (name, cpu, switches) in sorted(after.items(), key=lambda kv: kv[1][0]):
-        _, cpu0, switches0 = before.get(pid, (name, 0.0, 0))
-        print(
-            f"{name:30} {(cpu - cpu0) / WINDOW_S * 100:12.2f} "
-            f"{(switches - switches0) / WINDOW_S:11.0f}"
-        )
+    print(f"{'process':30} {'% of a core':>12}")
+    for pid, (name, cpu) in sorted(after.items(), key=lambda kv: kv[1][0]):
+        cpu0 = before.get(pid, (name, 0.0))[1]
+        print(f"{name:30} {(cpu - cpu0) / WINDOW_S * 100:12.2f}")
 
 
 if __name__ == "__main__":

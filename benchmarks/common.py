@@ -70,6 +70,32 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
     stop_process(proc, timeout)
 
 
+def start_cluster(
+    workers: int, *, cpu: int | None = None, log: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``tippingpoint cluster local --workers N`` (on ``cpu``), in a session of its own;
+    returns it and the scheduler's address (its first line)."""
+    cmd = [*tippingpoint(), "cluster", "local", "--workers", str(workers)]
+    proc = subprocess.Popen(
+        pinned(cpu, cmd) if cpu is not None else cmd,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "wb") if log else subprocess.DEVNULL,  # noqa: SIM115
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().decode().strip()
+
+
+def stop_cluster(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Stop a cluster from :func:`start_cluster`: SIGTERM, then SIGKILL to its session."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, need, start, stop, tippingpoint, wait_port
+from common import machine, need, start, start_cluster, stop, stop_cluster, tippingpoint, wait_port
 from tippingpoint.certs import make_certificate
 from tippingpoint.limits import memory_available, port_range, raise_nofile
 from tippingpoint.monitor import read_meminfo
@@ -72,16 +72,6 @@ def descendants_rss_kib(pid: int) -> int:
         except psutil.NoSuchProcess:
             pass
     return total
-
-
-def start_cluster(workers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen(
-        [*tippingpoint(), "cluster", "local", "--workers", str(workers)],
-        stdout=subprocess.PIPE,
-        stderr=open(log, "wb"),  # noqa: SIM115
-    )
-    assert proc.stdout is not None
-    return proc, proc.stdout.readline().decode().strip()
 
 
 def main() -> None:
@@ -218,7 +208,9 @@ def main() -> None:
                     target += ["--keepalive", args.keepalive]
             if args.cluster_workers:
                 # Each worker uses its own source addresses (127.0.K.2-254).
-                cluster, address = start_cluster(args.cluster_workers, Path(tmp) / "cluster.log")
+                cluster, address = start_cluster(
+                    args.cluster_workers, log=Path(tmp) / "cluster.log"
+                )
                 sources = ["--cluster", address]
                 laddr = "each worker's own (127.0.K.2-127.0.K.254)"
             else:
@@ -266,7 +258,7 @@ def main() -> None:
             elapsed = time.monotonic() - t0
         finally:
             if cluster is not None:
-                stop(cluster, timeout=60)
+                stop_cluster(cluster, timeout=60)
             if fleet is not None:
                 fleet.stop(grace=1)
             stop(server, timeout=60)

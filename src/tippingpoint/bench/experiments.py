@@ -81,11 +81,7 @@ class Bench:
         tally: HoldTally | None = None,
     ) -> int:
         if self.fleet is not None:
-            on_lost = None
-            if tally is not None:
-                on_lost = tally.drop
-                tally.host_cores = self.fleet.cores_by_host()
-            return self.fleet.hold(config, on_record, on_start, on_lost)
+            return self.fleet.hold(config, on_record, on_start, tally)
         return run_hold(config, on_record, self.fd_limit, on_start)
 
 

@@ -198,8 +198,7 @@ def _on_cluster(
     from tippingpoint.cli.fleet import fleet_of
 
     with fleet_of(opts, "hold") as fleet:
-        tally.host_cores = fleet.cores_by_host()
-        code = fleet.hold(config, on_record, on_start, tally.drop)
+        code = fleet.hold(config, on_record, on_start, tally)
     for line in fleet.missing_share({}):
         fleet.log(line)
     return code

@@ -42,7 +42,7 @@ from tippingpoint.cluster.address import check_address
 from tippingpoint.cluster.clock import Offset, measure_offsets
 from tippingpoint.cluster.facts import Facts, machine_facts
 from tippingpoint.cluster.shard import prepare
-from tippingpoint.engine.hold import HoldConfig, HoldShard
+from tippingpoint.engine.hold import HoldConfig, HoldShard, HoldTally
 from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.stream import HoldRecord, Interval, Record, decode, encode
 
@@ -263,12 +263,17 @@ class Fleet:
         config: HoldConfig,
         on_record: Sink,
         on_start: Callable[[int], None] | None = None,
-        on_lost: Callable[[list[int]], None] | None = None,
+        tally: HoldTally | None = None,
     ) -> int:
         """Hold ``config.connections`` over the fleet (see :meth:`plan_hold`), its
-        header first; ``on_lost`` gets a lost worker's shards when it is found gone."""
+        header first. ``tally`` learns each client machine's cores, and drops a lost
+        worker's shards when it is found gone."""
         from tippingpoint.engine.runner import hold_header
 
+        on_lost = None
+        if tally is not None:
+            tally.host_cores = self.cores_by_host()
+            on_lost = tally.drop
         placed = self.plan_hold(config)
         shards = sum(len(s) for s in placed.values())
         for w in self.workers:

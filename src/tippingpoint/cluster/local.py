@@ -28,8 +28,7 @@ and the system monitor (every 500 ms) feed the dashboard only; the memory monito
 where a run keeps none (its shards are processes of their own), so once every 2 s is
 enough to keep its safety net. Two idle worker processes took 8.3 % of a core with all
 of it, 1.5 % without the first three, 0.6-0.8 % with the memory monitor every 2 s
-(benchmarks/cluster_overhead.py prints it); the scheduler's process, where the nannies
-run, 2.4 % before that last change and 0.9 % after."""
+(benchmarks/cluster_overhead.py prints it)."""
 
 
 def quiet_env() -> dict[str, str]:

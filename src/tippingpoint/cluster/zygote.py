@@ -87,8 +87,8 @@ def _environment() -> dict[str, str]:
     """The worker's environment, less the allocator setting a Dask nanny gives its
     worker (``MALLOC_TRIM_THRESHOLD_=65536``, from ``distributed.nanny.pre-spawn-environ``):
     glibc then hands memory back to the kernel at every free above 64 KiB, and the shards
-    paid for it, 1.7-4.6 % more CPU per request at 40,000/s (an attack with and without
-    it). A value the user set to something else stays."""
+    paid for it in CPU per request (docs/PERFORMANCE.md). A value the user set to
+    something else stays."""
     env = dict(os.environ)
     try:
         import dask
