@@ -41,8 +41,12 @@ def test_sweep_finds_the_rate_limit_as_the_knee(serve, proxy, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     sweep = json.loads(result.stdout)
     offered = [s["offered"] for s in sweep["steps"]]
-    assert offered == [200, 400, 800, 600]  # x2 until past the knee, then one bisection
+    # x2 until past the knee, one bisection, then the knee's two ends once more each.
+    assert offered == [200, 400, 800, 600, 600, 400]
+    assert [s["repeat"] for s in sweep["steps"]][-2:] == ["confirm", "confirm"]
     assert sweep["tipping_point"] == 400 and sweep["first_bad"] == 600
+    assert sweep["last_good"] == 400
+    assert sweep["confirmed"].startswith("confirmed: 600/s past the knee in 2 of 2 runs")
     assert not sweep["client_limited"]
     bad = sweep["steps"][2]
     assert bad["achieved"] < 0.9 * 800 and "achieved" in bad["verdict"]
@@ -55,6 +59,8 @@ def test_sweep_finds_the_rate_limit_as_the_knee(serve, proxy, tmp_path: Path) ->
         "step-01-400.jsonl",
         "step-02-800.jsonl",
         "step-03-600.jsonl",
+        "step-04-600.jsonl",
+        "step-05-400.jsonl",
     ]
     monitor = [json.loads(line) for line in (out / "monitor.jsonl").read_text().splitlines()]
     assert len(monitor) >= 6 and all("tcp_established" in m for m in monitor)
@@ -149,7 +155,7 @@ def test_closed_sweep_steps_connections_to_the_knee(tmp_path: Path) -> None:
     sweep = json.loads(result.stdout)
     assert sweep["model"] == "closed"
     steps = sweep["steps"]
-    unrefined = [s["connections"] for s in steps if not s["refined"]]
+    unrefined = [s["connections"] for s in steps if not s["refined"] and not s["repeat"]]
     assert unrefined == [2**i for i in range(len(unrefined))]  # from 1, x2 by default
     assert all(s["offered"] == 0 and s["achieved"] > 0 for s in steps)
     # One request at a time: more connections only wait longer, and past a few the

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tippingpoint.certs import make_certificate
 from tippingpoint.listeners import PortBusy, check_free
+from tippingpoint.placement import PlacementError, cpu_list, start_on, verify
 from tippingpoint.procs import die_with_parent
 
 __all__ = [
@@ -139,10 +140,18 @@ def _child_setup(parent: int) -> None:
 
 
 class BrokerFleet:
-    """``config.instances`` mosquitto processes, their files in ``workdir``."""
+    """``config.instances`` mosquitto processes, their files in ``workdir``; each on
+    ``cpus`` when given (set in the child before exec, read back once it accepts)."""
 
-    def __init__(self, config: BrokerConfig, workdir: Path, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        workdir: Path,
+        binary: str | None = None,
+        cpus: tuple[int, ...] | None = None,
+    ) -> None:
         self.config = config
+        self.cpus = cpus
         self.workdir = Path(workdir).absolute()
         self.binary = find_mosquitto(binary)
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -188,6 +197,11 @@ class BrokerFleet:
                 self.procs.append(self._spawn(i, path))
             for i, proc in enumerate(self.procs):
                 self._wait_ready(i, proc, timeout)
+                if self.cpus is not None:
+                    verify(f"mosquitto instance {i}", [proc.pid], self.cpus)
+        except PlacementError as e:
+            self.stop()
+            raise BrokerError(str(e)) from None
         except BaseException:
             self.stop()
             raise
@@ -201,8 +215,13 @@ class BrokerFleet:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=lambda: _child_setup(parent),
+                preexec_fn=start_on(self.cpus, lambda: _child_setup(parent)),
             )
+        except subprocess.SubprocessError:
+            raise BrokerError(
+                f"cannot start mosquitto on CPUs {cpu_list(self.cpus or ())}: the kernel "
+                "refused that affinity (a cpuset without them?); ask for CPUs this machine gives"
+            ) from None
         finally:
             log.close()
 

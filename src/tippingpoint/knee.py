@@ -27,9 +27,12 @@ limit. When the server's figures are past the knee too, the server tipped first 
 slowness made the client open connection after connection) and the step counts as
 past the knee, unless the generator was at the end of its CPU (``client_cpu_max``) or
 its connections could not grow (a connection cap, or a new connection per request:
-then the server's slowness cannot have made it late): its own slowness may then be
-all the server's figures show, and the step is client-limited. The tipping point is the highest rate
-offered before the first step past the knee.
+then the server's slowness cannot have made it late, unless hits queued for the capped
+pool while the generator had CPU to spare): its own slowness may then be all the
+server's figures show, and the step is client-limited. The generator's CPU is its
+CPUs' whole load, whoever for, where the bench accounts for it. The tipping point is
+the highest rate offered before the first step past the knee (see
+:mod:`tippingpoint.search`: a knee is confirmed before it stands).
 """
 
 from __future__ import annotations
@@ -69,7 +72,11 @@ class Step:
     """The share of its cores the load generator used (0-1), where recorded."""
     fixed_pool: bool = False
     """The generator's connections could not grow with the server's slowness (a
-    connection cap, or a new connection per request): its lateness is its own."""
+    connection cap, or a new connection per request): its lateness is its own..."""
+    pool_exhausted: bool = False
+    """... unless hits waited for a connection of that pool while the generator's CPUs
+    had room: the pool was then the server's queue, and its bursts of answers made the
+    pacing loop late, not the generator."""
 
     def at(self, percentile: float) -> float:
         if percentile == 99:
@@ -135,7 +142,8 @@ def judge(
             f"before ({best_achieved:,.0f}/s)"
         )
     cpu_bound = step.client_cpu is not None and step.client_cpu >= rule.client_cpu_max
-    own_lateness = step.saturated and (cpu_bound or step.fixed_pool)
+    own_pool = step.fixed_pool and not step.pool_exhausted
+    own_lateness = step.saturated and (cpu_bound or own_pool)
     if reasons and not own_lateness:
         if step.saturated:  # the server tipped over first; the client then fell behind
             reasons.append("the load generator fell behind too")

@@ -10,6 +10,7 @@ reported once, with its exit status when it was our child.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,9 +25,13 @@ from tippingpoint.proxy.stats import show_info, sum_info
 
 if TYPE_CHECKING:
     from tippingpoint.broker import SysWatcher
+    from tippingpoint.cores import CoreWindow, Ledger
+
+_HZ = os.sysconf("SC_CLK_TCK")
 
 __all__ = [
     "Monitor",
+    "Sampled",
     "loopback",
     "proxy_total",
     "read_cpu_ticks",
@@ -38,20 +43,28 @@ __all__ = [
 ]
 
 
-def read_cpu_ticks(cpus: Iterable[int], text: str | None = None) -> tuple[int, int]:
-    """``(busy, total)`` clock ticks of these CPUs from ``/proc/stat``. Busy is all but
-    idle and iowait: the kernel's network work (softirq) included, which the processes
-    it serves are not charged for."""
+def read_cpu_ticks(
+    cpus: Iterable[int], text: str | None = None, uptime: float | None = None
+) -> tuple[int, int]:
+    """``(busy, total)`` clock ticks of these CPUs since boot: total from the uptime,
+    busy all of it but the idle and iowait ``/proc/stat`` gives (the kernel's network
+    work, softirq, included: the processes it serves are not charged for it). The
+    kernel counts idle time exactly but samples busy time on its tick, which misses most
+    of a CPU that wakes for microseconds at a time (see
+    :func:`tippingpoint.cores.read_stat_cpus`): busy is what idle leaves."""
     text = text if text is not None else Path("/proc/stat").read_text()
+    if uptime is None:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
     wanted = {f"cpu{c}" for c in cpus}
-    busy = total = 0
+    idle = n = 0
     for line in text.splitlines():
         name, _, rest = line.partition(" ")
         if name in wanted:
-            ticks = [int(x) for x in rest.split()[:8]]
-            total += sum(ticks)
-            busy += sum(ticks) - ticks[3] - ticks[4]
-    return busy, total
+            ticks = [int(x) for x in rest.split()[:5]]
+            idle += ticks[3] + ticks[4]
+            n += 1
+    total = round(uptime * _HZ) * n
+    return max(0, total - idle), total
 
 
 def read_snmp(text: str | None = None) -> dict[str, int]:
@@ -129,6 +142,8 @@ class Monitor:
         self._counters: dict[str, tuple[float, float, float]] = {}
         """Cumulative counter -> (value, when it last changed, rate then)."""
         self.haproxy_sockets = haproxy_sockets
+        self.cores: Ledger | None = None
+        """Accounts for every core the roles use, per step (see :mod:`tippingpoint.cores`)."""
         self.exit_status = exit_status
         self.on_event = on_event
         self.start = time.monotonic()
@@ -328,13 +343,32 @@ def read_prometheus(host: str, port: int) -> dict[str, float]:
     return out
 
 
+@dataclass
+class Sampled:
+    """What :func:`sampling` learned of its block once it has ended."""
+
+    cores: CoreWindow | None = None
+    """Every core the roles use, accounted for over the block (with a ledger)."""
+
+
 @contextmanager
-def sampling(monitor: Monitor | None, into: list[dict[str, Any]], **tags: Any) -> Iterator[None]:
+def sampling(monitor: Monitor | None, into: list[dict[str, Any]], **tags: Any) -> Iterator[Sampled]:
     """Sample ``monitor`` once a second in a thread while the block runs; each record,
-    with ``tags`` added, is appended to ``into``."""
+    with ``tags`` added, is appended to ``into``. With a ledger, the block's core
+    accounting is in the yielded :class:`Sampled` once it has ended."""
+    sampled = Sampled()
+    ledger = monitor.cores if monitor is not None else None
+    if ledger is not None:
+        ledger.begin()
     stop = threading.Event()
 
     def run() -> None:
+        # At idle priority: the samples are taken in the time the load leaves over and
+        # never preempt the generator that shares this process's CPUs.
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (OSError, AttributeError):  # pragma: no cover - not Linux
+            pass
         while not stop.wait(1.0):
             if monitor is not None:
                 record = monitor.sample()
@@ -344,10 +378,12 @@ def sampling(monitor: Monitor | None, into: list[dict[str, Any]], **tags: Any) -
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        yield
+        yield sampled
     finally:
         stop.set()
         thread.join()
+        if ledger is not None:
+            sampled.cores = ledger.end()
 
 
 def _cpu(proc: psutil.Process) -> float:

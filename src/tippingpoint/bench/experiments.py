@@ -27,8 +27,9 @@ from tippingpoint.plan import ConnectionPlan, loopback_sources
 from tippingpoint.proxy.config import ProxyConfig
 from tippingpoint.report.merge import Named, summarize
 from tippingpoint.report.text import render_text
+from tippingpoint.search import run_sweep
 from tippingpoint.stream import HoldRecord, Record
-from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_step, run_sweep
+from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_step
 from tippingpoint.targets import Target
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ class Bench:
     binary: str
     fd_limit: int
     cacert: str
+    cpus: dict[str, tuple[int, ...]]
+    """Each role's CPUs (proxy, backends, brokers, client)."""
     plans: dict[int, ConnectionPlan] = field(default_factory=dict)
     fleet: Fleet | None = None
     """``[cluster]``: the workers the client side runs on (None: this machine)."""
@@ -215,13 +218,14 @@ def sweep_row(result: SweepResult, exp: Experiment, scenario: Scenario) -> str:
             f"client-limited at {last.key:,.0f}{unit} ({cpu}): the load generator fell "
             f"behind, not HAProxy{costs}; to go further: {_lift(exp, scenario)}"
         )
-    if result.tipping_point:
-        with_conns = (
-            f" with {result.knee_connections:,d} connections"
-            if result.knee_connections is not None
-            else ""
+    if result.tipping_point and result.closed:
+        return (
+            f"tipping point {result.tipping_point:,.0f}/s with "
+            f"{result.knee_connections:,d} connections, the knee between "
+            f"{result.knee_range()} ({result.reason})"
         )
-        return f"tipping point {result.tipping_point:,.0f}/s{with_conns} ({result.reason})"
+    if result.tipping_point:
+        return f"tipping point {result.knee_range()} ({result.reason})"
     return f"no tipping point ({result.reason})"
 
 
@@ -305,6 +309,7 @@ def hold_topology(
             scenario.backend_ports,
             more_serve,
             exp_dir / "serve.log",
+            bench.cpus["backends"],
             "backends (hold)",
             share=True,
             mqtt=scenario.mqtt_ports if mqtt else (),
@@ -317,6 +322,7 @@ def hold_topology(
             exp_dir / "proxy",
             bench.proxy_config,
             more_proxy,
+            bench.cpus["proxy"],
             "proxy (hold)",
             share=True,
             grace=1.0,

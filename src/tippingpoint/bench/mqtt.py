@@ -30,6 +30,7 @@ from tippingpoint.engine.hold import HoldConfig, HoldTally
 from tippingpoint.model import AttackConfig, MQTTOptions, PublishConfig, TLSOptions
 from tippingpoint.monitor import Monitor, sampling
 from tippingpoint.plan import loopback_sources
+from tippingpoint.search import run_sweep
 from tippingpoint.stream import HoldRecord, Record
 from tippingpoint.sweep import (
     Row,
@@ -37,7 +38,6 @@ from tippingpoint.sweep import (
     SweepResult,
     machine_figures,
     render_table,
-    run_sweep,
 )
 from tippingpoint.targets import Target
 
@@ -195,10 +195,14 @@ def _storm_step(
         def on_start(shards: int) -> None:
             tally.processes = shards
 
-        with sampling(bench.monitor, step_samples, step=n, offered=rate):
+        with sampling(bench.monitor, step_samples, step=n, offered=rate) as sampled:
             bench.hold(config, on_record, on_start, tally)
     samples.extend(step_samples)
-    return storm_row(tally, rate, step_samples), tally.interrupted
+    row = storm_row(tally, rate, step_samples)
+    row.account(sampled.cores)
+    if row.client_load_pct is not None and row.client_load_pct >= 95:
+        row.saturated = True  # the client's CPUs were full, whoever for
+    return row, tally.interrupted
 
 
 def storm_row(tally: HoldTally, rate: float, samples: list[dict[str, Any]]) -> Row:

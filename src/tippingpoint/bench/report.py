@@ -90,6 +90,8 @@ class BenchReport:
     """Why the bench stopped early (shown at the top of the report)."""
     setups: list[str] = field(default_factory=list)
     """The names of a matrix scenario's setups, in order (none: one setup)."""
+    placement: list[dict[str, Any]] = field(default_factory=list)
+    """Each role's PIDs, threads and CPUs, asked and read back from /proc."""
 
     def add(self, row: list[Any], entry: dict[str, Any]) -> None:
         self.summary.append(row)
@@ -107,6 +109,7 @@ class BenchReport:
             "config": self.config,
             "failure": self.failure,
             "setups": self.setups,
+            "placement": self.placement,
         }
 
     def write(self) -> None:
@@ -133,6 +136,7 @@ class BenchReport:
                     "experiments": self.experiments,
                     "failure": self.failure,
                     "setups": self.setups,
+                    "placement": self.placement,
                     "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                 },
                 default=str,

@@ -24,8 +24,10 @@ from tippingpoint.bench.table import EXPERIMENTS
 from tippingpoint.bench.topology import BenchFailure, Topology
 from tippingpoint.broker import SysWatcher
 from tippingpoint.certs import make_certificate
+from tippingpoint.cores import Ledger
 from tippingpoint.limits import memory_available, port_range, raise_nofile
 from tippingpoint.monitor import Monitor
+from tippingpoint.placement import PlacementError, place_self, verify
 from tippingpoint.plan import ConnectionPlan
 from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
 from tippingpoint.proxy.instance import find_haproxy
@@ -38,16 +40,27 @@ __all__ = ["run_bench"]
 
 @contextmanager
 def _limits(soft: int, hard: int, cpus: tuple[int, ...]) -> Iterator[None]:
-    """The open-file limit for everything started, and the client's CPUs, restored after."""
+    """The open-file limit for everything started, and this process (every thread) on
+    the client's CPUs: the load's workers are forked from it. Restored after."""
     old_affinity = os.sched_getaffinity(0)
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     try:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
+        place_self(cpus)
         yield
     finally:
-        os.sched_setaffinity(0, old_affinity)
+        place_self(old_affinity)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def role_cpus(scenario: Scenario, home: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Where each role runs: the scenario's CPUs, or ``home`` (where the bench was
+    started) for a role it does not place."""
+    return {
+        "proxy": scenario.proxy_cpus or home,
+        "backends": scenario.backend_cpus or home,
+        "brokers": scenario.backend_cpus or home,
+        "client": scenario.client_cpus or home,
+    }
 
 
 def _proxy_config(scenario: Scenario, out: Path, soft: int) -> ProxyConfig:
@@ -76,9 +89,15 @@ def _proxy_config(scenario: Scenario, out: Path, soft: int) -> ProxyConfig:
 
 
 def _start(
-    scenario: Scenario, out: Path, topology: Topology, binary: str, soft: int
+    scenario: Scenario,
+    out: Path,
+    topology: Topology,
+    binary: str,
+    soft: int,
+    cpus: dict[str, tuple[int, ...]],
 ) -> tuple[ProxyConfig, Monitor]:
-    """Backends (and MQTT's), then HAProxy, then the monitor that watches them."""
+    """Backends (and MQTT's), then HAProxy, each on its CPUs, then the monitor that
+    watches them and accounts for every core they use."""
     topology.check_free("127.0.0.1", scenario.backend_ports, "backends")
     frontends = [scenario.http, scenario.https]
     if scenario.has_mqtt:
@@ -91,14 +110,14 @@ def _start(
         scenario.backend_ports,
         scenario.backend_processes,
         out / "serve.log",
-        cpus=scenario.backend_cpus,
+        cpus["backends"],
         mqtt=scenario.mqtt_ports if serve_mqtt else (),
     )
     roles = {"backends": [serve.pid]}
     watchers: list[SysWatcher] = []
     if scenario.has_mqtt and not serve_mqtt:
         brokers = topology.start_brokers(
-            scenario.mqtt_ports[0], len(scenario.mqtt_ports), out / "brokers"
+            scenario.mqtt_ports[0], len(scenario.mqtt_ports), out / "brokers", cpus["brokers"]
         )
         roles["brokers"] = brokers.pids
         # Their $SYS counters (clients, messages/s) go into the monitor's samples.
@@ -106,7 +125,9 @@ def _start(
         for watcher in watchers:
             topology.on_exit(watcher.close)
     config = _proxy_config(scenario, out, soft)
-    fleet = topology.start_proxy(binary, out / "proxy", config, scenario.proxy_instances)
+    fleet = topology.start_proxy(
+        binary, out / "proxy", config, scenario.proxy_instances, cpus["proxy"]
+    )
     (out / "haproxy.cfg").write_text(fleet.config_paths[0].read_text())
     monitor = Monitor(
         {"proxy": fleet.pids, **roles},
@@ -114,6 +135,7 @@ def _start(
         topology.exit_status,
         brokers=watchers,
     )
+    monitor.cores = Ledger(topology.roles, cpus["client"])
     return fleet.config, monitor
 
 
@@ -131,6 +153,7 @@ def run_bench(
             raise ScenarioError("bench.open_files: at least 256")
         soft = min(scenario.open_files, hard)
     binary = find_haproxy(haproxy_bin)
+    home = tuple(sorted(os.sched_getaffinity(0)))
     plans = plan_holds(scenario, soft, port_range(), memory_available())
     out = out.absolute()
     machine = f"{os.cpu_count()} CPUs, open-file limit {soft}, {time.strftime('%Y-%m-%d %H:%M')}"
@@ -156,7 +179,8 @@ def run_bench(
             where = out if not setup.setup else out / f"setup-{n + 1}"
             if setup.setup:
                 log(f"bench: setup {n + 1} of {len(setups)}: {setup.setup}")
-            _run_setup(setup, where, log, report, binary, soft, hard, plans, first, fleet)
+            cpus = role_cpus(setup, home)
+            _run_setup(setup, where, log, report, binary, (soft, hard), cpus, plans, first, fleet)
             first += len(setup.experiments)
     return report
 
@@ -196,18 +220,25 @@ def _run_setup(
     log: Callable[[str], None],
     report: BenchReport,
     binary: str,
-    soft: int,
-    hard: int,
+    nofile: tuple[int, int],
+    cpus: dict[str, tuple[int, ...]],
     plans: dict[int, ConnectionPlan],
     first: int,
     fleet: Fleet | None = None,
 ) -> None:
     """Start one setup's topology, run the experiments on it, stop it (whatever raises)."""
     out.mkdir(parents=True, exist_ok=True)
-    with _limits(soft, hard, scenario.client_cpus), Topology() as topology:
+    soft, hard = nofile
+    with _limits(soft, hard, cpus["client"]), Topology() as topology:
         try:
-            proxy_config, monitor = _start(scenario, out, topology, binary, soft)
+            # The bench process (the monitor, the records, the report) beside the load
+            # it forks: what it costs shows as the client's side, never as HAProxy's.
+            topology.placed.append(verify("bench", [os.getpid()], cpus["client"], False))
+            proxy_config, monitor = _start(scenario, out, topology, binary, soft, cpus)
+        except PlacementError as e:
+            raise BenchFailure(str(e)) from None
         finally:
+            _sync_placement(report, topology, scenario.setup)
             report.write()
         monitor.on_event = lambda event: log(f"bench: {event}")
         config = (out / "haproxy.cfg").read_text()
@@ -218,12 +249,25 @@ def _run_setup(
         log(f"bench: started pids {topology.pids} ({what})")
         bench = Bench(
             scenario, out, log, topology, monitor, report.samples, proxy_config, binary, soft,
-            str(out / "tls" / "cert.pem"), plans, fleet,
+            str(out / "tls" / "cert.pem"), cpus, plans, fleet,
         )  # fmt: skip
         try:
             _run_experiments(bench, report, first)
         finally:
             report.write()
+
+
+def _sync_placement(report: BenchReport, topology: Topology, setup: str) -> None:
+    """The report's placement table: this setup's rows (every role it started so far,
+    the bench process first), after those of the setups before."""
+    others = [row for row in report.placement if row.get("setup", "") != setup]
+    report.placement = others + [{**p.to_json(), "setup": setup} for p in topology.placed]
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (every thread; not its children)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
@@ -233,7 +277,10 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
         description = describe(exp, url, bench.scenario)
         bench.log(f"bench: {exp.name} ({description})")
         restarted = len(bench.topology.worker_restarts())
+        began, cpu = time.monotonic(), _cpu_seconds()
         outcome = EXPERIMENTS[exp.kind](bench, index, exp)
+        bench_cpu = (_cpu_seconds() - cpu) / max(time.monotonic() - began, 1e-3)
+        _sync_placement(report, bench.topology, setup)
         restarts = bench.topology.worker_restarts()[restarted:]
         row = outcome.row
         if restarts:
@@ -248,6 +295,7 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
             "description": description,
             "setup": setup,
             "worker_restarts": restarts,
+            "bench_cpu_pct": round(bench_cpu * 100, 1),
         }
         name = f"{exp.name} [{setup}]" if setup else exp.name
         report.add([name, row], {**entry, **outcome.entry})

@@ -213,7 +213,7 @@ class Scenario:
     title: str
     backend_ports: tuple[int, ...]
     backend_processes: int
-    backend_cpus: str | None
+    backend_cpus: tuple[int, ...]
     proxy_threads: int
     proxy_instances: int
     proxy_cpus: tuple[int, ...]
@@ -407,7 +407,9 @@ def parse_scenario(text: str) -> Scenario:
             title=str(bench.get("title", "tippingpoint bench")),
             backend_ports=parse_ports(str(backends.get("ports", "8282-8285"))),
             backend_processes=int(backends.get("processes", 1)),
-            backend_cpus=backends.get("cpus"),
+            backend_cpus=(
+                parse_cpus(str(backends["cpus"])) if backends.get("cpus") is not None else ()
+            ),
             proxy_threads=int(proxy.get("threads", 1)),
             proxy_instances=int(proxy.get("instances", 1)),
             proxy_cpus=parse_cpus(str(proxy["cpus"])) if proxy.get("cpus") is not None else (),

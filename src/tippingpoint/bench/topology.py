@@ -4,6 +4,12 @@ Everything is entered into one :class:`contextlib.ExitStack`, so every process t
 was started is stopped whatever raises, in reverse order, and one stop that fails does
 not skip the others. Each child also asks the kernel to end it when the bench dies
 (``PR_SET_PDEATHSIG``), so even ``kill -9`` of the bench leaves nothing listening.
+
+Each role starts on the CPUs it is given, set in the child (the bench itself runs on
+the client's CPUs, which its children would otherwise inherit), and where every one of
+its processes and threads may run is read back from /proc once it is up: the rows of
+the report's placement table (:attr:`Topology.placed`). A role that runs anywhere else
+is refused with one line.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from types import TracebackType
 
 from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet
 from tippingpoint.listeners import PortBusy, check_free
+from tippingpoint.placement import Placed, PlacementError, cpu_list, start_on, verify
 from tippingpoint.procs import die_with_parent, stop_process
 from tippingpoint.proxy.config import ProxyConfig
-from tippingpoint.proxy.instance import ProxyFleet
+from tippingpoint.proxy.instance import HAProxyError, ProxyFleet
 
 __all__ = ["BenchFailure", "Topology", "serve_command"]
 
@@ -35,19 +42,21 @@ class BenchFailure(RuntimeError):
 def serve_command(
     ports: tuple[int, ...],
     processes: int,
-    cpus: str | None = None,
+    cpus: tuple[int, ...] = (),
     share: bool = False,
     mqtt: tuple[int, ...] = (),
 ) -> list[str]:
     """`tippingpoint serve` on ``ports`` (and MQTT on ``mqtt``; ``share``: join servers
-    already there)."""
+    already there; ``cpus``: every process there, checked by serve itself)."""
     command = [sys.executable, "-m", "tippingpoint", "serve"]
     command += ["--ports", ",".join(map(str, ports)), "--processes", str(processes)]
     if mqtt:
         command += ["--mqtt", ",".join(map(str, mqtt))]
     if share:
         command.append("--share-ports")
-    return ["taskset", "-c", cpus, *command] if cpus else command
+    if cpus:
+        command += ["--cpus", cpu_list(cpus)]
+    return command
 
 
 def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -76,6 +85,8 @@ class Topology:
         self.parent = parent
         self.procs: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
         self.serve_logs: list[Path] = []
+        self.placed: list[Placed] = []
+        """Where each role started here runs, read back from /proc."""
 
     def __enter__(self) -> Topology:
         self.stack.__enter__()
@@ -111,40 +122,73 @@ class Topology:
             node.procs[proc.pid] = (role, proc)
             node = node.parent
 
+    def _verify(self, role: str, pids: list[int], cpus: tuple[int, ...]) -> None:
+        """Where the role's processes and threads run, from /proc (a row of the
+        placement table here and in every enclosing topology); refused if astray."""
+        try:
+            placed = verify(role, pids, cpus)
+        except PlacementError as e:
+            raise BenchFailure(str(e)) from None
+        node: Topology | None = self
+        while node is not None:
+            node.placed.append(placed)
+            node = node.parent
+
+    def roles(self) -> dict[str, tuple[frozenset[int], list[int]]]:
+        """Each placed role that runs now: its CPUs and its live PIDs."""
+        cpus = {p.role: p.asked for p in self.placed}
+        out: dict[str, tuple[frozenset[int], list[int]]] = {}
+        for pid, (role, proc) in self.procs.items():
+            if role in cpus and proc.poll() is None:
+                out.setdefault(role, (cpus[role], []))[1].append(pid)
+        return out
+
     def start_backends(
         self,
         ports: tuple[int, ...],
         processes: int,
         log_path: Path,
+        cpus: tuple[int, ...],
         role: str = "backends",
-        cpus: str | None = None,
         share: bool = False,
         mqtt: tuple[int, ...] = (),
     ) -> subprocess.Popen[bytes]:
-        """`tippingpoint serve` on 127.0.0.1 ``ports`` (and MQTT on ``mqtt``), up and
-        accepting when this returns."""
+        """`tippingpoint serve` on 127.0.0.1 ``ports`` (and MQTT on ``mqtt``) on
+        ``cpus``, up and accepting when this returns."""
         log = self.stack.enter_context(open(log_path, "wb"))  # noqa: SIM115
         self.serve_logs.append(log_path)
         parent = os.getpid()
-        proc = subprocess.Popen(
-            serve_command(ports, processes, cpus, share, mqtt),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=lambda: die_with_parent(parent),
-        )
+        try:
+            proc = subprocess.Popen(
+                serve_command(ports, processes, cpus, share, mqtt),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=start_on(cpus, lambda: die_with_parent(parent)),
+            )
+        except subprocess.SubprocessError:
+            raise BenchFailure(
+                f"cannot start the backends on CPUs {cpu_list(cpus)}: the kernel refused that "
+                "affinity (a cpuset without them?); give [backends] cpus this machine allows"
+            ) from None
         self._register(role, proc)
         self.stack.callback(stop_process, proc, 15.0)
         for port in (ports[-1], *mqtt[-1:]):
             _wait_port("127.0.0.1", port, proc, log_path)
+        self._verify(role, [proc.pid], cpus)
         return proc
 
     def start_brokers(
-        self, port: int, instances: int, workdir: Path, role: str = "brokers"
+        self,
+        port: int,
+        instances: int,
+        workdir: Path,
+        cpus: tuple[int, ...],
+        role: str = "brokers",
     ) -> BrokerFleet:
-        """``instances`` mosquitto processes on 127.0.0.1 ports ``port``, ``port + 1``...,
-        accepting when this returns."""
-        fleet = BrokerFleet(BrokerConfig(port=port, instances=instances), workdir)
+        """``instances`` mosquitto processes on 127.0.0.1 ports ``port``, ``port + 1``...
+        on ``cpus``, accepting when this returns."""
+        fleet = BrokerFleet(BrokerConfig(port=port, instances=instances), workdir, cpus=cpus)
         try:
             fleet.start(timeout=15.0)
         except BrokerError as e:
@@ -152,6 +196,7 @@ class Topology:
         self.stack.callback(fleet.stop, 5.0)
         for proc in fleet.procs:
             self._register(role, proc)
+        self._verify(role, fleet.pids, cpus)
         return fleet
 
     def start_proxy(
@@ -160,15 +205,22 @@ class Topology:
         workdir: Path,
         config: ProxyConfig,
         instances: int,
+        cpus: tuple[int, ...],
         role: str = "proxy",
         share: bool = False,
         grace: float = 5.0,
     ) -> ProxyFleet:
-        fleet = ProxyFleet(binary, workdir, config, instances, share_ports=share)
-        fleet.start(timeout=15.0 + 3.0 * instances)
+        """HAProxy instances on ``cpus`` (their threads spread over them), answering on
+        their stats sockets when this returns."""
+        fleet = ProxyFleet(binary, workdir, config, instances, share_ports=share, cpus=cpus)
+        try:
+            fleet.start(timeout=15.0 + 3.0 * instances)
+        except HAProxyError as e:
+            raise BenchFailure(str(e)) from None
         self.stack.callback(fleet.stop, grace)
         for proc in fleet.procs:
             self._register(role, proc)
+        self._verify(role, fleet.pids, cpus)
         return fleet
 
     def on_exit(self, callback: Callable[[], None]) -> None:

@@ -38,6 +38,12 @@ from tippingpoint.cli.base import cli, fail
     help="Worker processes sharing every port with SO_REUSEPORT  [default: cores].",
 )
 @click.option(
+    "--cpus",
+    default=None,
+    help="Run every process on these CPUs, e.g. 1 or 0-1 (read back from /proc once up)  "
+    "[default: where it was started].",
+)
+@click.option(
     "--idle-timeout",
     type=float,
     default=3600.0,
@@ -102,6 +108,7 @@ def serve(
     mqtt_ports: str | None,
     mqtt_max_packet: int,
     processes: int | None,
+    cpus: str | None,
     idle_timeout: float,
     header_timeout: float,
     max_header_size: int,
@@ -124,15 +131,24 @@ def serve(
     """
     from tippingpoint.server import ServeConfig, ServeError
     from tippingpoint.server import serve as run_serve
-    from tippingpoint.server.config import default_processes, parse_hostport, parse_ports
+    from tippingpoint.server.config import (
+        default_processes,
+        parse_cpus,
+        parse_hostport,
+        parse_ports,
+    )
 
     try:
+        placed = parse_cpus(cpus) if cpus else ()
+        if processes is None:
+            processes = len(placed) if placed else default_processes()
         config = ServeConfig(
             host=host,
             ports=parse_ports(ports) if ports else () if mqtt_ports else (8282,),
             mqtt_ports=parse_ports(mqtt_ports) if mqtt_ports else (),
             mqtt_max_packet=mqtt_max_packet,
-            processes=processes if processes is not None else default_processes(),
+            processes=processes,
+            cpus=placed,
             idle_timeout=idle_timeout,
             header_timeout=header_timeout,
             max_header=max_header_size,

@@ -107,7 +107,8 @@ def sweep(**opts: Any) -> None:
 
     from tippingpoint.monitor import Monitor
     from tippingpoint.proxy.stats import show_info
-    from tippingpoint.sweep import render_table, run_sweep
+    from tippingpoint.search import run_sweep
+    from tippingpoint.sweep import render_table
 
     with user_errors():
         sweep_config, roles = _sweep_config(opts)
@@ -128,6 +129,8 @@ def sweep(**opts: Any) -> None:
             return sorted(directory.glob("haproxy-*.sock"))
 
     monitor = Monitor(roles, sockets)
+    if not opts["cluster"]:
+        monitor.cores = _ledger(roles)
 
     def on_row(row: Any) -> None:
         if not opts["as_json"]:
@@ -206,6 +209,21 @@ def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int
         raise ValueError("--start must be > 0 and --max-steps >= 1")
     roles = parse_roles(opts["roles"])
     return sweep_config, roles
+
+
+def _ledger(roles: dict[str, list[int]]) -> Any:
+    """Every core accounted for per step: the watched roles where /proc says they run,
+    the load on this process's CPUs."""
+    import os
+
+    from tippingpoint.cores import Ledger
+    from tippingpoint.placement import cpus_of
+
+    placed = {name: cpus_of(pids) for name, pids in roles.items()}
+    return Ledger(
+        lambda: {name: (placed[name], pids) for name, pids in roles.items()},
+        os.sched_getaffinity(0),
+    )
 
 
 def _connections(text: str) -> float:

@@ -51,7 +51,9 @@ class ProxyConfig:
     maxconn: int = 9900
     nbthread: int = 1
     cpus: tuple[int, ...] = ()
-    """CPUs for ``cpu-map`` (thread i on cpus[i % len]); empty: no pinning."""
+    """CPUs HAProxy runs on (set when it starts and read back, see ProxyFleet; also
+    written as ``cpu-map``, thread i on cpus[i % len], for a daemon-mode reader of the
+    file); empty: no pinning."""
     timeout_connect_s: float = 10.0
     timeout_client_s: float = 7200.0
     timeout_server_s: float = 7200.0

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tippingpoint.listeners import PortBusy, check_free
+from tippingpoint.placement import PlacementError, cpu_list, spread_threads, start_on, verify
 from tippingpoint.procs import die_with_parent
 from tippingpoint.proxy.config import ProxyConfig, render
 from tippingpoint.proxy.stats import show_info
@@ -57,7 +58,14 @@ class ProxyFleet:
     Every path written into a configuration is absolute: HAProxy reads a stats socket
     path that does not start with ``/`` as ``host:port``. ``share_ports`` lets the
     fleet start where another process already listens on its frontends (a second
-    fleet that joins on purpose); otherwise that is refused up front."""
+    fleet that joins on purpose); otherwise that is refused up front.
+
+    Each instance starts on ``cpus`` (default: the configuration's ``cpus``; none:
+    where this process may run), set in the child before exec; with several threads
+    and CPUs, thread k of instance i then goes to the (i * threads + k)-th CPU, as
+    ``cpu-map`` would (HAProxy ignores ``cpu-map`` in the foreground). Once it answers,
+    every thread's CPUs are read back from /proc: :class:`HAProxyError` if one may run
+    elsewhere."""
 
     def __init__(
         self,
@@ -66,9 +74,11 @@ class ProxyFleet:
         config: ProxyConfig,
         instances: int = 1,
         share_ports: bool = False,
+        cpus: tuple[int, ...] | None = None,
     ) -> None:
         if instances < 1:
             raise ValueError("--instances must be >= 1")
+        self.cpus = cpus if cpus is not None else config.cpus or None
         self.binary = binary
         workdir = Path(workdir).absolute()
         self.workdir = workdir
@@ -103,10 +113,29 @@ class ProxyFleet:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=lambda: _child_setup(parent),
+                preexec_fn=start_on(self.cpus, lambda: _child_setup(parent)),
             )
+        except subprocess.SubprocessError:
+            raise HAProxyError(
+                f"cannot start HAProxy on CPUs {cpu_list(self.cpus or ())}: the kernel refused "
+                "that affinity (a cpuset without them?); ask for CPUs this machine gives"
+            ) from None
         finally:
             log.close()
+
+    def _place(self, i: int, proc: subprocess.Popen[bytes]) -> None:
+        """Spread the instance's threads over the CPUs, then read back where they run."""
+        if self.cpus is None:
+            return
+        threads = self.config.nbthread
+        if threads > 1 and len(self.cpus) > 1:
+            offset = i * threads
+            order = self.cpus[offset % len(self.cpus) :] + self.cpus[: offset % len(self.cpus)]
+            spread_threads(proc.pid, order)
+        try:
+            verify(f"HAProxy instance {i}", [proc.pid], self.cpus)
+        except PlacementError as e:
+            raise HAProxyError(str(e)) from None
 
     def _wait_ready(self, i: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -145,6 +174,7 @@ class ProxyFleet:
                 proc = self._spawn(i)
                 self.procs.append(proc)
                 self._wait_ready(i, proc, timeout)
+                self._place(i, proc)
         except BaseException:
             self.stop()
             raise
@@ -157,6 +187,7 @@ class ProxyFleet:
         for i, old in enumerate(self.procs):
             proc = self._spawn(i, old.pid)
             self._wait_ready(i, proc, timeout)
+            self._place(i, proc)
             self.procs[i] = proc
             self._retired.append(old)
 

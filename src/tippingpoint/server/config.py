@@ -86,6 +86,9 @@ class ServeConfig:
     share_ports: bool = False
     """Start even where another process already listens on the ports (SO_REUSEPORT then
     splits the connections between them): for a second backend that joins on purpose."""
+    cpus: tuple[int, ...] = ()
+    """The CPUs the supervisor and every worker run on (read back once they are up);
+    empty: where the command was started."""
 
     def __post_init__(self) -> None:
         if not self.ports and not self.mqtt_ports:

@@ -23,6 +23,7 @@ from typing import Final
 
 from tippingpoint.limits import raise_nofile
 from tippingpoint.listeners import PortBusy, check_free
+from tippingpoint.placement import PlacementError, cpu_list, verify
 from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.server.config import ServeConfig
 from tippingpoint.server.metrics import render_prometheus, retire
@@ -264,11 +265,27 @@ def serve(config: ServeConfig) -> int:
             check_free(config.host, config.ports + config.mqtt_ports, "serve", "--share-ports")
         except PortBusy as e:
             raise ServeError(str(e)) from None
+    if config.cpus:
+        try:
+            os.sched_setaffinity(0, config.cpus)
+        except OSError as e:
+            raise ServeError(
+                f"cannot run on CPUs {cpu_list(config.cpus)}: {e.strerror} (a cpuset without "
+                "them?); give --cpus this machine allows"
+            ) from None
     try:
         pids, shared = _start(config)
     except OSError as e:
         raise ServeError(f"cannot start workers: {e}") from None
-    _log(f"{config.processes} worker(s) ready on {config.host}:{describe_listeners(config)}")
+    where = ""
+    if config.cpus:
+        try:
+            placed = verify("serve", [os.getpid()], config.cpus)
+        except PlacementError as e:
+            _stop_workers(pids, shared)
+            raise ServeError(str(e)) from None
+        where = f" on CPUs {cpu_list(placed.seen)} ({placed.threads} threads, read from /proc)"
+    _log(f"{config.processes} worker(s) ready on {config.host}:{describe_listeners(config)}{where}")
     try:
         return asyncio.run(_supervise(config, pids, shared))
     except OSError as e:

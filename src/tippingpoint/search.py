@@ -1,0 +1,339 @@
+"""The search for the knee: climb, bisect, confirm; a disturbed step runs again.
+
+A sweep climbs from its first rate (or connections) until a step is past the knee or
+the client is the limit, bisects between the last good and the first bad step
+(``refine``), then **confirms** the knee: the first bad and the last good step run
+again, alternating, once each, and a third time each when a repeat disagreed. The
+knee stands when each rate's runs agree, or by the majority of three; a first bad
+step whose runs were mostly good was noise, and the climb goes on from it; a last
+good step whose runs were mostly bad moves the knee down. The tipping point is the
+range from the last good to the first bad step.
+
+A step whose latency went up while another load took the cores it measures (foreign
+load or steal on the system under test's CPUs, or the client's CPUs full with
+someone else's work: see :mod:`tippingpoint.cores`) is *disturbed*: it says nothing
+about the server, so it runs again, twice at most. One that stays disturbed stops
+the sweep, which then says that the machine was too busy to measure, and by what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tippingpoint.knee import Verdict, baseline, judge
+from tippingpoint.monitor import Monitor
+from tippingpoint.sweep import Row, SweepConfig, SweepResult, run_step
+
+__all__ = [
+    "CONFIRM_ROUNDS",
+    "DISTURBED_RUNS",
+    "FOREIGN_MAX",
+    "StepRunner",
+    "disturbance",
+    "run_sweep",
+]
+
+FOREIGN_MAX = 0.10
+"""Cores of foreign load (or steal) during a step that disturb it: on a loaded step the
+kernel's unattributed work and this machine's own agents stay under 0.04 here
+(docs/PERFORMANCE.md, "The apparatus")."""
+
+DISTURBED_RUNS = 3
+"""A disturbed step runs at most this many times in all."""
+
+CONFIRM_ROUNDS = 2
+"""Repeats of the knee's two steps: one each, and one more each when a repeat
+disagreed (a majority of three)."""
+
+CONFIRM_BUDGET = 8
+"""Steps beyond ``max_steps`` for confirming the knee (and searching it again when a
+repeat moved it); past them, a knee that did not repeat is not reported."""
+
+StepRunner = Callable[
+    [SweepConfig, float, int, Monitor | None, list[dict[str, Any]]], tuple[Row, bool]
+]
+"""Runs one step of a sweep: its row, and whether it was interrupted."""
+
+
+def _attack_step(
+    config: SweepConfig,
+    value: float,
+    index: int,
+    monitor: Monitor | None,
+    samples: list[dict[str, Any]],
+) -> tuple[Row, bool]:
+    row, summary = run_step(config, value, index, monitor, samples)
+    return row, summary.interrupted
+
+
+def disturbance(row: Row, verdict: Verdict) -> str:
+    """Why a step that would stop the sweep does not count, or ""."""
+    if not (verdict.past_knee or verdict.client_limited):
+        return ""  # a step that kept its latency is good, disturbed or not
+    culprits = (row.cores or {}).get("culprits", "")
+    sut = row.sut_foreign or 0.0
+    if sut >= FOREIGN_MAX:
+        return (
+            f"{sut * 100:.0f} % of a core of foreign load on the system under test's "
+            f"CPUs ({culprits})"
+        )
+    load, foreign = row.client_load_pct, row.client_foreign or 0.0
+    if load is not None and load >= 95 and foreign >= FOREIGN_MAX:
+        return (
+            f"the client's CPUs were {load:.0f} % busy, {foreign * 100:.0f} % of a core of "
+            f"it not the load's ({culprits})"
+        )
+    return ""
+
+
+def _next(config: SweepConfig, value: float) -> float:
+    kind, amount = config.step
+    following = value * amount if kind == "x" else value + amount
+    if config.closed:  # whole connections, and at least one more
+        return float(max(int(following), int(value) + 1))
+    return following
+
+
+def _middle(config: SweepConfig, low: float, high: float) -> float | None:
+    """The bisection's next value, or None when the two are close enough."""
+    if config.closed:
+        return float((int(low) + int(high)) // 2) if high - low > 1 else None
+    return (low + high) / 2 if high - low >= max(1.0, 0.02 * low) else None
+
+
+@dataclass
+class _Search:
+    config: SweepConfig
+    monitor: Monitor | None
+    on_row: Callable[[Row], None] | None
+    step: StepRunner
+    rows: list[Row] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    index: int = 0
+    best: float = 0.0
+    """A closed sweep: the best throughput of the steps within the knee."""
+    verdict: Verdict | None = None
+    """The verdict of the first step past the knee (or of the client's limit)."""
+    runs: dict[float, list[bool]] = field(default_factory=dict)
+    """Each value's counted runs: past the knee or not."""
+    stop: str = ""
+    """Why the search ended early: "interrupted", or what kept the machine busy."""
+
+    def run(self, value: float, repeat: str = "", refined: bool = False) -> Verdict | None:
+        """One step at ``value``, run again while it is disturbed; its verdict, or None
+        when it stopped the search (interrupted, or disturbed every time)."""
+        for attempt in range(DISTURBED_RUNS):
+            row, stopped = self.step(self.config, value, self.index, self.monitor, self.samples)
+            self.index += 1
+            row.repeat = "disturbed" if attempt else repeat
+            row.refined = refined
+            counted = [r for r in self.rows if not r.disturbed and not r.repeat] + [row]
+            base = baseline([r.step() for r in counted], self.config.rule)
+            best = self.best if self.config.closed else None
+            verdict = judge(row.step(), base, self.config.rule, best)
+            row.disturbed = disturbance(row, verdict)
+            row.past = verdict.past_knee and not row.disturbed
+            row.verdict = (
+                f"disturbed: {row.disturbed}; as measured: {verdict.reason}"
+                if row.disturbed
+                else verdict.reason
+            )
+            self.rows.append(row)
+            if self.on_row is not None:
+                self.on_row(row)
+            if stopped:
+                self.stop = "interrupted"
+                return None
+            if not row.disturbed:
+                self.runs.setdefault(value, []).append(row.past)
+                if not verdict.past_knee and not verdict.client_limited:
+                    self.best = max(self.best, row.achieved)
+                return verdict
+        self.stop = (
+            f"the machine was too busy to measure: the step at {self._label(value)} was "
+            f"disturbed {DISTURBED_RUNS} times ({self.rows[-1].disturbed})"
+        )
+        return None
+
+    def _label(self, value: float) -> str:
+        return f"{value:,.0f} connections" if self.config.closed else f"{value:,.0f}/s"
+
+    def climb(self, value: float, limit: int | None = None) -> float | None:
+        """Step up from ``value`` while fewer than ``limit`` steps have run (default:
+        ``max_steps``); the first value past the knee (or where the client became the
+        limit), or None."""
+        config = self.config
+        self.verdict = None
+        while self.index < (limit or config.max_steps):
+            if config.max_rate is not None and value > config.max_rate:
+                return None
+            verdict = self.run(value)
+            if verdict is None:
+                return None
+            if verdict.past_knee or verdict.client_limited:
+                self.verdict = verdict
+                return value
+            value = _next(config, value)
+        return None
+
+    def refine(self, low: float, high: float, limit: int) -> tuple[float, float]:
+        """Bisect between ``low`` (good) and ``high`` (bad) while fewer than ``limit``
+        steps have run."""
+        for _ in range(self.config.refine):
+            mid = _middle(self.config, low, high)
+            if mid is None or self.index >= limit:
+                break
+            verdict = self.run(mid, refined=True)
+            if verdict is None or verdict.client_limited:
+                self.verdict = verdict or self.verdict
+                break
+            if verdict.past_knee:
+                high, self.verdict = mid, verdict
+            else:
+                low = mid
+        return low, high
+
+    def confirm(self, low: float, high: float, cap: int) -> str:
+        """Run the knee's two steps again; "stands", "higher" (the first bad was
+        noise), "lower" (the last good was), or "" when the search stopped or ran out
+        of steps (``cap``)."""
+        for _ in range(CONFIRM_ROUNDS):
+            if self.index + 2 > cap:
+                return ""
+            for value in (high, low):
+                verdict = self.run(value, "confirm")
+                if verdict is None:
+                    return ""
+                if verdict.client_limited:
+                    self.verdict = verdict
+                    return ""
+            bad, good = self.runs[high], self.runs[low]
+            if all(bad) and not any(good):
+                return "stands"
+        if 2 * sum(self.runs[high]) <= len(self.runs[high]):
+            return "higher"
+        if 2 * sum(self.runs[low]) > len(self.runs[low]):
+            return "lower"
+        return "stands"
+
+    def higher(self, noise: float, cap: int) -> float | None:
+        """The first bad step was noise: the next value above it that had a bad run
+        (to confirm in its turn), else the climb goes on from it, within ``cap``."""
+        above = [v for v, runs in self.runs.items() if v > noise and any(runs)]
+        if above:
+            return min(above)
+        return self.climb(_next(self.config, noise), cap - 2)
+
+    def last_good(self, below: float) -> float | None:
+        """The highest value under ``below`` whose runs were mostly within the knee."""
+        good = [v for v, runs in self.runs.items() if v < below and 2 * sum(runs) < len(runs)]
+        return max(good) if good else None
+
+
+def run_sweep(
+    config: SweepConfig,
+    monitor: Monitor | None = None,
+    on_row: Callable[[Row], None] | None = None,
+    step: StepRunner = _attack_step,
+) -> SweepResult:
+    """Climb to the knee, bisect it, confirm it; each step is an attack, or what
+    ``step`` runs (a connect storm's step is a hold)."""
+    search = _Search(config, monitor, on_row, step)
+    first_bad = search.climb(float(int(config.start)) if config.closed else config.start)
+    cap = config.max_steps + CONFIRM_BUDGET
+    last_good: float | None = None
+    confirmed = ""
+    moved = False
+    while first_bad is not None and not search.stop and not _client_limited(search):
+        last_good = search.last_good(first_bad)
+        if last_good is None:
+            break  # the first step was past the knee: nothing to confirm it against
+        # The first bisection within the climb's budget; after a move, within the cap,
+        # leaving room for a round of confirmation.
+        last_good, first_bad = search.refine(
+            last_good, first_bad, cap - 2 if moved else config.max_steps
+        )
+        if _client_limited(search) or search.stop:
+            break
+        outcome = search.confirm(last_good, first_bad, cap)
+        if outcome == "stands":
+            confirmed = _confirmation(search, last_good, first_bad)
+            break
+        if outcome == "higher":
+            first_bad = search.higher(first_bad, cap)
+        elif outcome == "lower":
+            first_bad = last_good
+        else:
+            break
+        moved = True
+    return _result(search, last_good if confirmed else None, first_bad, confirmed)
+
+
+def _client_limited(search: _Search) -> bool:
+    return search.verdict is not None and search.verdict.client_limited
+
+
+def _votes(search: _Search, low: float, high: float) -> str:
+    bad, good = search.runs.get(high, []), search.runs.get(low, [])
+    return (
+        f"{search._label(high)} past the knee in {sum(bad)} of {len(bad)} runs, "
+        f"{search._label(low)} within it in {len(good) - sum(good)} of {len(good)}"
+    )
+
+
+def _confirmation(search: _Search, low: float, high: float) -> str:
+    return "confirmed: " + _votes(search, low, high)
+
+
+def _result(
+    search: _Search, last_good: float | None, first_bad: float | None, confirmed: str
+) -> SweepResult:
+    config, rows, verdict = search.config, search.rows, search.verdict
+    unit = " connections" if config.closed else "/s"
+    client_limited = _client_limited(search) and not search.stop
+    if search.stop:
+        reason = search.stop
+    elif verdict is None:
+        reason = (
+            "no knee found within the steps: raise --max-steps or --start"
+            if rows
+            else "no steps run"
+        )
+    elif client_limited:
+        at = next(r.key for r in reversed(rows) if not r.disturbed)
+        reason = f"client-limited at {at:,.0f}{unit}: {verdict.reason}"
+    elif not confirmed and first_bad is not None and search.last_good(first_bad) is not None:
+        low = search.last_good(first_bad)
+        assert low is not None
+        reason = "the knee did not repeat within the steps: " + _votes(search, low, first_bad)
+    elif not confirmed:
+        reason = verdict.reason
+    else:
+        reason = f"{verdict.reason}; {confirmed}"
+    tipping = last_good if confirmed and not client_limited else None
+    knee_connections = None
+    if config.closed and tipping is not None:
+        knee_connections = int(tipping)
+        tipping = max(r.achieved for r in rows if r.key == tipping and not r.disturbed)
+    if config.out is not None:
+        import json
+
+        config.out.mkdir(parents=True, exist_ok=True)
+        (config.out / "monitor.jsonl").write_text(
+            "".join(json.dumps(s) + "\n" for s in search.samples)
+        )
+    return SweepResult(
+        rows,
+        tipping,
+        first_bad if verdict is not None else None,
+        client_limited,
+        reason,
+        search.samples,
+        config.closed,
+        knee_connections,
+        confirmed=confirmed,
+        too_busy=bool(search.stop) and search.stop != "interrupted",
+        last_good=last_good if confirmed else None,
+    )

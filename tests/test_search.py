@@ -1,0 +1,177 @@
+"""The search for the knee, in process: climb, bisect, confirm, disturbed steps run
+again. Each step is a scripted row, not an attack, so every path is exercised exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tippingpoint.knee import KneeRule
+from tippingpoint.model import AttackConfig
+from tippingpoint.monitor import Monitor
+from tippingpoint.search import CONFIRM_BUDGET, run_sweep
+from tippingpoint.sweep import Row, SweepConfig, render_table
+from tippingpoint.targets import Target
+
+KNEE = 50_000.0
+
+
+def row(value: float, p99: float, **extra: Any) -> Row:
+    return Row(
+        offered=value,
+        achieved=value,
+        mean_ms=p99 / 3,
+        p50_ms=p99 / 4,
+        p99_ms=p99,
+        success=1.0,
+        proxy_cpu_pct=50.0,
+        tcp_established=100,
+        packets_in_per_s=1.0,
+        packets_out_per_s=1.0,
+        saturated=False,
+        verdict="",
+        p99_sustained_ms=p99,
+        **extra,
+    )
+
+
+def scripted(
+    latency: Callable[[float, int], float], **extra: Any
+) -> tuple[list[tuple[float, int]], Any]:
+    """A step runner whose p99 at ``value`` on its ``n``-th run there is ``latency``."""
+    calls: list[tuple[float, int]] = []
+    seen: dict[float, int] = {}
+
+    def step(
+        config: SweepConfig,
+        value: float,
+        index: int,
+        monitor: Monitor | None,
+        samples: list[dict[str, Any]],
+    ) -> tuple[Row, bool]:
+        n = seen.get(value, 0)
+        seen[value] = n + 1
+        calls.append((value, n))
+        fields = extra["fields"](value, n) if "fields" in extra else {}
+        return row(value, latency(value, n), **fields), False
+
+    return calls, step
+
+
+def config(**kw: Any) -> SweepConfig:
+    settings: dict[str, Any] = {
+        "attack": AttackConfig(targets=(Target("GET", "http://127.0.0.1:1/"),)),
+        "start": 3000.0,
+        "step": ("x", 2.0),
+        "max_steps": 10,
+        "refine": 3,
+        "rule": KneeRule(),
+    }
+    settings.update(kw)
+    return SweepConfig(**settings)
+
+
+def sharp(value: float, _n: int) -> float:
+    return 0.6 if value < KNEE else 80.0
+
+
+def test_a_sharp_knee_is_climbed_bisected_confirmed_and_given_as_a_range() -> None:
+    calls, step = scripted(sharp)
+    result = run_sweep(config(), step=step)
+    values = [v for v, _ in calls]
+    # x2 to 96,000, then 72,000, 60,000, 54,000 (all past), then each end again.
+    assert values == [3000, 6000, 12000, 24000, 48000, 96000, 72000, 60000, 54000, 54000, 48000]
+    assert result.tipping_point == 48000 and result.first_bad == 54000
+    assert result.last_good == 48000 and result.knee_range() == "48,000-54,000/s"
+    assert result.confirmed.startswith("confirmed: 54,000/s past the knee in 2 of 2 runs")
+    assert [r.repeat for r in result.rows][-2:] == ["confirm", "confirm"]
+    table = render_table(result)
+    assert "Tipping point: 48,000-54,000/s" in table and "(repeat)" in table
+
+
+def test_a_first_bad_step_that_does_not_repeat_is_noise_and_the_climb_goes_on() -> None:
+    # 24,000 is past the knee once (a one-second stall), never again.
+    calls, step = scripted(lambda v, n: 30.0 if (v == 24000 and n == 0) else sharp(v, n))
+    result = run_sweep(config(refine=0), step=step)
+    values = [v for v, _ in calls]
+    # Each end once more; 24,000 disagreed, so each a third time: 1 of 3 is noise.
+    assert values[:9] == [3000, 6000, 12000, 24000, 24000, 12000, 24000, 12000, 48000]
+    assert result.tipping_point == 48000 and result.first_bad == 96000
+    assert "past the knee in 2 of 2 runs" in result.confirmed
+
+
+def test_a_last_good_step_that_does_not_repeat_moves_the_knee_down() -> None:
+    # 48,000 passed once, by luck, then never again: the knee is below it.
+    calls, step = scripted(lambda v, n: 0.6 if v < 40000 or (v == 48000 and n == 0) else 80.0)
+    result = run_sweep(config(refine=0), step=step)
+    assert result.tipping_point == 24000 and result.first_bad == 48000
+    assert [v for v, _ in calls][-2:] == [48000, 24000]
+
+
+def test_a_knee_that_never_settles_is_not_reported() -> None:
+    # Every rate from 24,000 on is past the knee on its first run only: each knee
+    # found is noise, until the steps run out.
+    calls, step = scripted(lambda v, n: 0.6 if v < 20000 or n >= 1 else 80.0)
+    result = run_sweep(config(refine=1), step=step)
+    assert len(calls) <= 10 + CONFIRM_BUDGET
+    assert result.tipping_point is None
+    assert "did not repeat" in result.reason or "no knee" in result.reason
+
+
+def test_a_disturbed_step_runs_again_and_is_not_the_knee() -> None:
+    def fields(value: float, n: int) -> dict[str, Any]:
+        if value == 12000 and n == 0:  # a busy loop took HAProxy's core for this run
+            return {"sut_foreign": 0.9, "cores": {"culprits": "burn (pid 42) 90 % of a core"}}
+        return {"sut_foreign": 0.01}
+
+    calls, step = scripted(
+        lambda v, n: 40.0 if (v == 12000 and n == 0) else sharp(v, n), fields=fields
+    )
+    result = run_sweep(config(), step=step)
+    assert [v for v, _ in calls][:4] == [3000, 6000, 12000, 12000]
+    disturbed = [r for r in result.rows if r.disturbed]
+    assert len(disturbed) == 1 and "burn (pid 42)" in disturbed[0].disturbed
+    assert disturbed[0].verdict.startswith("disturbed: ")
+    assert result.rows[3].repeat == "disturbed" and not result.rows[3].disturbed
+    assert result.tipping_point == 48000
+
+
+def test_a_step_that_stays_disturbed_stops_the_sweep_and_names_the_culprit() -> None:
+    def fields(value: float, n: int) -> dict[str, Any]:
+        if value >= 12000:
+            return {"sut_foreign": 0.5, "cores": {"culprits": "stress (pid 7) 50 % of a core"}}
+        return {}
+
+    calls, step = scripted(lambda v, n: 40.0 if v >= 12000 else 0.6, fields=fields)
+    result = run_sweep(config(), step=step)
+    assert [v for v, _ in calls] == [3000, 6000, 12000, 12000, 12000]
+    assert result.too_busy and result.tipping_point is None
+    assert result.reason.startswith("the machine was too busy to measure")
+    assert "stress (pid 7)" in result.reason
+
+
+def test_foreign_load_on_a_good_step_does_not_matter() -> None:
+    calls, step = scripted(sharp, fields=lambda v, n: {"sut_foreign": 0.5})
+    result = run_sweep(config(), step=step)
+    # Every step within the knee counts; only a step past it would be run again.
+    assert [v for v, _ in calls][:5] == [3000, 6000, 12000, 24000, 48000]
+    assert result.too_busy
+
+
+def test_a_full_client_core_of_its_own_is_the_client_limit() -> None:
+    calls, step = scripted(
+        sharp,
+        fields=lambda v, n: {
+            "client_load_pct": 97.0 if v >= 24000 else 50.0,
+            "client_foreign": 0.02,
+        },
+    )
+
+    def saturating(*args: Any) -> tuple[Row, bool]:
+        r, stopped = step(*args)
+        r.saturated = r.client_load_pct is not None and r.client_load_pct >= 95
+        return r, stopped
+
+    result = run_sweep(config(), step=saturating)
+    assert result.client_limited and result.tipping_point is None
+    assert [v for v, _ in calls] == [3000, 6000, 12000, 24000]
