@@ -89,9 +89,9 @@ def _tree_ticks(pid: int) -> tuple[int, list[int]]:
     return sum(_ticks(p) for p in tree), tree
 
 
-def _all_processes() -> dict[int, tuple[str, int, int]]:
-    """Every process: pid -> (name, utime + stime ticks, last CPU)."""
-    out: dict[int, tuple[str, int, int]] = {}
+def _all_processes() -> dict[int, tuple[str, int, int, int, int]]:
+    """Every process: pid -> (name, utime + stime ticks, last CPU, start tick, parent)."""
+    out: dict[int, tuple[str, int, int, int, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -99,8 +99,12 @@ def _all_processes() -> dict[int, tuple[str, int, int]]:
         if stat is None or len(stat[1]) < 37:
             continue
         f = stat[1]
-        out[int(entry)] = (stat[0], int(f[11]) + int(f[12]), int(f[36]))
+        out[int(entry)] = (stat[0], int(f[11]) + int(f[12]), int(f[36]), int(f[19]), int(f[1]))
     return out
+
+
+def _uptime_ticks() -> int:
+    return round(float(Path("/proc/uptime").read_text().split()[0]) * _HZ)
 
 
 @dataclass
@@ -201,6 +205,8 @@ class Ledger:
         self.roles = roles
         self.client_cpus = frozenset(client_cpus)
         self._begin: dict[str, Any] | None = None
+        self._seen: dict[int, tuple[str, int, int, int, int]] = {}
+        """Every process seen during the window, as last seen (see :meth:`peek`)."""
 
     def _snapshot(self) -> dict[str, Any]:
         me = os.getpid()
@@ -228,10 +234,18 @@ class Ledger:
             "placed": {name: cpus for name, (cpus, _) in roles.items()},
             "procs": _all_processes(),
             "ours": ours,
+            "uptime": _uptime_ticks(),
         }
 
     def begin(self) -> None:
         self._begin = self._snapshot()
+        self._seen = {}
+
+    def peek(self) -> None:
+        """Note every process now (the monitor does, once a second): one that comes
+        and goes within the window is named too, with what it used until last seen."""
+        if self._begin is not None:
+            self._seen.update(_all_processes())
 
     def end(self) -> CoreWindow | None:
         """The window since :meth:`begin` (None if it was not begun)."""
@@ -255,16 +269,21 @@ class Ledger:
                 if cpus <= group.cpus and name in b["roles"]:
                     used = (b["roles"][name] - a["roles"].get(name, 0)) * scale
                     group.roles[name] = group.roles.get(name, 0.0) + max(0.0, used)
-        ours = a["ours"] | b["ours"]
+        ours = a["ours"] | b["ours"] | {os.getpid()}
         watched = frozenset().union(*placed.values())
         others = []
-        for pid, (name, ticks, cpu) in b["procs"].items():
+        for pid, (name, ticks, cpu, start, parent) in {**self._seen, **b["procs"]}.items():
+            if pid in ours or parent in ours:
+                continue  # ours, or a child of ours that came and went (a load worker)
             before = a["procs"].get(pid)
-            if pid in ours or before is None or before[0] != name or cpu not in watched:
-                continue
-            cores = (ticks - before[1]) * scale
-            if cores >= _NAMED_SHARE:
+            if before is not None and before[3] == start:
+                ticks -= before[1]
+            elif start < a["uptime"]:
+                continue  # there before the window began, yet not seen then: unknown
+            cores = ticks * scale
+            if cpu in watched and cores >= _NAMED_SHARE:
                 others.append((name, pid, cores))
+        self._seen = {}
         others.sort(key=lambda o: -o[2])
         return CoreWindow(seconds, groups, others)
 

@@ -370,6 +370,8 @@ def sampling(monitor: Monitor | None, into: list[dict[str, Any]], **tags: Any) -
         except (OSError, AttributeError):  # pragma: no cover - not Linux
             pass
         while not stop.wait(1.0):
+            if ledger is not None:
+                ledger.peek()
             if monitor is not None:
                 record = monitor.sample()
                 record.update(tags)

@@ -112,6 +112,9 @@ class _Search:
     rows: list[Row] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
     index: int = 0
+    """Steps run, each run counted (the next step's number in its file name)."""
+    reruns: int = 0
+    """Runs of a disturbed step again: they do not use up the climb's steps."""
     best: float = 0.0
     """A closed sweep: the best throughput of the steps within the knee."""
     verdict: Verdict | None = None
@@ -129,6 +132,7 @@ class _Search:
             self.index += 1
             row.repeat = "disturbed" if attempt else repeat
             row.refined = refined
+            self.reruns += 1 if attempt else 0
             counted = [r for r in self.rows if not r.disturbed and not r.repeat] + [row]
             base = baseline([r.step() for r in counted], self.config.rule)
             best = self.best if self.config.closed else None
@@ -157,6 +161,11 @@ class _Search:
         )
         return None
 
+    @property
+    def used(self) -> int:
+        """Steps that count against the budget: every run but a disturbed one's rerun."""
+        return self.index - self.reruns
+
     def _label(self, value: float) -> str:
         return f"{value:,.0f} connections" if self.config.closed else f"{value:,.0f}/s"
 
@@ -166,7 +175,7 @@ class _Search:
         limit), or None."""
         config = self.config
         self.verdict = None
-        while self.index < (limit or config.max_steps):
+        while self.used < (limit or config.max_steps):
             if config.max_rate is not None and value > config.max_rate:
                 return None
             verdict = self.run(value)
@@ -183,7 +192,7 @@ class _Search:
         steps have run."""
         for _ in range(self.config.refine):
             mid = _middle(self.config, low, high)
-            if mid is None or self.index >= limit:
+            if mid is None or self.used >= limit:
                 break
             verdict = self.run(mid, refined=True)
             if verdict is None or verdict.client_limited:
@@ -200,7 +209,7 @@ class _Search:
         noise), "lower" (the last good was), or "" when the search stopped or ran out
         of steps (``cap``)."""
         for _ in range(CONFIRM_ROUNDS):
-            if self.index + 2 > cap:
+            if self.used + 2 > cap:
                 return ""
             for value in (high, low):
                 verdict = self.run(value, "confirm")

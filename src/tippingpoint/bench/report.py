@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tippingpoint.bench.checks import invariants
 from tippingpoint.bench.topology import BenchFailure
 from tippingpoint.hdr import Histogram
 from tippingpoint.monitor import loopback
@@ -93,6 +94,11 @@ class BenchReport:
     placement: list[dict[str, Any]] = field(default_factory=list)
     """Each role's PIDs, threads and CPUs, asked and read back from /proc."""
 
+    @property
+    def warnings(self) -> list[str]:
+        """Where the figures contradict what physics guarantees."""
+        return invariants(self.experiments)
+
     def add(self, row: list[Any], entry: dict[str, Any]) -> None:
         self.summary.append(row)
         self.experiments.append(entry)
@@ -110,6 +116,7 @@ class BenchReport:
             "failure": self.failure,
             "setups": self.setups,
             "placement": self.placement,
+            "warnings": self.warnings,
         }
 
     def write(self) -> None:
@@ -137,6 +144,7 @@ class BenchReport:
                     "failure": self.failure,
                     "setups": self.setups,
                     "placement": self.placement,
+                    "warnings": self.warnings,
                     "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                 },
                 default=str,

@@ -294,6 +294,8 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
             "kind": exp.kind,
             "description": description,
             "setup": setup,
+            "frontend": exp.frontend,
+            "keepalive": exp.keepalive,
             "worker_restarts": restarts,
             "bench_cpu_pct": round(bench_cpu * 100, 1),
         }

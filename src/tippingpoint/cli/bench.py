@@ -96,4 +96,6 @@ def bench(
     click.echo(f"\n{report.title}")
     for name, result in report.summary:
         click.echo(f"  {name:40s} {result}")
+    for warning in report.warnings:
+        click.echo(f"\nwarning: {warning}")
     click.echo(f"\nreport: {index}")

@@ -93,7 +93,12 @@ def _parse_backends(spec: str) -> tuple[tuple[str, int], ...]:
     help="Generated certificate: ECDSA P-256 or RSA 2048.",
 )
 @click.option("--threads", type=int, default=1, show_default=True, help="nbthread.")
-@click.option("--cpus", default=None, help="cpu-map threads onto these CPUs, e.g. 1 or 0-1.")
+@click.option(
+    "--cpus",
+    default=None,
+    help="Run HAProxy on these CPUs, e.g. 1 or 0-1: set when it starts, threads spread "
+    "over them, read back from /proc.",
+)
 @click.option(
     "--instances",
     type=int,
@@ -230,8 +235,13 @@ def proxy(
         fail(str(e))
         return
     listening = ", ".join(f"{s}://{a[0]}:{a[1]}" for s, a in _frontends(config))
+    where = ""
+    if config.cpus:
+        from tippingpoint.placement import cpu_list, cpus_of
+
+        where = f" on CPUs {cpu_list(cpus_of(fleet.pids))} (read from /proc)"
     click.echo(
-        f"tippingpoint proxy: {instances} HAProxy instance(s) (pids {fleet.pids}) on "
+        f"tippingpoint proxy: {instances} HAProxy instance(s) (pids {fleet.pids}){where} on "
         f"{listening} -> {len(config.backends) + len(config.mqtt_backends)} backends; "
         f"config and sockets in {directory}",
         err=True,

@@ -30,6 +30,8 @@ td, th { border: 1px solid #ddd; padding: 4px 8px; text-align: right; }
 th { background: #f4f4f4; } td.l, th.l { text-align: left; }
 .verdict { font-weight: bold; } .chart { width: 100%; height: 420px; }
 pre { background: #f8f8f8; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+.warning { background: #fff4e5; border-left: 4px solid #e8890c; padding: 0.6em 1em; margin: 1em 0; }
+tr.disturbed td { color: #999; }
 """
 
 _SCRIPT = """
@@ -53,22 +55,34 @@ for (const exp of DATA.experiments) {
     // A closed sweep steps connections: its charts are drawn against them (log scale),
     // the knee at the connections whose throughput is the tipping point.
     const closed = exp.sweep.model === 'closed';
-    const rows = exp.sweep.steps.slice().sort(closed
-      ? (a, b) => a.connections - b.connections : (a, b) => a.offered - b.offered);
-    const x = rows.map(r => closed ? r.connections : r.offered);
+    const keyOf = r => closed ? r.connections : r.offered;
+    const all = exp.sweep.steps.slice().sort((a, b) => keyOf(a) - keyOf(b));
+    // The curve: each value's first counted run; repeats and disturbed runs apart.
+    const rows = all.filter((r, i) => !r.disturbed && !r.repeat);
+    const again = all.filter(r => !r.disturbed && r.repeat);
+    const spoiled = all.filter(r => r.disturbed);
+    const x = rows.map(keyOf);
     const tp = exp.sweep.tipping_point;
     const at = closed ? exp.sweep.knee_connections : tp;
-    const label = tp === null ? '' : 'tipping point ' + Math.round(tp) + ' ' + unit
-      + (closed ? ' (' + at + ' connections)' : '');
+    const bad = exp.sweep.first_bad;
+    const label = tp === null ? '' : 'tipping point ' + Math.round(closed ? tp : at)
+      + (closed ? ' ' + unit + ' (' + at + ' connections)'
+                : (bad ? '-' + Math.round(bad) : '') + ' ' + unit);
     const shapes = tp === null ? [] : [{type: 'line', x0: at, x1: at, yref: 'paper', y0: 0,
       y1: 1, line: {dash: 'dot', color: '#d62728'}}];
+    if (tp !== null && bad) shapes.push({type: 'rect', x0: at, x1: bad, yref: 'paper', y0: 0,
+      y1: 1, fillcolor: '#d62728', opacity: 0.08, line: {width: 0}});
     const annotations = tp === null ? [] : [{x: closed ? Math.log10(at) : at, yref: 'paper',
       y: 1, text: label, showarrow: false, yanchor: 'bottom'}];
     const xaxis = closed ? {xaxis: {type: 'log', title: {text: 'connections (log)'}}} : {};
     plot('knee-' + exp.id, [
       {x: x, y: rows.map(r => r.p50_ms), name: 'p50', mode: 'lines+markers'},
       {x: x, y: rows.map(r => r.p99_ms), name: 'p99', mode: 'lines+markers'},
-      {x: x, y: rows.map(r => r.mean_ms), name: 'mean', mode: 'lines+markers'}],
+      {x: x, y: rows.map(r => r.mean_ms), name: 'mean', mode: 'lines+markers'},
+      {x: again.map(keyOf), y: again.map(r => r.p99_ms), name: 'p99, runs again',
+       mode: 'markers', marker: {symbol: 'circle-open', size: 10}},
+      {x: spoiled.map(keyOf), y: spoiled.map(r => r.p99_ms), name: 'p99, disturbed',
+       mode: 'markers', marker: {symbol: 'x', color: '#999', size: 10}}],
       layout(exp.name + (closed ? ': latency against connections (closed loop)'
                                 : ': ' + what + ' against offered rate'),
              closed ? 'connections' : 'offered ' + unit, 'ms',
@@ -136,7 +150,7 @@ for (const exp of DATA.experiments) {
     if (first.kind === 'sweep') {
       const closed = first.sweep.model === 'closed';
       plot('overlay-' + k, runs.map(e => {
-        const rows = e.sweep.steps.slice().sort(closed
+        const rows = e.sweep.steps.filter(r => !r.disturbed && !r.repeat).sort(closed
           ? (a, b) => a.connections - b.connections : (a, b) => a.offered - b.offered);
         return {x: rows.map(r => closed ? r.connections : r.offered),
                 y: rows.map(r => r.p99_ms), name: e.setup + ' p99', mode: 'lines+markers'};
@@ -187,21 +201,35 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "".join(out)
 
 
+def _pct(value: float | None, scale: float = 1.0) -> str:
+    return "-" if value is None else f"{value * scale:.0f}%"
+
+
+_RUNS = {"confirm": "repeat", "disturbed": "again (disturbed before)"}
+
+
 def _sweep_rows(sweep: dict[str, Any]) -> list[list[Any]]:
     key = "connections" if sweep.get("model") == "closed" else "offered"
     rows = []
     for r in sorted(sweep["steps"], key=lambda r: r[key]):
-        cpu = "-" if r["proxy_cpu_pct"] is None else f"{r['proxy_cpu_pct']:.0f}%"
+        foreign = (
+            "-"
+            if r.get("sut_foreign") is None
+            else f"{r['sut_foreign'] * 100:.0f}% / {(r.get('client_foreign') or 0) * 100:.0f}%"
+        )
         rows.append(
             [
                 f"{r[key]:,.0f}",
+                _RUNS.get(r.get("repeat", ""), "first"),
                 f"{r['achieved']:,.0f}",
                 f"{r['mean_ms']:.2f}",
                 f"{r['p50_ms']:.2f}",
                 f"{r['p99_ms']:.2f}",
                 f"{r.get('p99_sustained_ms', 0.0):.2f}",
                 f"{r['success'] * 100:.2f}%",
-                cpu,
+                _pct(r["proxy_cpu_pct"]),
+                _pct(r.get("client_load_pct", r.get("client_cpu_pct"))),
+                foreign,
                 f"{r['tcp_established']:,}",
                 f"{r['packets_in_per_s']:,.0f}",
                 f"{r['packets_out_per_s']:,.0f}",
@@ -209,6 +237,44 @@ def _sweep_rows(sweep: dict[str, Any]) -> list[list[Any]]:
             ]
         )
     return rows
+
+
+def _placement(data: dict[str, Any]) -> str:
+    """The placement table, and what the bench process itself used."""
+    rows = data.get("placement") or []
+    if not rows:
+        return ""
+    setups = any(r.get("setup") for r in rows)
+    table = _table(
+        ["role", "PIDs", "threads", "CPUs asked", "CPUs seen (/proc)"]
+        + (["setup"] if setups else []),
+        [
+            [
+                r["role"],
+                " ".join(map(str, r["pids"])),
+                r["threads"],
+                r["cpus_asked"],
+                r["cpus_seen"],
+                *([r.get("setup", "")] if setups else []),
+            ]
+            for r in rows
+        ],
+    )
+    costs = ", ".join(
+        f"{e['bench_cpu_pct']:.1f} % during {e['name']}"
+        for e in data["experiments"]
+        if e.get("bench_cpu_pct") is not None
+    )
+    note = (
+        "Each role was started on its CPUs and every thread's CPUs were read back from "
+        "/proc. The bench process (monitor, records, report) runs beside the load it "
+        "forks, on the client's CPUs, its monitor at idle priority: it never takes a core "
+        "of the system under test, and what it uses counts as the client's side. "
+        f"Its CPU, in % of a core: {costs}."
+        if costs
+        else ""
+    )
+    return "<h2>Where each process ran</h2>" + table + (f"<p>{html.escape(note)}</p>")
 
 
 def _at_tipping_point(sweep: dict[str, Any]) -> dict[str, Any] | None:
@@ -381,6 +447,9 @@ def render_html(data: dict[str, Any]) -> str:
             f'<p class="verdict">The bench stopped early: {html.escape(data["failure"])}</p>'
         )
     parts += [
+        f'<div class="warning">Warning: {html.escape(w)}</div>' for w in data.get("warnings", [])
+    ]
+    parts += [
         "<h2>Summary</h2>",
         _table(["experiment", "result"], data["summary"]),
     ]
@@ -406,11 +475,16 @@ def render_html(data: dict[str, Any]) -> str:
                 verdict = "No tipping point: the client was the limit, not HAProxy"
                 if sweep.get("lift"):
                     verdict += f" (to go further: {sweep['lift']})"
+            elif sweep["tipping_point"] is not None and closed:
+                verdict = (
+                    f"Tipping point: {sweep['tipping_point']:,.0f} {unit} with "
+                    f"{sweep['knee_connections']:,} connections in a closed loop"
+                )
             elif sweep["tipping_point"] is not None:
-                verdict = f"Tipping point: {sweep['tipping_point']:,.0f} {unit}" + (
-                    f" with {sweep['knee_connections']:,} connections in a closed loop"
-                    if closed
-                    else ""
+                low = sweep.get("last_good") or sweep["tipping_point"]
+                verdict = (
+                    f"Tipping point: {low:,.0f}-{sweep['first_bad']:,.0f} {unit} "
+                    "(the last step within the knee to the first past it)"
                 )
             else:
                 verdict = "No tipping point"
@@ -425,6 +499,7 @@ def render_html(data: dict[str, Any]) -> str:
                 _table(
                     [
                         "connections" if closed else f"offered {unit}",
+                        "run",
                         "achieved/s",
                         "mean ms",
                         "p50 ms",
@@ -432,6 +507,8 @@ def render_html(data: dict[str, Any]) -> str:
                         "p99 ms judged (without the client's own stalls)",
                         "success",
                         "proxy CPU",
+                        "client CPUs (all their load)",
+                        "foreign load: SUT / client CPUs (of a core)",
                         "TCP est.",
                         "pkts in/s",
                         "pkts out/s",
@@ -455,6 +532,7 @@ def render_html(data: dict[str, Any]) -> str:
             parts.append(f'<div id="lat-{eid}" class="chart"></div>')
             parts.append(f'<div id="rate-{eid}" class="chart"></div>')
             parts.append(f"<pre>{html.escape(exp['report'])}</pre>")
+    parts.append(_placement(data))
     parts += [
         "<h2>The machine</h2>",
         '<div id="tcp" class="chart"></div>',
