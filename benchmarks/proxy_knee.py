@@ -1,7 +1,8 @@
 """The tipping points through HAProxy (1 thread), beside wrk's maximum through it.
 
-`tippingpoint serve` (1 process) and HAProxy (nbthread 1) share CPU 1, as the
-reference figures did with nginx; the load runs on CPU 0. For HTTP (keep-alive):
+`tippingpoint serve` (1 process) and HAProxy (nbthread 1, `proxy --cpus 1`) share CPU
+1, as the reference figures did with nginx; the load runs on CPU 0. Where they run is
+read back from /proc and printed first. For HTTP (keep-alive):
 wrk -t1 -c50 gives the maximum the proxy passes; `tippingpoint sweep` must find its
 knee at >= 0.9x that, in <= 10 steps: the open-model sweep (rates) and the closed one
 (`--closed`: connections 4, 8, 16... in a closed loop, as wrk). For TLS: the
@@ -29,6 +30,7 @@ from pathlib import Path
 import psutil
 
 from common import HOST, machine, median, need, pinned, start, stop, tippingpoint, wait_port
+from tippingpoint.placement import cpu_list, cpus_of, descendants
 
 HTTP, HTTPS = 18480, 18443
 
@@ -218,6 +220,10 @@ def main() -> None:
         try:
             wait_port(18285)
             wait_port(HTTP)
+            # The placement, read back: HAProxy and serve share CPU 1, the load has CPU 0.
+            for role, proc in (("serve", serve), ("proxy", proxy)):
+                tree = [proc.pid, *descendants(proc.pid)]
+                print(f"{role}: pids {tree} on CPUs {cpu_list(cpus_of(tree[-1:]))} (/proc)")
             cacert = str(tmp / "proxy" / "tls" / "cert.pem")
             if args.cost:
                 cost(args.runs, (serve, proxy))

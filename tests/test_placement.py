@@ -217,7 +217,7 @@ _BURNER = """
 import os, sys, time
 os.sched_setaffinity(0, {int(sys.argv[1])})
 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # ahead of HAProxy, 20 of 50 ms
-end = time.monotonic() + float(sys.argv[2])
+end = time.monotonic() + 30
 while time.monotonic() < end:
     burst = time.monotonic() + 0.02
     while time.monotonic() < burst:
@@ -242,20 +242,27 @@ def test_a_foreign_busy_loop_on_the_proxy_core_disturbs_a_step_it_is_not_the_kne
     assert bench.stderr is not None
     burner = None
     log = []
-    for line in bench.stderr:
-        log.append(line)
-        if burner is None and "1,000/s: achieved" in line:
-            # The next step (2,000/s) begins now; the busy loop takes HAProxy's core for
-            # 3 s: its first run, not the runs after it.
-            burner = subprocess.Popen([sys.executable, "-c", _BURNER, "1", "3.0"])
+    try:
+        for line in bench.stderr:
+            log.append(line)
+            if burner is None and "1,000/s: achieved" in line:
+                # The next step (2,000/s) begins now: the busy loop takes HAProxy's core
+                # for its first run, and stops as soon as that run ends.
+                burner = subprocess.Popen([sys.executable, "-c", _BURNER, "1"])
+            if burner is not None and "2,000/s: achieved" in line:
+                burner.kill()
+    finally:
+        if burner is not None:
+            burner.kill()
+            burner.wait()
     assert bench.wait(60) == 0, "".join(log[-30:])
-    assert burner is not None and burner.wait(10) == 0
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     sweep_result = summary["experiments"][0]["sweep"]
     steps = sweep_result["steps"]
+    seen = [(s["offered"], s["p99_sustained_ms"], s["sut_foreign"], s["verdict"]) for s in steps]
     disturbed = [s for s in steps if s["disturbed"]]
-    assert disturbed and all(s["offered"] == 2000 for s in disturbed), steps
-    assert f" (pid {burner.pid}) " in disturbed[0]["disturbed"]
+    assert disturbed and all(s["offered"] == 2000 for s in disturbed), seen
+    assert burner is not None and f" (pid {burner.pid}) " in disturbed[0]["disturbed"]
     assert disturbed[0]["sut_foreign"] >= 0.2
     again = [s for s in steps if s["offered"] == 2000 and not s["disturbed"]]
     assert again and again[0]["repeat"] == "disturbed"
@@ -286,3 +293,29 @@ def test_the_ledger_counts_a_child_as_the_client_and_names_a_stranger() -> None:
     assert any(name.startswith("python") for name, _ in names), window.others
     assert all(pid != child.pid for _, pid in names)
     assert "% of a core" in window.culprits()
+
+
+@two_cpus
+def test_an_attack_whose_cpu_is_full_of_another_process_is_no_ok(serve, tmp_path: Path) -> None:
+    backend = serve(ports=1)
+    spin = "import time\nend = time.monotonic() + 6\nwhile time.monotonic() < end: pass"
+    hog = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", spin])
+    try:
+        time.sleep(0.3)
+        stream = tmp_path / "run.jsonl"
+        attack = subprocess.run(
+            ["taskset", "-c", "0", *tippingpoint_cmd(
+                "attack", backend.url, "--rate", "500", "--duration", "3s",
+                "--processes", "1", "-o", str(stream),
+            )],
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        assert attack.returncode == 0, attack.stderr.decode()
+    finally:
+        hog.kill()
+        hog.wait()
+    report = run_tp("report", str(stream)).stdout.decode()
+    # Its own processes used a sliver of the core; the core itself had no room.
+    assert "SATURATED" in report and "its CPUs were" in report, report
+    seconds = [json.loads(line) for line in stream.read_text().splitlines()][1:]
+    assert all(s["cpus_busy"] >= 0.9 for s in seconds if s.get("dur", 0) >= 0.9)

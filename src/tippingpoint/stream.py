@@ -114,6 +114,9 @@ class Interval:
     in_flight: int = 0
     cpu_us: int | None = None
     """The process's CPU time (user + system) in the interval; None in old streams."""
+    cpus_busy: float = -1.0
+    """The share of the interval the CPUs the process may run on were busy, whoever for
+    (the kernel's network work and other processes included); -1 where unknown."""
     latency_sum_us: int = 0
     first_send: int = -1
     """Microseconds from the start, or -1 for none (also ``last_send``, ``last_done``)."""
@@ -242,6 +245,8 @@ def _interval(r: Interval) -> dict[str, Any]:
     }  # fmt: skip
     if r.cpu_us is None:
         del out["cpu_us"]
+    if r.cpus_busy >= 0:
+        out["cpus_busy"] = r.cpus_busy
     if r.final:
         out["final"] = True
     if r.interrupted:
@@ -367,6 +372,7 @@ def _decode_interval(d: dict[str, Any]) -> Interval:
         tls_resumed=int(conns.get("tls_resumed", 0)),
         in_flight=int(d.get("in_flight", 0)),
         cpu_us=None if cpu is None else int(cpu),
+        cpus_busy=float(d.get("cpus_busy", -1.0)),
         latency_sum_us=int(d.get("latency_sum_us", 0)),
         first_send=-1 if d.get("first_send") is None else int(d["first_send"]),
         last_send=-1 if d.get("last_send") is None else int(d["last_send"]),

@@ -249,7 +249,8 @@ def run_step(
     busy = summary.cpu_busy
     window = sampled.cores
     load = window.client_load() if window is not None else None
-    full = load if load is not None else busy  # the client's CPUs, whoever for
+    # The client's CPUs, whoever for: from the core ledger, else from the records.
+    full = load if load is not None else summary.cpus_busy or busy
     saturated = (
         sustained_late > 1.0
         or (full is not None and full >= CPU_SATURATED)

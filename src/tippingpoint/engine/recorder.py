@@ -15,6 +15,7 @@ appends per response instead of three.
 
 from __future__ import annotations
 
+import os
 from array import array
 from time import process_time_ns
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tippingpoint.hdr import Histogram
+from tippingpoint.monitor import read_cpu_ticks
 from tippingpoint.stream import METRICS, ErrorCount, Interval
 
 __all__ = ["METRICS", "Recorder"]
@@ -35,6 +37,8 @@ class Recorder:
         "codes",
         "connect",
         "cpu_ns",
+        "cpu_ticks",
+        "cpus",
         "done",
         "errors",
         "first_send_ns",
@@ -80,6 +84,8 @@ class Recorder:
         self.last_send_ns = -1
         self.last_done_ns = -1
         self.cpu_ns = process_time_ns()
+        self.cpus = sorted(os.sched_getaffinity(0))
+        self.cpu_ticks = read_cpu_ticks(self.cpus)
 
     def error(self, kind: str, message: str) -> None:
         entry = self.errors.get(kind)
@@ -127,6 +133,10 @@ class Recorder:
         cpu_ns = process_time_ns()
         cpu_us = (cpu_ns - self.cpu_ns) // 1000
         self.cpu_ns = cpu_ns
+        busy, total = read_cpu_ticks(self.cpus)
+        was_busy, was_total = self.cpu_ticks
+        self.cpu_ticks = (busy, total)
+        cpus_busy = round((busy - was_busy) / (total - was_total), 3) if total > was_total else -1
         record = Interval(
             process=self.process,
             t=round(t, 6),
@@ -144,6 +154,7 @@ class Recorder:
             tls_resumed=self.tls_resumed,
             in_flight=in_flight,
             cpu_us=cpu_us,
+            cpus_busy=cpus_busy,
             latency_sum_us=lat_sum,
             first_send=self._us(self.first_send_ns),
             last_send=self._us(self.last_send_ns),

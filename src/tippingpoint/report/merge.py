@@ -87,6 +87,9 @@ class Summary:
     """CPU time (user + system) the generator's processes used, where recorded."""
     cpu_wall_s: float = 0.0
     """The wall time those figures cover, summed over processes."""
+    cpus_busy_s: float = 0.0
+    """Of ``cpus_wall_s``, the time the processes' CPUs were busy, whoever for."""
+    cpus_wall_s: float = 0.0
     first_send: float | None = None
     """Epoch seconds of the earliest send."""
     last_send: float | None = None
@@ -145,6 +148,11 @@ class Summary:
         """The share of its core each generator process used (mean), or None."""
         return self.cpu_us / 1e6 / self.cpu_wall_s if self.cpu_wall_s > 0 else None
 
+    @property
+    def cpus_busy(self) -> float | None:
+        """How busy the generator's CPUs were (mean), whoever for, or None."""
+        return self.cpus_busy_s / self.cpus_wall_s if self.cpus_wall_s > 0 else None
+
     def saturation(self) -> tuple[bool, str]:
         """Was the generator the bottleneck? ``(saturated, one-line verdict)``."""
         lateness = self.hists["lateness"]
@@ -157,11 +165,16 @@ class Summary:
         # the server held them, not the generator.
         if self.planned and not self.interrupted and self.done < 0.99 * self.planned:
             reasons.append(f"took up {self.done} of {self.planned} planned requests")
-        busy = self.cpu_busy
+        busy, full = self.cpu_busy, self.cpus_busy
         if busy is not None and busy >= CPU_SATURATED:
             # A generator with no CPU left answers its responses late: its connections
             # stay busy longer and hits wait for them, which would look like the server.
             reasons.append(f"its processes used {busy * 100:.0f} % of their cores")
+        elif full is not None and full >= CPU_SATURATED:
+            # Its CPUs had no room, whatever took them (HAProxy placed on them, another
+            # process, the kernel's network work): the same lateness, not its own share.
+            own = f", its own processes {busy * 100:.0f} %" if busy is not None else ""
+            reasons.append(f"its CPUs were {full * 100:.0f} % busy{own}")
         if reasons and self.hosts:
             hot = [h for h, f in sorted(self.hosts.items()) if f.saturated()]
             if hot and len(hot) < len(self.hosts):
@@ -184,6 +197,8 @@ class Summary:
                 "or client machines"
             )
         cpu = f", {busy * 100:.0f} % of its cores" if busy is not None else ""
+        if full is not None:
+            cpu += f", its CPUs {full * 100:.0f} % busy in all"
         return False, f"OK: sends kept to schedule (p99 lateness {p99 / 1000:.3f} ms{cpu})"
 
     # Merging
@@ -205,6 +220,9 @@ class Summary:
         self.sent += record.sent
         self.done += record.done
         self.queued += record.queued
+        if record.cpus_busy >= 0:
+            self.cpus_busy_s += record.cpus_busy * record.dur
+            self.cpus_wall_s += record.dur
         if record.cpu_us is not None:
             self.cpu_us += record.cpu_us
             self.cpu_wall_s += record.dur
