@@ -163,8 +163,9 @@ def test_closed_sweep_steps_connections_to_the_knee(tmp_path: Path) -> None:
     assert not sweep["client_limited"], sweep["reason"]
     knee = sweep["knee_connections"]
     assert knee is not None and 1 <= knee < sweep["first_bad"] <= 16
-    at_knee = next(s for s in steps if s["connections"] == knee)
-    assert sweep["tipping_point"] == at_knee["achieved"]
+    # The best of the knee's runs (it ran again to confirm the knee).
+    at_knee = [s["achieved"] for s in steps if s["connections"] == knee and not s["disturbed"]]
+    assert len(at_knee) >= 2 and sweep["tipping_point"] == max(at_knee)
     assert 400 < sweep["tipping_point"] < 1000
     assert (out / "step-00-c1.jsonl").exists()
     text = run_tp("report", str(out / "step-00-c1.jsonl")).stdout

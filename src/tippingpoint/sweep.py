@@ -193,18 +193,12 @@ class SweepResult:
         return f"{self.last_good:,.0f}-{self.first_bad:,.0f}{unit}"
 
 
-def run_step(
-    config: SweepConfig,
-    value: float,
-    index: int,
-    monitor: Monitor | None,
-    samples: list[dict[str, Any]],
-) -> tuple[Row, Summary]:
-    """One step: at rate ``value``, or with ``value`` closed-loop connections."""
-    connections: int | None = None
+def _step_attack(
+    config: SweepConfig, value: float, index: int
+) -> tuple[AttackConfig, str, dict[str, float]]:
+    """A step's attack, its stream's name and the tags of its monitor samples."""
     if config.closed:
         connections = int(value)
-        rate = 0.0
         attack = replace(
             config.attack,
             rate=0.0,
@@ -214,14 +208,22 @@ def run_step(
             duration=config.step_duration,
             requests=None,
         )
-        name = f"step-{index:02d}-c{connections}"
-        tags: dict[str, float] = {"connections": connections}
-    else:
-        rate = value
-        attack = replace(
-            config.attack, rate=rate, pace=(), duration=config.step_duration, requests=None
-        )
-        name, tags = f"step-{index:02d}-{rate:.0f}", {"offered": rate}
+        return attack, f"step-{index:02d}-c{connections}", {"connections": connections}
+    attack = replace(
+        config.attack, rate=value, pace=(), duration=config.step_duration, requests=None
+    )
+    return attack, f"step-{index:02d}-{value:.0f}", {"offered": value}
+
+
+def run_step(
+    config: SweepConfig,
+    value: float,
+    index: int,
+    monitor: Monitor | None,
+    samples: list[dict[str, Any]],
+) -> tuple[Row, Summary]:
+    """One step: at rate ``value``, or with ``value`` closed-loop connections."""
+    attack, name, tags = _step_attack(config, value, index)
     records: list[Named] = []
     step_samples: list[dict[str, Any]] = []
     out = None
@@ -243,11 +245,21 @@ def run_step(
             out.close()
     samples.extend(step_samples)
     summary = summarize(records)
-    lat = summary.hists["latency"]
-    p50, p99 = lat.percentiles([50, 99])
+    row = _row(config, attack, records, summary, sampled.cores, step_samples)
+    return row, summary
+
+
+def _row(
+    config: SweepConfig,
+    attack: AttackConfig,
+    records: list[Named],
+    summary: Summary,
+    window: CoreWindow | None,
+    step_samples: list[dict[str, Any]],
+) -> Row:
+    p50, p99 = summary.hists["latency"].percentiles([50, 99])
     sustained_p99, sustained_late = _sustained(records)
     busy = summary.cpu_busy
-    window = sampled.cores
     load = window.client_load() if window is not None else None
     # The client's CPUs, whoever for: from the core ledger, else from the records.
     full = load if load is not None else summary.cpus_busy or busy
@@ -261,7 +273,7 @@ def run_step(
         )
     )
     row = Row(
-        offered=rate,
+        offered=attack.rate,
         achieved=summary.throughput,
         mean_ms=summary.latency_mean_us / 1000,
         p50_ms=p50 / 1000,
@@ -271,7 +283,7 @@ def run_step(
         saturated=saturated,
         verdict="",
         p99_sustained_ms=sustained_p99,
-        connections=connections,
+        connections=attack.connections if config.closed else None,
         client_cpu_pct=None if busy is None else round(busy * 100, 1),
         fixed_pool=(
             config.closed
@@ -282,7 +294,7 @@ def run_step(
         pool_exhausted=not config.closed and summary.queued > 0.01 * max(1, summary.done),
     )
     row.account(window)
-    return row, summary
+    return row
 
 
 def machine_figures(

@@ -9,7 +9,10 @@ import click
 from tippingpoint.cli.base import cli, fail
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tippingpoint.proxy.config import ProxyConfig
+    from tippingpoint.proxy.instance import ProxyFleet
 
 
 def _parse_addr(spec: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -234,21 +237,24 @@ def proxy(
     except (ValueError, click.BadParameter, HAProxyError) as e:
         fail(str(e))
         return
-    listening = ", ".join(f"{s}://{a[0]}:{a[1]}" for s, a in _frontends(config))
-    where = ""
-    if config.cpus:
-        from tippingpoint.placement import cpu_list, cpus_of
-
-        where = f" on CPUs {cpu_list(cpus_of(fleet.pids))} (read from /proc)"
-    click.echo(
-        f"tippingpoint proxy: {instances} HAProxy instance(s) (pids {fleet.pids}){where} on "
-        f"{listening} -> {len(config.backends) + len(config.mqtt_backends)} backends; "
-        f"config and sockets in {directory}",
-        err=True,
-    )
+    click.echo(_started(fleet, directory), err=True)
     stopped = fleet.run(lambda event: click.echo(f"tippingpoint proxy: {event}", err=True))
     if not stopped:
         fail("HAProxy exited; see the logs in " + str(directory), 1)
+
+
+def _started(fleet: ProxyFleet, directory: Path) -> str:
+    """The start line: the instances, where they run (read from /proc), what they serve."""
+    from tippingpoint.placement import cpu_list, cpus_of
+
+    config = fleet.config
+    listening = ", ".join(f"{s}://{a[0]}:{a[1]}" for s, a in _frontends(config))
+    where = f" on CPUs {cpu_list(cpus_of(fleet.pids))} (read from /proc)" if config.cpus else ""
+    return (
+        f"tippingpoint proxy: {fleet.instances} HAProxy instance(s) (pids {fleet.pids}){where} "
+        f"on {listening} -> {len(config.backends) + len(config.mqtt_backends)} backends; "
+        f"config and sockets in {directory}"
+    )
 
 
 def _frontends(config: ProxyConfig) -> list[tuple[str, tuple[str, int]]]:

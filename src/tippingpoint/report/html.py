@@ -435,9 +435,83 @@ def _tls_cost_table(cost: dict[str, Any]) -> str:
     )
 
 
+_SWEEP_COLUMNS = [
+    "run",
+    "achieved/s",
+    "mean ms",
+    "p50 ms",
+    "p99 ms (whole step)",
+    "p99 ms judged (without the client's own stalls)",
+    "success",
+    "proxy CPU",
+    "client CPUs (all their load)",
+    "foreign load: SUT / client CPUs (of a core)",
+    "TCP est.",
+    "pkts in/s",
+    "pkts out/s",
+    "verdict",
+]
+
+
+def _sweep_verdict(sweep: dict[str, Any], unit: str) -> str:
+    if sweep.get("client_limited"):
+        verdict = "No tipping point: the client was the limit, not HAProxy"
+        if sweep.get("lift"):
+            verdict += f" (to go further: {sweep['lift']})"
+        return verdict
+    if sweep["tipping_point"] is not None and sweep.get("model") == "closed":
+        return (
+            f"Tipping point: {sweep['tipping_point']:,.0f} {unit} with "
+            f"{sweep['knee_connections']:,} connections in a closed loop"
+        )
+    if sweep["tipping_point"] is not None:
+        low = sweep.get("last_good") or sweep["tipping_point"]
+        return (
+            f"Tipping point: {low:,.0f}-{sweep['first_bad']:,.0f} {unit} "
+            "(the last step within the knee to the first past it)"
+        )
+    return "No tipping point"
+
+
+def _experiment(exp: dict[str, Any]) -> list[str]:
+    """One experiment's section: its verdict, its charts' places and its tables."""
+    eid = exp["id"]
+    title = exp["name"] + (f" [{exp['setup']}]" if exp.get("setup") else "")
+    parts = [f"<h2>{html.escape(title)}</h2><p>{html.escape(exp['description'])}</p>"]
+    if exp["kind"] in ("sweep", "mqtt-sweep", "connect-storm"):
+        sweep = exp["sweep"]
+        unit = exp.get("unit", "requests/s")
+        verdict = _sweep_verdict(sweep, unit)
+        parts.append(
+            f'<p class="verdict">{html.escape(verdict)} — {html.escape(sweep["reason"])}</p>'
+        )
+        parts.append(f'<div id="knee-{eid}" class="chart"></div>')
+        parts.append(f'<div id="rate-{eid}" class="chart"></div>')
+        if exp["kind"] != "sweep":
+            parts.append(f'<div id="cpu1k-{eid}" class="chart"></div>')
+        first = "connections" if sweep.get("model") == "closed" else f"offered {unit}"
+        parts.append(_table([first, *_SWEEP_COLUMNS], _sweep_rows(sweep)))
+    elif exp["kind"] == "tls-cost":
+        cost = exp["tls_cost"]
+        parts.append(f'<p class="verdict">{html.escape(cost["sentence"])}</p>')
+        parts.append(f'<div id="tls-{eid}" class="chart"></div>')
+        parts.append(f'<div id="tlsus-{eid}" class="chart"></div>')
+        parts.append(_tls_cost_table(cost))
+    elif exp["kind"] in ("hold", "mqtt-hold"):
+        parts.append(f'<div id="hold-{eid}" class="chart"></div>')
+        if any(exp["hold"].get("request_p99_ms", [])):
+            parts.append(f'<div id="ping-{eid}" class="chart"></div>')
+        parts.append(f"<pre>{html.escape(exp['report'])}</pre>")
+    else:
+        parts.append(f'<div id="lat-{eid}" class="chart"></div>')
+        parts.append(f'<div id="rate-{eid}" class="chart"></div>')
+        parts.append(f"<pre>{html.escape(exp['report'])}</pre>")
+    return parts
+
+
 def render_html(data: dict[str, Any]) -> str:
     """``data``: ``title``, ``summary`` rows, ``experiments`` (sweeps, attacks, holds),
-    ``monitor`` series, ``config`` text, ``machine``."""
+    ``monitor`` series, ``config`` text, ``machine``, ``placement``, ``warnings``."""
     parts = [
         f"<h1>{html.escape(data['title'])}</h1>",
         f"<p>{html.escape(data['machine'])}</p>",
@@ -464,74 +538,7 @@ def render_html(data: dict[str, Any]) -> str:
             if exp["kind"] in ("sweep", "tls-cost"):
                 parts.append(f'<div id="overlay-{k}" class="chart"></div>')
     for exp in data["experiments"]:
-        eid = exp["id"]
-        title = exp["name"] + (f" [{exp['setup']}]" if exp.get("setup") else "")
-        parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(exp['description'])}</p>")
-        if exp["kind"] in ("sweep", "mqtt-sweep", "connect-storm"):
-            sweep = exp["sweep"]
-            closed = sweep.get("model") == "closed"
-            unit = exp.get("unit", "requests/s")
-            if sweep.get("client_limited"):
-                verdict = "No tipping point: the client was the limit, not HAProxy"
-                if sweep.get("lift"):
-                    verdict += f" (to go further: {sweep['lift']})"
-            elif sweep["tipping_point"] is not None and closed:
-                verdict = (
-                    f"Tipping point: {sweep['tipping_point']:,.0f} {unit} with "
-                    f"{sweep['knee_connections']:,} connections in a closed loop"
-                )
-            elif sweep["tipping_point"] is not None:
-                low = sweep.get("last_good") or sweep["tipping_point"]
-                verdict = (
-                    f"Tipping point: {low:,.0f}-{sweep['first_bad']:,.0f} {unit} "
-                    "(the last step within the knee to the first past it)"
-                )
-            else:
-                verdict = "No tipping point"
-            parts.append(
-                f'<p class="verdict">{html.escape(verdict)} — {html.escape(sweep["reason"])}</p>'
-            )
-            parts.append(f'<div id="knee-{eid}" class="chart"></div>')
-            parts.append(f'<div id="rate-{eid}" class="chart"></div>')
-            if exp["kind"] != "sweep":
-                parts.append(f'<div id="cpu1k-{eid}" class="chart"></div>')
-            parts.append(
-                _table(
-                    [
-                        "connections" if closed else f"offered {unit}",
-                        "run",
-                        "achieved/s",
-                        "mean ms",
-                        "p50 ms",
-                        "p99 ms (whole step)",
-                        "p99 ms judged (without the client's own stalls)",
-                        "success",
-                        "proxy CPU",
-                        "client CPUs (all their load)",
-                        "foreign load: SUT / client CPUs (of a core)",
-                        "TCP est.",
-                        "pkts in/s",
-                        "pkts out/s",
-                        "verdict",
-                    ],
-                    _sweep_rows(sweep),
-                )
-            )
-        elif exp["kind"] == "tls-cost":
-            cost = exp["tls_cost"]
-            parts.append(f'<p class="verdict">{html.escape(cost["sentence"])}</p>')
-            parts.append(f'<div id="tls-{eid}" class="chart"></div>')
-            parts.append(f'<div id="tlsus-{eid}" class="chart"></div>')
-            parts.append(_tls_cost_table(cost))
-        elif exp["kind"] in ("hold", "mqtt-hold"):
-            parts.append(f'<div id="hold-{eid}" class="chart"></div>')
-            if any(exp["hold"].get("request_p99_ms", [])):
-                parts.append(f'<div id="ping-{eid}" class="chart"></div>')
-            parts.append(f"<pre>{html.escape(exp['report'])}</pre>")
-        else:
-            parts.append(f'<div id="lat-{eid}" class="chart"></div>')
-            parts.append(f'<div id="rate-{eid}" class="chart"></div>')
-            parts.append(f"<pre>{html.escape(exp['report'])}</pre>")
+        parts += _experiment(exp)
     parts.append(_placement(data))
     parts += [
         "<h2>The machine</h2>",
