@@ -98,7 +98,9 @@ def topology(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], str]:
     return [proxy, serve], str(proxy_dir)
 
 
-def standalone(name: str, proxy_dir: str) -> dict[str, Any]:
+def standalone(name: str, proxy_dir: str, serve_pid: int) -> dict[str, Any]:
+    """The experiment as `tippingpoint sweep`, watching HAProxy and the backends (so that
+    the sweep accounts for every process on CPU 1 as the bench does)."""
     sc = parse_scenario(scenario_text())
     exp = next(e for e in sc.experiments if e.name == name)
     host, port = sc.http if exp.frontend == "http" else sc.https
@@ -172,7 +174,7 @@ def main() -> None:
             row: dict[str, Any] = {"bench": bench(tmp, run)}
             procs, proxy_dir = topology(tmp)
             try:
-                row["standalone"] = {n: standalone(n, proxy_dir) for n in NAMES}
+                row["standalone"] = {n: standalone(n, proxy_dir, procs[1].pid) for n in NAMES}
                 sc = parse_scenario(scenario_text())
                 row["wrk"] = {
                     "http": wrk(f"http://{HOST}:{sc.http[1]}/ping", 128),

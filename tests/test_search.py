@@ -175,3 +175,17 @@ def test_a_full_client_core_of_its_own_is_the_client_limit() -> None:
     result = run_sweep(config(), step=saturating)
     assert result.client_limited and result.tipping_point is None
     assert [v for v, _ in calls] == [3000, 6000, 12000, 24000]
+
+
+def test_a_last_good_step_with_an_old_bad_run_still_confirms_by_its_majority() -> None:
+    # 48,000 stalls on its first run only; the knee is really between 48,000 and 54,000.
+    def latency(value: float, n: int) -> float:
+        if value == 48000 and n == 0:
+            return 30.0
+        return 0.6 if value < 50000 else 80.0
+
+    calls, step = scripted(latency)
+    result = run_sweep(config(), step=step)
+    assert result.tipping_point == 48000 and result.first_bad == 54000, result.reason
+    assert "48,000/s within it in 3 of 4" in result.confirmed
+    assert len(calls) <= 10 + CONFIRM_BUDGET

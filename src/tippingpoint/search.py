@@ -206,11 +206,14 @@ class _Search:
 
     def confirm(self, low: float, high: float, cap: int) -> str:
         """Run the knee's two steps again; "stands", "higher" (the first bad was
-        noise), "lower" (the last good was), or "" when the search stopped or ran out
-        of steps (``cap``)."""
+        noise), "lower" (the last good was), or "" when the search stopped. A round
+        whose two repeats agree with the knee, each end's runs agreeing by majority,
+        confirms it; otherwise one more round, and then the majority decides (also when
+        the steps run out, ``cap``: a tie is no knee)."""
         for _ in range(CONFIRM_ROUNDS):
             if self.used + 2 > cap:
-                return ""
+                break
+            agreed = True
             for value in (high, low):
                 verdict = self.run(value, "confirm")
                 if verdict is None:
@@ -218,14 +221,21 @@ class _Search:
                 if verdict.client_limited:
                     self.verdict = verdict
                     return ""
-            bad, good = self.runs[high], self.runs[low]
-            if all(bad) and not any(good):
+                agreed = agreed and self.runs[value][-1] == (value == high)
+            if agreed and self._majority(high) is True and self._majority(low) is False:
                 return "stands"
-        if 2 * sum(self.runs[high]) <= len(self.runs[high]):
+        bad, good = self._majority(high), self._majority(low)
+        if bad is False:
             return "higher"
-        if 2 * sum(self.runs[low]) > len(self.runs[low]):
+        if good is True:
             return "lower"
-        return "stands"
+        return "stands" if bad and good is False else ""
+
+    def _majority(self, value: float) -> bool | None:
+        """Past the knee by most of the value's runs (None: as many each way)."""
+        runs = self.runs.get(value, [])
+        past = sum(runs)
+        return None if 2 * past == len(runs) else 2 * past > len(runs)
 
     def higher(self, noise: float, cap: int) -> float | None:
         """The first bad step was noise: the next value above it that had a bad run
