@@ -127,6 +127,8 @@ def standalone(name: str, proxy_dir: str, serve_pid: int) -> dict[str, Any]:
                 str(sc.client_processes),
                 "--proxy-dir",
                 proxy_dir,
+                "--role",
+                f"backends={serve_pid}",
                 "--cacert",
                 f"{proxy_dir}/tls/cert.pem",
                 "--json",
