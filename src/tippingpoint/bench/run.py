@@ -169,7 +169,7 @@ def run_bench(
     with ExitStack() as stack:
         fleet = None
         if scenario.cluster is not None:
-            fleet = _open_fleet(scenario.cluster, log, stack)
+            fleet = _open_fleet(scenario.cluster, log, stack, role_cpus(scenario, home)["client"])
             hosts = sorted({f.host for f in fleet.facts.values()})
             report.machine += (
                 f"; the client side on a Dask cluster of {len(fleet.workers)} worker(s) "
@@ -185,9 +185,11 @@ def run_bench(
     return report
 
 
-def _open_fleet(spec: ClusterSpec, log: Callable[[str], None], stack: ExitStack) -> Fleet:
+def _open_fleet(
+    spec: ClusterSpec, log: Callable[[str], None], stack: ExitStack, cpus: tuple[int, ...]
+) -> Fleet:
     """The cluster's workers, measured; a local cluster started first when asked for
-    (and stopped with the bench)."""
+    (on the client's ``cpus``, as the load it runs; stopped with the bench)."""
     from tippingpoint.cluster.certs import client_security, node_security
     from tippingpoint.cluster.fleet import Fleet
     from tippingpoint.cluster.local import local_cluster
@@ -199,7 +201,12 @@ def _open_fleet(spec: ClusterSpec, log: Callable[[str], None], stack: ExitStack)
     except ValueError as e:
         raise ScenarioError(f"cluster.certs: {e}") from None
     if spec.workers:
-        local = local_cluster(spec.workers, 0, node)
+        home = os.sched_getaffinity(0)
+        place_self(cpus)  # its processes inherit this process's CPUs
+        try:
+            local = local_cluster(spec.workers, 0, node)
+        finally:
+            place_self(home)
         stack.callback(local.close, timeout=10)
         address = str(local.scheduler_address)
         log(f"bench: a local Dask cluster of {spec.workers} worker(s) at {address}")
