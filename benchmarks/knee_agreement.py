@@ -167,11 +167,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", dest="json_out", default=None, help="write every figure here")
+    parser.add_argument(
+        "--keep",
+        default=None,
+        help="keep the bench reports in this directory (else a temporary one)",
+    )
     args = parser.parse_args()
     need("wrk", "haproxy", "taskset")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
-        tmp = Path(tmpdir)
+        tmp = Path(args.keep or tmpdir)
+        tmp.mkdir(parents=True, exist_ok=True)
         for run in range(args.runs):
             row: dict[str, Any] = {"bench": bench(tmp, run)}
             procs, proxy_dir = topology(tmp)
