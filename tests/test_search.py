@@ -79,8 +79,22 @@ def test_a_sharp_knee_is_climbed_bisected_confirmed_and_given_as_a_range() -> No
     calls, step = scripted(sharp)
     result = run_sweep(config(), step=step)
     values = [v for v, _ in calls]
-    # x2 to 96,000, then 72,000, 60,000, 54,000 (all past), then each end again.
-    assert values == [3000, 6000, 12000, 24000, 48000, 96000, 72000, 60000, 54000, 54000, 48000]
+    # x2 to 96,000 (past the knee, so once more), then 72,000, 60,000, 54,000 (all
+    # past), then each end of the knee again.
+    assert values == [
+        3000,
+        6000,
+        12000,
+        24000,
+        48000,
+        96000,
+        96000,
+        72000,
+        60000,
+        54000,
+        54000,
+        48000,
+    ]
     assert result.tipping_point == 48000 and result.first_bad == 54000
     assert result.last_good == 48000 and result.knee_range() == "48,000-54,000/s"
     assert result.confirmed.startswith("confirmed: 54,000/s past the knee in 2 of 2 runs")
@@ -94,10 +108,10 @@ def test_a_first_bad_step_that_does_not_repeat_is_noise_and_the_climb_goes_on() 
     calls, step = scripted(lambda v, n: 30.0 if (v == 24000 and n == 0) else sharp(v, n))
     result = run_sweep(config(refine=0), step=step)
     values = [v for v, _ in calls]
-    # Each end once more; 24,000 disagreed, so each a third time: 1 of 3 is noise.
-    assert values[:9] == [3000, 6000, 12000, 24000, 24000, 12000, 24000, 12000, 48000]
+    # 24,000 once more, and a third time as the two disagreed: 1 of 3 is noise.
+    assert values[:8] == [3000, 6000, 12000, 24000, 24000, 24000, 48000, 96000]
     assert result.tipping_point == 48000 and result.first_bad == 96000
-    assert "past the knee in 2 of 2 runs" in result.confirmed
+    assert "96,000/s past the knee in 3 of 3 runs" in result.confirmed
 
 
 def test_a_last_good_step_that_does_not_repeat_moves_the_knee_down() -> None:
@@ -189,3 +203,12 @@ def test_a_last_good_step_with_an_old_bad_run_still_confirms_by_its_majority() -
     assert result.tipping_point == 48000 and result.first_bad == 54000, result.reason
     assert "48,000/s within it in 3 of 4" in result.confirmed
     assert len(calls) <= 10 + CONFIRM_BUDGET
+
+
+def test_a_stall_during_the_climb_costs_two_steps_not_the_bisection() -> None:
+    calls, step = scripted(lambda v, n: 30.0 if (v == 12000 and n == 0) else sharp(v, n))
+    result = run_sweep(config(), step=step)
+    values = [v for v, _ in calls]
+    assert values[2:6] == [12000, 12000, 12000, 24000]  # noise by 1 of 3, no bisection
+    assert result.tipping_point == 48000 and result.first_bad == 54000
+    assert len(calls) == 14  # the sharp knee's 12, and two for the stall

@@ -41,9 +41,18 @@ def test_sweep_finds_the_rate_limit_as_the_knee(serve, proxy, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     sweep = json.loads(result.stdout)
     offered = [s["offered"] for s in sweep["steps"]]
-    # x2 until past the knee, one bisection, then the knee's two ends once more each.
-    assert offered == [200, 400, 800, 600, 600, 400]
-    assert [s["repeat"] for s in sweep["steps"]][-2:] == ["confirm", "confirm"]
+    # x2 until past the knee (and once more there), one bisection, then the knee's two
+    # ends once more each.
+    assert offered == [200, 400, 800, 800, 600, 600, 400]
+    assert [s["repeat"] for s in sweep["steps"]] == [
+        "",
+        "",
+        "",
+        "confirm",
+        "",
+        "confirm",
+        "confirm",
+    ]
     assert sweep["tipping_point"] == 400 and sweep["first_bad"] == 600
     assert sweep["last_good"] == 400
     assert sweep["confirmed"].startswith("confirmed: 600/s past the knee in 2 of 2 runs")
@@ -58,9 +67,10 @@ def test_sweep_finds_the_rate_limit_as_the_knee(serve, proxy, tmp_path: Path) ->
         "step-00-200.jsonl",
         "step-01-400.jsonl",
         "step-02-800.jsonl",
-        "step-03-600.jsonl",
+        "step-03-800.jsonl",
         "step-04-600.jsonl",
-        "step-05-400.jsonl",
+        "step-05-600.jsonl",
+        "step-06-400.jsonl",
     ]
     monitor = [json.loads(line) for line in (out / "monitor.jsonl").read_text().splitlines()]
     assert len(monitor) >= 6 and all("tcp_established" in m for m in monitor)

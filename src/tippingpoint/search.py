@@ -97,10 +97,12 @@ def _next(config: SweepConfig, value: float) -> float:
 
 
 def _middle(config: SweepConfig, low: float, high: float) -> float | None:
-    """The bisection's next value, or None when the two are close enough."""
+    """The bisection's next value, or None when the two are close enough: a rate 5 %
+    from the next is within the noise of repeated runs of one rate (about ±5 % here,
+    docs/PERFORMANCE.md, "The apparatus")."""
     if config.closed:
         return float((int(low) + int(high)) // 2) if high - low > 1 else None
-    return (low + high) / 2 if high - low >= max(1.0, 0.02 * low) else None
+    return (low + high) / 2 if high - low >= max(1.0, 0.05 * low) else None
 
 
 @dataclass
@@ -114,7 +116,10 @@ class _Search:
     index: int = 0
     """Steps run, each run counted (the next step's number in its file name)."""
     reruns: int = 0
-    """Runs of a disturbed step again: they do not use up the climb's steps."""
+    """Runs of a disturbed step again: they count against no budget."""
+    repeats: int = 0
+    """Runs of a step again to confirm it: they count against the confirmation's budget,
+    not the climb's."""
     best: float = 0.0
     """A closed sweep: the best throughput of the steps within the knee."""
     verdict: Verdict | None = None
@@ -133,6 +138,7 @@ class _Search:
             row.repeat = "disturbed" if attempt else repeat
             row.refined = refined
             self.reruns += 1 if attempt else 0
+            self.repeats += 1 if repeat and not attempt else 0
             counted = [r for r in self.rows if not r.disturbed and not r.repeat] + [row]
             base = baseline([r.step() for r in counted], self.config.rule)
             best = self.best if self.config.closed else None
@@ -163,19 +169,30 @@ class _Search:
 
     @property
     def used(self) -> int:
-        """Steps that count against the budget: every run but a disturbed one's rerun."""
+        """Steps of the climb and the bisection: runs but the repeats and reruns."""
+        return self.index - self.reruns - self.repeats
+
+    @property
+    def spent(self) -> int:
+        """Steps against the cap: every run but a disturbed one's rerun."""
         return self.index - self.reruns
+
+    @property
+    def cap(self) -> int:
+        return self.config.max_steps + CONFIRM_BUDGET
 
     def _label(self, value: float) -> str:
         return f"{value:,.0f} connections" if self.config.closed else f"{value:,.0f}/s"
 
     def climb(self, value: float, limit: int | None = None) -> float | None:
         """Step up from ``value`` while fewer than ``limit`` steps have run (default:
-        ``max_steps``); the first value past the knee (or where the client became the
-        limit), or None."""
+        ``max_steps``); the first value past the knee that repeated (or where the
+        client became the limit), or None. A step past the knee runs again before the
+        search narrows down below it, and a third time when the two disagree: one
+        stall of the machine then costs a step or two, not the bisection."""
         config = self.config
         self.verdict = None
-        while self.used < (limit or config.max_steps):
+        while self.used < (limit or config.max_steps) and self.spent < self.cap:
             if config.max_rate is not None and value > config.max_rate:
                 return None
             verdict = self.run(value)
@@ -183,9 +200,30 @@ class _Search:
                 return None
             if verdict.past_knee or verdict.client_limited:
                 self.verdict = verdict
-                return value
+                repeated = verdict.client_limited or self._repeats(value)
+                if repeated is None:
+                    return None
+                if repeated:
+                    return value
             value = _next(config, value)
         return None
+
+    def _repeats(self, value: float) -> bool | None:
+        """Run a step just judged past the knee again, and a third time when the two
+        disagree: is it past the knee by most of its runs? (None: the search stopped.)"""
+        while self.spent < self.cap:
+            runs = self.runs[value]
+            if len(runs) >= 3 or (len(runs) == 2 and runs[0] == runs[1]):
+                break
+            verdict = self.run(value, "confirm")
+            if verdict is None:
+                return None
+            if verdict.client_limited:
+                self.verdict = verdict
+                return True
+            if verdict.past_knee:
+                self.verdict = verdict
+        return self._majority(value) is True
 
     def refine(self, low: float, high: float, limit: int) -> tuple[float, float]:
         """Bisect between ``low`` (good) and ``high`` (bad) while fewer than ``limit``
@@ -211,7 +249,7 @@ class _Search:
         confirms it; otherwise one more round, and then the majority decides (also when
         the steps run out, ``cap``: a tie is no knee)."""
         for _ in range(CONFIRM_ROUNDS):
-            if self.used + 2 > cap:
+            if self.spent + 2 > cap:
                 break
             agreed = True
             for value in (high, low):
@@ -237,13 +275,13 @@ class _Search:
         past = sum(runs)
         return None if 2 * past == len(runs) else 2 * past > len(runs)
 
-    def higher(self, noise: float, cap: int) -> float | None:
-        """The first bad step was noise: the next value above it that had a bad run
-        (to confirm in its turn), else the climb goes on from it, within ``cap``."""
-        above = [v for v, runs in self.runs.items() if v > noise and any(runs)]
+    def higher(self, noise: float) -> float | None:
+        """The first bad step was noise: the next value above it past the knee by most
+        of its runs, else the climb goes on from it, a step or two at least."""
+        above = [v for v in self.runs if v > noise and self._majority(v) is True]
         if above:
             return min(above)
-        return self.climb(_next(self.config, noise), cap - 2)
+        return self.climb(_next(self.config, noise), max(self.config.max_steps, self.used + 2))
 
     def last_good(self, below: float) -> float | None:
         """The highest value under ``below`` whose runs were mostly within the knee."""
@@ -261,7 +299,7 @@ def run_sweep(
     ``step`` runs (a connect storm's step is a hold)."""
     search = _Search(config, monitor, on_row, step)
     first_bad = search.climb(float(int(config.start)) if config.closed else config.start)
-    cap = config.max_steps + CONFIRM_BUDGET
+    cap = search.cap
     last_good: float | None = None
     confirmed = ""
     moved = False
@@ -271,9 +309,8 @@ def run_sweep(
             break  # the first step was past the knee: nothing to confirm it against
         # The first bisection within the climb's budget; after a move, within the cap,
         # leaving room for a round of confirmation.
-        last_good, first_bad = search.refine(
-            last_good, first_bad, cap - 2 if moved else config.max_steps
-        )
+        limit = cap - 2 - search.repeats if moved else config.max_steps
+        last_good, first_bad = search.refine(last_good, first_bad, limit)
         if _client_limited(search) or search.stop:
             break
         outcome = search.confirm(last_good, first_bad, cap)
@@ -281,7 +318,7 @@ def run_sweep(
             confirmed = _confirmation(search, last_good, first_bad)
             break
         if outcome == "higher":
-            first_bad = search.higher(first_bad, cap)
+            first_bad = search.higher(first_bad)
         elif outcome == "lower":
             first_bad = last_good
         else:
@@ -306,31 +343,31 @@ def _confirmation(search: _Search, low: float, high: float) -> str:
     return "confirmed: " + _votes(search, low, high)
 
 
+def _reason(search: _Search, first_bad: float | None, confirmed: str, client_limited: bool) -> str:
+    verdict, unit = search.verdict, " connections" if search.config.closed else "/s"
+    if search.stop:
+        return search.stop
+    if client_limited and verdict is not None:
+        at = next(r.key for r in reversed(search.rows) if not r.disturbed)
+        return f"client-limited at {at:,.0f}{unit}: {verdict.reason}"
+    if first_bad is None or verdict is None:
+        if search.rows:
+            return "no knee found within the steps: raise --max-steps or --start"
+        return "no steps run"
+    low = search.last_good(first_bad)
+    if confirmed:
+        return f"{verdict.reason}; {confirmed}"
+    if low is not None:
+        return "the knee did not repeat within the steps: " + _votes(search, low, first_bad)
+    return verdict.reason  # the first step was past the knee
+
+
 def _result(
     search: _Search, last_good: float | None, first_bad: float | None, confirmed: str
 ) -> SweepResult:
-    config, rows, verdict = search.config, search.rows, search.verdict
-    unit = " connections" if config.closed else "/s"
+    config, rows = search.config, search.rows
     client_limited = _client_limited(search) and not search.stop
-    if search.stop:
-        reason = search.stop
-    elif verdict is None:
-        reason = (
-            "no knee found within the steps: raise --max-steps or --start"
-            if rows
-            else "no steps run"
-        )
-    elif client_limited:
-        at = next(r.key for r in reversed(rows) if not r.disturbed)
-        reason = f"client-limited at {at:,.0f}{unit}: {verdict.reason}"
-    elif not confirmed and first_bad is not None and search.last_good(first_bad) is not None:
-        low = search.last_good(first_bad)
-        assert low is not None
-        reason = "the knee did not repeat within the steps: " + _votes(search, low, first_bad)
-    elif not confirmed:
-        reason = verdict.reason
-    else:
-        reason = f"{verdict.reason}; {confirmed}"
+    reason = _reason(search, first_bad, confirmed, client_limited)
     tipping = last_good if confirmed and not client_limited else None
     knee_connections = None
     if config.closed and tipping is not None:
@@ -346,7 +383,7 @@ def _result(
     return SweepResult(
         rows,
         tipping,
-        first_bad if verdict is not None else None,
+        first_bad,
         client_limited,
         reason,
         search.samples,
