@@ -319,3 +319,12 @@ def test_an_attack_whose_cpu_is_full_of_another_process_is_no_ok(serve, tmp_path
     assert "SATURATED" in report and "its CPUs were" in report, report
     seconds = [json.loads(line) for line in stream.read_text().splitlines()][1:]
     assert all(s["cpus_busy"] >= 0.9 for s in seconds if s.get("dur", 0) >= 0.9)
+
+
+def test_a_process_the_kernel_cannot_place_is_refused_in_one_line() -> None:
+    from tippingpoint.placement import spawn
+
+    with pytest.raises(PlacementError, match=r"^cannot start test on CPUs 63: the kernel refused"):
+        spawn(["true"], {63}, "test", subprocess.DEVNULL)
+    proc = spawn(["true"], {0}, "test", subprocess.DEVNULL)
+    assert proc.wait(10) == 0

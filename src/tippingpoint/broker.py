@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tippingpoint.certs import make_certificate
 from tippingpoint.listeners import PortBusy, check_free
-from tippingpoint.placement import PlacementError, cpu_list, start_on, verify
+from tippingpoint.placement import PlacementError, spawn, verify
 from tippingpoint.procs import die_with_parent
 
 __all__ = [
@@ -210,18 +210,10 @@ class BrokerFleet:
         parent = os.getpid()
         log = open(self.log_paths[i], "wb")  # noqa: SIM115
         try:
-            return subprocess.Popen(
-                [self.binary, "-c", str(path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=start_on(self.cpus, lambda: _child_setup(parent)),
-            )
-        except subprocess.SubprocessError:
-            raise BrokerError(
-                f"cannot start mosquitto on CPUs {cpu_list(self.cpus or ())}: the kernel "
-                "refused that affinity (a cpuset without them?); ask for CPUs this machine gives"
-            ) from None
+            args = [self.binary, "-c", str(path)]
+            return spawn(args, self.cpus, "mosquitto", log, lambda: _child_setup(parent))
+        except PlacementError as e:
+            raise BrokerError(str(e)) from None
         finally:
             log.close()
 

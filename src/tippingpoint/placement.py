@@ -16,10 +16,11 @@ report's placement table.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
     "Placed",
@@ -30,6 +31,7 @@ __all__ = [
     "descendants",
     "parse_cpu_list",
     "place_self",
+    "spawn",
     "spread_threads",
     "start_on",
     "verify",
@@ -128,6 +130,31 @@ def start_on(
             then()
 
     return setup
+
+
+def spawn(
+    args: Sequence[str],
+    cpus: Iterable[int] | None,
+    what: str,
+    stdout: IO[bytes] | int,
+    then: Callable[[], None] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` on ``cpus`` (then ``then`` in the child, before exec), its output
+    and errors to ``stdout``; :class:`PlacementError` naming ``what`` when the kernel
+    refuses those CPUs."""
+    try:
+        return subprocess.Popen(
+            list(args),
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=start_on(cpus, then),
+        )
+    except subprocess.SubprocessError:
+        raise PlacementError(
+            f"cannot start {what} on CPUs {cpu_list(cpus or ())}: the kernel refused that "
+            "affinity (a cpuset without them?); ask for CPUs this machine gives"
+        ) from None
 
 
 def place_self(cpus: Iterable[int]) -> None:

@@ -27,7 +27,7 @@ from types import TracebackType
 
 from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet
 from tippingpoint.listeners import PortBusy, check_free
-from tippingpoint.placement import Placed, PlacementError, cpu_list, start_on, verify
+from tippingpoint.placement import Placed, PlacementError, cpu_list, spawn, verify
 from tippingpoint.procs import die_with_parent, stop_process
 from tippingpoint.proxy.config import ProxyConfig
 from tippingpoint.proxy.instance import HAProxyError, ProxyFleet
@@ -158,19 +158,11 @@ class Topology:
         log = self.stack.enter_context(open(log_path, "wb"))  # noqa: SIM115
         self.serve_logs.append(log_path)
         parent = os.getpid()
+        command = serve_command(ports, processes, cpus, share, mqtt)
         try:
-            proc = subprocess.Popen(
-                serve_command(ports, processes, cpus, share, mqtt),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=start_on(cpus, lambda: die_with_parent(parent)),
-            )
-        except subprocess.SubprocessError:
-            raise BenchFailure(
-                f"cannot start the backends on CPUs {cpu_list(cpus)}: the kernel refused that "
-                "affinity (a cpuset without them?); give [backends] cpus this machine allows"
-            ) from None
+            proc = spawn(command, cpus, "the backends", log, lambda: die_with_parent(parent))
+        except PlacementError as e:
+            raise BenchFailure(str(e)) from None
         self._register(role, proc)
         self.stack.callback(stop_process, proc, 15.0)
         for port in (ports[-1], *mqtt[-1:]):

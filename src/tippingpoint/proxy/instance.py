@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tippingpoint.listeners import PortBusy, check_free
-from tippingpoint.placement import PlacementError, cpu_list, spread_threads, start_on, verify
+from tippingpoint.placement import PlacementError, spawn, spread_threads, verify
 from tippingpoint.procs import die_with_parent
 from tippingpoint.proxy.config import ProxyConfig, render
 from tippingpoint.proxy.stats import show_info
@@ -108,18 +108,9 @@ class ProxyFleet:
         parent = os.getpid()
         log = open(self.log_paths[i], "ab")  # noqa: SIM115
         try:
-            return subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=start_on(self.cpus, lambda: _child_setup(parent)),
-            )
-        except subprocess.SubprocessError:
-            raise HAProxyError(
-                f"cannot start HAProxy on CPUs {cpu_list(self.cpus or ())}: the kernel refused "
-                "that affinity (a cpuset without them?); ask for CPUs this machine gives"
-            ) from None
+            return spawn(args, self.cpus, "HAProxy", log, lambda: _child_setup(parent))
+        except PlacementError as e:
+            raise HAProxyError(str(e)) from None
         finally:
             log.close()
 
