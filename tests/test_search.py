@@ -212,3 +212,21 @@ def test_a_stall_during_the_climb_costs_two_steps_not_the_bisection() -> None:
     assert values[2:6] == [12000, 12000, 12000, 24000]  # noise by 1 of 3, no bisection
     assert result.tipping_point == 48000 and result.first_bad == 54000
     assert len(calls) == 14  # the sharp knee's 12, and two for the stall
+
+
+def test_a_knee_whose_ends_did_not_settle_falls_back_on_repeated_majorities() -> None:
+    from tippingpoint.search import _Search
+
+    search = _Search(config(), None, None, scripted(sharp)[1])
+    # As a run of the bench here: 46,500/s undecided, 45,000 and 48,000 repeated.
+    search.runs = {
+        24000.0: [False],
+        42000.0: [False, False, False],
+        45000.0: [True, False, False, False],
+        46500.0: [True, False],
+        48000.0: [True, False, True],
+        96000.0: [True],
+    }
+    assert search.settled() == (45000.0, 48000.0)
+    search.runs[48000.0] = [True, False]  # nothing past the knee twice by majority
+    assert search.settled() is None

@@ -283,6 +283,17 @@ class _Search:
             return min(above)
         return self.climb(_next(self.config, noise), max(self.config.max_steps, self.used + 2))
 
+    def settled(self) -> tuple[float, float] | None:
+        """When the knee's ends did not settle within the steps: the nearest two values
+        that each ran at least twice and agree by majority, the lowest past the knee and
+        the highest within it below that (rates between them stay undecided)."""
+        repeated = {v: self._majority(v) for v, runs in self.runs.items() if len(runs) >= 2}
+        bad = [v for v, past in repeated.items() if past is True]
+        if not bad:
+            return None
+        good = [v for v, past in repeated.items() if past is False and v < min(bad)]
+        return (max(good), min(bad)) if good else None
+
     def last_good(self, below: float) -> float | None:
         """The highest value under ``below`` whose runs were mostly within the knee."""
         good = [v for v, runs in self.runs.items() if v < below and 2 * sum(runs) < len(runs)]
@@ -304,6 +315,7 @@ def run_sweep(
     confirmed = ""
     moved = False
     while first_bad is not None and not search.stop and not _client_limited(search):
+        ran = search.index
         last_good = search.last_good(first_bad)
         if last_good is None:
             break  # the first step was past the knee: nothing to confirm it against
@@ -321,9 +333,16 @@ def run_sweep(
             first_bad = search.higher(first_bad)
         elif outcome == "lower":
             first_bad = last_good
-        else:
-            break
+        if outcome not in ("higher", "lower") or search.index == ran:
+            break  # stopped, or out of steps
         moved = True
+    if not confirmed and not search.stop and not _client_limited(search):
+        settled = search.settled()
+        if settled is not None:
+            last_good, first_bad = settled
+            confirmed = "confirmed by the majority of repeated runs: " + _votes(
+                search, last_good, first_bad
+            )
     return _result(search, last_good if confirmed else None, first_bad, confirmed)
 
 
