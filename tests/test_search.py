@@ -17,22 +17,22 @@ KNEE = 50_000.0
 
 
 def row(value: float, p99: float, **extra: Any) -> Row:
-    return Row(
-        offered=value,
-        achieved=value,
-        mean_ms=p99 / 3,
-        p50_ms=p99 / 4,
-        p99_ms=p99,
-        success=1.0,
-        proxy_cpu_pct=50.0,
-        tcp_established=100,
-        packets_in_per_s=1.0,
-        packets_out_per_s=1.0,
-        saturated=False,
-        verdict="",
-        p99_sustained_ms=p99,
-        **extra,
-    )
+    fields: dict[str, Any] = {
+        "offered": value,
+        "achieved": value,
+        "mean_ms": p99 / 3,
+        "p50_ms": p99 / 4,
+        "p99_ms": p99,
+        "success": 1.0,
+        "proxy_cpu_pct": 50.0,
+        "tcp_established": 100,
+        "packets_in_per_s": 1.0,
+        "packets_out_per_s": 1.0,
+        "saturated": False,
+        "verdict": "",
+        "p99_sustained_ms": p99,
+    }
+    return Row(**(fields | extra))
 
 
 def scripted(
@@ -230,3 +230,14 @@ def test_a_knee_whose_ends_did_not_settle_falls_back_on_repeated_majorities() ->
     assert search.settled() == (45000.0, 48000.0)
     search.runs[48000.0] = [True, False]  # nothing past the knee twice by majority
     assert search.settled() is None
+
+
+def test_a_step_whose_requests_failed_is_not_run_again() -> None:
+    """Failures are an event (a backend died), not noise: the climb stops there and,
+    without a good step below, there is no knee to give."""
+    calls, step = scripted(
+        lambda v, n: 0.6, fields=lambda v, n: {"success": 0.9} if v == 3000 else {}
+    )
+    result = run_sweep(config(), step=step)
+    assert calls == [(3000.0, 0)]
+    assert result.tipping_point is None

@@ -63,6 +63,10 @@ def test_sweep_finds_the_rate_limit_as_the_knee(serve, proxy, tmp_path: Path) ->
     assert good["verdict"].startswith("within the low-load latency (p99 ")
     assert "ms (without the client's own stalls) <= " in good["verdict"]
     assert good["proxy_cpu_pct"] is not None and good["packets_in_per_s"] > 400
+    # The processes listening where HAProxy's servers are were found and charged as
+    # the backends, not counted as foreign load.
+    charged = {role for g in good["cores"]["groups"] for role in g["roles"]}
+    assert {"proxy", "backends", "client"} <= charged
     assert sorted(p.name for p in out.glob("step-*.jsonl")) == [
         "step-00-200.jsonl",
         "step-01-400.jsonl",

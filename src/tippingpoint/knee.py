@@ -106,6 +106,9 @@ class Verdict:
     past_knee: bool
     client_limited: bool
     reason: str
+    failed: bool = False
+    """Requests failed (success under the rule's minimum): the server went through an
+    event, which running the step again would not undo (a search does not repeat it)."""
 
 
 def baseline(steps: Sequence[Step], rule: KneeRule) -> float:
@@ -147,7 +150,8 @@ def judge(
     if reasons and not own_lateness:
         if step.saturated:  # the server tipped over first; the client then fell behind
             reasons.append("the load generator fell behind too")
-        return Verdict(True, False, "; ".join(reasons))
+        failed = step.success < rule.min_success
+        return Verdict(True, False, "; ".join(reasons), failed)
     if step.saturated:
         cpu = (
             f" (its processes used {step.client_cpu * 100:.0f} % of their cores)"

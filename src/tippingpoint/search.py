@@ -189,7 +189,8 @@ class _Search:
         ``max_steps``); the first value past the knee that repeated (or where the
         client became the limit), or None. A step past the knee runs again before the
         search narrows down below it, and a third time when the two disagree: one
-        stall of the machine then costs a step or two, not the bisection."""
+        stall of the machine then costs a step or two, not the bisection. A step whose
+        requests failed is not run again: failures are an event, not noise."""
         config = self.config
         self.verdict = None
         while self.used < (limit or config.max_steps) and self.spent < self.cap:
@@ -200,7 +201,7 @@ class _Search:
                 return None
             if verdict.past_knee or verdict.client_limited:
                 self.verdict = verdict
-                repeated = verdict.client_limited or self._repeats(value)
+                repeated = verdict.client_limited or verdict.failed or self._repeats(value)
                 if repeated is None:
                     return None
                 if repeated:

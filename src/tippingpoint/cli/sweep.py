@@ -121,9 +121,13 @@ def sweep(**opts: Any) -> None:
         found = sorted(directory.glob("haproxy-*.sock"))
         try:
             roles["proxy"] = [int(show_info(p)["Pid"]) for p in found]
+            if "backends" not in roles:
+                roles["backends"] = _backends(found)
         except (OSError, KeyError, ValueError):
             fail(f"cannot read HAProxy's sockets in {directory}: is `tippingpoint proxy` running?")
             return
+        if not roles["backends"]:
+            del roles["backends"]
 
         def sockets() -> list[Path]:
             return sorted(directory.glob("haproxy-*.sock"))
@@ -209,6 +213,22 @@ def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int
         raise ValueError("--start must be > 0 and --max-steps >= 1")
     roles = parse_roles(opts["roles"])
     return sweep_config, roles
+
+
+def _backends(sockets: list[Any]) -> list[int]:
+    """The processes listening where the proxy's servers are: the backends, part of
+    the system under test (their CPU is not foreign load)."""
+    from tippingpoint.listeners import listeners
+    from tippingpoint.proxy.stats import show_stat
+
+    ports: dict[str, set[int]] = {}
+    for path in sockets[:1]:  # every instance has the same servers
+        for row in show_stat(path):
+            host, _, port = (row.get("addr") or "").rpartition(":")
+            if row.get("svname") not in ("FRONTEND", "BACKEND") and port.isdigit():
+                ports.setdefault(host.strip("[]"), set()).add(int(port))
+    found = (s.pid for host, wanted in ports.items() for s in listeners(host, wanted))
+    return sorted({pid for pid in found if pid is not None})
 
 
 def _ledger(roles: dict[str, list[int]]) -> Any:
