@@ -164,6 +164,47 @@ def test_a_step_that_stays_disturbed_stops_the_sweep_and_names_the_culprit() -> 
     assert "stress (pid 7)" in result.reason
 
 
+def test_steal_on_the_client_s_cpu_makes_its_lateness_disturbed() -> None:
+    """Steal is the client's CPU wanted and not given: a client-limited step with it
+    is the machine's doing, run again, whatever the client's core looked like."""
+
+    def fields(value: float, n: int) -> dict[str, Any]:
+        if value == 12000 and n == 0:
+            groups = [
+                {"cpus": "0", "roles": {"client": 0.5, "bench": 0.01}, "steal": 0.4},
+                {"cpus": "1", "roles": {"proxy": 0.4}, "steal": 0.0},
+            ]
+            return {"client_load_pct": 60.0, "cores": {"groups": groups}}
+        return {}
+
+    def late(*args: Any) -> tuple[Row, bool]:
+        r, stopped = step(*args)
+        r.saturated = bool(r.cores)
+        return r, stopped
+
+    calls, step = scripted(sharp, fields=fields)
+    result = run_sweep(config(), step=late)
+    assert [v for v, _ in calls][:4] == [3000, 6000, 12000, 12000]
+    assert "the VM's steal took 40 % of a core from the client's CPUs" in result.rows[2].verdict
+    assert not result.client_limited and result.tipping_point == 48000
+
+
+def test_falling_behind_below_a_rate_it_kept_is_a_stall_not_the_client_s_limit() -> None:
+    # The generator kept its schedule at 24,000/s (past the knee); on the bisection's
+    # 18,000/s it was late once: a stall, run again, not the client's limit.
+    calls, step = scripted(
+        lambda v, n: 0.6 if v < 20000 else 80.0,
+        fields=lambda v, n: {"saturated": (v, n) == (18000, 0)},
+    )
+    result = run_sweep(config(), step=step)
+    assert [v for v, _ in calls][:7] == [3000, 6000, 12000, 24000, 24000, 18000, 18000]
+    stalled = [r for r in result.rows if r.disturbed]
+    assert len(stalled) == 1 and stalled[0].offered == 18000
+    assert "fell behind at 18,000/s after keeping its schedule at 24,000/s" in stalled[0].verdict
+    assert not result.client_limited
+    assert result.last_good == 19500 and result.first_bad == 21000
+
+
 def test_foreign_load_on_a_good_step_does_not_matter() -> None:
     calls, step = scripted(sharp, fields=lambda v, n: {"sut_foreign": 0.5})
     result = run_sweep(config(), step=step)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tippingpoint.cores import CLIENT_ROLES
 from tippingpoint.knee import Verdict, baseline, judge
 from tippingpoint.monitor import Monitor
 from tippingpoint.sweep import Row, SweepConfig, SweepResult, run_step
@@ -85,7 +86,23 @@ def disturbance(row: Row, verdict: Verdict) -> str:
             f"the client's CPUs were {load:.0f} % busy, {foreign * 100:.0f} % of a core of "
             f"it not the load's ({culprits})"
         )
+    steal = _client_steal(row)
+    if steal >= FOREIGN_MAX:
+        # Steal is time the client's CPU was wanted and not given: the generator was
+        # late by it, however idle its core looks.
+        return f"the VM's steal took {steal * 100:.0f} % of a core from the client's CPUs"
     return ""
+
+
+def _client_steal(row: Row) -> float:
+    """Steal on the CPUs where the client runs (and no role of the system under test),
+    in cores."""
+    steal = 0.0
+    for group in (row.cores or {}).get("groups", []):
+        roles = set(group.get("roles", ()))
+        if "client" in roles and roles <= set(CLIENT_ROLES):
+            steal += float(group.get("steal", 0.0))
+    return steal
 
 
 def _next(config: SweepConfig, value: float) -> float:
@@ -128,6 +145,8 @@ class _Search:
     """Each value's counted runs: past the knee or not."""
     stop: str = ""
     """Why the search ended early: "interrupted", or what kept the machine busy."""
+    kept_up: float = 0.0
+    """The highest value at which the load generator kept its schedule."""
 
     def run(self, value: float, repeat: str = "", refined: bool = False) -> Verdict | None:
         """One step at ``value``, run again while it is disturbed; its verdict, or None
@@ -143,7 +162,7 @@ class _Search:
             base = baseline([r.step() for r in counted], self.config.rule)
             best = self.best if self.config.closed else None
             verdict = judge(row.step(), base, self.config.rule, best)
-            row.disturbed = disturbance(row, verdict)
+            row.disturbed = disturbance(row, verdict) or self._stalled(value, verdict)
             row.past = verdict.past_knee and not row.disturbed
             row.verdict = (
                 f"disturbed: {row.disturbed}; as measured: {verdict.reason}"
@@ -158,6 +177,8 @@ class _Search:
                 return None
             if not row.disturbed:
                 self.runs.setdefault(value, []).append(row.past)
+                if not verdict.client_limited and not row.saturated:
+                    self.kept_up = max(self.kept_up, value)
                 if not verdict.past_knee and not verdict.client_limited:
                     self.best = max(self.best, row.achieved)
                 return verdict
@@ -166,6 +187,16 @@ class _Search:
             f"disturbed {DISTURBED_RUNS} times ({self.rows[-1].disturbed})"
         )
         return None
+
+    def _stalled(self, value: float, verdict: Verdict) -> str:
+        """A generator that kept its schedule at a higher value is not at its limit
+        at this one: it stalled (why, the step's cores may not show)."""
+        if not verdict.client_limited or self.kept_up <= value:
+            return ""
+        return (
+            f"the load generator fell behind at {self._label(value)} after keeping its "
+            f"schedule at {self._label(self.kept_up)}: a stall, not its limit"
+        )
 
     @property
     def used(self) -> int:
