@@ -94,9 +94,12 @@ def test_a_closed_sweep_tips_where_throughput_stops_growing_or_latency_climbs() 
         verdicts.append(judge(step, base, rule, best))
         best = max(best, step.achieved)
     first = next(i for i, v in enumerate(verdicts) if v.past_knee)
-    assert conns[first] == 96
-    assert "throughput 38,238/s < 98 % of the best before (39,873/s)" in verdicts[first].reason
+    # 96's 4 % fall is within the noise between runs of one step: the knee is 128's p99.
+    assert conns[first] == 128
     assert "p99 5.63 ms" in verdicts[-1].reason
+    fell = judge(Step(0, 32_000, 1.0, 2.0, 1.0), base, rule, 39_873)
+    assert fell.past_knee
+    assert "throughput 32,000/s < 85 % of the best before (39,873/s)" in fell.reason
     # No offered rate: never "achieved < offered".
     assert all("of offered" not in v.reason for v in verdicts)
     # Without a best (an open sweep), a fall in throughput alone is no knee.

@@ -97,6 +97,11 @@ class KneeRule:
     slo: tuple[float, float] | None = None
     min_success: float = 0.999
     min_achieved: float = 0.98
+    min_carried: float = 0.85
+    """A closed step whose throughput is under this share of the best before is past the
+    knee. Runs of one number of connections carried 28,243 to 33,127/s here, 15 % apart
+    (the bench's closed loop, docs/PERFORMANCE.md): a 2 % drop is noise, not a knee;
+    past the plateau the latency rule ends the sweep."""
     client_cpu_max: float = 0.95
     """A generator at this share of its cores cannot tell the server's limit from its own."""
 
@@ -139,9 +144,9 @@ def judge(
         reasons.append(
             f"achieved {step.achieved:,.0f}/s < {rule.min_achieved * 100:g} % of offered"
         )
-    if best_achieved and step.achieved < rule.min_achieved * best_achieved:
+    if best_achieved and step.achieved < rule.min_carried * best_achieved:
         reasons.append(
-            f"throughput {step.achieved:,.0f}/s < {rule.min_achieved * 100:g} % of the best "
+            f"throughput {step.achieved:,.0f}/s < {rule.min_carried * 100:g} % of the best "
             f"before ({best_achieved:,.0f}/s)"
         )
     cpu_bound = step.client_cpu is not None and step.client_cpu >= rule.client_cpu_max

@@ -18,6 +18,7 @@ the sweep, which then says that the machine was too busy to measure, and by what
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,8 +138,8 @@ class _Search:
     repeats: int = 0
     """Runs of a step again to confirm it: they count against the confirmation's budget,
     not the climb's."""
-    best: float = 0.0
-    """A closed sweep: the best throughput of the steps within the knee."""
+    carried: dict[float, list[float]] = field(default_factory=dict)
+    """A closed sweep: each value's throughput in its runs within the knee."""
     verdict: Verdict | None = None
     """The verdict of the first step past the knee (or of the client's limit)."""
     runs: dict[float, list[bool]] = field(default_factory=dict)
@@ -160,7 +161,7 @@ class _Search:
             self.repeats += 1 if repeat and not attempt else 0
             counted = [r for r in self.rows if not r.disturbed and not r.repeat] + [row]
             base = baseline([r.step() for r in counted], self.config.rule)
-            best = self.best if self.config.closed else None
+            best = self._best(value) if self.config.closed else None
             verdict = judge(row.step(), base, self.config.rule, best)
             row.disturbed = disturbance(row, verdict) or self._stalled(value, verdict)
             row.past = verdict.past_knee and not row.disturbed
@@ -180,13 +181,20 @@ class _Search:
                 if not verdict.client_limited and not row.saturated:
                     self.kept_up = max(self.kept_up, value)
                 if not verdict.past_knee and not verdict.client_limited:
-                    self.best = max(self.best, row.achieved)
+                    self.carried.setdefault(value, []).append(row.achieved)
                 return verdict
         self.stop = (
             f"the machine was too busy to measure: the step at {self._label(value)} was "
             f"disturbed {DISTURBED_RUNS} times ({self.rows[-1].disturbed})"
         )
         return None
+
+    def _best(self, value: float) -> float:
+        """The best throughput of the other values within the knee, each value's the
+        median of its runs: one lucky run (throughput moves by ±10 % between runs of
+        one value here) does not make every later run look short of it."""
+        medians = [statistics.median(a) for v, a in self.carried.items() if v != value]
+        return max(medians, default=0.0)
 
     def _stalled(self, value: float, verdict: Verdict) -> str:
         """A generator that kept its schedule at a higher value is not at its limit
@@ -423,7 +431,10 @@ def _result(
     knee_connections = None
     if config.closed and tipping is not None:
         knee_connections = int(tipping)
-        tipping = max(r.achieved for r in rows if r.key == tipping and not r.disturbed)
+        carried = search.carried.get(tipping) or [
+            r.achieved for r in rows if r.key == tipping and not r.disturbed
+        ]
+        tipping = statistics.median(carried)  # of its runs within the knee
     if config.out is not None:
         import json
 
