@@ -130,6 +130,17 @@ def test_a_knee_that_never_settles_is_not_reported() -> None:
     assert len(calls) <= 10 + CONFIRM_BUDGET
     assert result.tipping_point is None
     assert "did not repeat" in result.reason or "no knee" in result.reason
+    # --quick halves the confirmation's steps.
+    calls, step = scripted(lambda v, n: 0.6 if v < 20000 or n >= 1 else 80.0)
+    assert run_sweep(config(refine=1, confirm_steps=4), step=step).tipping_point is None
+    assert len(calls) <= 10 + 4
+
+
+def test_quick_halves_the_confirmation() -> None:
+    from tippingpoint.bench import DEFAULT_SCENARIO, parse_scenario, quick
+
+    sweeps = [e for e in quick(parse_scenario(DEFAULT_SCENARIO)).experiments if e.max_steps]
+    assert sweeps and all(e.confirm_steps == 4 for e in sweeps)
 
 
 def test_a_disturbed_step_runs_again_and_is_not_the_knee() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from tippingpoint.cores import CLIENT_ROLES
 from tippingpoint.knee import Verdict, baseline, judge
 from tippingpoint.monitor import Monitor
-from tippingpoint.sweep import Row, SweepConfig, SweepResult, run_step
+from tippingpoint.sweep import CONFIRM_STEPS, Row, SweepConfig, SweepResult, run_step
 
 __all__ = [
     "CONFIRM_ROUNDS",
@@ -49,9 +49,8 @@ CONFIRM_ROUNDS = 2
 """Repeats of the knee's two steps: one each, and one more each when a repeat
 disagreed (a majority of three)."""
 
-CONFIRM_BUDGET = 8
-"""Steps beyond ``max_steps`` for confirming the knee (and searching it again when a
-repeat moved it); past them, a knee that did not repeat is not reported."""
+CONFIRM_BUDGET = CONFIRM_STEPS
+"""The steps a knee's confirmation may add, by default (:attr:`SweepConfig.confirm_steps`)."""
 
 StepRunner = Callable[
     [SweepConfig, float, int, Monitor | None, list[dict[str, Any]]], tuple[Row, bool]
@@ -218,7 +217,7 @@ class _Search:
 
     @property
     def cap(self) -> int:
-        return self.config.max_steps + CONFIRM_BUDGET
+        return self.config.max_steps + self.config.confirm_steps
 
     def _label(self, value: float) -> str:
         return f"{value:,.0f} connections" if self.config.closed else f"{value:,.0f}/s"

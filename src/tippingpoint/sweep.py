@@ -56,6 +56,10 @@ def parse_step(text: str) -> tuple[str, float]:
         raise ValueError(f"bad --step {text!r}: use x1.5 (multiply) or +1000 (add)") from None
 
 
+CONFIRM_STEPS = 8
+"""The default of :attr:`SweepConfig.confirm_steps`."""
+
+
 @dataclass(frozen=True, slots=True)
 class SweepConfig:
     attack: AttackConfig
@@ -71,6 +75,9 @@ class SweepConfig:
     """Step the connections of a closed loop (``start``, ``step`` count connections)."""
     runner: Callable[[AttackConfig, Sink], int] | None = field(default=None, compare=False)
     """Runs each step's attack (a cluster's ``Fleet.attack``); None: on this machine."""
+    confirm_steps: int = CONFIRM_STEPS
+    """Steps beyond ``max_steps`` for confirming the knee (and searching it again when a
+    repeat moved it); past them, a knee that did not repeat is not reported."""
 
 
 @dataclass

@@ -242,6 +242,7 @@ def sweep_config(bench: Bench, index: int, exp: Experiment, attack: AttackConfig
         out=bench.out / f"{index + 1:02d}-{exp.kind}",
         closed=exp.closed,
         runner=bench.fleet.attack if bench.fleet is not None else None,
+        confirm_steps=exp.confirm_steps,
     )
 
 

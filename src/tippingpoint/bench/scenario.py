@@ -78,6 +78,8 @@ class Experiment:
     step_duration: float = 5.0
     max_steps: int = 8
     refine: int = 1
+    confirm_steps: int = 8
+    """Not a scenario key: ``--quick`` lowers it (see :func:`quick`)."""
     slo: tuple[float, float] | None = None
     # attack
     rate: float = 100.0
@@ -437,7 +439,7 @@ def parse_scenario(text: str) -> Scenario:
 
 
 def quick(scenario: Scenario) -> Scenario:
-    """About a minute: short steps, fewer of them, short attacks."""
+    """A few minutes: short steps, fewer of them, short attacks, half the confirmation."""
     return replace(
         scenario,
         experiments=tuple(
@@ -447,6 +449,8 @@ def quick(scenario: Scenario) -> Scenario:
                 step_duration=min(e.step_duration, 1.0 if e.closed else 2.0),
                 max_steps=min(e.max_steps, 6),
                 refine=min(e.refine, 1),
+                # Half the knee's confirmation: a quick knee more often "did not repeat".
+                confirm_steps=min(e.confirm_steps, 4),
                 duration=min(e.duration, 8.0),
                 connections=min(e.connections, 2_000),
             )
