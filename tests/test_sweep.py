@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socketserver
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -40,26 +41,20 @@ def test_sweep_finds_the_rate_limit_as_the_knee(serve, proxy, tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     sweep = json.loads(result.stdout)
-    offered = [s["offered"] for s in sweep["steps"]]
-    # x2 until past the knee (and once more there), one bisection, then the knee's two
-    # ends once more each.
-    assert offered == [200, 400, 800, 800, 600, 600, 400]
-    assert [s["repeat"] for s in sweep["steps"]] == [
-        "",
-        "",
-        "",
-        "confirm",
-        "",
-        "confirm",
-        "confirm",
-    ]
+    steps = sweep["steps"]
+    # x2 until past the knee, one bisection; every other run is a repeat: of a step
+    # past the knee (400/s, under HAProxy's limit of 500 sessions a second, can be
+    # once, on a busy machine) and of the knee's two ends.
+    assert [s["offered"] for s in steps if not s["repeat"]] == [200, 400, 800, 600]
+    assert {s["repeat"] for s in steps} <= {"", "confirm", "disturbed"}
+    assert [s["offered"] for s in steps if s["repeat"] == "confirm"][-2:] == [600, 400]
     assert sweep["tipping_point"] == 400 and sweep["first_bad"] == 600
     assert sweep["last_good"] == 400
     assert sweep["confirmed"].startswith("confirmed: 600/s past the knee in 2 of 2 runs")
     assert not sweep["client_limited"]
-    bad = sweep["steps"][2]
+    bad = next(s for s in steps if s["offered"] == 800)
     assert bad["achieved"] < 0.9 * 800 and "achieved" in bad["verdict"]
-    good = sweep["steps"][1]
+    good = next(s for s in steps if s["offered"] == 400 and not s["past"])
     assert good["verdict"].startswith("within the low-load latency (p99 ")
     assert "ms (without the client's own stalls) <= " in good["verdict"]
     assert good["proxy_cpu_pct"] is not None and good["packets_in_per_s"] > 400
@@ -68,13 +63,7 @@ def test_sweep_finds_the_rate_limit_as_the_knee(serve, proxy, tmp_path: Path) ->
     charged = {role for g in good["cores"]["groups"] for role in g["roles"]}
     assert {"proxy", "backends", "client"} <= charged
     assert sorted(p.name for p in out.glob("step-*.jsonl")) == [
-        "step-00-200.jsonl",
-        "step-01-400.jsonl",
-        "step-02-800.jsonl",
-        "step-03-800.jsonl",
-        "step-04-600.jsonl",
-        "step-05-600.jsonl",
-        "step-06-400.jsonl",
+        f"step-{i:02d}-{s['offered']:.0f}.jsonl" for i, s in enumerate(steps)
     ]
     monitor = [json.loads(line) for line in (out / "monitor.jsonl").read_text().splitlines()]
     assert len(monitor) >= 6 and all("tcp_established" in m for m in monitor)
@@ -177,9 +166,13 @@ def test_closed_sweep_steps_connections_to_the_knee(tmp_path: Path) -> None:
     assert not sweep["client_limited"], sweep["reason"]
     knee = sweep["knee_connections"]
     assert knee is not None and 1 <= knee < sweep["first_bad"] <= 16
-    # The best of the knee's runs (it ran again to confirm the knee).
-    at_knee = [s["achieved"] for s in steps if s["connections"] == knee and not s["disturbed"]]
-    assert len(at_knee) >= 2 and sweep["tipping_point"] == max(at_knee)
+    # The median of the knee's runs within it (it ran again to confirm the knee).
+    at_knee = [
+        s["achieved"]
+        for s in steps
+        if s["connections"] == knee and not s["disturbed"] and not s["past"]
+    ]
+    assert len(at_knee) >= 2 and sweep["tipping_point"] == statistics.median(at_knee)
     assert 400 < sweep["tipping_point"] < 1000
     assert (out / "step-00-c1.jsonl").exists()
     text = run_tp("report", str(out / "step-00-c1.jsonl")).stdout
