@@ -9,8 +9,8 @@ from typing import Any
 from tippingpoint.knee import KneeRule
 from tippingpoint.model import AttackConfig
 from tippingpoint.monitor import Monitor
-from tippingpoint.search import CONFIRM_BUDGET, run_sweep
-from tippingpoint.sweep import Row, SweepConfig, render_table
+from tippingpoint.search import run_sweep
+from tippingpoint.sweep import CONFIRM_STEPS, Row, SweepConfig, render_table
 from tippingpoint.targets import Target
 
 KNEE = 50_000.0
@@ -127,7 +127,7 @@ def test_a_knee_that_never_settles_is_not_reported() -> None:
     # found is noise, until the steps run out.
     calls, step = scripted(lambda v, n: 0.6 if v < 20000 or n >= 1 else 80.0)
     result = run_sweep(config(refine=1), step=step)
-    assert len(calls) <= 10 + CONFIRM_BUDGET
+    assert len(calls) <= 10 + CONFIRM_STEPS
     assert result.tipping_point is None
     assert "did not repeat" in result.reason or "no knee" in result.reason
     # --quick halves the confirmation's steps.
@@ -180,21 +180,12 @@ def test_steal_on_the_client_s_cpu_makes_its_lateness_disturbed() -> None:
     is the machine's doing, run again, whatever the client's core looked like."""
 
     def fields(value: float, n: int) -> dict[str, Any]:
-        if value == 12000 and n == 0:
-            groups = [
-                {"cpus": "0", "roles": {"client": 0.5, "bench": 0.01}, "steal": 0.4},
-                {"cpus": "1", "roles": {"proxy": 0.4}, "steal": 0.0},
-            ]
-            return {"client_load_pct": 60.0, "cores": {"groups": groups}}
+        if value == 12000 and n == 0:  # late, with 0.4 cores of its CPU stolen
+            return {"client_load_pct": 60.0, "client_steal": 0.4, "saturated": True}
         return {}
 
-    def late(*args: Any) -> tuple[Row, bool]:
-        r, stopped = step(*args)
-        r.saturated = bool(r.cores)
-        return r, stopped
-
     calls, step = scripted(sharp, fields=fields)
-    result = run_sweep(config(), step=late)
+    result = run_sweep(config(), step=step)
     assert [v for v, _ in calls][:4] == [3000, 6000, 12000, 12000]
     assert "the VM's steal took 40 % of a core from the client's CPUs" in result.rows[2].verdict
     assert not result.client_limited and result.tipping_point == 48000
@@ -270,7 +261,7 @@ def test_a_last_good_step_with_an_old_bad_run_still_confirms_by_its_majority() -
     result = run_sweep(config(), step=step)
     assert result.tipping_point == 48000 and result.first_bad == 54000, result.reason
     assert "48,000/s within it in 3 of 4" in result.confirmed
-    assert len(calls) <= 10 + CONFIRM_BUDGET
+    assert len(calls) <= 10 + CONFIRM_STEPS
 
 
 def test_a_stall_during_the_climb_costs_two_steps_not_the_bisection() -> None:
@@ -309,3 +300,20 @@ def test_a_step_whose_requests_failed_is_not_run_again() -> None:
     result = run_sweep(config(), step=step)
     assert calls == [(3000.0, 0)]
     assert result.tipping_point is None
+
+
+def test_client_steal_counts_the_client_s_own_cpus_only() -> None:
+    from tippingpoint.cores import CoreWindow, Group
+
+    window = CoreWindow(
+        1.0,
+        [
+            Group(frozenset({0}), {"client": 0.5, "bench": 0.01}, busy=0.6, steal=0.3),
+            Group(frozenset({1}), {"proxy": 0.4}, busy=0.4, steal=0.2),
+            Group(frozenset({2}), {"client": 0.2, "proxy": 0.2}, busy=0.4, steal=0.5),
+        ],
+        [],
+    )
+    # CPU 2's steal is the system under test's foreign load, not counted twice.
+    assert window.client_steal() == 0.3
+    assert window.sut_foreign() == 0.2 + 0.5

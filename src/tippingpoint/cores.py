@@ -167,6 +167,11 @@ class CoreWindow:
     def client_foreign(self) -> float:
         return sum(g.foreign + g.steal for g in self.groups if g.client)
 
+    def client_steal(self) -> float:
+        """Steal on the client's CPUs that the system under test does not share (cores):
+        on shared CPUs it is foreign load of the system under test already."""
+        return sum(g.steal for g in self.groups if g.client and not g.sut)
+
     def culprits(self, limit: int = 3) -> str:
         """What took the cores, in words: the busiest foreign processes, the steal."""
         words = [

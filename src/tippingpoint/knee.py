@@ -138,7 +138,8 @@ def judge(
         value = step.at(percentile)
         if value > bound:
             reasons.append(f"p{percentile:g} {value:.2f} ms > SLO {bound:g} ms")
-    if step.success < rule.min_success:
+    failed = step.success < rule.min_success
+    if failed:
         reasons.append(f"success {step.success * 100:.2f} % < {rule.min_success * 100:g} %")
     if step.offered > 0 and step.achieved < rule.min_achieved * step.offered:
         reasons.append(
@@ -155,7 +156,6 @@ def judge(
     if reasons and not own_lateness:
         if step.saturated:  # the server tipped over first; the client then fell behind
             reasons.append("the load generator fell behind too")
-        failed = step.success < rule.min_success
         return Verdict(True, False, "; ".join(reasons), failed)
     if step.saturated:
         cpu = (

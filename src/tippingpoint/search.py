@@ -23,10 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tippingpoint.cores import CLIENT_ROLES
 from tippingpoint.knee import Verdict, baseline, judge
 from tippingpoint.monitor import Monitor
-from tippingpoint.sweep import CONFIRM_STEPS, Row, SweepConfig, SweepResult, run_step
+from tippingpoint.sweep import Row, SweepConfig, SweepResult, run_step
 
 __all__ = [
     "CONFIRM_ROUNDS",
@@ -48,9 +47,6 @@ DISTURBED_RUNS = 3
 CONFIRM_ROUNDS = 2
 """Repeats of the knee's two steps: one each, and one more each when a repeat
 disagreed (a majority of three)."""
-
-CONFIRM_BUDGET = CONFIRM_STEPS
-"""The steps a knee's confirmation may add, by default (:attr:`SweepConfig.confirm_steps`)."""
 
 StepRunner = Callable[
     [SweepConfig, float, int, Monitor | None, list[dict[str, Any]]], tuple[Row, bool]
@@ -86,23 +82,12 @@ def disturbance(row: Row, verdict: Verdict) -> str:
             f"the client's CPUs were {load:.0f} % busy, {foreign * 100:.0f} % of a core of "
             f"it not the load's ({culprits})"
         )
-    steal = _client_steal(row)
+    steal = row.client_steal or 0.0
     if steal >= FOREIGN_MAX:
         # Steal is time the client's CPU was wanted and not given: the generator was
         # late by it, however idle its core looks.
         return f"the VM's steal took {steal * 100:.0f} % of a core from the client's CPUs"
     return ""
-
-
-def _client_steal(row: Row) -> float:
-    """Steal on the CPUs where the client runs (and no role of the system under test),
-    in cores."""
-    steal = 0.0
-    for group in (row.cores or {}).get("groups", []):
-        roles = set(group.get("roles", ()))
-        if "client" in roles and roles <= set(CLIENT_ROLES):
-            steal += float(group.get("steal", 0.0))
-    return steal
 
 
 def _next(config: SweepConfig, value: float) -> float:
@@ -190,8 +175,8 @@ class _Search:
 
     def _best(self, value: float) -> float:
         """The best throughput of the other values within the knee, each value's the
-        median of its runs: one lucky run (throughput moves by ±10 % between runs of
-        one value here) does not make every later run look short of it."""
+        median of its runs: one lucky run (runs of one value differ by up to 15 % here,
+        :attr:`KneeRule.min_carried`) does not make every later run look short of it."""
         medians = [statistics.median(a) for v, a in self.carried.items() if v != value]
         return max(medians, default=0.0)
 

@@ -113,6 +113,8 @@ class Row:
     """Foreign load and steal on the CPUs of the system under test, in cores."""
     client_foreign: float | None = None
     """Foreign load and steal on the client's CPUs, in cores."""
+    client_steal: float | None = None
+    """Steal on the client's own CPUs, in cores: time the generator was not given."""
     cores: dict[str, Any] | None = None
     """The step's core accounting (:class:`tippingpoint.cores.CoreWindow`)."""
     past: bool = False
@@ -155,6 +157,7 @@ class Row:
         self.client_load_pct = None if load is None else round(load * 100, 1)
         self.sut_foreign = round(window.sut_foreign(), 3)
         self.client_foreign = round(window.client_foreign(), 3)
+        self.client_steal = round(window.client_steal(), 3)
         self.cores = window.to_json()
 
 
