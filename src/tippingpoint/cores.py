@@ -159,6 +159,11 @@ class CoreWindow:
         """Foreign load and steal on the system under test's CPUs (cores)."""
         return sum(g.foreign + g.steal for g in self.groups if g.sut)
 
+    def sut_load(self) -> float | None:
+        """How full the system under test's CPUs were, whoever for (1.0: no room left)."""
+        loads = [g.load for g in self.groups if g.sut]
+        return max(loads) if loads else None
+
     def client_load(self) -> float | None:
         """How full the client's CPUs were, whoever for (1.0: no room left)."""
         loads = [g.load for g in self.groups if g.client]

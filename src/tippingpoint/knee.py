@@ -114,6 +114,10 @@ class Verdict:
     failed: bool = False
     """Requests failed (success under the rule's minimum): the server went through an
     event, which running the step again would not undo (a search does not repeat it)."""
+    slower: bool = False
+    """Past the knee by its latency (the low-load rule or the SLO)."""
+    short: bool = False
+    """Past the knee by its throughput: it achieved less than offered, or than before."""
 
 
 def baseline(steps: Sequence[Step], rule: KneeRule) -> float:
@@ -138,14 +142,17 @@ def judge(
         value = step.at(percentile)
         if value > bound:
             reasons.append(f"p{percentile:g} {value:.2f} ms > SLO {bound:g} ms")
+    slower = bool(reasons)
     failed = step.success < rule.min_success
     if failed:
         reasons.append(f"success {step.success * 100:.2f} % < {rule.min_success * 100:g} %")
-    if step.offered > 0 and step.achieved < rule.min_achieved * step.offered:
+    short = step.offered > 0 and step.achieved < rule.min_achieved * step.offered
+    if short:
         reasons.append(
             f"achieved {step.achieved:,.0f}/s < {rule.min_achieved * 100:g} % of offered"
         )
     if best_achieved and step.achieved < rule.min_carried * best_achieved:
+        short = True
         reasons.append(
             f"throughput {step.achieved:,.0f}/s < {rule.min_carried * 100:g} % of the best "
             f"before ({best_achieved:,.0f}/s)"
@@ -156,12 +163,10 @@ def judge(
     if reasons and not own_lateness:
         if step.saturated:  # the server tipped over first; the client then fell behind
             reasons.append("the load generator fell behind too")
-        return Verdict(True, False, "; ".join(reasons), failed)
+        return Verdict(True, False, "; ".join(reasons), failed, slower, short)
     if step.saturated:
         cpu = (
-            f" (its processes used {step.client_cpu * 100:.0f} % of their cores)"
-            if step.client_cpu is not None
-            else ""
+            f" (its CPUs {step.client_cpu * 100:.0f} % busy)" if step.client_cpu is not None else ""
         )
         moved = (
             f"; the latency it measured moved too ({'; '.join(reasons)}), its own lateness included"

@@ -31,6 +31,8 @@ __all__ = [
     "CONFIRM_ROUNDS",
     "DISTURBED_RUNS",
     "FOREIGN_MAX",
+    "STALL_ROOM",
+    "SUT_FULL_PCT",
     "StepRunner",
     "disturbance",
     "run_sweep",
@@ -40,6 +42,15 @@ FOREIGN_MAX = 0.10
 """Cores of foreign load (or steal) during a step that disturb it: on a loaded step the
 kernel's unattributed work and this machine's own agents stay under 0.04 here
 (docs/PERFORMANCE.md, "The apparatus")."""
+
+SUT_FULL_PCT = 90.0
+"""The system under test's CPUs this busy (foreign load and steal included) had no room
+left: a step short of its offered rate may then be short for the foreign load."""
+
+STALL_ROOM = 0.5
+"""A generator late while neither its processes nor its CPUs used this share of their
+cores was not at its limit: it stalled (on loopback, the stall of a fresh process's
+first second, a page-fault storm, the VM), and the step runs again."""
 
 DISTURBED_RUNS = 3
 """A disturbed step runs at most this many times in all."""
@@ -66,16 +77,25 @@ def _attack_step(
 
 
 def disturbance(row: Row, verdict: Verdict) -> str:
-    """Why a step that would stop the sweep does not count, or ""."""
-    if not (verdict.past_knee or verdict.client_limited):
+    """Why a step that would stop the sweep does not count, or "".
+
+    A disturbance counts only where it can explain what was seen. Requests that failed
+    are an event no foreign load makes. A server that fell short of the offered rate
+    while its CPUs had room, foreign load and steal included, was not short of CPU. And
+    foreign load or steal on the client's CPUs moved the figures only if the generator
+    fell behind its schedule: one that kept it was given the time it needed."""
+    if not (verdict.past_knee or verdict.client_limited) or verdict.failed:
         return ""  # a step that kept its latency is good, disturbed or not
     culprits = (row.cores or {}).get("culprits", "")
     sut = row.sut_foreign or 0.0
-    if sut >= FOREIGN_MAX:
+    room = row.sut_load_pct is not None and row.sut_load_pct < SUT_FULL_PCT
+    if sut >= FOREIGN_MAX and (verdict.client_limited or verdict.slower or not room):
         return (
             f"{sut * 100:.0f} % of a core of foreign load on the system under test's "
             f"CPUs ({culprits})"
         )
+    if not (verdict.client_limited or row.saturated):
+        return ""
     load, foreign = row.client_load_pct, row.client_foreign or 0.0
     if load is not None and load >= 95 and foreign >= FOREIGN_MAX:
         return (
@@ -147,7 +167,7 @@ class _Search:
             base = baseline([r.step() for r in counted], self.config.rule)
             best = self._best(value) if self.config.closed else None
             verdict = judge(row.step(), base, self.config.rule, best)
-            row.disturbed = disturbance(row, verdict) or self._stalled(value, verdict)
+            row.disturbed = disturbance(row, verdict) or self._stalled(value, verdict, row)
             row.past = verdict.past_knee and not row.disturbed
             row.verdict = (
                 f"disturbed: {row.disturbed}; as measured: {verdict.reason}"
@@ -180,14 +200,23 @@ class _Search:
         medians = [statistics.median(a) for v, a in self.carried.items() if v != value]
         return max(medians, default=0.0)
 
-    def _stalled(self, value: float, verdict: Verdict) -> str:
-        """A generator that kept its schedule at a higher value is not at its limit
-        at this one: it stalled (why, the step's cores may not show)."""
-        if not verdict.client_limited or self.kept_up <= value:
+    def _stalled(self, value: float, verdict: Verdict, row: Row) -> str:
+        """A generator that kept its schedule at a higher value, or that had room on
+        its CPUs, is not at its limit at this one: it stalled (why, the step's cores
+        may not show)."""
+        if not verdict.client_limited:
+            return ""
+        if self.kept_up > value:
+            return (
+                f"the load generator fell behind at {self._label(value)} after keeping its "
+                f"schedule at {self._label(self.kept_up)}: a stall, not its limit"
+            )
+        used = [x for x in (row.client_cpu_pct, row.client_load_pct) if x is not None]
+        if row.fixed_pool or not used or max(used) >= STALL_ROOM * 100:
             return ""
         return (
-            f"the load generator fell behind at {self._label(value)} after keeping its "
-            f"schedule at {self._label(self.kept_up)}: a stall, not its limit"
+            f"the load generator fell behind at {self._label(value)} with its CPUs "
+            f"{max(used):.0f} % busy: a stall, not its limit"
         )
 
     @property

@@ -111,6 +111,8 @@ class Row:
     anything else, and the VM's steal), in %: what the generator verdict reads."""
     sut_foreign: float | None = None
     """Foreign load and steal on the CPUs of the system under test, in cores."""
+    sut_load_pct: float | None = None
+    """How busy the system under test's CPUs were, whoever for, with steal, in %."""
     client_foreign: float | None = None
     """Foreign load and steal on the client's CPUs, in cores."""
     client_steal: float | None = None
@@ -156,6 +158,8 @@ class Row:
         load = window.client_load()
         self.client_load_pct = None if load is None else round(load * 100, 1)
         self.sut_foreign = round(window.sut_foreign(), 3)
+        sut = window.sut_load()
+        self.sut_load_pct = None if sut is None else round(sut * 100, 1)
         self.client_foreign = round(window.client_foreign(), 3)
         self.client_steal = round(window.client_steal(), 3)
         self.cores = window.to_json()
