@@ -29,10 +29,13 @@ import itertools
 import math
 import pickle
 import queue
+import signal
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
@@ -376,25 +379,28 @@ class Fleet:
         client, run = self.client, self.run
         code = 0
         try:
-            while any(not f.done() for f in futures.values()):
-                deadline = time.monotonic() + _POLL_S
-                while (left := deadline - time.monotonic()) > 0:
-                    try:
-                        take(inbox.get(timeout=left))
-                    except queue.Empty:
-                        break
-                alive = self.alive()
-                for worker, future in futures.items():
-                    if worker not in alive and worker not in run.lost and not future.done():
-                        at = time.time() - start_epoch
-                        run.lost[worker] = at
-                        future.cancel()
-                        if on_lost is not None:
-                            on_lost(run.shards[worker])
-                        self.log(
-                            f"cluster: worker {worker} ({self.facts[worker].host}) was lost "
-                            f"{at:.1f} s into the run: its shards stop there, the others go on"
-                        )
+            with _ctrl_c() as interrupted:
+                while any(not f.done() for f in futures.values()):
+                    deadline = time.monotonic() + _POLL_S
+                    while (left := deadline - time.monotonic()) > 0:
+                        try:
+                            take(inbox.get(timeout=left))
+                        except queue.Empty:
+                            break
+                    if interrupted.is_set():
+                        raise KeyboardInterrupt
+                    alive = self.alive()
+                    for worker, future in futures.items():
+                        if worker not in alive and worker not in run.lost and not future.done():
+                            at = time.time() - start_epoch
+                            run.lost[worker] = at
+                            future.cancel()
+                            if on_lost is not None:
+                                on_lost(run.shards[worker])
+                            self.log(
+                                f"cluster: worker {worker} ({self.facts[worker].host}) was lost "
+                                f"{at:.1f} s into the run: its shards stop there, the others go on"
+                            )
         except KeyboardInterrupt:
             self.log("cluster: stopping every shard (they flush what they have)")
             stop.set()
@@ -438,6 +444,29 @@ class Fleet:
     def missing_share(self, planned: dict[int, int]) -> list[str]:
         """For each lost worker: what its shards were to do against what they did."""
         return missing_share(self.run, self.facts, planned)
+
+
+@contextmanager
+def _ctrl_c() -> Iterator[threading.Event]:
+    """Ctrl-C sets the yielded event, which the caller polls, instead of raising where
+    the main thread happens to be: inside Dask's client calls a KeyboardInterrupt can be
+    taken up and lost, and the run then went on to its end. A second Ctrl-C raises at
+    once. (Outside the main thread, the event is never set.)"""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _tls_configured() -> bool:
