@@ -58,6 +58,35 @@ def diagnose(
     haproxy_config: str | None = None,
 ) -> tuple[list[Check], ConnectionPlan]:
     sysctl = _Sysctl(proc_sys)
+    checks, plan_limit = _descriptor_checks(sysctl, rlimit, connections)
+    port_range = _network_checks(sysctl, connections, checks)
+    available = memory_available(str(meminfo))
+    plan = plan_connections(connections, plan_limit, port_range, 1, available)
+    checks += _plan_checks(plan, connections, available)
+    if sleep_ms is not None:
+        longest = (sleep_ms + 1) / 1000
+        ok = client_timeout_s > longest
+        checks.append(
+            Check(
+                "timeouts that cut long requests",
+                ok,
+                f"sleep up to {longest:g} s; client --timeout {client_timeout_s:g} s; "
+                "serve idle 3600 s; tippingpoint proxy 2 h",
+                ""
+                if ok
+                else f"raise the client's --timeout above {longest:g} s (Vegeta's 30 s "
+                "default failed half the article's requests)",
+            )
+        )
+    if mqtt_keepalive_s is not None:
+        checks.append(mqtt_timeouts(mqtt_keepalive_s, haproxy_config))
+    return checks, plan
+
+
+def _descriptor_checks(
+    sysctl: _Sysctl, rlimit: Callable[[], tuple[int, int]], connections: int
+) -> tuple[list[Check], int]:
+    """The open-file limits, and the hard limit a plan may count on."""
     checks: list[Check] = []
     soft, hard = rlimit()
     plan_limit = hard if hard != resource.RLIM_INFINITY else 1 << 20
@@ -84,6 +113,12 @@ def diagnose(
             + (f" and fs.nr_open >= {connections + 1024} (now {nr_open})" if nr_open else ""),
         )
     )
+    return checks, plan_limit
+
+
+def _network_checks(sysctl: _Sysctl, connections: int, checks: list[Check]) -> tuple[int, int]:
+    """System-wide files, ports, backlogs, TIME_WAIT, conntrack (appended to ``checks``);
+    the ephemeral port range."""
     file_max = sysctl.get("fs.file-max")
     needed_files = 2 * connections + 10_000
     if file_max is not None:
@@ -157,43 +192,26 @@ def diagnose(
                 None if ok else ("net.netfilter.nf_conntrack_max", str(2 * connections)),
             )
         )
-    available = memory_available(str(meminfo))
-    plan = plan_connections(connections, plan_limit, port_range, 1, available)
-    checks.append(
+    return port_range
+
+
+def _plan_checks(plan: ConnectionPlan, connections: int, available: int | None) -> list[Check]:
+    """Memory, processes and source addresses for the connections."""
+    return [
         Check(
             f"memory for {connections:,} connections (client and server here)",
             plan.feasible,
             f"about {plan.memory_bytes / 2**30:.2f} GiB needed"
             + (f", {available / 2**30:.1f} GiB available" if available else ""),
             "; ".join(plan.problems),
-        )
-    )
-    checks.append(
+        ),
         Check(
             "processes and source addresses",
             True,
             f"{plan.client_processes} client process(es), {plan.source_addresses} source "
             f"address(es) per destination port",
-        )
-    )
-    if sleep_ms is not None:
-        longest = (sleep_ms + 1) / 1000
-        ok = client_timeout_s > longest
-        checks.append(
-            Check(
-                "timeouts that cut long requests",
-                ok,
-                f"sleep up to {longest:g} s; client --timeout {client_timeout_s:g} s; "
-                "serve idle 3600 s; tippingpoint proxy 2 h",
-                ""
-                if ok
-                else f"raise the client's --timeout above {longest:g} s (Vegeta's 30 s "
-                "default failed half the article's requests)",
-            )
-        )
-    if mqtt_keepalive_s is not None:
-        checks.append(mqtt_timeouts(mqtt_keepalive_s, haproxy_config))
-    return checks, plan
+        ),
+    ]
 
 
 _TIMEOUT = re.compile(r"^\s*timeout\s+(client|server|tunnel)\s+(\d+)(ms|s|m|h)?\s*$")

@@ -127,7 +127,28 @@ def plan_fleet(
     # HTTP connection while a request is in flight or kept alive after one.
     legs = 2 if mqtt or not idle else 1
 
-    # -- clients ----------------------------------------------------------------------
+    usable, per_conn = _plan_clients(plan, client, tls, mqtt, port_range, destination_ports)
+    _plan_proxy(plan, proxy, tls, mqtt, key, legs, per_conn)
+    _plan_backends(plan, backend, mqtt, legs, usable)
+    out += [
+        "",
+        "Costs measured on this project's bench (docs/PERFORMANCE.md); check them on your "
+        "machines with a small tippingpoint bench first.",
+    ]
+    return plan
+
+
+def _plan_clients(
+    plan: FleetPlan,
+    client: Machine,
+    tls: bool,
+    mqtt: bool,
+    port_range: tuple[int, int],
+    destination_ports: int,
+) -> tuple[int, int]:
+    """The client machines, processes and source addresses (lines added to the plan);
+    the ports usable per source address and the bytes per client connection."""
+    out, connections, connect_rate = plan.lines, plan.connections, plan.connect_rate
     client_bytes = CLIENT_TLS_BYTES if tls else MQTT_CLIENT_BYTES if mqtt else CLIENT_BYTES
     per_conn = client_bytes + KERNEL_BYTES_PER_SOCKET
     per_process = max(1, client.open_files - RESERVED_FDS)
@@ -162,8 +183,14 @@ def plan_fleet(
         f"{PORT_FILL * 100:.0f} % full ({usable:,}), x {max(1, destination_ports)} "
         "destination port(s) (more HAProxy ports or addresses need fewer)",
     ]
+    return usable, per_conn
 
-    # -- HAProxy ----------------------------------------------------------------------
+
+def _plan_proxy(
+    plan: FleetPlan, proxy: Machine, tls: bool, mqtt: bool, key: str, legs: int, per_conn: int
+) -> None:
+    """HAProxy's instances and machines (lines added to the plan)."""
+    out, connections, connect_rate = plan.lines, plan.connections, plan.connect_rate
     proxy_bytes = (PROXY_TLS_BYTES if tls else PROXY_BYTES) + (
         MQTT_PROXY_EXTRA_BYTES if mqtt else 0
     )
@@ -201,7 +228,10 @@ def plan_fleet(
         "machine(s)",
     ]
 
-    # -- backends ---------------------------------------------------------------------
+
+def _plan_backends(plan: FleetPlan, backend: Machine, mqtt: bool, legs: int, usable: int) -> None:
+    """The backends' processes and machines (lines added to the plan)."""
+    out, connections = plan.lines, plan.connections
     backend_conns = connections if legs == 2 else 0
     if backend_conns:
         per_backend = max(1, backend.open_files - RESERVED_FDS)
@@ -226,9 +256,3 @@ def plan_fleet(
             "backends: idle connections open no backend connection (HAProxy connects when a "
             "request comes): size them for the request rate, not for the connections",
         ]
-    out += [
-        "",
-        "Costs measured on this project's bench (docs/PERFORMANCE.md); check them on your "
-        "machines with a small tippingpoint bench first.",
-    ]
-    return plan

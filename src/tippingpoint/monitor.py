@@ -217,6 +217,31 @@ class Monitor:
         record["mem_available_kib"] = mem.get("MemAvailable", 0)
         record["mem_used_kib"] = mem.get("MemTotal", 0) - mem.get("MemAvailable", 0)
         record["slab_kib"] = mem.get("Slab", 0)
+        roles, events = self._roles(dt)
+        record["roles"] = roles
+        if events:
+            record["events"] = events
+            if self.on_event is not None:
+                for event in events:
+                    self.on_event(event)
+        if self.brokers:
+            record["mosquitto"] = self._mosquitto(now)
+        if self.serve_metrics:
+            record["serve_mqtt"] = self._serve_mqtt(now)
+        if self.haproxy_sockets is not None:
+            infos = []
+            for path in self.haproxy_sockets():
+                try:
+                    infos.append(show_info(path))
+                except OSError:
+                    continue
+            if infos:
+                record["haproxy"] = sum_info(infos)
+        return record
+
+    def _roles(self, dt: float) -> tuple[dict[str, Any], list[str]]:
+        """Each role's CPU (over the last ``dt`` seconds), memory and processes; the
+        watched processes that are gone, in words."""
         roles: dict[str, Any] = {}
         events: list[str] = []
         for role in self.roles:
@@ -245,26 +270,7 @@ class Monitor:
                 "rss_kib": rss // 1024,
                 "processes": alive,
             }
-        record["roles"] = roles
-        if events:
-            record["events"] = events
-            if self.on_event is not None:
-                for event in events:
-                    self.on_event(event)
-        if self.brokers:
-            record["mosquitto"] = self._mosquitto(now)
-        if self.serve_metrics:
-            record["serve_mqtt"] = self._serve_mqtt(now)
-        if self.haproxy_sockets is not None:
-            infos = []
-            for path in self.haproxy_sockets():
-                try:
-                    infos.append(show_info(path))
-                except OSError:
-                    continue
-            if infos:
-                record["haproxy"] = sum_info(infos)
-        return record
+        return roles, events
 
     def _rate(self, name: str, value: float, now: float) -> float:
         """Per second, from a cumulative counter that may update less often than the

@@ -160,14 +160,7 @@ def plan_connections(
     addresses = math.ceil(connections / (usable * dest_ports))
     backends_needed = math.ceil(connections / usable) if proxied else 0
     legs = 2 if proxied and (mqtt or not idle) else 1
-    per_connection = legs * KERNEL_BYTES_PER_CONNECTION
-    client = MQTT_CLIENT_BYTES if mqtt else CLIENT_BYTES
-    per_connection += CLIENT_TLS_BYTES if tls else client
-    if both_ends_local:
-        per_connection += SERVER_BYTES
-    if proxied:
-        per_connection += PROXY_TLS_BYTES if tls else PROXY_BYTES
-        per_connection += MQTT_PROXY_EXTRA_BYTES if mqtt else 0
+    per_connection = _bytes_per_connection(legs, tls, mqtt, both_ends_local, proxied)
     memory = connections * per_connection + (clients + servers + instances) * PROCESS_BYTES
     problems: list[str] = []
     warnings: list[str] = []
@@ -182,27 +175,10 @@ def plan_connections(
             f"{memory_available / 2**30:.1f} GiB are available: at most about "
             f"{max(0, fits):,} connections fit"
         )
-    # Fewer addresses or ports than planned: refused when the range cannot hold them
-    # at all, a warning when connect() will have to search a crowded range.
-    at_most = math.ceil(connections / (ports * dest_ports))
-    if source_addresses is not None and source_addresses < addresses:
-        text = (
-            f"{connections:,} connections to {dest_ports} destination port(s) need "
-            f"{at_most} source address(es) at {ports:,} ephemeral ports each, and "
-            f"{addresses} to keep connect() fast ({usable:,} each); {source_addresses} given: "
-            f"--laddr 127.0.0.2-{loopback_sources(addresses)[-1]}, more destination ports, "
-            "or a wider "
-            "net.ipv4.ip_local_port_range (tippingpoint doctor)"
-        )
-        (problems if source_addresses < at_most else warnings).append(text)
-    if backend_ports is not None and proxied and backend_ports < backends_needed:
-        text = (
-            f"HAProxy's {connections:,} connections to the backends need "
-            f"{math.ceil(connections / ports)} backend port(s) at {ports:,} ephemeral ports "
-            f"each, and {backends_needed} to keep connect() fast; {backend_ports} given: more "
-            "backend ports, or a wider net.ipv4.ip_local_port_range (tippingpoint doctor)"
-        )
-        (problems if backend_ports * ports < connections else warnings).append(text)
+    _address_problems(
+        connections, ports, dest_ports, source_addresses, backend_ports if proxied else None,
+        problems, warnings,
+    )  # fmt: skip
     descriptors = connections * (2 * legs if both_ends_local else legs)
     if file_max is not None and descriptors > file_max:
         problems.append(
@@ -224,6 +200,58 @@ def plan_connections(
         problems=tuple(problems),
         warnings=tuple(warnings),
     )
+
+
+def _bytes_per_connection(
+    legs: int, tls: bool, mqtt: bool, both_ends_local: bool, proxied: bool
+) -> int:
+    """Memory per connection held: the kernel's per socket leg, the client's, and the
+    server's and HAProxy's where they run here."""
+    per_connection = legs * KERNEL_BYTES_PER_CONNECTION
+    client = MQTT_CLIENT_BYTES if mqtt else CLIENT_BYTES
+    per_connection += CLIENT_TLS_BYTES if tls else client
+    if both_ends_local:
+        per_connection += SERVER_BYTES
+    if proxied:
+        per_connection += PROXY_TLS_BYTES if tls else PROXY_BYTES
+        per_connection += MQTT_PROXY_EXTRA_BYTES if mqtt else 0
+    return per_connection
+
+
+def _address_problems(
+    connections: int,
+    ports: int,
+    dest_ports: int,
+    source_addresses: int | None,
+    backend_ports: int | None,
+    problems: list[str],
+    warnings: list[str],
+) -> None:
+    """Source addresses and backend ports the user offers, against those needed."""
+    usable = max(1, int(ports * PORT_FILL))
+    addresses = math.ceil(connections / (usable * dest_ports))
+    backends_needed = math.ceil(connections / usable)
+    # Fewer addresses or ports than planned: refused when the range cannot hold them
+    # at all, a warning when connect() will have to search a crowded range.
+    at_most = math.ceil(connections / (ports * dest_ports))
+    if source_addresses is not None and source_addresses < addresses:
+        text = (
+            f"{connections:,} connections to {dest_ports} destination port(s) need "
+            f"{at_most} source address(es) at {ports:,} ephemeral ports each, and "
+            f"{addresses} to keep connect() fast ({usable:,} each); {source_addresses} given: "
+            f"--laddr 127.0.0.2-{loopback_sources(addresses)[-1]}, more destination ports, "
+            "or a wider "
+            "net.ipv4.ip_local_port_range (tippingpoint doctor)"
+        )
+        (problems if source_addresses < at_most else warnings).append(text)
+    if backend_ports is not None and backend_ports < backends_needed:
+        text = (
+            f"HAProxy's {connections:,} connections to the backends need "
+            f"{math.ceil(connections / ports)} backend port(s) at {ports:,} ephemeral ports "
+            f"each, and {backends_needed} to keep connect() fast; {backend_ports} given: more "
+            "backend ports, or a wider net.ipv4.ip_local_port_range (tippingpoint doctor)"
+        )
+        (problems if backend_ports * ports < connections else warnings).append(text)
 
 
 def parse_addresses(spec: str | None) -> tuple[str, ...]:

@@ -285,32 +285,7 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
         raise ScenarioError(f"{key}.frontend: an {kind} goes through mqtt or mqtts")
     if not mqtt and frontend not in ("http", "https"):
         raise ScenarioError(f"{key}.frontend: use http or https")
-    until = str(raw.get("until", ""))
-    if until not in ("", "ack", "echo", "delivery"):
-        raise ScenarioError(f"{key}.until: use ack, echo or delivery")
-    qos = raw.get("qos", 0)
-    if qos not in (0, 1, 2):
-        raise ScenarioError(f"{key}.qos: 0, 1 or 2")
-    for name, least in (("sessions", 1), ("payload_size", 0)):
-        value = raw.get(name)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < least
-        ):
-            raise ScenarioError(f"{key}.{name}: a whole number >= {least}")
-    keepalive = 60
-    if mqtt and "keepalive" in raw:
-        # MQTT's keepalive is a time (emqtt-bench -k), HTTP's a yes or no.
-        if isinstance(raw["keepalive"], bool):
-            raise ScenarioError(f'{key}.keepalive: MQTT\'s keepalive is seconds, e.g. "60s"')
-        keepalive = round(
-            parse_duration(
-                str(raw["keepalive"]) + ("s" if isinstance(raw["keepalive"], int) else "")
-            )
-        )
-        if not 0 <= keepalive <= 65535:
-            raise ScenarioError(f"{key}.keepalive: seconds within 0-65535")
-    if mqtt and every:
-        raise ScenarioError(f"{key}.request_every: MQTT sessions ping once per keepalive")
+    mqtt_fields = _mqtt_fields(raw, key, every) if mqtt else {}
     slo = raw.get("slo")
     body_file = raw.get("body_file")
     closed = bool(raw.get("closed", False))
@@ -351,18 +326,45 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
         connections=connections,
         connect_rate=parse_rate(str(raw.get("connect_rate", 2000))),
         request_every=parse_duration(str(every)) if every else None,
-        **(
-            {
-                "mqtt_keepalive": keepalive,
-                "sessions": max(1, int(raw.get("sessions", 50))),
-                "qos": qos,
-                "until": until,
-                "payload_size": int(raw.get("payload_size", 64)),
-            }
-            if mqtt
-            else {}
-        ),
+        **mqtt_fields,
     )
+
+
+def _mqtt_fields(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
+    """An MQTT experiment's own fields, checked."""
+    until = str(raw.get("until", ""))
+    if until not in ("", "ack", "echo", "delivery"):
+        raise ScenarioError(f"{key}.until: use ack, echo or delivery")
+    qos = raw.get("qos", 0)
+    if qos not in (0, 1, 2):
+        raise ScenarioError(f"{key}.qos: 0, 1 or 2")
+    for name, least in (("sessions", 1), ("payload_size", 0)):
+        value = raw.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < least
+        ):
+            raise ScenarioError(f"{key}.{name}: a whole number >= {least}")
+    keepalive = 60
+    if "keepalive" in raw:
+        # MQTT's keepalive is a time (emqtt-bench -k), HTTP's a yes or no.
+        if isinstance(raw["keepalive"], bool):
+            raise ScenarioError(f'{key}.keepalive: MQTT\'s keepalive is seconds, e.g. "60s"')
+        keepalive = round(
+            parse_duration(
+                str(raw["keepalive"]) + ("s" if isinstance(raw["keepalive"], int) else "")
+            )
+        )
+        if not 0 <= keepalive <= 65535:
+            raise ScenarioError(f"{key}.keepalive: seconds within 0-65535")
+    if every:
+        raise ScenarioError(f"{key}.request_every: MQTT sessions ping once per keepalive")
+    return {
+        "mqtt_keepalive": keepalive,
+        "sessions": max(1, int(raw.get("sessions", 50))),
+        "qos": qos,
+        "until": until,
+        "payload_size": int(raw.get("payload_size", 64)),
+    }
 
 
 def parse_scenario(text: str) -> Scenario:

@@ -17,6 +17,7 @@ from tippingpoint.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from tippingpoint.cli.output import ResultFile
     from tippingpoint.engine.hold import HoldConfig, HoldTally
     from tippingpoint.model import MQTTOptions
     from tippingpoint.plan import ConnectionPlan
@@ -100,10 +101,7 @@ def hold(
     import dataclasses
 
     from tippingpoint.cli.output import OutputError, ResultFile
-    from tippingpoint.engine.hold import HoldTally
-    from tippingpoint.engine.runner import run_hold
     from tippingpoint.limits import raise_nofile
-    from tippingpoint.stream import HoldRecord, Record
 
     with user_errors():
         config = _hold_config(
@@ -123,6 +121,7 @@ def hold(
             config = _with_mqtt(config, request_every, options)
         config = dataclasses.replace(config, retries=retries)
     soft, _ = raise_nofile()
+    plan = None
     if cluster is None:
         plan, config = _with_sources(config, soft)
         if not plan.feasible:
@@ -135,11 +134,36 @@ def hold(
     except OutputError as e:
         fail(str(e))
         return
-    tally = HoldTally(connections, 1, config.connect_rate, mqtt=config.mqtt is not None)
+    cluster_opts = None
+    if cluster is not None:
+        cluster_opts = {
+            "cluster": cluster,
+            "cluster_certs": cluster_certs,
+            "max_clock_skew": max_clock_skew,
+            "insecure_cluster": insecure_cluster,
+        }
+    _run(config, out, soft, plan, cluster_opts)
+
+
+def _run(
+    config: HoldConfig,
+    out: ResultFile,
+    soft: int,
+    plan: ConnectionPlan | None,
+    cluster: dict[str, Any] | None,
+) -> None:
+    """Hold, writing the records to ``out`` and the progress to stderr; exit with the
+    run's code."""
+    from tippingpoint.cli.output import OutputError
+    from tippingpoint.engine.hold import HoldTally
+    from tippingpoint.engine.runner import run_hold
+    from tippingpoint.stream import HoldRecord, Record
+
+    tally = HoldTally(config.connections, 1, config.connect_rate, mqtt=config.mqtt is not None)
 
     def on_start(processes: int) -> None:
         tally.processes = processes
-        if cluster is None:
+        if plan is not None:
             click.echo(_start_line(config, processes, soft, plan), err=True)
         else:
             click.echo(
@@ -159,18 +183,7 @@ def hold(
         if cluster is None:
             code = run_hold(config, on_record, soft, on_start)
         else:
-            code = _on_cluster(
-                config,
-                {
-                    "cluster": cluster,
-                    "cluster_certs": cluster_certs,
-                    "max_clock_skew": max_clock_skew,
-                    "insecure_cluster": insecure_cluster,
-                },
-                on_record,
-                on_start,
-                tally,
-            )
+            code = _on_cluster(config, cluster, on_record, on_start, tally)
     except OutputError as e:
         fail(str(e), 1)
         return

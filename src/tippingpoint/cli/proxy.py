@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -150,29 +150,13 @@ def _parse_backends(spec: str) -> tuple[tuple[str, int], ...]:
 @click.pass_context
 def proxy(
     ctx: click.Context,
-    backends: str,
-    http_addr: str | None,
-    https_addr: str | None,
-    mqtt_addr: str | None,
-    mqtts_addr: str | None,
-    mqtt_backends: str,
-    mqtt_balance: str,
-    no_mqtt_validate: bool,
-    mqtt_timeout: str | None,
-    cert_type: str,
-    threads: int,
-    cpus: str | None,
-    instances: int,
-    maxconn: int | None,
-    timeout_s: str,
-    rate_limit: int | None,
-    http_reuse: str | None,
-    log_requests: bool,
-    no_checks: bool,
+    /,
     workdir: str,
+    instances: int,
     haproxy_bin: str | None,
     print_config: bool,
     share_ports: bool,
+    **opts: Any,
 ) -> None:
     """Run real HAProxy in front of the backends (HTTP and TLS) until Ctrl-C.
 
@@ -181,52 +165,14 @@ def proxy(
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"workdir": workdir}
         return
-    import resource
     from pathlib import Path
 
-    from tippingpoint.certs import make_certificate
-    from tippingpoint.pacer import parse_duration
-    from tippingpoint.proxy.config import ProxyConfig, derive_maxconn, render
+    from tippingpoint.proxy.config import render
     from tippingpoint.proxy.instance import HAProxyError, ProxyFleet, find_haproxy
-    from tippingpoint.server.config import parse_cpus
 
     try:
         directory = Path(workdir).resolve()
-        web_default = not (mqtt_addr or mqtts_addr)
-        if http_addr is None:
-            http_addr = "127.0.0.1:8080" if web_default else ""
-        if https_addr is None:
-            https_addr = "127.0.0.1:8443" if web_default else ""
-        https = _parse_addr(https_addr) if https_addr else None
-        mqtts = _parse_addr(mqtts_addr) if mqtts_addr else None
-        bundle = None
-        if https is not None or mqtts is not None:
-            bundle = make_certificate(directory / "tls", cert_type)[2]
-        timeout = parse_duration(timeout_s)
-        web = bool(http_addr or https_addr)
-        mqtt = bool(mqtt_addr or mqtts_addr)
-        config = ProxyConfig(
-            backends=_parse_backends(backends) if web else (),
-            http=_parse_addr(http_addr) if http_addr else None,
-            https=https,
-            mqtt=_parse_addr(mqtt_addr) if mqtt_addr else None,
-            mqtts=mqtts,
-            mqtt_backends=_parse_backends(mqtt_backends) if mqtt else (),
-            mqtt_balance=mqtt_balance,
-            mqtt_validate=not no_mqtt_validate,
-            mqtt_timeout_s=parse_duration(mqtt_timeout) if mqtt_timeout else None,
-            cert_bundle=bundle,
-            maxconn=maxconn or derive_maxconn(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
-            nbthread=threads,
-            cpus=parse_cpus(cpus) if cpus else (),
-            timeout_client_s=timeout,
-            timeout_server_s=timeout,
-            rate_limit_sessions=rate_limit,
-            http_reuse=http_reuse,
-            log=log_requests,
-            health_checks=not no_checks,
-            stats_socket=directory / "haproxy-0.sock",
-        )
+        config = _proxy_config(directory, opts)
         if print_config:
             click.echo(render(config), nl=False)
             return
@@ -241,6 +187,55 @@ def proxy(
     stopped = fleet.run(lambda event: click.echo(f"tippingpoint proxy: {event}", err=True))
     if not stopped:
         fail("HAProxy exited; see the logs in " + str(directory), 1)
+
+
+def _proxy_config(directory: Path, opts: dict[str, Any]) -> ProxyConfig:
+    """HAProxy's config from the options (ValueError, BadParameter when one is bad); the
+    certificate is made where TLS is served."""
+    import resource
+
+    from tippingpoint.certs import make_certificate
+    from tippingpoint.pacer import parse_duration
+    from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
+    from tippingpoint.server.config import parse_cpus
+
+    http_addr, https_addr = opts["http_addr"], opts["https_addr"]
+    mqtt_addr, mqtts_addr = opts["mqtt_addr"], opts["mqtts_addr"]
+    web_default = not (mqtt_addr or mqtts_addr)
+    if http_addr is None:
+        http_addr = "127.0.0.1:8080" if web_default else ""
+    if https_addr is None:
+        https_addr = "127.0.0.1:8443" if web_default else ""
+    https = _parse_addr(https_addr) if https_addr else None
+    mqtts = _parse_addr(mqtts_addr) if mqtts_addr else None
+    bundle = None
+    if https is not None or mqtts is not None:
+        bundle = make_certificate(directory / "tls", opts["cert_type"])[2]
+    timeout = parse_duration(opts["timeout_s"])
+    web = bool(http_addr or https_addr)
+    mqtt = bool(mqtt_addr or mqtts_addr)
+    return ProxyConfig(
+        backends=_parse_backends(opts["backends"]) if web else (),
+        http=_parse_addr(http_addr) if http_addr else None,
+        https=https,
+        mqtt=_parse_addr(mqtt_addr) if mqtt_addr else None,
+        mqtts=mqtts,
+        mqtt_backends=_parse_backends(opts["mqtt_backends"]) if mqtt else (),
+        mqtt_balance=opts["mqtt_balance"],
+        mqtt_validate=not opts["no_mqtt_validate"],
+        mqtt_timeout_s=parse_duration(opts["mqtt_timeout"]) if opts["mqtt_timeout"] else None,
+        cert_bundle=bundle,
+        maxconn=opts["maxconn"] or derive_maxconn(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+        nbthread=opts["threads"],
+        cpus=parse_cpus(opts["cpus"]) if opts["cpus"] else (),
+        timeout_client_s=timeout,
+        timeout_server_s=timeout,
+        rate_limit_sessions=opts["rate_limit"],
+        http_reuse=opts["http_reuse"],
+        log=opts["log_requests"],
+        health_checks=not opts["no_checks"],
+        stats_socket=directory / "haproxy-0.sock",
+    )
 
 
 def _started(fleet: ProxyFleet, directory: Path) -> str:

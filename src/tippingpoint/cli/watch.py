@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -73,11 +74,10 @@ def watch(
     """Sample the machine as the article's Ganglia did: TCP established, sockets, packets,
     memory, CPU per role, HAProxy counters, and the MQTT side (mosquitto's $SYS, serve's
     MQTT counters)."""
-    import json
     import signal as sig
     from pathlib import Path
 
-    from tippingpoint.monitor import Monitor, loopback
+    from tippingpoint.monitor import Monitor
     from tippingpoint.pacer import parse_duration
     from tippingpoint.server.config import parse_ports
 
@@ -118,8 +118,7 @@ def watch(
     for s in (sig.SIGINT, sig.SIGTERM):
         sig.signal(s, on_signal)
     if fmt == "csv":
-        names = [f"{r}_{k}" for r in role_map for k in ("cpu_pct", "rss_kib")]
-        out.write(",".join([*_CSV_COLUMNS, *names, "haproxy_curr_conns"]) + "\n")
+        out.write(_csv_header(list(role_map)))
     start = time.monotonic()
     next_at = start + period
     try:
@@ -133,18 +132,31 @@ def watch(
             record = monitor.sample()
             for event in record.get("events", []):
                 click.echo(f"tippingpoint watch: {event}", err=True)
-            if fmt == "json":
-                out.write(json.dumps(record) + "\n")
-            else:
-                flat = {**record, **{f"lo_{k}": v for k, v in loopback(record).items()}}
-                row = [str(flat.get(c, "")) for c in _CSV_COLUMNS]
-                for r in role_map:
-                    row += [str(record["roles"][r]["cpu_pct"]), str(record["roles"][r]["rss_kib"])]
-                row.append(str(record.get("haproxy", {}).get("CurrConns", "")))
-                out.write(",".join(row) + "\n")
+            out.write(_line(record, fmt, list(role_map)))
             out.flush()
     finally:
         for watcher in watchers:
             watcher.close()
         if out is not sys.stdout:
             out.close()
+
+
+def _csv_header(roles: list[str]) -> str:
+    names = [f"{r}_{k}" for r in roles for k in ("cpu_pct", "rss_kib")]
+    return ",".join([*_CSV_COLUMNS, *names, "haproxy_curr_conns"]) + "\n"
+
+
+def _line(record: dict[str, Any], fmt: str, roles: list[str]) -> str:
+    """One sample as a JSON line or a CSV row (the columns of :func:`_csv_header`)."""
+    import json
+
+    from tippingpoint.monitor import loopback
+
+    if fmt == "json":
+        return json.dumps(record) + "\n"
+    flat = {**record, **{f"lo_{k}": v for k, v in loopback(record).items()}}
+    row = [str(flat.get(c, "")) for c in _CSV_COLUMNS]
+    for r in roles:
+        row += [str(record["roles"][r]["cpu_pct"]), str(record["roles"][r]["rss_kib"])]
+    row.append(str(record.get("haproxy", {}).get("CurrConns", "")))
+    return ",".join(row) + "\n"

@@ -123,9 +123,18 @@ class Publisher:
         self._intervals = IntervalClock(
             self.rec, loop, shard.start_ns, config.interval, self._state, self._emit
         )
+        self._plan(config, count)
+        self._alarm = Alarm(loop, self._pump)
+        self._closed_left = 0
+        self._closed_end = _NEVER
+        self._closed_n = shard.index
+
+    def _plan(self, config: AttackConfig, count: int) -> None:
+        """The pacing of this shard's hits: every ``count``-th from its index; a constant
+        rate is paced by arithmetic, without the pacer."""
         self._pacer = config.pacer() if not config.closed else None
         self._step = count
-        self._n = shard.index - count
+        self._n = self.shard.index - count
         self._next_due = _NEVER
         self._ns_per_hit = 0.0
         self._hit_limit = 0
@@ -134,17 +143,13 @@ class Publisher:
             total = pacer.total_hits()
             if total is not None:
                 self.seen = (
-                    bytearray(total // count + 2) if pub.until == "delivery" else bytearray()
+                    bytearray(total // count + 2) if self.pub.until == "delivery" else bytearray()
                 )
             if len(pacer.segments) == 1:
                 seg = pacer.segments[0]
                 if seg.start_rate == seg.end_rate > 0:
                     self._ns_per_hit = 1e9 / seg.start_rate
                     self._hit_limit = total or 0
-        self._alarm = Alarm(loop, self._pump)
-        self._closed_left = 0
-        self._closed_end = _NEVER
-        self._closed_n = shard.index
 
     # Running
 

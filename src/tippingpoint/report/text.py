@@ -57,6 +57,22 @@ def render_text(s: Summary) -> str:
     for kind, (count, sample) in sorted(s.errors.items()):
         lines.append(f"{kind} ({count}): {sample}")
     lines.append("")
+    lines += _client_rows(s)
+    lines.append(f"Generator     {s.saturation()[1]}")
+    if lat.total:
+        lines.append("")
+        lines.append("Percentage of the requests served within a certain time")
+        for p, v in zip(_AB_PERCENTS, lat.percentiles(list(_AB_PERCENTS)), strict=True):
+            suffix = " (longest request)" if p == 100 else ""
+            lines.append(f"  {p:3d}%  {_us(v)}{suffix}")
+    for warning in s.warnings:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines) + "\n"
+
+
+def _client_rows(s: Summary) -> list[str]:
+    """The phases of a request, the lateness, the rate, the connections and the queue."""
+    lines: list[str] = []
     for name, label in (("service", "Service"), ("ttfb", "First byte"), ("connect", "Connect")):
         h = s.hists[name]
         if h.total:
@@ -101,16 +117,7 @@ def render_text(s: Summary) -> str:
                 f"{s.queued} (connection cap or pool growth; counted in latency)",
             )
         )
-    lines.append(f"Generator     {s.saturation()[1]}")
-    if lat.total:
-        lines.append("")
-        lines.append("Percentage of the requests served within a certain time")
-        for p, v in zip(_AB_PERCENTS, lat.percentiles(list(_AB_PERCENTS)), strict=True):
-            suffix = " (longest request)" if p == 100 else ""
-            lines.append(f"  {p:3d}%  {_us(v)}{suffix}")
-    for warning in s.warnings:
-        lines.append(f"warning: {warning}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def stamp(epoch: float | None) -> str:

@@ -675,17 +675,7 @@ class Reader:
             raise _Bad(f"{NAMES[kind]} before CONNECT", PROTOCOL_ERROR)
         v5 = version == 5
         if PUBACK <= kind <= PUBCOMP:
-            pid, pos = _packet_id(body, 0)
-            if not v5 or pos == len(body):
-                _end(body, pos)
-                return Ack(kind, pid)
-            reason = body[pos]
-            pos += 1
-            props = _NO_PROPS
-            if pos < len(body):
-                props, pos = _props(body, pos, kind)
-            _end(body, pos)
-            return Ack(kind, pid, reason, props)
+            return _ack(kind, body, v5)
         if kind in (PINGREQ, PINGRESP):
             if body:
                 raise _Bad(f"{NAMES[kind]} with a body")
@@ -695,52 +685,14 @@ class Reader:
         if kind == SUBSCRIBE:
             return _subscribe(body, v5)
         if kind == SUBACK:
-            pid, pos = _packet_id(body, 0)
-            props = {}
-            if v5:
-                props, pos = _props(body, pos, SUBACK)
-            if pos >= len(body):
-                raise _Bad("SUBACK without reason codes", PROTOCOL_ERROR)
-            return Suback(pid, list(body[pos:]), props)
+            return _suback(body, v5)
         if kind == UNSUBSCRIBE:
-            pid, pos = _packet_id(body, 0)
-            props = {}
-            if v5:
-                props, pos = _props(body, pos, UNSUBSCRIBE)
-            topics = []
-            while pos < len(body):
-                topic, pos = _str(body, pos)
-                _check_filter(topic)
-                topics.append(topic)
-            if not topics:
-                raise _Bad("UNSUBSCRIBE without topic filters", PROTOCOL_ERROR)
-            return Unsubscribe(pid, topics, props)
+            return _unsubscribe(body, v5)
         if kind == UNSUBACK:
-            pid, pos = _packet_id(body, 0)
-            if not v5:
-                _end(body, pos)
-                return Unsuback(pid, [])
-            props, pos = _props(body, pos, UNSUBACK)
-            return Unsuback(pid, list(body[pos:]), props)
+            return _unsuback(body, v5)
         if kind == DISCONNECT:
-            if not body:
-                return Disconnect()
-            if not v5:
-                raise _Bad("DISCONNECT with a body")
-            props = {}
-            pos = 1
-            if len(body) > 1:
-                props, pos = _props(body, 1, DISCONNECT)
-            _end(body, pos)
-            return Disconnect(body[0], props)
-        # AUTH
-        if not v5:
-            raise _Bad("AUTH is an MQTT 5 packet", PROTOCOL_ERROR)
-        if not body:
-            return Auth()
-        props, pos = _props(body, 1, AUTH) if len(body) > 1 else ({}, 1)
-        _end(body, pos)
-        return Auth(body[0], props)
+            return _disconnect(body, v5)
+        return _auth(body, v5)
 
     def _publish(self, flags: int, body: bytes) -> Publish:
         if not self.version:
@@ -817,6 +769,78 @@ def _connect(body: bytes) -> Connect:
         password, pos = _bin(body, pos)
     _end(body, pos)
     return Connect(client_id, level, keepalive, bool(flags & 2), username, password, will, props)
+
+
+def _ack(kind: int, body: bytes, v5: bool) -> Ack:
+    """PUBACK, PUBREC, PUBREL or PUBCOMP."""
+    pid, pos = _packet_id(body, 0)
+    if not v5 or pos == len(body):
+        _end(body, pos)
+        return Ack(kind, pid)
+    reason = body[pos]
+    pos += 1
+    props = _NO_PROPS
+    if pos < len(body):
+        props, pos = _props(body, pos, kind)
+    _end(body, pos)
+    return Ack(kind, pid, reason, props)
+
+
+def _suback(body: bytes, v5: bool) -> Suback:
+    pid, pos = _packet_id(body, 0)
+    props: Properties = {}
+    if v5:
+        props, pos = _props(body, pos, SUBACK)
+    if pos >= len(body):
+        raise _Bad("SUBACK without reason codes", PROTOCOL_ERROR)
+    return Suback(pid, list(body[pos:]), props)
+
+
+def _unsubscribe(body: bytes, v5: bool) -> Unsubscribe:
+    pid, pos = _packet_id(body, 0)
+    props: Properties = {}
+    if v5:
+        props, pos = _props(body, pos, UNSUBSCRIBE)
+    topics = []
+    while pos < len(body):
+        topic, pos = _str(body, pos)
+        _check_filter(topic)
+        topics.append(topic)
+    if not topics:
+        raise _Bad("UNSUBSCRIBE without topic filters", PROTOCOL_ERROR)
+    return Unsubscribe(pid, topics, props)
+
+
+def _unsuback(body: bytes, v5: bool) -> Unsuback:
+    pid, pos = _packet_id(body, 0)
+    if not v5:
+        _end(body, pos)
+        return Unsuback(pid, [])
+    props, pos = _props(body, pos, UNSUBACK)
+    return Unsuback(pid, list(body[pos:]), props)
+
+
+def _disconnect(body: bytes, v5: bool) -> Disconnect:
+    if not body:
+        return Disconnect()
+    if not v5:
+        raise _Bad("DISCONNECT with a body")
+    props: Properties = {}
+    pos = 1
+    if len(body) > 1:
+        props, pos = _props(body, 1, DISCONNECT)
+    _end(body, pos)
+    return Disconnect(body[0], props)
+
+
+def _auth(body: bytes, v5: bool) -> Auth:
+    if not v5:
+        raise _Bad("AUTH is an MQTT 5 packet", PROTOCOL_ERROR)
+    if not body:
+        return Auth()
+    props, pos = _props(body, 1, AUTH) if len(body) > 1 else ({}, 1)
+    _end(body, pos)
+    return Auth(body[0], props)
 
 
 def _connack(body: bytes, v5: bool) -> Connack:
