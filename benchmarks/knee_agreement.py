@@ -12,7 +12,10 @@ In one session, ``--runs`` times each:
   closed loop carries (the ceiling an open-model knee stays under).
 
 It prints every knee (last good - first bad), the median of the last good steps, each
-run's spread from that median, and the bench's median over the standalone one.
+run's spread from that median, and the bench's median over the standalone one. Then, from
+the same runs: the judged p99 of each rate that ran three times or more (how far one rate's
+p99 moves between runs near the knee), and how many steps judged past the knee were so by
+their second second alone (a step of 4 s or more is judged without its first two).
 
     python benchmarks/knee_agreement.py --runs 5
 """
@@ -98,7 +101,7 @@ def topology(tmp: Path) -> tuple[list[subprocess.Popen[bytes]], str]:
     return [proxy, serve], str(proxy_dir)
 
 
-def standalone(name: str, proxy_dir: str, serve_pid: int) -> dict[str, Any]:
+def standalone(name: str, proxy_dir: str, serve_pid: int, out: Path) -> dict[str, Any]:
     """The experiment as `tippingpoint sweep`, watching HAProxy and the backends (so that
     the sweep accounts for every process on CPU 1 as the bench does)."""
     sc = parse_scenario(scenario_text())
@@ -131,6 +134,8 @@ def standalone(name: str, proxy_dir: str, serve_pid: int) -> dict[str, Any]:
                 f"backends={serve_pid}",
                 "--cacert",
                 f"{proxy_dir}/tls/cert.pem",
+                "--out",
+                str(out),
                 "--json",
             ],
         ),
@@ -182,7 +187,10 @@ def main() -> None:
             row: dict[str, Any] = {"bench": bench(tmp, run)}
             procs, proxy_dir = topology(tmp)
             try:
-                row["standalone"] = {n: standalone(n, proxy_dir, procs[1].pid) for n in NAMES}
+                row["standalone"] = {
+                    n: standalone(n, proxy_dir, procs[1].pid, tmp / f"standalone-{run}-{i}")
+                    for i, n in enumerate(NAMES)
+                }
                 sc = parse_scenario(scenario_text())
                 row["wrk"] = {
                     "http": wrk(f"http://{HOST}:{sc.http[1]}/ping", 128),
@@ -203,6 +211,15 @@ def main() -> None:
                 f"TLS {row['wrk']['https']:,.0f}/s",
                 flush=True,
             )
+        summary(rows)
+        creep(rows)
+        second_second(tmp, len(rows))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rows, indent=1))
+
+
+def summary(rows: list[dict[str, Any]]) -> None:
+    """The knees, their medians and spreads, the ratios, and wrk's ceiling."""
     print(f"\nmachine: {machine()}")
     print(
         "| sweep | where | knees (last good - first bad) | median last good | "
@@ -231,8 +248,67 @@ def main() -> None:
             f"{label}: wrk -c128 median {ceiling:,.0f}/s; the bench's knee (median last good) "
             f"at {medians[(name, 'bench')] / ceiling:.2f}x of it"
         )
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(rows, indent=1))
+
+
+def creep(rows: list[dict[str, Any]]) -> None:
+    """Each sweep's rate whose judged p99 moved most over its runs (three or more, over
+    the series): near the knee, the p99 at one rate hovers around the limit."""
+    print("\njudged p99 of a rate run 3 times or more (the widest of each sweep):")
+    for n in NAMES:
+        for where in ("bench", "standalone"):
+            seen: dict[float, list[float]] = {}
+            for r in rows:
+                for step in r[where][n]["steps"]:
+                    if not step["disturbed"]:
+                        seen.setdefault(step["offered"], []).append(step["p99_sustained_ms"])
+            runs = {v: p for v, p in seen.items() if len(p) >= 3}
+            if not runs:
+                continue
+            rate = max(runs, key=lambda v: max(runs[v]) / max(0.01, min(runs[v])))
+            p99 = sorted(runs[rate])
+            print(
+                f"  {n}, {where}: at {rate:,.0f}/s {p99[0]:.2f} to {p99[-1]:.2f} ms in "
+                f"{len(p99)} runs ({', '.join(f'{x:.2f}' for x in p99)})"
+            )
+
+
+def second_second(tmp: Path, runs: int) -> None:
+    """Of the steps judged past the knee (every sweep kept in ``tmp``), those that were
+    so by their second second alone: past with only the first second left out, within
+    the knee without the first two."""
+    import tippingpoint.sweep as sweep_module
+    from tippingpoint.knee import KneeRule
+    from tippingpoint.report.merge import read_records
+
+    rule = KneeRule()
+    bad = by_second = 0
+    dirs = [d for d in tmp.glob("bench-*/*-sweep") if d.is_dir()]
+    dirs += [d for d in tmp.glob("standalone-*") if d.is_dir()]
+    for d in dirs:
+        files = sorted(d.glob("step-*.jsonl"))
+        judged = []
+        for keep_from in (1, 2):
+            sweep_module.START_UP_S = keep_from
+            p99 = []
+            for f in files:
+                with f.open() as stream:
+                    p99.append(sweep_module._sustained(list(read_records([(f.name, stream)])))[0])
+            judged.append(p99)
+        sweep_module.START_UP_S = 2
+        if len(files) < 2:
+            continue
+        base = min(judged[1][:2])
+        limit = max(base * rule.factor, base + rule.floor_ms)
+        for one, two in zip(*judged, strict=True):
+            if two > limit:
+                bad += 1
+            elif one > limit:
+                bad += 1
+                by_second += 1
+    print(
+        f"\nsteps past the knee by their judged p99 without the first second, in {runs} "
+        f"run(s): {bad}; by their second second alone: {by_second}"
+    )
 
 
 if __name__ == "__main__":

@@ -46,9 +46,9 @@ def read_stat_cpus(text: str | None = None) -> dict[int, tuple[int, int]]:
     exactly (from its tickless idle periods), but its user, system and softirq time
     by sampling a tick, and a CPU that wakes for a few hundred microseconds at a time,
     as a load generator's does, is rarely busy when the tick comes: at 30,000
-    requests/s the client's CPU showed 1.4 s of user, system and softirq ticks in 5.75 s
-    while its processes were charged 3.8 s (their times are scaled to the scheduler's
-    exact run time)."""
+    requests/s the client's CPU showed 1.5 to 4.6 s of user, system and softirq ticks
+    while its process was charged 4.3 to 4.4 s (scaled to the scheduler's exact run
+    time) and the idle counter gave 4.8 to 4.9 s busy (benchmarks/stat_ticks.py)."""
     text = text if text is not None else Path("/proc/stat").read_text()
     out: dict[int, tuple[int, int]] = {}
     for line in text.splitlines():

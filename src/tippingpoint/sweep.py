@@ -362,9 +362,9 @@ def _sustained(records: list[Named]) -> tuple[float, float]:
     # The first seconds open the connection pool (TLS handshakes and all) and, through
     # a proxy, the proxy's own connections to its backends, which a steady state does
     # not do: wrk, too, measures once its connections are up. Near the knee the second
-    # second often still shows it (in nine sweeps through HAProxy here, 8 of the 71
-    # steps judged past the knee were so by their second second alone): a step of four
-    # seconds or more is judged without its first two.
+    # second often still shows it (in three runs of benchmarks/knee_agreement.py, 10 of
+    # the 67 steps judged past the knee were so by their second second alone): a step of
+    # four seconds or more is judged without its first two.
     seconds = seconds[START_UP_S if len(seconds) >= 4 else min(1, len(seconds) - 1) :]
     counts = sorted(w.hists["latency"].total for _, w in seconds)
     typical = counts[len(counts) // 2] if counts else 0
