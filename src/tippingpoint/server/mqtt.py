@@ -28,7 +28,7 @@ from tippingpoint.wire import mqtt as m
 from tippingpoint.wire.http1 import MAX_SLEEP_MS, MAX_TIMES
 
 if TYPE_CHECKING:
-    from tippingpoint.server.worker import Worker
+    from tippingpoint.server.protocol import Worker
 
 __all__ = ["MQTTProtocol", "parse_ping"]
 

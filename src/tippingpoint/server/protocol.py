@@ -48,6 +48,8 @@ class Worker(Protocol):
     capacity: int
     resume_level: int
     paused: bool
+    tick: int
+    """Whole seconds since the worker started: the clock of the deadlines."""
     idle_deadline: int
     header_deadline: int
     read_buffer: memoryview
