@@ -103,6 +103,9 @@ class Interval:
     sent: int = 0
     done: int = 0
     queued: int = 0
+    missed: int = 0
+    """Hits the pacing loop did not send: they were a second late when their turn came
+    (the generator could not offer the rate)."""
     codes: dict[int, int] = field(default_factory=dict)
     errors: dict[str, ErrorCount] = field(default_factory=dict)
     bytes_in: int = 0
@@ -245,6 +248,8 @@ def _interval(r: Interval) -> dict[str, Any]:
     }  # fmt: skip
     if r.cpu_us is None:
         del out["cpu_us"]
+    if r.missed:
+        out["missed"] = r.missed
     if r.cpus_busy >= 0:
         out["cpus_busy"] = r.cpus_busy
     if r.final:
@@ -362,6 +367,7 @@ def _decode_interval(d: dict[str, Any]) -> Interval:
         sent=int(d.get("sent", 0)),
         done=int(d.get("done", 0)),
         queued=int(d.get("queued", 0)),
+        missed=int(d.get("missed", 0)),
         codes=_codes(d.get("codes")),
         errors=_error_counts(d.get("errors")),
         bytes_in=int(d.get("bytes_in", 0)),

@@ -21,6 +21,7 @@ from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_
 from tippingpoint.engine.intervals import IntervalClock
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.results import ResultWriter
+from tippingpoint.engine.schedule import NEVER, Schedule, wait_until
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.engine.tls import TLSClientConn, make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
@@ -30,7 +31,6 @@ from tippingpoint.targets import Origin, encode_request
 
 __all__ = ["Engine"]
 
-_NEVER: Final = 1 << 62
 _SWEEP_S: Final = 0.1
 _ABSORB_S: Final = 0.05
 _STOP_GRACE_S: Final = 2.0
@@ -44,15 +44,6 @@ _STOP_GRACE_S: Final = 2.0
 # hit opens its own connection, limited only by the 64 connects under way.
 _MAX_CONNECTING: Final = 64
 _GROWTH_WINDOW_NS: Final = 10_000_000
-# Above this rate per process, the pacing loop wakes on a fixed tick and sends every hit
-# due since the last one; below it, it wakes for each hit. The tick is 100 µs, and 250 µs
-# above 40,000 hits/s per process, where the process runs short of CPU: ten hits a
-# wake-up instead of four cut the cost per request by ~8 % (80,000/s against nginx:
-# 13.2 -> 12.2 µs) for at most 0.25 ms of lateness, which latency counts.
-_TICK_ABOVE_RATE: Final = 10_000
-_TICK_NS: Final = 100_000
-_COARSE_TICK_ABOVE_RATE: Final = 40_000
-_COARSE_TICK_NS: Final = 250_000
 
 
 class Engine:
@@ -110,22 +101,25 @@ class Engine:
             else None
         )
         # Open model
-        self._pacer = config.pacer() if not config.closed else None
-        self._step = shard.count
-        self._n = shard.index - shard.count
-        self._next_due = _NEVER
-        self._ns_per_hit = 0.0
-        self._hit_limit = 0
-        pacer = self._pacer
-        if pacer is not None and len(pacer.segments) == 1:
-            seg = pacer.segments[0]
-            if seg.start_rate == seg.end_rate > 0:
-                self._ns_per_hit = 1e9 / seg.start_rate
-                self._hit_limit = pacer.total_hits()
-        self._alarm = Alarm(loop, self._pump)
+        self._pacer = pacer = config.pacer() if not config.closed else None
+        self._schedule = (
+            Schedule(
+                pacer,
+                shard.start_ns,
+                shard.index,
+                shard.count,
+                self._dispatch,
+                self._plan_ended,
+                self._missed,
+                lambda pump: Alarm(loop, pump),
+                loop.call_soon,
+            )
+            if pacer is not None
+            else None
+        )
         # Closed model
         self._closed_left = 0
-        self._closed_end_ns = _NEVER
+        self._closed_end_ns = NEVER
         self._closed_n = shard.index
 
     # Running
@@ -143,26 +137,14 @@ class Engine:
         self.rec.hists["latency"] = Histogram()
         if self._pacer is not None and self._keepalive:
             await self._warm_up()
-        delay = (self._start - monotonic_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
-        # uvloop's timers count whole milliseconds from a cached clock and can end a
-        # sleep up to one early: wait out the rest, so that no request leaves before
-        # time zero (the report would not know when the attack began).
-        while monotonic_ns() < self._start:
-            pass
-        if self._pacer is not None:
-            peak = max(max(seg.start_rate, seg.end_rate) for seg in self._pacer.segments)
-            per_process = peak / self.shard.count
-            if per_process > _TICK_ABOVE_RATE:
-                coarse = per_process > _COARSE_TICK_ABOVE_RATE
-                self._alarm.arm_periodic(self._start, _COARSE_TICK_NS if coarse else _TICK_NS)
-            self._advance()
-            self._pump()
+        await wait_until(self._start)
+        if self._schedule is not None:
+            self._schedule.begin()
         else:
             self._start_closed()
         await self._done.wait()
-        self._alarm.close()
+        if self._schedule is not None:
+            self._schedule.close()
         for pool in self._pools.values():
             for conn in list(pool.conns):
                 conn.close()
@@ -176,9 +158,8 @@ class Engine:
 
         About 2 ms worth of the peak rate: without them the first hits each open a
         connection while more keep coming due."""
-        assert self._pacer is not None
-        peak = max(max(seg.start_rate, seg.end_rate) for seg in self._pacer.segments)
-        want = math.ceil(peak / self.shard.count * 0.002)
+        assert self._schedule is not None
+        want = math.ceil(self._schedule.per_process * 0.002)
         want = max(2, min(want, 256, self._max_conns))
         pools = list(self._pools.values())
         tasks = [self._connect(pools[i % len(pools)], -1, 0) for i in range(want)]
@@ -190,7 +171,8 @@ class Engine:
         if self._stopping:
             return
         self._stopping = True
-        self._next_due = _NEVER
+        if self._schedule is not None:
+            self._schedule.stop()
         self._closed_left = 0
         for pool in self._pools.values():
             for _, _, _ in pool.queue:
@@ -218,39 +200,17 @@ class Engine:
         ):
             self._done.set()
 
-    # Open model: pacing
+    # Open model
 
-    def _advance(self) -> None:
-        self._n += self._step
-        if self._ns_per_hit:  # constant rate: no call into the pacer
-            if self._n < self._hit_limit and not self._stopping:
-                self._next_due = self._start + int(self._n * self._ns_per_hit)
-                return
-            t = None
-        else:
-            assert self._pacer is not None
-            t = self._pacer.time_of(self._n)
-        if t is None or self._stopping:
-            self._next_due = _NEVER
-            self._plan_done = True
-            self._check_done()
-        else:
-            self._next_due = self._start + int(t * 1e9)
+    def _plan_ended(self) -> None:
+        self._plan_done = True
+        self._check_done()
 
-    def _pump(self) -> None:
-        now = monotonic_ns()
-        while self._next_due <= now:
-            self._dispatch(self._n % self._ntargets, self._next_due, now)
-            self._advance()
-        due = self._next_due
-        if due != _NEVER:
-            alarm = self._alarm
-            if not alarm.periodic and (alarm.armed_at == 0 or alarm.armed_at > due):
-                alarm.arm(due)
-        elif self._alarm.periodic:
-            self._alarm.close()
+    def _missed(self, count: int) -> None:
+        self.rec.missed += count
 
-    def _dispatch(self, ti: int, intended: int, now: int) -> None:
+    def _dispatch(self, n: int, intended: int, now: int) -> None:
+        ti = n % self._ntargets
         # Lateness is the pacing loop's delay in taking the hit up. Waiting for a free
         # connection afterwards counts in the latency, not here: it is what a slow
         # server (or the --max-connections cap) does, not the generator's CPU.
@@ -310,7 +270,7 @@ class Engine:
             share, extra = divmod(config.requests, self.shard.count)
             self._closed_left = share + (1 if self.shard.index < extra else 0)
         else:
-            self._closed_left = _NEVER
+            self._closed_left = NEVER
         if config.duration is not None:
             self._closed_end_ns = self._start + int(config.duration * 1e9)
         conns = min(self.shard.closed_connections, self._closed_left)
@@ -436,8 +396,9 @@ class Engine:
                     self._send(conn, ti, intended, now)
                 else:
                     conn.pool.idle.append(conn)
-                if self._next_due <= now:
-                    self._pump()
+                schedule = self._schedule
+                if schedule is not None and schedule.next_due <= now:
+                    schedule.pump()
         elif self._pacer is None:
             self._closed_hit(None, now)
         if self._plan_done or self._stopping:

@@ -35,6 +35,7 @@ from tippingpoint.engine.client import Pool, classify_error, client_socket
 from tippingpoint.engine.intervals import IntervalClock
 from tippingpoint.engine.mqtt import Session, expand, open_session, reason_text
 from tippingpoint.engine.recorder import Recorder
+from tippingpoint.engine.schedule import NEVER, Schedule, wait_until
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.engine.tls import make_ssl_context
 from tippingpoint.model import STAMP, AttackConfig, Shard
@@ -43,10 +44,9 @@ from tippingpoint.wire import mqtt as m
 
 __all__ = ["Publisher", "start_delay"]
 
-_NEVER: Final = 1 << 62
 _STAMP: Final = STAMP
-_TICK_ABOVE_RATE: Final = 10_000
-_TICK_NS: Final = 250_000
+_TICKS: Final = ((10_000, 250_000),)
+"""The pacing loop's tick (see :data:`tippingpoint.engine.schedule.TICKS`)."""
 _SWEEP_S: Final = 0.1
 _ABSORB_S: Final = 0.05
 _OPENING: Final = 64
@@ -95,7 +95,7 @@ class Publisher:
         ]
         self.stamp = pub.until != "ack"
         self.padding = bytes(pub.payload_size - _STAMP.size if self.stamp else pub.payload_size)
-        window = pub.inflight if pub.qos else _NEVER
+        window = pub.inflight if pub.qos else NEVER
         self.windows = [window] * self.nsessions
         """Per session: --inflight, or less where the broker's receive maximum says so."""
         self.inflight: list[dict[int, tuple[int, int, int]]] = [{} for _ in range(self.nsessions)]
@@ -124,32 +124,40 @@ class Publisher:
             self.rec, loop, shard.start_ns, config.interval, self._state, self._emit
         )
         self._plan(config, count)
-        self._alarm = Alarm(loop, self._pump)
         self._closed_left = 0
-        self._closed_end = _NEVER
+        self._closed_end = NEVER
         self._closed_n = shard.index
 
     def _plan(self, config: AttackConfig, count: int) -> None:
-        """The pacing of this shard's hits: every ``count``-th from its index; a constant
-        rate is paced by arithmetic, without the pacer."""
-        self._pacer = config.pacer() if not config.closed else None
+        """The schedule of this shard's hits (every ``count``-th from its index)."""
         self._step = count
-        self._n = self.shard.index - count
-        self._next_due = _NEVER
-        self._ns_per_hit = 0.0
-        self._hit_limit = 0
-        pacer = self._pacer
-        if pacer is not None:
-            total = pacer.total_hits()
-            if total is not None:
-                self.seen = (
-                    bytearray(total // count + 2) if self.pub.until == "delivery" else bytearray()
-                )
-            if len(pacer.segments) == 1:
-                seg = pacer.segments[0]
-                if seg.start_rate == seg.end_rate > 0:
-                    self._ns_per_hit = 1e9 / seg.start_rate
-                    self._hit_limit = total or 0
+        self._pacer = pacer = config.pacer() if not config.closed else None
+        self._schedule = None
+        if pacer is None:
+            return
+        total = pacer.total_hits()
+        if total is not None and self.pub.until == "delivery":
+            self.seen = bytearray(total // count + 2)
+        loop = self.loop
+        self._schedule = Schedule(
+            pacer,
+            self.shard.start_ns,
+            self.shard.index,
+            count,
+            self._dispatch,
+            self._plan_ended,
+            self._missed,
+            lambda pump: Alarm(loop, pump),
+            loop.call_soon,
+            ticks=_TICKS,
+        )
+
+    def _plan_ended(self) -> None:
+        self._plan_done = True
+        self._check_done()
+
+    def _missed(self, count: int) -> None:
+        self.rec.missed += count
 
     # Running
 
@@ -161,21 +169,14 @@ class Publisher:
         self._intervals.start()
         loop.call_later(_SWEEP_S, self._sweep)
         loop.call_later(_ABSORB_S, self._absorb)
-        delay = (self._start - monotonic_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
-        while monotonic_ns() < self._start:
-            pass
-        if self._pacer is not None:
-            peak = max(max(s.start_rate, s.end_rate) for s in self._pacer.segments)
-            if peak / self.shard.count > _TICK_ABOVE_RATE:
-                self._alarm.arm_periodic(self._start, _TICK_NS)
-            self._advance()
-            self._pump()
+        await wait_until(self._start)
+        if self._schedule is not None:
+            self._schedule.begin()
         else:
             self._start_closed()
         await self._done.wait()
-        self._alarm.close()
+        if self._schedule is not None:
+            self._schedule.close()
         self._finish_waiting()
         for session in [*self.sessions, *self.subs]:
             if session is not None:
@@ -269,12 +270,13 @@ class Publisher:
         if self._stopping:
             return
         self._stopping = True
-        self._next_due = _NEVER
         self._closed_left = 0
         for queue in self.queues:
             for _ in queue:
                 self._failed("interrupted", "stopped before this message could be sent")
             queue.clear()
+        if self._schedule is not None:
+            self._schedule.stop()
         self.loop.call_later(_STOP_GRACE_S, self._done.set)
         self._check_done()
 
@@ -288,36 +290,6 @@ class Publisher:
             self._done.set()
 
     # Pacing
-
-    def _advance(self) -> None:
-        self._n += self._step
-        if self._ns_per_hit:
-            if self._n < self._hit_limit and not self._stopping:
-                self._next_due = self._start + int(self._n * self._ns_per_hit)
-                return
-            t = None
-        else:
-            assert self._pacer is not None
-            t = self._pacer.time_of(self._n)
-        if t is None or self._stopping:
-            self._next_due = _NEVER
-            self._plan_done = True
-            self._check_done()
-        else:
-            self._next_due = self._start + int(t * 1e9)
-
-    def _pump(self) -> None:
-        now = monotonic_ns()
-        while self._next_due <= now:
-            self._dispatch(self._n, self._next_due, now)
-            self._advance()
-        due = self._next_due
-        alarm = self._alarm
-        if due != _NEVER:
-            if not alarm.periodic and (alarm.armed_at == 0 or alarm.armed_at > due):
-                alarm.arm(due)
-        elif alarm.periodic:
-            alarm.close()
 
     def _dispatch(self, n: int, intended: int, now: int) -> None:
         self.rec.lateness.append(now - intended)
@@ -482,7 +454,7 @@ class Publisher:
         if config.requests is not None:
             self._closed_left = _share(config.requests, self.shard.index, self.shard.count)
         else:
-            self._closed_left = _NEVER
+            self._closed_left = NEVER
         if config.duration is not None:
             self._closed_end = self._start + int(config.duration * 1e9)
         now = monotonic_ns()
@@ -551,7 +523,7 @@ class Publisher:
 
     def _finish_waiting(self) -> None:
         """At the end: what is still waiting for its echo or delivery is lost."""
-        self._expire_waiting(_NEVER)
+        self._expire_waiting(NEVER)
         rec = self.rec
         if self.duplicates:
             rec.errors["duplicate"] = [self.duplicates, "delivered more than once"]

@@ -47,6 +47,7 @@ class Recorder:
         "last_send_ns",
         "latency",
         "lateness",
+        "missed",
         "opened",
         "process",
         "same2",
@@ -75,6 +76,7 @@ class Recorder:
         self.sent = 0
         self.done = 0
         self.queued = 0
+        self.missed = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.opened = 0
@@ -144,6 +146,7 @@ class Recorder:
             sent=self.sent,
             done=self.done,
             queued=self.queued,
+            missed=self.missed,
             codes={k: v for k, v in enumerate(self.codes) if v},
             errors={k: ErrorCount(v[0], v[1]) for k, v in self.errors.items()},
             bytes_in=self.bytes_in,
@@ -163,7 +166,7 @@ class Recorder:
         )
         self.codes = [0] * 1000
         self.errors = {}
-        self.sent = self.done = self.queued = 0
+        self.sent = self.done = self.queued = self.missed = 0
         self.bytes_in = self.bytes_out = self.opened = self.closed = self.tls_resumed = 0
         self.first_send_ns = self.last_send_ns = self.last_done_ns = -1
         return record

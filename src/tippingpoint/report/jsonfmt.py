@@ -56,6 +56,8 @@ def summary_dict(s: Summary) -> dict[str, Any]:
         "connections": {"opened": s.opened, "closed": s.closed, "tls_resumed": s.tls_resumed},
         "saturation": {"saturated": saturated, "verdict": verdict, "cpu_busy": s.cpu_busy},
     }
+    if s.missed:  # sends the generator could not make (absent: none)
+        out["missed"] = s.missed
     for name in ("service", "ttfb", "connect", "lateness"):
         h = s.hists[name]
         out[name] = {"count": h.total, **_latencies(h, h.mean)}

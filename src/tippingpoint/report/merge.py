@@ -77,6 +77,7 @@ class Summary:
     sent: int = 0
     done: int = 0
     queued: int = 0
+    missed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
     opened: int = 0
@@ -163,6 +164,8 @@ class Summary:
         # Hits the pacing loop took up on time and that then failed to get a connection
         # (refused, or waiting on a server that does not accept) are done, not sent:
         # the server held them, not the generator.
+        if self.missed:
+            reasons.append(f"{self.missed:,} sends missed (a second behind their time, not sent)")
         if self.planned and not self.interrupted and self.done < 0.99 * self.planned:
             reasons.append(f"took up {self.done} of {self.planned} planned requests")
         busy, full = self.cpu_busy, self.cpus_busy
@@ -220,6 +223,7 @@ class Summary:
         self.sent += record.sent
         self.done += record.done
         self.queued += record.queued
+        self.missed += record.missed
         if record.cpus_busy >= 0:
             self.cpus_busy_s += record.cpus_busy * record.dur
             self.cpus_wall_s += record.dur

@@ -109,6 +109,14 @@ def _client_rows(s: Summary) -> list[str]:
             f"{s.opened}, {s.closed}, {s.tls_resumed}",
         )
     )
+    if s.missed:
+        lines.append(
+            _row(
+                "Missed",
+                "[sends not made]",
+                f"{s.missed} (a second behind their time: the generator could not offer the rate)",
+            )
+        )
     if s.queued:
         lines.append(
             _row(
