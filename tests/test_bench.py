@@ -250,6 +250,38 @@ def test_the_html_report_renders_in_chromium(report_dir: Path) -> None:
     assert os.path.getsize(report_dir / "index.html") > 1_000_000  # plotly.js is inside
 
 
+def test_a_scenario_s_typos_are_refused_with_their_line_and_the_nearest_key() -> None:
+    """An unknown key or table is a typo until proved otherwise: silently ignored, it ran
+    another bench than the one written."""
+    sweep = '[[experiment]]\nkind = "sweep"\n'
+    for text, message in (
+        (sweep + "rat = 50", "line 3: experiment[0]: unknown key rat: did you mean rate?"),
+        (
+            '[proxy]\nthread = 1\n' + sweep,
+            "line 2: proxy: unknown key thread: did you mean threads?",
+        ),
+        ('[clinet]\nprocesses = 2\n' + sweep, "line 1: unknown table clinet: did you mean client?"),
+        (
+            sweep + 'name = "a"\n[[experiment]]\nkind = "attack"\nnmae = "b"',
+            'line 6: experiment[1]: unknown key nmae: did you mean name?',
+        ),
+        ('[[experiment]]\nname = "x"\nrate = 5', 'line 1: experiment[0] ("x"): kind is required'),
+        (
+            sweep + 'name = "a"\n' + sweep + 'name = "a"',
+            "line 4: experiment[1] (\"a\"): the name 'a' is taken by experiment[0]",
+        ),
+        ("[backends]\nprocesses = 'one'\n" + sweep, "backends.processes: a whole number >= 1"),
+        (sweep + "max_steps = 2.5", "experiment[0].max_steps: a whole number >= 1, got 2.5"),
+        (sweep + "refine = true", "experiment[0].refine: a whole number >= 0, got True"),
+        ("title = 'x'\n" + sweep, "line 1: unknown key title: it belongs in [bench]"),
+    ):
+        with pytest.raises(ScenarioError) as caught:
+            parse_scenario(text)
+        assert str(caught.value).startswith(message), (str(caught.value), message)
+    result = run_tp("bench", "--print-scenario")
+    assert result.returncode == 0  # the default scenario itself uses known keys only
+
+
 def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
     parsed = parse_scenario(DEFAULT_SCENARIO)
     kinds = [e.kind for e in parsed.experiments]
@@ -274,14 +306,14 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
         ("", "no [[experiment]]"),
         ('[[experiment]]\nkind = "soak"', "use sweep, attack, hold, tls-cost, mqtt-sweep"),
         ('[[experiment]]\nkind = "tls-cost"\nrates = []', "a list of offered rates"),
-        ('[[experiment]]\nstep = "x0"', "bad --step"),
-        ('[proxy]\nhttp_reuse = "sometimes"\n[[experiment]]', "proxy.http_reuse"),
+        ('[[experiment]]\nkind = "sweep"\nstep = "x0"', "bad --step"),
+        ('[proxy]\nhttp_reuse = "sometimes"\n[[experiment]]\nkind = "sweep"', "proxy.http_reuse"),
         ('[[experiment]]\nkind = "attack"\nclosed = true', "only a sweep can be closed"),
-        ("[[experiment]]\nclosed = true\nstart = 0.5", "whole number of connections"),
-        ("[[matrix]]\nthreads = 2\n[[experiment]]", "each setup needs a name"),
-        ("[[matrix]]\nname = 'a'\nport = 1\n[[experiment]]", "matrix[0].port: a setup sets"),
-        ("[[matrix]]\nname = 'a'\ncert = 'dsa'\n[[experiment]]", "matrix[0].cert"),
-        ("[[matrix]]\nname = 'a'\n[[matrix]]\nname = 'a'\n[[experiment]]", "same name"),
+        ('[[experiment]]\nkind = "sweep"\nclosed = true\nstart = 0.5', "whole number of connections"),
+        ("[[matrix]]\nthreads = 2\n[[experiment]]\nkind = 'sweep'", "each setup needs a name"),
+        ("[[matrix]]\nname = 'a'\nport = 1\n[[experiment]]\nkind = 'sweep'", "matrix[0].port: a setup sets"),
+        ("[[matrix]]\nname = 'a'\ncert = 'dsa'\n[[experiment]]\nkind = 'sweep'", "matrix[0].cert"),
+        ("[[matrix]]\nname = 'a'\n[[matrix]]\nname = 'a'\n[[experiment]]\nkind = 'sweep'", "same name"),
     ):
         with pytest.raises(ScenarioError, match=re.escape(message)):
             parse_scenario(text)

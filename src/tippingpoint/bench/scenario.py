@@ -12,6 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from tippingpoint.bench.keys import check_keys
 from tippingpoint.knee import parse_slo
 from tippingpoint.limits import file_max
 from tippingpoint.pacer import parse_duration, parse_rate
@@ -269,15 +270,21 @@ def _addr(text: str, key: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _whole(raw: dict[str, Any], key: str, default: int, where: str, least: int = 1) -> int:
+    """``raw[key]`` as a whole number >= ``least`` (``default`` when absent)."""
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ScenarioError(f"{where}.{key}: a whole number >= {least}, got {value!r}")
+    return value
+
+
 def _experiment(raw: dict[str, Any], i: int) -> Experiment:
     key = f"experiment[{i}]"
     kind = raw.get("kind", "sweep")
     if kind not in KINDS:
         names = ", ".join(KINDS[:-1]) + " or " + KINDS[-1]
         raise ScenarioError(f"{key}.kind: use {names}, got {kind!r}")
-    connections = int(raw.get("connections", 10_000))
-    if connections < 1:
-        raise ScenarioError(f"{key}.connections: must be >= 1")
+    connections = _whole(raw, "connections", 10_000, key)
     every = raw.get("request_every")
     mqtt = kind in MQTT_KINDS
     frontend = raw.get("frontend", "mqtt" if mqtt else "http")
@@ -316,8 +323,8 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
         ),
         step=parse_step(str(raw.get("step", "x2" if closed else "x1.5"))),
         step_duration=parse_duration(str(raw.get("step_duration", "5s"))),
-        max_steps=int(raw.get("max_steps", 8)),
-        refine=int(raw.get("refine", 1)),
+        max_steps=_whole(raw, "max_steps", 8, key),
+        refine=_whole(raw, "refine", 1, key, 0),
         slo=parse_slo(slo) if slo else None,
         rate=parse_rate(str(raw.get("rate", 100))),
         duration=parse_duration(str(raw.get("duration", "10s"))),
@@ -373,6 +380,10 @@ def parse_scenario(text: str) -> Scenario:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"not valid TOML: {e}") from None
+    try:
+        check_keys(data, text)
+    except ValueError as e:
+        raise ScenarioError(str(e)) from None
     bench, backends = data.get("bench", {}), data.get("backends", {})
     proxy, client = data.get("proxy", {}), data.get("client", {})
     try:
@@ -410,22 +421,22 @@ def parse_scenario(text: str) -> Scenario:
         return Scenario(
             title=str(bench.get("title", "tippingpoint bench")),
             backend_ports=parse_ports(str(backends.get("ports", "8282-8285"))),
-            backend_processes=int(backends.get("processes", 1)),
+            backend_processes=_whole(backends, "processes", 1, "backends"),
             backend_cpus=(
                 parse_cpus(str(backends["cpus"])) if backends.get("cpus") is not None else ()
             ),
-            proxy_threads=int(proxy.get("threads", 1)),
-            proxy_instances=int(proxy.get("instances", 1)),
+            proxy_threads=_whole(proxy, "threads", 1, "proxy"),
+            proxy_instances=_whole(proxy, "instances", 1, "proxy"),
             proxy_cpus=parse_cpus(str(proxy["cpus"])) if proxy.get("cpus") is not None else (),
             cert=str(proxy.get("cert", "ecdsa")),
             http=_addr(str(proxy.get("http", "127.0.0.1:18080")), "proxy.http"),
             https=_addr(str(proxy.get("https", "127.0.0.1:18443")), "proxy.https"),
             rate_limit=proxy.get("rate_limit"),
             http_reuse=proxy.get("http_reuse"),
-            client_processes=int(client.get("processes", 1)),
+            client_processes=_whole(client, "processes", 1, "client"),
             client_cpus=parse_cpus(str(client["cpus"])) if client.get("cpus") is not None else (),
             experiments=tuple(experiments),
-            open_files=int(bench["open_files"]) if "open_files" in bench else None,
+            open_files=_whole(bench, "open_files", 1, "bench") if "open_files" in bench else None,
             setups=setups,
             mqtt_backend=mqtt_backend,
             mqtt_ports=mqtt_ports,
