@@ -118,8 +118,33 @@ def test_truncated_last_line_is_tolerated_and_bad_lines_are_not(
     lines = data.splitlines()
     bad.write_bytes(b"\n".join([*lines[:2], b"garbage", *lines[2:]]) + b"\n")
     result = run_tp("report", str(bad))
-    assert result.returncode == 2
-    assert b"bad.jsonl:3: not a result record" in result.stderr
+    assert result.returncode == 1
+    assert b"bad.jsonl:3: not a tippingpoint result stream" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"hello\n", b"x:1: not a tippingpoint result stream"),
+        (b"[1, 2]\n", b"x:1: not a tippingpoint result stream"),
+        (b"42\n", b"x:1: not a tippingpoint result stream"),
+        (b"", b"x: empty: no result records"),
+    ],
+)
+def test_what_is_not_a_result_stream_is_refused_not_reported_as_ok(
+    tmp_path: Path, content: bytes, message: bytes
+) -> None:
+    """A text file, other JSON or nothing at all used to make an all-zero report that
+    called the generator OK, with exit status 0."""
+    path = tmp_path / "x"
+    path.write_bytes(content)
+    for args, source in (([str(path)], message), ([], message.replace(b"x", b"stdin", 1))):
+        result = run_tp("report", *args, input=None if args else content)
+        assert result.returncode == 1, result.stderr
+        err = result.stderr.strip()
+        assert source in err and err.count(b"\n") == 0 and b"OK" not in result.stdout
+    encoded = run_tp("encode", "--to", "csv", str(path))
+    assert encoded.returncode == 1 and message in encoded.stderr
 
 
 def test_vegeta_json_results_are_read(tmp_path: Path) -> None:

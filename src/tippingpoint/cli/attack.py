@@ -68,6 +68,7 @@ def attack(**opts: Any) -> None:
 
     with user_errors():
         duration, requests = opts["duration"], opts["requests"]
+        _check_plan(opts)
         config = attack_config(
             opts,
             rate=parse_rate(opts["rate"]),
@@ -143,3 +144,19 @@ def _on_cluster(config: Any, opts: dict[str, Any], on_record: Any) -> int:
         for line in fleet.missing_share(planned):
             fleet.log(line)
     return code
+
+
+def _check_plan(opts: dict[str, Any]) -> None:
+    """The load plan's options, each alone and together (ValueError, one line)."""
+    from click.core import ParameterSource
+
+    from tippingpoint.pacer import parse_duration
+
+    if opts["duration"] and parse_duration(opts["duration"]) <= 0:
+        raise ValueError(f"--duration {opts['duration']}: give a time > 0, e.g. 10s")
+    if opts["requests"] is not None and opts["requests"] < 1:
+        raise ValueError(f"--requests {opts['requests']}: give a count >= 1")
+    if opts["pace"]:
+        source = click.get_current_context().get_parameter_source("rate")
+        if source is ParameterSource.COMMANDLINE:
+            raise ValueError("--pace sets the rates itself: give --pace or --rate, not both")

@@ -190,6 +190,14 @@ def _run(
     finally:
         out.close()
     click.echo(tally.summary())
+    if not tally.peak and code == 0:
+        # Not one connection held: the hold measured nothing of the server.
+        click.echo(
+            f"tippingpoint: none of the {config.connections:,} connections was established: "
+            "is the server up at that address (the errors above say why)?",
+            err=True,
+        )
+        code = 1
     if tally.lost:
         click.echo(
             "tippingpoint: lost connections were closed by the other end: look at its idle "
@@ -237,6 +245,10 @@ def _hold_config(
 
     if connections < 1:
         raise ValueError("--connections must be >= 1")
+    if processes < 1:
+        raise ValueError(f"--processes {processes}: give 1 or more")
+    if parse_duration(duration) <= 0:
+        raise ValueError(f"--duration {duration}: give a time > 0, e.g. 60s")
     config = HoldConfig(
         target=Target("GET", url),
         connections=connections,
@@ -247,7 +259,7 @@ def _hold_config(
         laddrs=parse_laddrs(laddr),
         insecure=insecure,
         cacert=cacert,
-        processes=max(1, processes),
+        processes=processes,
     )
     if config.connect_rate <= 0:
         raise ValueError("--connect-rate must be > 0")

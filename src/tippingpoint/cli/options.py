@@ -196,6 +196,8 @@ def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
         )
     if opts["max_connections"] is not None and opts["max_connections"] < 1:
         raise ValueError("--max-connections must be >= 1")
+    if opts["processes"] is not None and opts["processes"] < 1:
+        raise ValueError(f"--processes {opts['processes']}: give 1 or more (default: one per CPU)")
     config = AttackConfig(
         targets=tuple(targets),
         max_connections=opts["max_connections"],

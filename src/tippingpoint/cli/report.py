@@ -79,7 +79,10 @@ def report(files: tuple[str, ...], kind: str, every: str | None, output: str) ->
             if kind != "text":  # the text report shows them itself
                 for warning in summary.warnings:
                     click.echo(f"tippingpoint: warning: {warning}", err=True)
-    except (InputError, HistogramDecodeError, ValueError) as e:
+    except (InputError, HistogramDecodeError) as e:
+        fail(str(e), 1)  # the input is wrong, not the command line
+        return
+    except ValueError as e:
         fail(str(e))
         return
     write_output(output, text)
@@ -121,6 +124,6 @@ def encode(files: tuple[str, ...], fmt: str, metric: str, output: str) -> None:
         records = list(read_records(open_inputs(files)))
         text = to_hlog(records, metric) if fmt == "hlog" else to_csv(records)
     except (InputError, HistogramDecodeError, KeyError) as e:
-        fail(f"cannot encode: {e}")
+        fail(f"cannot encode: {e}", 1)
         return
     write_output(output, text)

@@ -319,21 +319,29 @@ def read_records(sources: Iterable[tuple[str, IO[str]]]) -> Iterator[Named]:
         last = len(lines) - 1
         while last >= 0 and not lines[last].strip():
             last -= 1
+        if last < 0:
+            raise InputError(
+                f"{name}: empty: no result records (an attack writes them with -o FILE, or to "
+                "stdout piped here)"
+            )
+        read = 0
         for number, line in enumerate(lines):
             if not line.strip():
                 continue
             try:
-                yield name, decode(line)
+                record = decode(line)
             except NotJSON:
-                if number == last:
+                if number == last and read:  # a stream cut short: its records stand
                     yield name, Truncated(number + 1)
                     continue
                 raise InputError(
-                    f"{name}:{number + 1}: not a result record (expected JSON lines from "
-                    "tippingpoint attack or vegeta encode --to json)"
+                    f"{name}:{number + 1}: not a tippingpoint result stream (expected JSON "
+                    "lines from tippingpoint attack or vegeta encode --to json)"
                 ) from None
             except StreamError as e:
                 raise InputError(f"{name}:{number + 1}: {e}") from None
+            read += 1
+            yield name, record
 
 
 def summarize(records: Iterable[Named]) -> Summary:

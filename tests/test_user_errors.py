@@ -1,0 +1,56 @@
+"""A user's mistakes, as real commands: one line on stderr that says what to do, no
+traceback, the right exit status, and soon."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_tp
+
+URL = "http://127.0.0.1:1/"  # nothing listens on port 1
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["attack", URL, "--rate", "10", "--duration", "0s"], 2, "--duration 0s: give a time > 0"),
+        (["attack", URL, "--rate", "10", "--duration", "1s", "--processes", "0"], 2,
+         "--processes 0: give 1 or more"),
+        (["attack", URL, "--rate", "10", "--requests", "-3"], 2, "--requests -3: give a count"),
+        (["attack", URL, "--rate", "10", "--pace", "1s@10"], 2,
+         "--pace sets the rates itself: give --pace or --rate, not both"),
+        (["sweep", URL, "--processes", "-2"], 2, "--processes -2: give 1 or more"),
+        (["hold", URL, "--connections", "5", "--processes", "0"], 2,
+         "--processes 0: give 1 or more"),
+        (["hold", URL, "--connections", "5", "--duration", "0s"], 2,
+         "--duration 0s: give a time > 0"),
+        (["hold", URL, "--connections", "5", "--duration", "1s"], 1,
+         "none of the 5 connections was established"),
+    ],
+)  # fmt: skip
+def test_a_mistake_is_one_line_and_an_exit_status(
+    args: list[str], status: int, message: str
+) -> None:
+    t0 = time.monotonic()
+    output = {"attack": ["-o", "/dev/null"], "hold": ["-o", "-"]}.get(args[0], [])
+    result = run_tp(*args, *output, timeout=60)
+    took = time.monotonic() - t0
+    err = result.stderr.decode()
+    assert result.returncode == status, err
+    assert message in err.splitlines()[-1], err
+    assert "Traceback" not in err
+    assert took < 15, took
+
+
+def test_a_scenario_typo_is_refused_by_bench_with_its_line(tmp_path: Path) -> None:
+    scenario = tmp_path / "typo.toml"
+    scenario.write_text('[[experiment]]\nkind = "sweep"\nrat = 50\n')
+    result = run_tp("bench", str(scenario), "-o", str(tmp_path / "out"), timeout=60)
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert "line 3: experiment[0]: unknown key rat: did you mean rate?" in err
+    assert not (tmp_path / "out").exists()  # refused before anything started
