@@ -173,7 +173,13 @@ class BrokerFleet:
                 f"{-(-config.max_connections * config.instances // need):,}"
             )
         try:
-            check_free(config.host, config.ports() + config.tls_ports(), "broker", "other ports")
+            check_free(
+                config.host,
+                config.ports() + config.tls_ports(),
+                "broker",
+                None,
+                "choose other ports",
+            )
         except PortBusy as e:
             raise BrokerError(str(e)) from None
 

@@ -118,8 +118,12 @@ def listeners(host: str, ports: Iterable[int]) -> list[Listener]:
     return [Listener(s.address, s.port, s.inode, *owners.get(s.inode, (None, None))) for s in found]
 
 
-def check_free(host: str, ports: Iterable[int], what: str, share_option: str) -> None:
-    """Raise :class:`PortBusy` when another process listens where ``what`` would."""
+def check_free(
+    host: str, ports: Iterable[int], what: str, share_option: str | None, other: str = ""
+) -> None:
+    """Raise :class:`PortBusy` when another process listens where ``what`` would: the
+    advice names ``other`` (how to choose other ports) and ``share_option``, where the
+    command has one."""
     busy = listeners(host, ports)
     if not busy:
         return
@@ -127,6 +131,11 @@ def check_free(host: str, ports: Iterable[int], what: str, share_option: str) ->
     more = f" (and {len(busy) - 1} more)" if len(busy) > 1 else ""
     stop = f"stop it (kill {first.pid})" if first.pid is not None else "stop it"
     raise PortBusy(
-        f"{what}: port {first.port} is taken: {first.describe()}{more}: {stop}, "
-        f"choose other ports, or pass {share_option} to share the port on purpose"
+        f"{what}: port {first.port} is taken: {first.describe()}{more}: {stop}"
+        + (
+            f", {other or 'choose other ports'}, or pass {share_option} to share the port "
+            "on purpose"
+            if share_option
+            else f" or {other or 'choose other ports'}"
+        )
     )

@@ -98,13 +98,15 @@ def _start(
 ) -> tuple[ProxyConfig, Monitor]:
     """Backends (and MQTT's), then HAProxy, each on its CPUs, then the monitor that
     watches them and accounts for every core they use."""
-    topology.check_free("127.0.0.1", scenario.backend_ports, "backends")
-    frontends = [scenario.http, scenario.https]
+    topology.check_free("127.0.0.1", scenario.backend_ports, "backends", "[backends] ports")
+    frontends = [(scenario.http, "http"), (scenario.https, "https")]
     if scenario.has_mqtt:
-        topology.check_free("127.0.0.1", scenario.mqtt_ports, "MQTT backends")
-        frontends += [scenario.mqtt, scenario.mqtts]
-    for host, port in frontends:
-        topology.check_free(host, (port,), "proxy")
+        topology.check_free(
+            "127.0.0.1", scenario.mqtt_ports, "MQTT backends", "[backends] mqtt_ports"
+        )
+        frontends += [(scenario.mqtt, "mqtt"), (scenario.mqtts, "mqtts")]
+    for (host, port), key in frontends:
+        topology.check_free(host, (port,), "proxy", f"[proxy] {key}")
     serve_mqtt = scenario.has_mqtt and scenario.mqtt_backend == "serve"
     serve = topology.start_backends(
         scenario.backend_ports,

@@ -109,10 +109,11 @@ class Topology:
                 node.procs.pop(pid, None)
             node = node.parent
 
-    def check_free(self, host: str, ports: tuple[int, ...], what: str) -> None:
-        """Refuse ports where a process that is not ours listens (before starting)."""
+    def check_free(self, host: str, ports: tuple[int, ...], what: str, key: str) -> None:
+        """Refuse ports where a process that is not ours listens (before starting); the
+        advice names the scenario's ``key`` that sets them."""
         try:
-            check_free(host, ports, what, "another port in the scenario")
+            check_free(host, ports, what, None, f"set other ports in the scenario ({key})")
         except PortBusy as e:
             raise BenchFailure(str(e)) from None
 
