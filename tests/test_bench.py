@@ -257,13 +257,13 @@ def test_a_scenario_s_typos_are_refused_with_their_line_and_the_nearest_key() ->
     for text, message in (
         (sweep + "rat = 50", "line 3: experiment[0]: unknown key rat: did you mean rate?"),
         (
-            '[proxy]\nthread = 1\n' + sweep,
+            "[proxy]\nthread = 1\n" + sweep,
             "line 2: proxy: unknown key thread: did you mean threads?",
         ),
-        ('[clinet]\nprocesses = 2\n' + sweep, "line 1: unknown table clinet: did you mean client?"),
+        ("[clinet]\nprocesses = 2\n" + sweep, "line 1: unknown table clinet: did you mean client?"),
         (
             sweep + 'name = "a"\n[[experiment]]\nkind = "attack"\nnmae = "b"',
-            'line 6: experiment[1]: unknown key nmae: did you mean name?',
+            "line 6: experiment[1]: unknown key nmae: did you mean name?",
         ),
         ('[[experiment]]\nname = "x"\nrate = 5', 'line 1: experiment[0] ("x"): kind is required'),
         (
@@ -280,6 +280,9 @@ def test_a_scenario_s_typos_are_refused_with_their_line_and_the_nearest_key() ->
         assert str(caught.value).startswith(message), (str(caught.value), message)
     result = run_tp("bench", "--print-scenario")
     assert result.returncode == 0  # the default scenario itself uses known keys only
+
+
+SWEEP = "\n[[experiment]]\nkind = 'sweep'"
 
 
 def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
@@ -307,13 +310,13 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
         ('[[experiment]]\nkind = "soak"', "use sweep, attack, hold, tls-cost, mqtt-sweep"),
         ('[[experiment]]\nkind = "tls-cost"\nrates = []', "a list of offered rates"),
         ('[[experiment]]\nkind = "sweep"\nstep = "x0"', "bad --step"),
-        ('[proxy]\nhttp_reuse = "sometimes"\n[[experiment]]\nkind = "sweep"', "proxy.http_reuse"),
+        ('[proxy]\nhttp_reuse = "sometimes"' + SWEEP, "proxy.http_reuse"),
         ('[[experiment]]\nkind = "attack"\nclosed = true', "only a sweep can be closed"),
-        ('[[experiment]]\nkind = "sweep"\nclosed = true\nstart = 0.5', "whole number of connections"),
-        ("[[matrix]]\nthreads = 2\n[[experiment]]\nkind = 'sweep'", "each setup needs a name"),
-        ("[[matrix]]\nname = 'a'\nport = 1\n[[experiment]]\nkind = 'sweep'", "matrix[0].port: a setup sets"),
-        ("[[matrix]]\nname = 'a'\ncert = 'dsa'\n[[experiment]]\nkind = 'sweep'", "matrix[0].cert"),
-        ("[[matrix]]\nname = 'a'\n[[matrix]]\nname = 'a'\n[[experiment]]\nkind = 'sweep'", "same name"),
+        (SWEEP + "\nclosed = true\nstart = 0.5", "whole number of connections"),
+        ("[[matrix]]\nthreads = 2" + SWEEP, "each setup needs a name"),
+        ("[[matrix]]\nname = 'a'\nport = 1" + SWEEP, "matrix[0].port: a setup sets"),
+        ("[[matrix]]\nname = 'a'\ncert = 'dsa'" + SWEEP, "matrix[0].cert"),
+        ("[[matrix]]\nname = 'a'\n[[matrix]]\nname = 'a'" + SWEEP, "same name"),
     ):
         with pytest.raises(ScenarioError, match=re.escape(message)):
             parse_scenario(text)
