@@ -466,5 +466,6 @@ def _result(
         knee_connections,
         confirmed=confirmed,
         too_busy=bool(search.stop) and search.stop != "interrupted",
+        interrupted=search.stop == "interrupted",
         last_good=last_good if confirmed else None,
     )

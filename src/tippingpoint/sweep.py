@@ -183,6 +183,8 @@ class SweepResult:
     """The sweep stopped because steps stayed disturbed: the machine was too busy."""
     last_good: float | None = None
     """The highest rate (connections) judged within the knee: the range's low end."""
+    interrupted: bool = False
+    """Ctrl-C (or SIGTERM) ended the sweep: its table holds the steps run until then."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -193,6 +195,7 @@ class SweepResult:
             "first_bad": self.first_bad,
             "client_limited": self.client_limited,
             "too_busy": self.too_busy,
+            "interrupted": self.interrupted,
             "confirmed": self.confirmed,
             "reason": self.reason,
             "steps": [vars(r) for r in self.rows],

@@ -376,7 +376,7 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
         before = bench.monitor.sample()  # HAProxy's memory before the first connection
         with sampling(bench.monitor, bench.samples, step=step):
             code = bench.hold(config, on_record, on_start, tally)
-    if code != 0:
+    if code not in (0, 130, 143):  # a signal's stop is not a failure
         bench.log(f"  a hold process failed (exit {code}); see {exp_dir / 'hold.jsonl'}")
     summary = tally.summary()
     bench.log(summary)

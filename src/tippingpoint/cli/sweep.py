@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -161,6 +162,8 @@ def sweep(**opts: Any) -> None:
         click.echo(json.dumps(result.to_json()))
     else:
         click.echo(render_table(result), nl=False)
+    if result.interrupted:
+        sys.exit(130)  # what was measured is above; the exit status says it was cut short
 
 
 def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int]]]:

@@ -167,8 +167,8 @@ def run_attack(
     """Run the attack; every record goes to ``on_record`` as it is produced, the header
     first.
 
-    Returns 0, or 1 when a worker process failed. SIGINT/SIGTERM stop the workers
-    gracefully (they flush what they have).
+    Returns 0, 1 when a worker process failed, or 130 (143) when SIGINT (SIGTERM)
+    stopped the workers; they stop gracefully and flush what they have.
     """
     soft, _hard = raise_nofile()
     plan = plan_shards(config, soft, 0, 0.0)
@@ -195,8 +195,8 @@ def run_hold(
     on_start: Callable[[int], None] | None = None,
 ) -> int:
     """Hold connections over as many processes as ``fd_limit`` (default: this process's
-    open-file limit) needs; ``on_start`` learns how many before they start. Returns 0,
-    or 1 when a worker process failed."""
+    open-file limit) needs; ``on_start`` learns how many before they start. Returns as
+    :func:`run_children` does."""
     soft, _hard = raise_nofile()
     start_epoch = time.time() + _START_DELAY_S
     start_ns = time.monotonic_ns() + int(_START_DELAY_S * 1e9)
@@ -213,8 +213,8 @@ def run_hold(
 def run_children(jobs: list[Callable[[int], int]], on_record: Sink, name: str) -> int:
     """Fork one process per job (``job(write_fd) -> exit code``); pass on every record
     they write (one JSON line each) as it arrives, decoded once. SIGINT/SIGTERM are
-    forwarded as SIGTERM (the workers stop gracefully and flush). Returns 0, or 1 when a
-    worker failed."""
+    forwarded as SIGTERM (the workers stop gracefully and flush). Returns 0, 1 when a
+    worker failed, or 128 + the signal (130 for Ctrl-C) when one stopped the run."""
     children: dict[int, int] = {}  # pid -> read fd
     for job in jobs:
         read_fd, write_fd = os.pipe()
@@ -222,7 +222,11 @@ def run_children(jobs: list[Callable[[int], int]], on_record: Sink, name: str) -
         os.close(write_fd)
         children[pid] = read_fd
 
+    stopped_by = 0
+
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopped_by
+        stopped_by = stopped_by or signum
         for pid in children:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -268,4 +272,6 @@ def run_children(jobs: list[Callable[[int], int]], on_record: Sink, name: str) -
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return 128 + stopped_by if stopped_by else 0  # as a shell reports a signal
