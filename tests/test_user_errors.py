@@ -81,3 +81,26 @@ def test_ctrl_c_writes_what_was_measured_and_exits_130(
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err.decode()[-2000:]
     assert written in out and b"Traceback" not in err
+
+
+def test_ctrl_c_on_attack_piped_into_report_still_reports(serve: Any) -> None:
+    """The README's first example: the terminal sends Ctrl-C to both commands."""
+    import os
+    import shlex
+
+    server = serve(processes=1)
+    attack = shlex.join(
+        tippingpoint_cmd("attack", server.url, "--rate", "200", "--duration", "60s")
+    )
+    report = shlex.join(tippingpoint_cmd("report"))
+    proc = subprocess.Popen(
+        ["sh", "-c", f"{attack} | {report}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # a process group of its own, as a terminal's job is
+    )
+    time.sleep(3)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert b"Requests      [total, rate, throughput]" in out, err.decode()[-2000:]
+    assert b"Aborted!" not in err and b"Traceback" not in err

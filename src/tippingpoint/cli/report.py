@@ -12,6 +12,8 @@ from tippingpoint.cli.base import cli, fail
 
 
 def open_inputs(files: tuple[str, ...]) -> list[tuple[str, Any]]:
+    if not files or "-" in files:
+        _upstream_ends_it()
     if not files or files == ("-",):
         return [("stdin", sys.stdin)]
     streams = []
@@ -21,6 +23,16 @@ def open_inputs(files: tuple[str, ...]) -> list[tuple[str, Any]]:
         except OSError as e:
             fail(f"cannot read {name}: {e.strerror}")
     return streams
+
+
+def _upstream_ends_it() -> None:
+    """Reading a pipe (``attack | report``), leave Ctrl-C to the command upstream: the
+    terminal sends it to both, the attack then writes its last records and closes the
+    pipe, and this reports them. Taking it here lost every result ("Aborted!")."""
+    import signal
+
+    if not sys.stdin.isatty():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @cli.command()
