@@ -32,6 +32,10 @@ URL = "http://127.0.0.1:1/"  # nothing listens on port 1
          "--duration 0s: give a time > 0"),
         (["hold", URL, "--connections", "5", "--duration", "1s"], 1,
          "none of the 5 connections was established"),
+        (["report", "/bin/ls"], 1, "/bin/ls: not a tippingpoint result stream (binary data)"),
+        (["encode", "--to", "hlog", "/bin/ls"], 1, "not a tippingpoint result stream"),
+        (["sweep", URL, "--out", "/bin/ls"], 2, "--out /bin/ls: a file is there"),
+        (["proxy", "--dir", "/bin/ls", "--print-config"], 2, "--dir /bin/ls: a file is there"),
     ],
 )  # fmt: skip
 def test_a_mistake_is_one_line_and_an_exit_status(
@@ -104,3 +108,25 @@ def test_ctrl_c_on_attack_piped_into_report_still_reports(serve: Any) -> None:
     out, err = proc.communicate(timeout=30)
     assert b"Requests      [total, rate, throughput]" in out, err.decode()[-2000:]
     assert b"Aborted!" not in err and b"Traceback" not in err
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    stream = tmp_path / "s.jsonl"
+    attack = run_tp("attack", URL, "--rate", "10", "--duration", "1s", "-o", str(stream))
+    # Nothing listens: not one request succeeded, which the attack says, with status 1.
+    err = attack.stderr.decode()
+    assert attack.returncode == 1 and stream.stat().st_size > 0, err
+    assert err.strip() == (
+        "tippingpoint: none of the 10 requests succeeded: is the target up, at that address "
+        "and scheme? (`tippingpoint report` shows the errors)"
+    )
+    verdict = run_tp("report", str(stream)).stdout.decode()
+    assert "Generator     FAILED: none of the 10 requests succeeded (refused 10: " in verdict
+    for args in (
+        ["report", str(stream), "-o", str(tmp_path)],
+        ["encode", "--to", "csv", str(stream), "-o", str(tmp_path / "nodir" / "x.csv")],
+    ):
+        result = run_tp(*args)
+        err = result.stderr.decode()
+        assert result.returncode == 2 and "Traceback" not in err, err
+        assert err.startswith("tippingpoint: cannot write -o ") and err.count("\n") == 1, err

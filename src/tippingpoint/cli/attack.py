@@ -64,7 +64,7 @@ def attack(**opts: Any) -> None:
 
     from tippingpoint.engine.runner import run_attack
     from tippingpoint.pacer import parse_duration, parse_pace, parse_rate
-    from tippingpoint.stream import Record
+    from tippingpoint.stream import Interval, Record
 
     with user_errors():
         duration, requests = opts["duration"], opts["requests"]
@@ -108,10 +108,15 @@ def attack(**opts: Any) -> None:
             planned, offered = pacer.total_hits(), pacer.total_hits() / max(pacer.end, 1e-9)
         live = LiveView(Console(stderr=True), planned, offered)
 
+    answered = [0, 0]  # requests done, succeeded
+
     def on_record(record: Record, line: bytes) -> None:
         out.write(line)
         if live is not None:
             live.on_record(record)
+        if isinstance(record, Interval):
+            answered[0] += record.done
+            answered[1] += sum(n for c, n in record.codes.items() if 200 <= c < 400)
 
     try:
         with live if live is not None else nullcontext():
@@ -127,6 +132,13 @@ def attack(**opts: Any) -> None:
         return
     finally:
         out.close()
+    if code == 0 and answered[0] and not answered[1]:
+        click.echo(
+            f"tippingpoint: none of the {answered[0]:,} requests succeeded: is the target up, "
+            "at that address and scheme? (`tippingpoint report` shows the errors)",
+            err=True,
+        )
+        code = 1
     sys.exit(code)
 
 

@@ -172,6 +172,8 @@ def proxy(
 
     try:
         directory = Path(workdir).resolve()
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"--dir {workdir}: a file is there: give a directory")
         config = _proxy_config(directory, opts)
         if print_config:
             click.echo(render(config), nl=False)

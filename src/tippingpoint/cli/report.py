@@ -104,9 +104,12 @@ def write_output(output: str, text: str) -> None:
     if output == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
-    else:
+        return
+    try:
         with open(output, "w", encoding="utf-8") as f:
             f.write(text)
+    except OSError as e:
+        fail(f"cannot write -o {output}: {e.strerror} (give a file in a directory that exists)")
 
 
 @cli.command()

@@ -168,7 +168,6 @@ def sweep(**opts: Any) -> None:
 
 def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int]]]:
     """The sweep's config and the monitor's roles, from the options (ValueError if bad)."""
-    from pathlib import Path
 
     from tippingpoint.knee import KneeRule, parse_slo
     from tippingpoint.pacer import parse_duration, parse_rate
@@ -209,7 +208,7 @@ def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int
             floor_ms=opts["floor_ms"],
             slo=parse_slo(opts["slo"]) if opts["slo"] else None,
         ),
-        out=Path(opts["out_dir"]) if opts["out_dir"] else None,
+        out=_out_dir(opts["out_dir"]),
         closed=closed,
     )
     if sweep_config.start <= 0 or sweep_config.max_steps < 1:
@@ -257,3 +256,15 @@ def _connections(text: str) -> float:
     if value < 1:
         raise ValueError(f"bad --start {text!r}: with --closed, a number of connections >= 1")
     return float(value)
+
+
+def _out_dir(text: str | None) -> Any:
+    """``--out DIR`` as a Path (None when not given); ValueError when a file is there."""
+    from pathlib import Path
+
+    if not text:
+        return None
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {text}: a file is there: give a directory (made if missing)")
+    return path

@@ -126,6 +126,15 @@ class Summary:
     def successes(self) -> int:
         return sum(n for code, n in self.codes.items() if 200 <= code < 400)
 
+    def no_success(self) -> str:
+        """The verdict of a run in which no request succeeded, its commonest error named."""
+        errors = sorted(self.errors.items(), key=lambda e: -e[1][0])
+        why = f" ({errors[0][0]} {errors[0][1][0]:,}: {errors[0][1][1]})" if errors else ""
+        return (
+            f"FAILED: none of the {self.done:,} requests succeeded{why}: look at the target "
+            "(is it up, at that address and scheme?); the run measured nothing of it"
+        )
+
     @property
     def success_ratio(self) -> float:
         return self.successes / self.done if self.done else 0.0
@@ -156,6 +165,8 @@ class Summary:
 
     def saturation(self) -> tuple[bool, str]:
         """Was the generator the bottleneck? ``(saturated, one-line verdict)``."""
+        if self.done and not self.successes:
+            return False, self.no_success()
         lateness = self.hists["lateness"]
         p95, p99 = lateness.percentiles([95, 99]) if lateness.total else (0, 0)
         reasons = []
@@ -315,7 +326,10 @@ Named = tuple[str, Record]
 def read_records(sources: Iterable[tuple[str, IO[str]]]) -> Iterator[Named]:
     """``(source name, record)`` for every line of every source."""
     for name, stream in sources:
-        lines = stream.read().split("\n")
+        try:
+            lines = stream.read().split("\n")
+        except UnicodeDecodeError:
+            raise InputError(f"{name}: not a tippingpoint result stream (binary data)") from None
         last = len(lines) - 1
         while last >= 0 and not lines[last].strip():
             last -= 1
