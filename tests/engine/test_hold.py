@@ -95,7 +95,9 @@ def test_refused_connections_are_counted() -> None:
         "--processes",
         "2",
     )
-    assert result.returncode == 0
+    # Not one held: said, with exit status 1.
+    assert result.returncode == 1
+    assert b"none of the 20 connections was established" in result.stderr
     # Spread over 2 processes and 3 seconds: counted once each, not once per second.
     assert b"failures refused: 20" in result.stdout
 
