@@ -26,13 +26,14 @@ def report_json(stream: bytes, *files: str) -> dict:
     return json.loads(result.stdout)
 
 
-def attack(*args: str, timeout: float = 120, status: int = 0) -> bytes:
+def attack(*args: str, timeout: float = 120, status: int | None = 0) -> bytes:
     """The attack's stream; ``status`` 1: not one request is to succeed (the attack then
-    says so on stderr and exits 1, its stream written all the same)."""
+    says so on stderr and exits 1, its stream written all the same); None: either."""
     result = run_tp("attack", *args, timeout=timeout)
-    assert result.returncode == status, result.stderr.decode()
-    if status == 1:
-        assert b"none of the" in result.stderr and b"requests succeeded" in result.stderr
+    if status is not None:
+        assert result.returncode == status, result.stderr.decode()
+    none = b"none of the" in result.stderr and b"requests succeeded" in result.stderr
+    assert none == (result.returncode == 1), result.stderr.decode()
     return result.stdout
 
 
@@ -229,6 +230,7 @@ def test_error_kinds_are_counted_not_fatal(serve) -> None:
             "1s",
             "--processes",
             "1",
+            status=None,  # most or all time out: either is right
         )
     )
     assert slow["error_counts"].get("timeout", 0) >= 15
