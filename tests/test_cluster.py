@@ -258,7 +258,7 @@ def test_the_generator_verdict_names_the_host_that_fell_behind() -> None:
         lateness.record_many([late_us] * 1000)
         return Interval(
             process=0 if host == "a" else 1, t=0, dur=1.0, sent=1000, done=1000,
-            hist={"lateness": lateness.encode()}, host=host, cpu_us=300_000,
+            codes={200: 1000}, hist={"lateness": lateness.encode()}, host=host, cpu_us=300_000,
         )  # fmt: skip
 
     summary = summarize([("x", interval("a", 50)), ("x", interval("b", 40_000))])

@@ -340,7 +340,8 @@ def test_timeout_shorter_than_sleep_warns(serve) -> None:
         "--processes",
         "1",
     )
-    assert result.returncode == 0
+    # The one request may time out (then nothing succeeded: exit 1, said) or just make it.
+    assert result.returncode in (0, 1)
     assert b"beyond --timeout" in result.stderr
 
 

@@ -17,6 +17,7 @@ def summary(
     s.hists["lateness"].record_many(lateness_us)
     s.sent, s.planned, s.queued = sent, planned, queued
     s.done = sent if done is None else done
+    s.codes = {200: s.done}  # answered (a run in which none succeeded has its own verdict)
     return s
 
 
@@ -65,3 +66,12 @@ def test_a_generator_without_cpu_left_is_saturated_even_on_schedule() -> None:
     saturated, verdict = s.saturation()
     assert not saturated and verdict.endswith("60 % of its cores)")
     assert summary([10] * 100).cpu_busy is None  # streams from before (or from Vegeta)
+
+
+def test_a_run_in_which_nothing_succeeded_is_failed_not_ok_or_saturated() -> None:
+    s = summary([50] * 1000)
+    s.codes = {0: 1000}
+    s.errors = {"refused": [1000, "ConnectionRefusedError: [Errno 111] Connect call failed"]}
+    saturated, verdict = s.saturation()
+    assert not saturated
+    assert verdict.startswith("FAILED: none of the 1,000 requests succeeded (refused 1,000: ")

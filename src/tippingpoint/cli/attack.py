@@ -63,30 +63,10 @@ def attack(**opts: Any) -> None:
     from contextlib import nullcontext
 
     from tippingpoint.engine.runner import run_attack
-    from tippingpoint.pacer import parse_duration, parse_pace, parse_rate
     from tippingpoint.stream import Interval, Record
 
     with user_errors():
-        duration, requests = opts["duration"], opts["requests"]
-        _check_plan(opts)
-        config = attack_config(
-            opts,
-            rate=parse_rate(opts["rate"]),
-            pace=tuple(parse_pace(opts["pace"])) if opts["pace"] else (),
-            duration=parse_duration(duration) if duration else None,
-            requests=requests,
-            connections=opts["connections"],
-            records=opts["records"],
-            mqtt=publish_config(opts, closed=opts["rate"] in ("0", "0/1s") and not opts["pace"]),
-        )
-        if not config.closed and not config.pace and duration is None and requests is None:
-            raise ValueError("give --duration or --requests (or --pace) so the attack ends")
-        if config.closed and duration is None and requests is None:
-            raise ValueError("the closed model (--rate 0) needs --duration or --requests")
-        if config.closed and config.connections < 1:
-            raise ValueError("--connections must be >= 1")
-        if not config.closed:
-            config.pacer()
+        config = _attack_from(opts)
     warn_timeout(config, "attack")
     from tippingpoint.cli.output import OutputError, ResultFile
 
@@ -95,19 +75,7 @@ def attack(**opts: Any) -> None:
     except OutputError as e:
         fail(str(e))
         return
-
-    live = None
-    if sys.stderr.isatty():
-        from rich.console import Console
-
-        from tippingpoint.report.live import LiveView
-
-        planned = offered = None
-        if not config.closed:
-            pacer = config.pacer()
-            planned, offered = pacer.total_hits(), pacer.total_hits() / max(pacer.end, 1e-9)
-        live = LiveView(Console(stderr=True), planned, offered)
-
+    live = _live(config)
     answered = [0, 0]  # requests done, succeeded
 
     def on_record(record: Record, line: bytes) -> None:
@@ -172,3 +140,45 @@ def _check_plan(opts: dict[str, Any]) -> None:
         source = click.get_current_context().get_parameter_source("rate")
         if source is ParameterSource.COMMANDLINE:
             raise ValueError("--pace sets the rates itself: give --pace or --rate, not both")
+
+
+def _attack_from(opts: dict[str, Any]) -> Any:
+    """The attack's config from its options (ValueError and the like, one line each)."""
+    from tippingpoint.pacer import parse_duration, parse_pace, parse_rate
+
+    duration, requests = opts["duration"], opts["requests"]
+    _check_plan(opts)
+    config = attack_config(
+        opts,
+        rate=parse_rate(opts["rate"]),
+        pace=tuple(parse_pace(opts["pace"])) if opts["pace"] else (),
+        duration=parse_duration(duration) if duration else None,
+        requests=requests,
+        connections=opts["connections"],
+        records=opts["records"],
+        mqtt=publish_config(opts, closed=opts["rate"] in ("0", "0/1s") and not opts["pace"]),
+    )
+    if not config.closed and not config.pace and duration is None and requests is None:
+        raise ValueError("give --duration or --requests (or --pace) so the attack ends")
+    if config.closed and duration is None and requests is None:
+        raise ValueError("the closed model (--rate 0) needs --duration or --requests")
+    if config.closed and config.connections < 1:
+        raise ValueError("--connections must be >= 1")
+    if not config.closed:
+        config.pacer()
+    return config
+
+
+def _live(config: Any) -> Any:
+    """The live view on a terminal's stderr (None when stderr is not a terminal)."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    from tippingpoint.report.live import LiveView
+
+    planned = offered = None
+    if not config.closed:
+        pacer = config.pacer()
+        planned, offered = pacer.total_hits(), pacer.total_hits() / max(pacer.end, 1e-9)
+    return LiveView(Console(stderr=True), planned, offered)
