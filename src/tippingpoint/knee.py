@@ -116,8 +116,6 @@ class Verdict:
     event, which running the step again would not undo (a search does not repeat it)."""
     slower: bool = False
     """Past the knee by its latency (the low-load rule or the SLO)."""
-    short: bool = False
-    """Past the knee by its throughput: it achieved less than offered, or than before."""
 
 
 def baseline(steps: Sequence[Step], rule: KneeRule) -> float:
@@ -146,13 +144,11 @@ def judge(
     failed = step.success < rule.min_success
     if failed:
         reasons.append(f"success {step.success * 100:.2f} % < {rule.min_success * 100:g} %")
-    short = step.offered > 0 and step.achieved < rule.min_achieved * step.offered
-    if short:
+    if step.offered > 0 and step.achieved < rule.min_achieved * step.offered:
         reasons.append(
             f"achieved {step.achieved:,.0f}/s < {rule.min_achieved * 100:g} % of offered"
         )
     if best_achieved and step.achieved < rule.min_carried * best_achieved:
-        short = True
         reasons.append(
             f"throughput {step.achieved:,.0f}/s < {rule.min_carried * 100:g} % of the best "
             f"before ({best_achieved:,.0f}/s)"
@@ -163,7 +159,7 @@ def judge(
     if reasons and not own_lateness:
         if step.saturated:  # the server tipped over first; the client then fell behind
             reasons.append("the load generator fell behind too")
-        return Verdict(True, False, "; ".join(reasons), failed, slower, short)
+        return Verdict(True, False, "; ".join(reasons), failed, slower)
     if step.saturated:
         cpu = (
             f" (its CPUs {step.client_cpu * 100:.0f} % busy)" if step.client_cpu is not None else ""

@@ -12,7 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from tippingpoint.bench.keys import check_keys
+from tippingpoint.bench.keys import KINDS, check_keys
 from tippingpoint.knee import parse_slo
 from tippingpoint.limits import file_max
 from tippingpoint.pacer import parse_duration, parse_rate
@@ -40,8 +40,6 @@ __all__ = [
 
 DEFAULT_SCENARIO = files("tippingpoint.bench").joinpath("default.toml").read_text()
 
-KINDS = ("sweep", "attack", "hold", "tls-cost", "mqtt-sweep", "mqtt-hold", "connect-storm")
-"""The experiment kinds a scenario may name (each is one entry in the bench's table)."""
 
 MQTT_KINDS = ("mqtt-sweep", "mqtt-hold", "connect-storm")
 """Kinds that run MQTT sessions through the proxy's MQTT frontends."""
@@ -190,11 +188,8 @@ class ClusterSpec:
 def _cluster(raw: dict[str, Any]) -> ClusterSpec | None:
     if not raw:
         return None
-    unknown = set(raw) - {"address", "workers", "certs", "max_clock_skew", "insecure"}
-    if unknown:
-        raise ScenarioError(f"cluster: unknown key(s) {', '.join(sorted(unknown))}")
-    address = raw.get("address")
-    workers = int(raw.get("workers", 0))
+    address = raw.get("address")  # its keys: checked with every table's (bench/keys.py)
+    workers = _whole(raw, "workers", 0, "cluster", 0)
     if (address is None) == (workers == 0):
         raise ScenarioError(
             'cluster: give address = "tcp://HOST:PORT" (a running scheduler) or workers = N '
@@ -345,12 +340,8 @@ def _mqtt_fields(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
     qos = raw.get("qos", 0)
     if qos not in (0, 1, 2):
         raise ScenarioError(f"{key}.qos: 0, 1 or 2")
-    for name, least in (("sessions", 1), ("payload_size", 0)):
-        value = raw.get(name)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < least
-        ):
-            raise ScenarioError(f"{key}.{name}: a whole number >= {least}")
+    sessions = _whole(raw, "sessions", 50, key)
+    payload_size = _whole(raw, "payload_size", 64, key, 0)
     keepalive = 60
     if "keepalive" in raw:
         # MQTT's keepalive is a time (emqtt-bench -k), HTTP's a yes or no.
@@ -367,10 +358,10 @@ def _mqtt_fields(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
         raise ScenarioError(f"{key}.request_every: MQTT sessions ping once per keepalive")
     return {
         "mqtt_keepalive": keepalive,
-        "sessions": max(1, int(raw.get("sessions", 50))),
+        "sessions": sessions,
         "qos": qos,
         "until": until,
-        "payload_size": int(raw.get("payload_size", 64)),
+        "payload_size": payload_size,
     }
 
 

@@ -63,6 +63,7 @@ def attack(**opts: Any) -> None:
     from contextlib import nullcontext
 
     from tippingpoint.engine.runner import run_attack
+    from tippingpoint.report.merge import succeeded
     from tippingpoint.stream import Interval, Record
 
     with user_errors():
@@ -84,7 +85,7 @@ def attack(**opts: Any) -> None:
             live.on_record(record)
         if isinstance(record, Interval):
             answered[0] += record.done
-            answered[1] += sum(n for c, n in record.codes.items() if 200 <= c < 400)
+            answered[1] += succeeded(record.codes)
 
     try:
         with live if live is not None else nullcontext():

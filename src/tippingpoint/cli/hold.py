@@ -247,13 +247,14 @@ def _hold_config(
         raise ValueError("--connections must be >= 1")
     if processes < 1:
         raise ValueError(f"--processes {processes}: give 1 or more")
-    if parse_duration(duration) <= 0:
+    seconds = parse_duration(duration)
+    if seconds <= 0:
         raise ValueError(f"--duration {duration}: give a time > 0, e.g. 60s")
     config = HoldConfig(
         target=Target("GET", url),
         connections=connections,
         connect_rate=parse_rate(connect_rate),
-        duration=parse_duration(duration),
+        duration=seconds,
         request_every=parse_duration(request_every) if request_every else None,
         ports=parse_ports(dest_ports) if dest_ports else (),
         laddrs=parse_laddrs(laddr),

@@ -83,8 +83,6 @@ class Schedule:
         """The next hit of this shard, due at :attr:`next_due`."""
         self.next_due = NEVER
         """When the next hit of this shard is due (``NEVER``: the plan has ended)."""
-        self.missed = 0
-        """Hits not sent: they were :data:`BEHIND_S` late when their turn came."""
         self.ended = False
         self._dispatch = dispatch
         self._on_end = on_end
@@ -180,9 +178,7 @@ class Schedule:
         if first <= self.n:
             return
         last = min(first, pacer.total_hits())
-        skipped = max(0, -(-(last - self.n) // self._step))
-        self.missed += skipped
-        self._on_missed(skipped)
+        self._on_missed(max(0, -(-(last - self.n) // self._step)))
         self.n = first - self._step
         self._advance()
 

@@ -30,13 +30,26 @@ from tippingpoint.stream import (
     decode,
 )
 
-__all__ = ["CPU_SATURATED", "InputError", "Summary", "read_records", "summarize", "windows"]
+__all__ = [
+    "CPU_SATURATED",
+    "InputError",
+    "Summary",
+    "read_records",
+    "succeeded",
+    "summarize",
+    "windows",
+]
 
 CPU_SATURATED = 0.95
 """A generator process that uses this share of its core has nothing left in reserve."""
 LATE_P95_US = 1000
 """Sends this late at p95 mean the generator fell behind (one stall of the machine moves
 p99, not p95)."""
+
+
+def succeeded(codes: dict[int, int]) -> int:
+    """Requests that succeeded, from their status codes (Vegeta's rule: 2xx and 3xx)."""
+    return sum(n for code, n in codes.items() if 200 <= code < 400)
 
 
 class InputError(ValueError):
@@ -124,12 +137,14 @@ class Summary:
 
     @property
     def successes(self) -> int:
-        return sum(n for code, n in self.codes.items() if 200 <= code < 400)
+        return succeeded(self.codes)
 
     def no_success(self) -> str:
         """The verdict of a run in which no request succeeded, its commonest error named."""
-        errors = sorted(self.errors.items(), key=lambda e: -e[1][0])
-        why = f" ({errors[0][0]} {errors[0][1][0]:,}: {errors[0][1][1]})" if errors else ""
+        kind, (count, sample) = max(
+            self.errors.items(), key=lambda e: e[1][0], default=("", (0, ""))
+        )
+        why = f" ({kind} {count:,}: {sample})" if kind else ""
         return (
             f"FAILED: none of the {self.done:,} requests succeeded{why}: look at the target "
             "(is it up, at that address and scheme?); the run measured nothing of it"

@@ -786,21 +786,33 @@ def _ack(kind: int, body: bytes, v5: bool) -> Ack:
     return Ack(kind, pid, reason, props)
 
 
-def _suback(body: bytes, v5: bool) -> Suback:
+def _id_and_props(body: bytes, v5: bool, kind: int) -> tuple[int, Properties, int]:
+    """The packet id, and in MQTT 5 the properties, that open a (UN)SUBSCRIBE or a
+    SUBACK: ``(packet id, properties, position after them)``."""
     pid, pos = _packet_id(body, 0)
     props: Properties = {}
     if v5:
-        props, pos = _props(body, pos, SUBACK)
+        props, pos = _props(body, pos, kind)
+    return pid, props, pos
+
+
+def _reason_and_props(body: bytes, kind: int) -> tuple[int, Properties]:
+    """An MQTT 5 DISCONNECT's or AUTH's reason code and properties (the body is not
+    empty); the body must end with them."""
+    props, pos = _props(body, 1, kind) if len(body) > 1 else ({}, 1)
+    _end(body, pos)
+    return body[0], props
+
+
+def _suback(body: bytes, v5: bool) -> Suback:
+    pid, props, pos = _id_and_props(body, v5, SUBACK)
     if pos >= len(body):
         raise _Bad("SUBACK without reason codes", PROTOCOL_ERROR)
     return Suback(pid, list(body[pos:]), props)
 
 
 def _unsubscribe(body: bytes, v5: bool) -> Unsubscribe:
-    pid, pos = _packet_id(body, 0)
-    props: Properties = {}
-    if v5:
-        props, pos = _props(body, pos, UNSUBSCRIBE)
+    pid, props, pos = _id_and_props(body, v5, UNSUBSCRIBE)
     topics = []
     while pos < len(body):
         topic, pos = _str(body, pos)
@@ -825,12 +837,7 @@ def _disconnect(body: bytes, v5: bool) -> Disconnect:
         return Disconnect()
     if not v5:
         raise _Bad("DISCONNECT with a body")
-    props: Properties = {}
-    pos = 1
-    if len(body) > 1:
-        props, pos = _props(body, 1, DISCONNECT)
-    _end(body, pos)
-    return Disconnect(body[0], props)
+    return Disconnect(*_reason_and_props(body, DISCONNECT))
 
 
 def _auth(body: bytes, v5: bool) -> Auth:
@@ -838,9 +845,7 @@ def _auth(body: bytes, v5: bool) -> Auth:
         raise _Bad("AUTH is an MQTT 5 packet", PROTOCOL_ERROR)
     if not body:
         return Auth()
-    props, pos = _props(body, 1, AUTH) if len(body) > 1 else ({}, 1)
-    _end(body, pos)
-    return Auth(body[0], props)
+    return Auth(*_reason_and_props(body, AUTH))
 
 
 def _connack(body: bytes, v5: bool) -> Connack:
@@ -857,10 +862,7 @@ def _connack(body: bytes, v5: bool) -> Connack:
 
 
 def _subscribe(body: bytes, v5: bool) -> Subscribe:
-    pid, pos = _packet_id(body, 0)
-    props: Properties = {}
-    if v5:
-        props, pos = _props(body, pos, SUBSCRIBE)
+    pid, props, pos = _id_and_props(body, v5, SUBSCRIBE)
     topics = []
     while pos < len(body):
         topic, pos = _str(body, pos)
