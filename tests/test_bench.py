@@ -151,11 +151,16 @@ def test_bench_writes_the_report_and_cleans_up(report_dir: Path) -> None:
         "what tls costs",
     ]
     sweep = summary["experiments"][0]["sweep"]
-    assert [s["offered"] for s in sweep["steps"]] == [200, 400]
+    # A step judged past the knee runs again to confirm it, a disturbed one to measure
+    # it: on a busy machine 400/s may run up to three times, each run marked.
+    firsts = [s["offered"] for s in sweep["steps"] if not s["repeat"]]
+    assert firsts == [200, 400], sweep["steps"]
+    assert all(s["repeat"] in ("confirm", "disturbed") for s in sweep["steps"][2:])
     assert all(s["success"] == 1.0 for s in sweep["steps"])
     closed = summary["experiments"][1]["sweep"]
     assert closed["model"] == "closed"
-    assert [s["connections"] for s in closed["steps"]] == [2, 4]  # x2 by default
+    firsts = [s["connections"] for s in closed["steps"] if not s["repeat"]]
+    assert firsts == [2, 4], closed["steps"]  # x2 by default
     assert all(s["success"] == 1.0 and s["achieved"] > 0 for s in closed["steps"])
     assert "200 requests, success 100.00%" in summary["summary"][2][1]
     monitor = [json.loads(x) for x in (report_dir / "monitor.jsonl").read_text().splitlines()]
