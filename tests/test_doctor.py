@@ -160,3 +160,38 @@ def test_mqtt_timeouts_that_cut_idle_sessions() -> None:
     assert not mqtt_timeouts(60, ours).ok  # 60 s < 1.5 x 60 s
     assert mqtt_timeouts(30, ours).ok
     assert mqtt_timeouts(60, None).ok  # tippingpoint proxy's 2 h default
+
+
+def test_tunnel_timeouts_that_cut_idle_websockets() -> None:
+    from tippingpoint.doctor import ws_timeouts
+    from tippingpoint.proxy.config import ProxyConfig, render
+
+    usual = (
+        "defaults\n    mode http\n    timeout client 30s\n    timeout server 30s\n"
+        "frontend web\n    bind :80\n    default_backend b\n"
+        "backend b\n    server s1 127.0.0.1:8282\n"
+    )
+    check = ws_timeouts(30, usual)
+    assert not check.ok and "backend b: 30 s" in check.value
+    assert "timeout tunnel 46s" in check.advice
+    assert ws_timeouts(30, usual.replace("backend b\n", "backend b\n    timeout tunnel 1h\n")).ok
+    ours = render(
+        ProxyConfig(backends=(("127.0.0.1", 8282),), http=("127.0.0.1", 8080), https=None)
+    )
+    assert ws_timeouts(3600, ours).ok  # 2 h tunnel
+    assert not ws_timeouts(5000, ours).ok
+    assert ws_timeouts(30, None).ok
+
+
+def test_doctor_checks_a_websocket_ping_interval(tmp_path) -> None:
+    config = tmp_path / "h.cfg"
+    config.write_text(
+        "defaults\n    timeout client 10s\n    timeout server 10s\n"
+        "backend b\n    server s1 127.0.0.1:8282\n"
+    )
+    result = run_tp(
+        "doctor", "--connections", "100", "--ws-ping-every", "30s", "--haproxy-config",
+        str(config),
+    )  # fmt: skip
+    out = result.stdout.decode()
+    assert "FIX  timeouts that cut idle WebSockets" in out, out

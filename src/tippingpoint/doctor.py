@@ -56,6 +56,7 @@ def diagnose(
     rlimit: Callable[[], tuple[int, int]] = lambda: resource.getrlimit(resource.RLIMIT_NOFILE),
     mqtt_keepalive_s: float | None = None,
     haproxy_config: str | None = None,
+    ws_ping_every_s: float | None = None,
 ) -> tuple[list[Check], ConnectionPlan]:
     sysctl = _Sysctl(proc_sys)
     checks, plan_limit = _descriptor_checks(sysctl, rlimit, connections)
@@ -80,6 +81,8 @@ def diagnose(
         )
     if mqtt_keepalive_s is not None:
         checks.append(mqtt_timeouts(mqtt_keepalive_s, haproxy_config))
+    if ws_ping_every_s is not None:
+        checks.append(ws_timeouts(ws_ping_every_s, haproxy_config))
     return checks, plan
 
 
@@ -251,9 +254,39 @@ def mqtt_timeouts(keepalive_s: float, haproxy_config: str | None) -> Check:
     )
 
 
-def _mqtt_section_timeouts(text: str) -> dict[str, float]:
-    """The timeouts that apply to the sections that carry MQTT (frontends and backends in
-    TCP mode that validate or route on MQTT), defaults included."""
+def ws_timeouts(ping_every_s: float, haproxy_config: str | None) -> Check:
+    """A held WebSocket is silent between its pings; once upgraded, HAProxy applies
+    `timeout tunnel` (else the client and server timeouts) to it, and must let it stay
+    silent 1.5x the ping interval (a late ping is not a dead connection)."""
+    needed = 1.5 * ping_every_s
+    name = "timeouts that cut idle WebSockets"
+    if haproxy_config is None:
+        ok = needed <= 7200
+        return Check(
+            name,
+            ok,
+            f"a ping every {ping_every_s:g} s needs {needed:g} s of silence allowed; "
+            "tippingpoint proxy allows 7200 s (timeout tunnel)",
+            "" if ok else "ping more often than every 4,800 s",
+        )
+    found = _http_tunnel_timeouts(haproxy_config)
+    if not found:
+        return Check(name, True, "no HTTP backend in the HAProxy configuration")
+    shortest = min(found.values())
+    ok = shortest >= needed
+    words = ", ".join(f"{title}: {v:g} s" for title, v in sorted(found.items()))
+    return Check(
+        name,
+        ok,
+        f"a ping every {ping_every_s:g} s needs {needed:g} s; idle upgraded connections "
+        f"are cut after {words}",
+        "" if ok else f"set `timeout tunnel {int(needed) + 1}s` in those backends (or defaults)",
+    )
+
+
+def _sections(text: str) -> tuple[dict[str, float], list[tuple[str, dict[str, float], bool]]]:
+    """The defaults' timeouts, and each frontend, backend and listen section's: its
+    title, its own timeouts, and whether it carries MQTT."""
     defaults: dict[str, float] = {}
     sections: list[tuple[str, dict[str, float], bool]] = []
     current: dict[str, float] | None = None
@@ -273,6 +306,29 @@ def _mqtt_section_timeouts(text: str) -> dict[str, float]:
         if "mqtt_" in stripped and sections and sections[-1][1] is current:
             title, values, _ = sections[-1]
             sections[-1] = (title, values, True)
+    return defaults, sections
+
+
+def _http_tunnel_timeouts(text: str) -> dict[str, float]:
+    """Per backend that does not carry MQTT: how long an upgraded connection may be idle
+    (`timeout tunnel`, else the shorter of client and server)."""
+    defaults, sections = _sections(text)
+    found: dict[str, float] = {}
+    for title, values, mqtt in sections:
+        if mqtt or not title.startswith(("backend", "listen")):
+            continue
+        merged = {**defaults, **values}
+        if "tunnel" in merged:
+            found[title] = merged["tunnel"]
+        elif "client" in merged or "server" in merged:
+            found[title] = min(merged.get("client", 1e18), merged.get("server", 1e18))
+    return found
+
+
+def _mqtt_section_timeouts(text: str) -> dict[str, float]:
+    """The timeouts that apply to the sections that carry MQTT (frontends and backends in
+    TCP mode that validate or route on MQTT), defaults included."""
+    defaults, sections = _sections(text)
     found: dict[str, float] = {}
     for _, values, mqtt in sections:
         if not mqtt:

@@ -16,12 +16,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tippingpoint import __version__
+from tippingpoint.schemes import SCHEMES, scheme_list
 
 __all__ = ["Origin", "Target", "TargetError", "encode_request", "parse_targets"]
 
 USER_AGENT = f"tippingpoint/{__version__}"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-DEFAULT_PORTS = {"http": 80, "https": 443, "mqtt": 1883, "mqtts": 8883}
 
 
 class TargetError(ValueError):
@@ -36,11 +36,15 @@ class Origin:
 
     @property
     def tls(self) -> bool:
-        return self.scheme in ("https", "mqtts")
+        return SCHEMES[self.scheme].tls
 
     @property
     def mqtt(self) -> bool:
-        return self.scheme in ("mqtt", "mqtts")
+        return SCHEMES[self.scheme].app == "mqtt"
+
+    @property
+    def websocket(self) -> bool:
+        return SCHEMES[self.scheme].websocket
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -59,13 +63,11 @@ class Target:
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
-        if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-            raise TargetError(
-                f"bad URL {self.url!r}: use http://HOST[:PORT]/PATH, https://..., "
-                "mqtt://HOST[:PORT]/TOPIC or mqtts://..."
-            )
+        scheme = SCHEMES.get(parts.scheme)
+        if scheme is None or not parts.hostname:
+            raise TargetError(f"bad URL {self.url!r}: use {scheme_list()}")
         try:
-            port = parts.port or DEFAULT_PORTS[parts.scheme]
+            port = parts.port or scheme.default_port
         except ValueError:
             raise TargetError(f"bad port in URL {self.url!r}") from None
         if not self.method or not self.method.isascii() or " " in self.method:
@@ -75,7 +77,7 @@ class Target:
         if parts.query:
             path += "?" + parts.query
         object.__setattr__(self, "path", path)
-        default = DEFAULT_PORTS[parts.scheme]
+        default = scheme.default_port
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         object.__setattr__(self, "host_header", host if port == default else f"{host}:{port}")
 

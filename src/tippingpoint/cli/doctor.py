@@ -29,10 +29,15 @@ from tippingpoint.cli.base import cli, fail
     help="The MQTT keepalive you will use: checks the timeouts that cut idle sessions.",
 )
 @click.option(
+    "--ws-ping-every",
+    default=None,
+    help="How often held WebSockets ping (hold --request-every): checks HAProxy's tunnel timeouts.",
+)
+@click.option(
     "--haproxy-config",
     type=click.Path(dir_okay=False, exists=True),
     default=None,
-    help="An HAProxy configuration to check with --mqtt-keepalive (e.g. "
+    help="An HAProxy configuration to check with --mqtt-keepalive or --ws-ping-every (e.g. "
     "tippingpoint-proxy/haproxy-0.cfg).",
 )
 @click.option("--apply", "apply_", is_flag=True, help="Set the sysctls it can (root, Linux).")
@@ -41,6 +46,7 @@ def doctor(
     sleep_ms: int | None,
     timeout: str,
     mqtt_keepalive: str | None,
+    ws_ping_every: str | None,
     haproxy_config: str | None,
     apply_: bool,
 ) -> None:
@@ -60,6 +66,7 @@ def doctor(
             parse_duration(timeout),
             mqtt_keepalive_s=parse_duration(mqtt_keepalive) if mqtt_keepalive else None,
             haproxy_config=Path(haproxy_config).read_text() if haproxy_config else None,
+            ws_ping_every_s=parse_duration(ws_ping_every) if ws_ping_every else None,
         )
     except ValueError as e:
         fail(str(e))

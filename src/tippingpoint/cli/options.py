@@ -194,6 +194,8 @@ def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
             "give a URL or --targets FILE, e.g. "
             "tippingpoint attack http://127.0.0.1:8282/ --rate 100 --duration 10s"
         )
+    if opts["no_keepalive"] and any(t.origin.websocket for t in targets):
+        raise ValueError("a WebSocket carries many messages: drop --no-keepalive")
     if opts["max_connections"] is not None and opts["max_connections"] < 1:
         raise ValueError("--max-connections must be >= 1")
     if opts["processes"] is not None and opts["processes"] < 1:

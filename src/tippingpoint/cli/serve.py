@@ -32,6 +32,12 @@ from tippingpoint.cli.base import cli, fail
     help="Largest MQTT packet in bytes; larger gets DISCONNECT 0x95 (MQTT 5) or a close.",
 )
 @click.option(
+    "--ws",
+    is_flag=True,
+    help="Take WebSocket upgrades on the HTTP ports: each message gets 'pong' "
+    "('ping sleep=N times=K' as the headers); with subprotocol mqtt, MQTT in binary messages.",
+)
+@click.option(
     "--processes",
     type=int,
     default=None,
@@ -107,6 +113,7 @@ def serve(
     ports: str | None,
     mqtt_ports: str | None,
     mqtt_max_packet: int,
+    ws: bool,
     processes: int | None,
     cpus: str | None,
     idle_timeout: float,
@@ -127,7 +134,9 @@ def serve(
     A `sleep: N` header waits a random whole number of ms in [0, N+1] before the
     first pong; `times: K` writes K more pongs, each after its own random pause
     (chunked). With --mqtt, the same over MQTT (user properties sleep/times, or a
-    topic suffix /sleep=N/times=K). Stops cleanly on Ctrl-C or SIGTERM.
+    topic suffix /sleep=N/times=K). With --ws, the same over WebSocket: a message
+    `ping sleep=N times=K` (RFC 6455; subprotocol mqtt carries MQTT). Stops cleanly
+    on Ctrl-C or SIGTERM.
     """
     from tippingpoint.server import ServeConfig, ServeError
     from tippingpoint.server import serve as run_serve
@@ -147,6 +156,7 @@ def serve(
             ports=parse_ports(ports) if ports else () if mqtt_ports else (8282,),
             mqtt_ports=parse_ports(mqtt_ports) if mqtt_ports else (),
             mqtt_max_packet=mqtt_max_packet,
+            ws=ws,
             processes=processes,
             cpus=placed,
             idle_timeout=idle_timeout,

@@ -19,6 +19,7 @@ from typing import Final
 
 from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
 from tippingpoint.engine.intervals import IntervalClock
+from tippingpoint.engine.layers import encode_hit, new_pool, pool_key
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.results import ResultWriter
 from tippingpoint.engine.schedule import NEVER, Schedule, wait_until
@@ -27,7 +28,7 @@ from tippingpoint.engine.tls import TLSClientConn, make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
 from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.stream import Interval
-from tippingpoint.targets import Origin, encode_request
+from tippingpoint.targets import Origin
 
 __all__ = ["Engine"]
 
@@ -60,19 +61,20 @@ class Engine:
         self.loop = loop
         self.rec = Recorder(shard.index, shard.start_ns)
         ctx = make_ssl_context(config.tls) if any(t.origin.tls for t in config.targets) else None
-        pools: dict[Origin, Pool] = {}
+        pools: dict[tuple[Origin, str], Pool] = {}
         self._pools = pools
         self._target_pool: list[Pool] = []
         self._requests: list[bytes] = []
         self._heads: list[bool] = []
         self._body_lens: list[int] = []
         for target in config.targets:
-            pool = pools.get(target.origin)
+            key = pool_key(target)
+            pool = pools.get(key)
             if pool is None:
-                pool = Pool(target.origin, ctx, config.tls.server_name, config.tls.resume)
-                pools[target.origin] = pool
+                pool = new_pool(target, ctx, config.tls.server_name, config.tls.resume)
+                pools[key] = pool
             self._target_pool.append(pool)
-            self._requests.append(encode_request(target, config.keepalive))
+            self._requests.append(encode_hit(target, config.keepalive))
             self._heads.append(target.method == "HEAD")
             self._body_lens.append(len(target.body))
         self._ntargets = len(config.targets)

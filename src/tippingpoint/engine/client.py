@@ -94,10 +94,13 @@ class Pool:
 
     __slots__ = (
         "addr",
+        "conn_type",
         "conns",
         "family",
+        "host_header",
         "idle",
         "origin",
+        "path",
         "queue",
         "resume",
         "server_hostname",
@@ -112,8 +115,17 @@ class Pool:
         ctx: ssl.SSLContext | None,
         server_name: str | None,
         resume: bool = False,
+        conn_type: type[ClientConn] | None = None,
+        path: str = "/",
     ) -> None:
         self.origin = origin
+        self.conn_type = conn_type
+        """The class of its connections (its stack of layers); None: HTTP, over TLS
+        where the origin's scheme says so."""
+        self.path = path
+        """Where a protocol that upgrades an HTTP connection asks for it."""
+        host = f"[{origin.host}]" if ":" in origin.host else origin.host
+        self.host_header = f"{host}:{origin.port}"
         infos = socket.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
         self.family: socket.AddressFamily = infos[0][0]
         self.addr: tuple[Any, ...] = infos[0][4]
@@ -142,6 +154,7 @@ class ClientConn(asyncio.Protocol):
         "open",
         "sent_ns",
         "ti",
+        "_app",
         "_out",
     )
 
@@ -159,6 +172,8 @@ class ClientConn(asyncio.Protocol):
         self.first_byte_ns = 0
         self.ti = 0
         self._out: Callable[[bytes], None] = _not_connected
+        self._app: Any = None
+        """The state of a layer above this one (``engine/ws.py``)."""
 
     # Protocol interface
 
@@ -209,6 +224,10 @@ class ClientConn(asyncio.Protocol):
         self._owner.on_closed(self, self._pool)
 
     # Used by the engine
+
+    async def ready(self) -> None:
+        """Wait until the layers below the application are up (TLS's handshake, a
+        WebSocket's upgrade); raises what made them fail. Plain TCP: at once."""
 
     @property
     def pool(self) -> Pool:

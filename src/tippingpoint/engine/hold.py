@@ -27,6 +27,7 @@ import numpy as np
 
 from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
 from tippingpoint.engine.fdpoll import FdPoller
+from tippingpoint.engine.layers import keep_alive_hit, new_pool
 from tippingpoint.engine.mqtt import Session, expand, open_session, reason_text
 from tippingpoint.engine.tls import make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
@@ -35,7 +36,7 @@ from tippingpoint.model import MQTTOptions, TLSOptions
 from tippingpoint.monitor import read_cpu_ticks
 from tippingpoint.plan import processes_for
 from tippingpoint.stream import ErrorCount, HoldRecord, encode
-from tippingpoint.targets import Target, encode_request
+from tippingpoint.targets import Target
 from tippingpoint.wire import mqtt as m
 from tippingpoint.wire.response import ResponseError
 
@@ -111,7 +112,7 @@ class Holder:
         context = None
         if origin.tls:
             context = make_ssl_context(TLSOptions(insecure=config.insecure, cacert=config.cacert))
-        self.pool = Pool(origin, context, None)
+        self.pool = new_pool(config.target, context, None)
         """Its ``conns`` are the connections established and not lost."""
         self.host = str(self.pool.addr[0])
         self.ports = config.ports or (origin.port,)
@@ -119,7 +120,7 @@ class Holder:
         if self.mqtt is not None:
             self.request_bytes = m.PINGREQ_BYTES
         else:
-            self.request_bytes = encode_request(config.target)
+            self.request_bytes = keep_alive_hit(config.target)
         self.conns: list[ClientConn | Session] = []
         """Every connection established, in order (requests go round them)."""
         self.opening = 0

@@ -185,10 +185,12 @@ class TLSClientConn(ClientConn):
             )
         super().connection_lost(exc)
 
-    async def established(self) -> None:
-        """Wait for the end of the handshake (raises what made it fail)."""
+    async def ready(self) -> None:
+        """Wait for the end of the handshake (raises what made it fail), then for the
+        layers above TLS."""
         if self.handshake is not None:
             await self.handshake
+        await super().ready()
 
     # TLS
 
@@ -260,35 +262,38 @@ async def open_conn(
     socket joins its epoll set instead of getting a transport of the event loop's."""
     if poller is not None:
         return await _open_polled(poller, owner, pool, sock)
+    factory = _conn_type(pool)
     try:
-        if pool.ssl is None:
-            _, conn = await loop.create_connection(lambda: ClientConn(owner, pool), sock=sock)
-            return conn
-        transport, tls = await loop.create_connection(lambda: TLSClientConn(owner, pool), sock=sock)
+        transport, conn = await loop.create_connection(lambda: factory(owner, pool), sock=sock)
     except BaseException:
         sock.close()
         raise
     try:
-        await tls.established()
+        await conn.ready()
     except BaseException:
         transport.abort()
         raise
-    return tls
+    return conn
+
+
+def _conn_type(pool: Pool) -> type[ClientConn]:
+    if pool.conn_type is not None:
+        return pool.conn_type
+    return ClientConn if pool.ssl is None else TLSClientConn
 
 
 async def _open_polled(
     poller: FdPoller, owner: ConnOwner, pool: Pool, sock: socket.socket
 ) -> ClientConn:
     try:
-        conn = ClientConn(owner, pool) if pool.ssl is None else TLSClientConn(owner, pool)
+        conn = _conn_type(pool)(owner, pool)
         transport = poller.attach(sock, conn)
     except BaseException:
         sock.close()
         raise
-    if isinstance(conn, TLSClientConn):
-        try:
-            await conn.established()
-        except BaseException:
-            transport.abort()
-            raise
+    try:
+        await conn.ready()
+    except BaseException:
+        transport.abort()
+        raise
     return conn

@@ -61,6 +61,9 @@ class ProxyConfig:
     """``timeout http-request``: also how long a new connection may wait, idle, for its
     first request — HAProxy's 30 s habit cuts every held connection. Default: the client
     timeout."""
+    timeout_tunnel_s: float | None = None
+    """``timeout tunnel``: how long an upgraded connection (WebSocket) may stay silent on
+    both sides; it must outlast the clients' ping interval. Default: the client timeout."""
     rate_limit_sessions: int | None = None
     http_reuse: str | None = None
     """``http-reuse`` for the backend (never, safe, aggressive, always); None: HAProxy's
@@ -157,6 +160,9 @@ def _http(config: ProxyConfig) -> list[str]:
     if config.rate_limit_sessions is not None:
         lines.append(f"    rate-limit sessions {config.rate_limit_sessions}")
     lines += ["    default_backend servers", "", "backend servers", "    balance roundrobin"]
+    # Upgraded connections (WebSocket): here, not in defaults, where TCP-mode MQTT
+    # sessions would take it in place of their own idle timeout.
+    lines.append(f"    timeout tunnel {_ms(config.timeout_tunnel_s or config.timeout_client_s)}")
     if config.http_reuse is not None:
         lines.append(f"    http-reuse {config.http_reuse}")
     if config.health_checks:

@@ -83,6 +83,8 @@ class ServeConfig:
     mqtt_ports: tuple[int, ...] = ()
     """Ports that speak MQTT (the ping/pong backend of ``server/mqtt.py``)."""
     mqtt_max_packet: int = 1024 * 1024
+    ws: bool = False
+    """Take WebSocket upgrades on the HTTP ports (``server/ws.py``)."""
     share_ports: bool = False
     """Start even where another process already listens on the ports (SO_REUSEPORT then
     splits the connections between them): for a second backend that joins on purpose."""

@@ -35,6 +35,15 @@ _COUNTERS = (
         "mqtt_keepalive_timeouts_total",
         "MQTT sessions closed after 1.5x their keepalive without a packet.",
     ),
+    ("ws_upgrades", "websocket_upgrades_total", "WebSocket upgrades taken (101 sent)."),
+    ("ws_messages_in", "websocket_messages_received_total", "WebSocket messages received."),
+    ("ws_pongs", "websocket_pongs_total", "WebSocket pong messages sent."),
+    ("ws_pings", "websocket_ping_frames_total", "WebSocket ping frames answered."),
+    (
+        "ws_protocol_errors",
+        "websocket_protocol_errors_total",
+        "WebSocket connections failed for a frame RFC 6455 forbids (1002, 1007, 1009).",
+    ),
 )
 
 

@@ -22,6 +22,7 @@ from tippingpoint.server.responses import (
 )
 from tippingpoint.server.stats import WorkerStats
 from tippingpoint.wire.http1 import CONTINUE, ProtocolError, Request, RequestReader
+from tippingpoint.wire.ws import Handshake
 
 __all__ = ["BufferedPongProtocol", "Conn", "PongProtocol", "Worker"]
 
@@ -54,6 +55,8 @@ class Worker(Protocol):
     header_deadline: int
     read_buffer: memoryview
     random_ms: Callable[[int], float]
+    upgrade: Callable[[Conn, asyncio.Transport, Handshake, bytes], None] | None
+    """Takes a WebSocket upgrade over (``serve --ws``); None: upgrades are ignored."""
 
     def pause_accepting(self) -> None: ...
 
@@ -167,6 +170,14 @@ class PongProtocol(asyncio.Protocol):
         out: list[bytes] = []
         try:
             while req is not None:
+                if req.upgrade is not None and w.upgrade is not None:
+                    if not req.upgrade.error:
+                        if out:
+                            self._write(transport, out)
+                        self._transport = None  # the connection is the upgrade's now
+                        w.upgrade(self, transport, req.upgrade, reader.take())
+                        return
+                    req = Request(False, req.http10, req.head, error=(400, req.upgrade.error))
                 if req.sleep is None and req.error is None:
                     if req is CONTINUE:
                         out.append(CONTINUE_100)

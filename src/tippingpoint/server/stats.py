@@ -37,6 +37,11 @@ FIELDS: Final = (
     "mqtt_bad_pings",
     "mqtt_protocol_errors",
     "mqtt_keepalive_timeouts",
+    "ws_upgrades",
+    "ws_messages_in",
+    "ws_pongs",
+    "ws_pings",
+    "ws_protocol_errors",
     "capacity",
     "pid",
     "alive",
@@ -73,6 +78,11 @@ class WorkerStats:
     mqtt_bad_pings: int
     mqtt_protocol_errors: int
     mqtt_keepalive_timeouts: int
+    ws_upgrades: int
+    ws_messages_in: int
+    ws_pongs: int
+    ws_pings: int
+    ws_protocol_errors: int
     capacity: int
     pid: int
     alive: int

@@ -23,6 +23,8 @@ from tippingpoint.server.mqtt import MQTTProtocol
 from tippingpoint.server.protocol import BufferedPongProtocol, Conn, PongProtocol
 from tippingpoint.server.responses import Responses
 from tippingpoint.server.stats import SharedStats, WorkerStats
+from tippingpoint.server.ws import upgrade as ws_upgrade
+from tippingpoint.wire.ws import Handshake
 
 __all__ = ["Worker", "describe_listeners", "describe_ports", "log", "new_loop", "run_worker"]
 
@@ -101,6 +103,9 @@ class Worker:
             return int(rand() * (sleep_max + 2)) / 1000.0
 
         self.random_ms: Callable[[int], float] = random_ms
+        self.upgrade: Callable[[Conn, asyncio.Transport, Handshake, bytes], None] | None = (
+            functools.partial(ws_upgrade, self) if config.ws else None
+        )
         self.stats.pid = os.getpid()
         self.stats.alive = 1
         self.stats.capacity = capacity

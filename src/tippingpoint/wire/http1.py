@@ -25,6 +25,7 @@ import re
 from typing import Final
 
 from tippingpoint.wire.body import BodyError, BodyReader
+from tippingpoint.wire.ws import MAX_SLEEP_MS, MAX_TIMES, Handshake, read_handshake
 
 __all__ = [
     "CONTINUE",
@@ -35,11 +36,6 @@ __all__ = [
     "RequestReader",
 ]
 
-MAX_SLEEP_MS: Final = 3_600_000
-"""Largest accepted ``sleep`` header value: one hour, in milliseconds."""
-MAX_TIMES: Final = 100_000
-"""Largest accepted ``times`` header value."""
-
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") [^\x00-\x20\x7f]+ HTTP/([0-9])\.([0-9])\r\n")
 # The whole head: request line, header lines, the empty line. One pass validates it all.
@@ -48,7 +44,9 @@ _HEAD_RE = re.compile(
     rb"(?:" + _TOKEN + rb":[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n"
 )
 # Any header the backend acts on (searched in the lower-cased header block).
-_SPECIAL = re.compile(rb"\r\n(content-length|transfer-encoding|connection|sleep|times|expect):")
+_SPECIAL = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|sleep|times|expect|upgrade):"
+)
 
 _CL: Final = b"\r\ncontent-length:"
 _TE: Final = b"\r\ntransfer-encoding:"
@@ -83,7 +81,17 @@ class Request:
     ``fast`` means: answer at once and keep the connection.
     """
 
-    __slots__ = ("error", "fast", "head", "http10", "keep_alive", "kind", "sleep", "times")
+    __slots__ = (
+        "error",
+        "fast",
+        "head",
+        "http10",
+        "keep_alive",
+        "kind",
+        "sleep",
+        "times",
+        "upgrade",
+    )
 
     def __init__(
         self,
@@ -102,6 +110,8 @@ class Request:
         self.error = error
         self.kind = (keep_alive << 2) | (http10 << 1) | head
         self.fast = keep_alive and sleep is None and not times and error is None
+        self.upgrade: Handshake | None = None
+        """A WebSocket upgrade asked for (the server may take it or answer as usual)."""
 
     def __repr__(self) -> str:
         return (
@@ -188,6 +198,13 @@ class RequestReader:
             self.buffer = self.buffer[self._pos :] + data
         self._pos = 0
 
+    def take(self) -> bytes:
+        """The bytes not read yet, for a protocol that takes the connection over."""
+        rest = self.buffer[self._pos :] if self.buffer else b""
+        self.buffer = b""
+        self._pos = 0
+        return rest
+
     def next_request(self) -> Request | None:
         """The next complete request, :data:`CONTINUE`, or None when more bytes are needed."""
         if self._state != _HEAD:
@@ -233,7 +250,17 @@ class RequestReader:
         if not names:
             # The fast path: no framing, connection or delay headers.
             return _PLAIN[((not http10) << 2) | (http10 << 1) | head]
-        return self._special(block, names, http10, head)
+        request = self._special(block, names, http10, head)
+        if b"upgrade" in names and b"websocket" in _header(block, b"\r\nupgrade:"):
+            original = buf[match.end(3) : end + 2]
+            upgrade = read_handshake(block, original, method == b"GET", http10)
+            if request is None or request is CONTINUE:
+                raise ProtocolError(400, "a WebSocket upgrade cannot have a body")
+            r = request
+            request = Request(r.keep_alive, http10, head, r.sleep, r.times, r.error)
+            request.upgrade = upgrade
+            request.fast = False
+        return request
 
     def _special(
         self, block: bytes, names: list[bytes], http10: bool, head: bool

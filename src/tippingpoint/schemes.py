@@ -1,0 +1,53 @@
+"""The URL schemes a target can have, as stacks of layers: one table.
+
+A connection is TCP, then optionally TLS (one memory-BIO pump, ``engine/tls.py``),
+then optionally a WebSocket upgrade (``engine/ws.py``), then the application: HTTP/1.1
+requests, MQTT packets, or WebSocket messages. Code asks this table what a scheme is
+made of rather than testing its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["SCHEMES", "Scheme", "scheme_list"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scheme:
+    name: str
+    default_port: int
+    tls: bool
+    websocket: bool
+    """An HTTP connection upgraded to WebSocket (RFC 6455) carries the application."""
+    app: str
+    """What the connection carries: "http", "mqtt" or "messages" (WebSocket messages)."""
+    example: str
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        below = (
+            "tcp",
+            *(("tls",) if self.tls else ()),
+            *(("websocket",) if self.websocket else ()),
+        )
+        return (*below, self.app)
+
+
+SCHEMES: Final = {
+    s.name: s
+    for s in (
+        Scheme("http", 80, False, False, "http", "http://HOST[:PORT]/PATH"),
+        Scheme("https", 443, True, False, "http", "https://HOST[:PORT]/PATH"),
+        Scheme("mqtt", 1883, False, False, "mqtt", "mqtt://HOST[:PORT]/TOPIC"),
+        Scheme("mqtts", 8883, True, False, "mqtt", "mqtts://HOST[:PORT]/TOPIC"),
+        Scheme("ws", 80, False, True, "messages", "ws://HOST[:PORT]/PATH"),
+        Scheme("wss", 443, True, True, "messages", "wss://HOST[:PORT]/PATH"),
+    )
+}
+
+
+def scheme_list() -> str:
+    """The schemes' forms, for an error message."""
+    return ", ".join(s.example for s in SCHEMES.values())
