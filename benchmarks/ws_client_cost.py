@@ -4,7 +4,9 @@
 connections for --duration seconds, in two patterns:
 
 * closed: each connection sends "ping", waits for "pong", sends again;
-* rate: "ping" at --rate messages/s in all.
+* rate: "ping" at --rate messages/s in all. The reference clients pace every
+  millisecond; tippingpoint runs twice, with its own pacing (a wake-up per message below
+  10,000/s) and with `--tick 1ms`, paced as they are.
 
 The client's CPU time (user + sys, its process tree, from wait4) divided by the pongs
 it received is the cost per message. Clients take turns, round after round; medians.
@@ -31,12 +33,14 @@ NODE = HERE / "node"
 URL = f"ws://{HOST}:{PORT}/"
 
 
-def clients(mode: str, duration: int, rate: int, tmp: Path) -> dict[str, Callable[[], int | float]]:
-    def ours() -> tuple[int, float]:
+def clients(
+    mode: str, duration: int, rate: int, tmp: Path
+) -> dict[str, Callable[[], tuple[int, float]]]:
+    def ours(*extra: str) -> tuple[int, float]:
         stream = tmp / "ours.jsonl"
         args = ["--rate", "0", "--connections", str(CONNS)]
         if mode == "rate":
-            args = ["--rate", str(rate), "--max-connections", str(CONNS)]
+            args = ["--rate", str(rate), "--max-connections", str(CONNS), *extra]
         _, usage = timed(
             pinned(
                 0,
@@ -59,7 +63,10 @@ def clients(mode: str, duration: int, rate: int, tmp: Path) -> dict[str, Callabl
         out, usage = timed(pinned(0, [*cmd, str(duration), str(rate)]))
         return int(out.split()[-1]), usage.total
 
-    return {"tippingpoint attack": ours, "websockets": websockets_client, "ws (Node)": node_ws}
+    runs: dict[str, Callable[[], tuple[int, float]]] = {"tippingpoint attack": ours}
+    if mode == "rate":  # paced like the others: every millisecond
+        runs["tippingpoint --tick 1ms"] = lambda: ours("--tick", "1ms")
+    return {**runs, "websockets": websockets_client, "ws (Node)": node_ws}
 
 
 def placement(pid: int) -> str:
@@ -94,7 +101,7 @@ def main() -> None:
             for run in range(args.runs):
                 for mode in ("closed", "rate"):
                     for name, client in clients(mode, args.duration, args.rate, tmp).items():
-                        done, cpu = client()  # type: ignore[misc]
+                        done, cpu = client()
                         results.setdefault((mode, name), []).append((done, cpu))
                         print(
                             f"run {run + 1} {mode:6} {name:20} {done:>9,} pongs, "

@@ -142,6 +142,15 @@ class AttackConfig:
     records: str | None = None
     mqtt: PublishConfig | None = None
     """An ``mqtt://`` attack: what to publish (``connections`` is then the sessions)."""
+    tick: float | None = None
+    """Seconds: the pacing loop wakes at most once per tick and sends every hit due
+    (``--tick``); None: each protocol's own ticks (``engine/schedule.py``)."""
+
+    def ticks(self, default: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        """The pacing loop's ticks: ``--tick`` at every rate, else ``default``."""
+        if not self.tick:
+            return default
+        return ((round(1 / self.tick), round(self.tick * 1e9)),)
 
     @property
     def closed(self) -> bool:

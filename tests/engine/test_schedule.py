@@ -37,7 +37,14 @@ class FakeWaker:
 class Run:
     """A schedule on a fake clock that wakes exactly when it asked to."""
 
-    def __init__(self, pacer: Pacer, index: int = 0, count: int = 1, start: int = S) -> None:
+    def __init__(
+        self,
+        pacer: Pacer,
+        index: int = 0,
+        count: int = 1,
+        start: int = S,
+        ticks: tuple[tuple[int, int], ...] = TICKS,
+    ) -> None:
         self.now = start
         self.hits: list[tuple[int, int, int]] = []
         self.ended = 0
@@ -60,6 +67,7 @@ class Run:
             waker,
             self.soon.append,
             clock=lambda: self.now,
+            ticks=ticks,
         )
 
     def _end(self) -> None:
@@ -119,6 +127,21 @@ def test_a_dense_plan_wakes_on_a_tick_and_a_sparse_one_per_hit() -> None:
     sparse = Run(Pacer.constant(100, 1.0))
     sparse.schedule.begin()
     assert sparse.waker is not None and sparse.waker.armed_at == S + 10_000_000
+
+
+def test_a_tick_asked_for_applies_above_one_hit_per_tick() -> None:
+    from tippingpoint.model import AttackConfig
+
+    ticks = AttackConfig(targets=(), tick=0.001).ticks(TICKS)
+    assert ticks == ((1000, 1_000_000),)
+    assert AttackConfig(targets=()).ticks(TICKS) == TICKS
+    for rate, period in ((500, 0), (5_000, 1_000_000)):
+        run = Run(Pacer.constant(rate, 0.5), ticks=ticks)
+        run.to_the_end()
+        assert run.waker is not None and run.waker.period == period
+        assert len(run.hits) == rate // 2 and run.missed == 0
+        late = max(now - intended for _, intended, now in run.hits)
+        assert late <= period and (late >= period // 2 if period else late == 0)
 
 
 def test_a_loop_far_behind_takes_up_a_batch_per_turn_and_counts_what_it_missed() -> None:

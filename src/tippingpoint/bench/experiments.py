@@ -27,6 +27,7 @@ from tippingpoint.plan import ConnectionPlan, loopback_sources
 from tippingpoint.proxy.config import ProxyConfig
 from tippingpoint.report.merge import Named, summarize
 from tippingpoint.report.text import render_text
+from tippingpoint.schemes import SCHEMES
 from tippingpoint.search import run_sweep
 from tippingpoint.stream import HoldRecord, Record
 from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_step
@@ -109,7 +110,7 @@ def url_of(bench: Bench, exp: Experiment) -> str:
         host, port = scenario.mqtt if exp.frontend == "mqtt" else scenario.mqtts
         topic = f"/{topic_of(scenario, exp)}" if exp.kind == "mqtt-sweep" else ""
         return f"{exp.frontend}://{host}:{port}{topic}"
-    host, port = scenario.http if exp.frontend == "http" else scenario.https
+    host, port = scenario.https if SCHEMES[exp.frontend].tls else scenario.http
     return f"{exp.frontend}://{host}:{port}{exp.path}"
 
 
@@ -427,8 +428,9 @@ def cost_sentence(exp: Experiment, cost: dict[str, float] | None) -> str:
     a core at keepalive 60 s", from the hold's samples."""
     if cost is None:
         return ""
-    tls = exp.frontend in ("https", "mqtts")
-    what = ("MQTT sessions" if exp.mqtt else "connections") + (" over TLS" if tls else "")
+    tls = SCHEMES[exp.frontend].tls
+    noun = "WebSockets" if SCHEMES[exp.frontend].websocket else "connections"
+    what = ("MQTT sessions" if exp.mqtt else noun) + (" over TLS" if tls else "")
     if exp.mqtt:
         pace = f"at keepalive {exp.mqtt_keepalive} s" if exp.mqtt_keepalive else "without pings"
     elif exp.request_every:

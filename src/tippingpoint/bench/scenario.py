@@ -18,6 +18,7 @@ from tippingpoint.limits import file_max
 from tippingpoint.pacer import parse_duration, parse_rate
 from tippingpoint.plan import ConnectionPlan, plan_connections
 from tippingpoint.proxy.config import MQTT_BALANCE
+from tippingpoint.schemes import SCHEMES
 from tippingpoint.server.config import parse_cpus, parse_ports
 from tippingpoint.sweep import parse_step
 from tippingpoint.targets import parse_header
@@ -285,8 +286,8 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
     frontend = raw.get("frontend", "mqtt" if mqtt else "http")
     if mqtt and frontend not in ("mqtt", "mqtts"):
         raise ScenarioError(f"{key}.frontend: an {kind} goes through mqtt or mqtts")
-    if not mqtt and frontend not in ("http", "https"):
-        raise ScenarioError(f"{key}.frontend: use http or https")
+    if not mqtt and frontend not in ("http", "https", "ws", "wss"):
+        raise ScenarioError(f"{key}.frontend: use http, https, ws or wss")
     mqtt_fields = _mqtt_fields(raw, key, every) if mqtt else {}
     slo = raw.get("slo")
     body_file = raw.get("body_file")
@@ -493,7 +494,7 @@ def plan_holds(
             1,
             memory,
             proxied=True,
-            tls=exp.frontend in ("https", "mqtts"),
+            tls=SCHEMES[exp.frontend].tls,
             idle=exp.request_every is None,
             mqtt=exp.mqtt,
             backend_ports=len(scenario.mqtt_ports if exp.mqtt else scenario.backend_ports),

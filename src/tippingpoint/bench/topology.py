@@ -50,6 +50,7 @@ def serve_command(
     already there; ``cpus``: every process there, checked by serve itself)."""
     command = [sys.executable, "-m", "tippingpoint", "serve"]
     command += ["--ports", ",".join(map(str, ports)), "--processes", str(processes)]
+    command.append("--ws")  # ws:// and wss:// experiments; plain HTTP is unchanged
     if mqtt:
         command += ["--mqtt", ",".join(map(str, mqtt))]
     if share:

@@ -22,7 +22,7 @@ from tippingpoint.engine.intervals import IntervalClock
 from tippingpoint.engine.layers import encode_hit, new_pool, pool_key
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.results import ResultWriter
-from tippingpoint.engine.schedule import NEVER, Schedule, wait_until
+from tippingpoint.engine.schedule import NEVER, TICKS, Schedule, wait_until
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.engine.tls import TLSClientConn, make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
@@ -115,6 +115,7 @@ class Engine:
                 self._missed,
                 lambda pump: Alarm(loop, pump),
                 loop.call_soon,
+                ticks=config.ticks(TICKS),
             )
             if pacer is not None
             else None

@@ -149,7 +149,7 @@ class Publisher:
             self._missed,
             lambda pump: Alarm(loop, pump),
             loop.call_soon,
-            ticks=_TICKS,
+            ticks=self.config.ticks(_TICKS),
         )
 
     def _plan_ended(self) -> None:
