@@ -45,6 +45,8 @@ class MQTTOptions:
     """MQTT 5: seconds the broker keeps the session after it closes."""
     receive_maximum: int | None = None
     """MQTT 5: QoS 1 and 2 messages the broker may send at once (our in-flight window)."""
+    ws_path: str | None = None
+    """MQTT over WebSocket (``--ws``): the path of the upgrade; None: MQTT over TCP."""
 
     def __post_init__(self) -> None:
         if self.version not in (4, 5):

@@ -138,3 +138,47 @@ def test_a_server_that_refuses_the_upgrade_is_a_failure_that_says_so(serve) -> N
     errors = [r["errors"] for r in records(stream)[1:] if r.get("errors")]
     text = str(errors)
     assert "answered the upgrade with 200, not 101" in text, text
+
+
+def test_mqtt_over_websocket_attack_and_hold_against_serve(serve) -> None:
+    server = serve("--ws")
+    url = f"mqtt://{HOST}:{server.port}/ping/%i"
+    stream = attack(
+        url, "--ws", "--rate", "500", "--duration", "2s", "--until", "echo", "--qos", "1",
+        "--connections", "8",
+    )  # fmt: skip
+    report = report_json(stream)
+    assert report["requests"] == 1000 and report["success"] == 1.0
+    result = run_tp(
+        "hold", f"mqtt://{HOST}:{server.port}", "--ws", "--ws-path", "/ws", "--connections",
+        "200", "--duration", "3s", "--keepalive", "1s",
+    )  # fmt: skip
+    text = result.stderr.decode() + result.stdout.decode()
+    assert result.returncode == 0, text
+    assert "peak established 200 of 200" in text and "lost 0" in text, text
+    m = server.metrics()
+    assert m["tippingpoint_serve_mqtt_publish_received_total"] == 1000
+    assert m["tippingpoint_serve_websocket_upgrades_total"] == 8 + 200
+    assert m["tippingpoint_serve_mqtt_pingreq_total"] >= 200
+
+
+def test_mqtt_over_wss_through_haproxy_counted_by_the_server(serve, proxy) -> None:
+    server = serve("--ws", ports=2)
+    px = proxy(server.ports)
+    stream = attack(
+        f"mqtts://{HOST}:{px.https_port}/ping/%i", "--ws", "--insecure", "--rate", "400",
+        "--duration", "2s", "--until", "echo", "--qos", "2", "--connections", "4",
+    )  # fmt: skip
+    report = report_json(stream)
+    assert report["requests"] == 800 and report["status_codes"] == {"200": 800}
+    assert server.metrics()["tippingpoint_serve_mqtt_publish_received_total"] == 800
+
+
+def test_mqtt_over_websocket_refused_upgrade_says_so(serve) -> None:
+    server = serve()  # no --ws: the upgrade is answered as HTTP
+    stream = attack(
+        f"mqtt://{HOST}:{server.port}/ping/%i", "--ws", "--rate", "10", "--duration", "1s",
+        "--connections", "1", status=1,
+    )  # fmt: skip
+    text = str([r.get("errors") for r in records(stream)[1:]])
+    assert "upgrade-refused" in text and "answered the upgrade with 200, not 101" in text, text

@@ -143,6 +143,18 @@ def mqtt_session_options(f: Callable[..., None]) -> Callable[..., None]:
             show_default=True,
             help="MQTT: start a new session (3.1.1: clean session).",
         ),
+        click.option(
+            "--ws",
+            "mqtt_ws",
+            is_flag=True,
+            help="MQTT over WebSocket (subprotocol mqtt; with mqtts://, over wss).",
+        ),
+        click.option(
+            "--ws-path",
+            default="/mqtt",
+            show_default=True,
+            help="MQTT over WebSocket: the path of the upgrade.",
+        ),
         click.option("--username", default=None, help="MQTT user name."),
         click.option("--password", default=None, help="MQTT password."),
         click.option(
@@ -171,8 +183,19 @@ def mqtt_session_config(opts: dict[str, Any], **extra: Any) -> Any:
         username=opts["username"],
         password=opts["password"],
         session_expiry=opts["session_expiry"],
+        ws_path=_ws_path(opts),
         **extra,
     )
+
+
+def _ws_path(opts: dict[str, Any]) -> str | None:
+    """MQTT over WebSocket's path (``--ws``), or None."""
+    if not opts.get("mqtt_ws"):
+        return None
+    path = str(opts.get("ws_path") or "/mqtt")
+    if not path.startswith("/") or any(c in path for c in " \r\n"):
+        raise ValueError(f"--ws-path {path!r}: give a path such as /mqtt")
+    return path
 
 
 def attack_config(opts: dict[str, Any], **plan: Any) -> Any:

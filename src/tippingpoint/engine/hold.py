@@ -274,6 +274,7 @@ class Holder:
             subscribe,
             index,
             self.poller,
+            options.ws_path,
         )
         return session, t_tls, t_connack
 

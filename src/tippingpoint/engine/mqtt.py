@@ -18,6 +18,7 @@ from tippingpoint.engine.client import Pool
 from tippingpoint.engine.fdpoll import FdPoller, FdTransport
 from tippingpoint.engine.tls import TLSPipe
 from tippingpoint.wire import mqtt as m
+from tippingpoint.wire import ws
 
 __all__ = [
     "ConnackRefused",
@@ -135,6 +136,7 @@ class Session(asyncio.Protocol):
         "_shaking",
         "_tls",
         "_transport",
+        "_ws",
         "busy",
         "disconnect_reason",
         "index",
@@ -144,12 +146,21 @@ class Session(asyncio.Protocol):
         "sent_ns",
     )
 
-    def __init__(self, owner: SessionOwner, pool: Pool, version: int, index: int = 0) -> None:
+    def __init__(
+        self,
+        owner: SessionOwner,
+        pool: Pool,
+        version: int,
+        index: int = 0,
+        ws_path: str | None = None,
+    ) -> None:
         self._owner = owner
         self._pool = pool
         self._reader = m.Reader(version)
         self._transport: asyncio.Transport | None = None
         self._tls: TLSPipe | None = None
+        self._ws = ws.ClientWs("mqtt", ws_path) if ws_path is not None else None
+        """MQTT over WebSocket: each packet one binary message."""
         self._shaking = False
         self._pending: asyncio.Future[Any] | None = None
         """The handshake, CONNACK or SUBACK being waited for while the session opens."""
@@ -178,7 +189,7 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tls = self._tls
         if tls is None:
-            self._packets(data)
+            self._carried(data)
             return
         tls.feed(data)
         if self._shaking:
@@ -194,7 +205,7 @@ class Session(asyncio.Protocol):
         for chunk in plain:
             if self._transport is None:
                 return
-            self._packets(chunk)
+            self._carried(chunk)
         if tls.closed:
             self.close()
 
@@ -220,6 +231,31 @@ class Session(asyncio.Protocol):
         self._owner.on_closed(self, self._pool)
 
     # Packets in
+
+    def _carried(self, data: bytes) -> None:
+        """Bytes from TCP or TLS: MQTT packets, or WebSocket frames that carry them."""
+        wsock = self._ws
+        if wsock is None:
+            self._packets(data)
+            return
+        was = wsock.upgraded
+        try:
+            events = wsock.feed(data)
+        except ConnectionError as e:  # refused upgrade, the server's close, a broken frame
+            self._raw(wsock.outgoing())
+            self._fail(e)
+            return
+        self._raw(wsock.outgoing())
+        pending = self._pending
+        if not was and wsock.upgraded and pending is not None and not pending.done():
+            pending.set_result(None)
+        for opcode, payload in events:
+            if opcode == ws.BINARY:
+                self._packets(payload)
+            elif opcode == ws.TEXT:
+                self._fail(ws.Broken("a text message: MQTT over WebSocket is binary"))
+            if self._transport is None:
+                return
 
     def _packets(self, data: bytes) -> None:
         reader = self._reader
@@ -263,8 +299,15 @@ class Session(asyncio.Protocol):
     # Used by owners
 
     def out(self, data: bytes) -> None:
-        """Send bytes: on the transport, or through TLS. (A method, not a bound method
-        kept per session: 64 bytes less for each held session.)"""
+        """Send MQTT bytes: in a WebSocket message where there is one, then on the
+        transport or through TLS. (A method, not a bound method kept per session: 64
+        bytes less for each held session.)"""
+        wsock = self._ws
+        self._raw(data if wsock is None else wsock.frame(data))
+
+    def _raw(self, data: bytes) -> None:
+        if not data:
+            return
         if self._tls is None:
             transport = self._transport
             if transport is None:
@@ -283,9 +326,19 @@ class Session(asyncio.Protocol):
         self.next_id = self.next_id % 65535 + 1
         return self.next_id
 
+    async def upgrade(self) -> None:
+        """MQTT over WebSocket: the upgrade (subprotocol mqtt) at the pool's path."""
+        wsock = self._ws
+        if wsock is None:
+            return
+        self._pending = asyncio.get_running_loop().create_future()
+        self._raw(wsock.request(self._pool.host_header))
+        await self._pending
+
     async def start(self, connect: bytes, subscribe: bytes | None) -> int:
-        """Handshake (TLS), CONNECT -> CONNACK, SUBSCRIBE -> SUBACK. Returns when the
-        CONNACK arrived (monotonic ns). Raises what refused or broke the session."""
+        """CONNECT -> CONNACK, SUBSCRIBE -> SUBACK (after TLS's handshake and the
+        WebSocket's upgrade). Returns when the CONNACK arrived (monotonic ns). Raises what
+        refused or broke the session."""
         loop = asyncio.get_running_loop()
         self._pending = loop.create_future()
         self.out(connect)
@@ -367,20 +420,21 @@ async def open_session(
     subscribe: bytes | None = None,
     index: int = 0,
     poller: FdPoller | None = None,
+    ws_path: str | None = None,
 ) -> tuple[Session, int, int]:
-    """A session over ``sock`` (connected): TLS if the pool has it, CONNECT, CONNACK, and
-    SUBSCRIBE if asked. Returns the session, when TLS finished and when CONNACK came
-    (monotonic ns). Whatever fails, ``sock`` is closed or the transport aborted. With a
-    ``poller`` (a hold's), the socket joins its epoll set instead of getting a transport
-    of the event loop's."""
+    """A session over ``sock`` (connected): TLS if the pool has it, a WebSocket upgraded
+    at ``ws_path`` if given, CONNECT, CONNACK, and SUBSCRIBE if asked. Returns the
+    session, when TLS finished and when CONNACK came (monotonic ns). Whatever fails,
+    ``sock`` is closed or the transport aborted. With a ``poller`` (a hold's), the socket
+    joins its epoll set instead of getting a transport of the event loop's."""
     transport: asyncio.BaseTransport | FdTransport
     try:
         if poller is not None:
-            session = Session(owner, pool, version, index)
+            session = Session(owner, pool, version, index, ws_path)
             transport = poller.attach(sock, session)
         else:
             transport, session = await loop.create_connection(
-                lambda: Session(owner, pool, version, index), sock=sock
+                lambda: Session(owner, pool, version, index, ws_path), sock=sock
             )
     except BaseException:
         sock.close()
@@ -389,6 +443,7 @@ async def open_session(
         if session._pending is not None:
             await session._pending
         t_tls = monotonic_ns()
+        await session.upgrade()
         t_connack = await session.start(connect, subscribe)
     except BaseException:
         transport.abort()

@@ -223,6 +223,7 @@ class Publisher:
                         connect,
                         subscribe,
                         k if not subscriber else -1 - k,
+                        ws_path=self.pub.options.ws_path,
                     )
             except (OSError, ssl.SSLError, TimeoutError) as e:
                 if sock is not None:

@@ -396,3 +396,101 @@ def read_answer(head: bytes, key: bytes, protocol: str = "") -> str:
         got = b",".join(chosen).decode("latin-1") or "none"
         return f"the server chose subprotocol {got}, asked for {protocol or 'none'}"
     return ""
+
+
+# The client's side of one connection
+
+_MAX_ANSWER_HEAD: Final = 16 * 1024
+
+
+class HandshakeRefused(ConnectionError):
+    """The server did not take the upgrade (its answer is not a valid 101)."""
+
+    kind = "upgrade-refused"
+
+
+class PeerClosed(ConnectionError):
+    """The server sent a close frame (its code and reason are in the message)."""
+
+    kind = "ws-closed"
+
+
+class Broken(ConnectionError):
+    """The server broke RFC 6455 (a close frame with the code has been queued)."""
+
+    kind = "malformed"
+
+
+class ClientWs:
+    """A client's WebSocket without I/O, for any protocol above it: :meth:`request`
+    is the upgrade to send, :meth:`feed` reads the 101 and then frames (ping frames are
+    answered through :meth:`outgoing`), :meth:`frame` frames what goes out."""
+
+    __slots__ = ("_replies", "frames", "head", "key", "path", "protocol", "upgraded")
+
+    def __init__(
+        self, protocol: str = "", path: str = "/", max_message: int = 16 * 1024 * 1024
+    ) -> None:
+        self.protocol = protocol
+        self.path = path
+        self.frames = FrameReader(server=False, max_message=max_message)
+        self.key = new_key()
+        self.head = b""
+        self.upgraded = False
+        self._replies: list[bytes] = []
+
+    def request(self, host: str, path: str | None = None) -> bytes:
+        return upgrade_request(host, path or self.path, self.key, self.protocol)
+
+    def frame(self, payload: bytes, opcode: int = BINARY) -> bytes:
+        return client_frame(opcode, payload)
+
+    def outgoing(self) -> bytes:
+        """Frames to send that the peer's frames asked for (pongs, the close reply)."""
+        if not self._replies:
+            return b""
+        data = b"".join(self._replies)
+        self._replies.clear()
+        return data
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """The messages (TEXT, BINARY) and pong frames ``data`` completes, in order.
+        Raises :class:`HandshakeRefused`, :class:`PeerClosed` or :class:`Broken`."""
+        if not self.upgraded:
+            data = self._answer(data)
+            if not data:
+                return []
+        frames = self.frames
+        frames.feed(data)
+        events: list[tuple[int, bytes]] = []
+        try:
+            while (event := frames.next()) is not None:
+                opcode = event[0]
+                if opcode == PING:
+                    self._replies.append(client_frame(PONG, event[1]))
+                elif opcode == CLOSE:
+                    self._replies.append(client_frame(CLOSE, event[1][:2]))
+                    code, reason = check_close(event[1])
+                    raise PeerClosed(f"the server closed the WebSocket: {code} {reason}".rstrip())
+                else:
+                    events.append(event)
+        except WsError as e:
+            self._replies.append(client_frame(CLOSE, close_payload(e.code, e.reason)))
+            raise Broken(f"the server broke RFC 6455: {e.reason} (close {e.code})") from None
+        return events
+
+    def _answer(self, data: bytes) -> bytes:
+        """Read the answer to the upgrade; the bytes after it."""
+        head = self.head + data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            self.head = head
+            if len(head) > _MAX_ANSWER_HEAD:
+                raise HandshakeRefused("the answer to the upgrade has no end")
+            return b""
+        self.head = b""
+        error = read_answer(head[: end + 4], self.key, self.protocol)
+        if error:
+            raise HandshakeRefused(error)
+        self.upgraded = True
+        return head[end + 4 :]
