@@ -30,7 +30,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from client_cost import report, timed
-from common import HOST, machine, median, need, pinned, start, stop, tippingpoint, wait_port
+from common import (
+    HOST,
+    baseline_src,
+    machine,
+    median,
+    need,
+    pinned,
+    start,
+    stop,
+    tippingpoint,
+    wait_port,
+)
 from tippingpoint.broker import BrokerConfig, BrokerFleet
 
 HERE = Path(__file__).resolve().parent
@@ -41,16 +52,16 @@ NODE = HERE / "node"
 
 
 def clients(
-    mode: str, port: int, duration: int, rate: int, tmp: Path
+    mode: str, port: int, duration: int, rate: int, tmp: Path, baseline: Path | None = None
 ) -> dict[str, Callable[[], tuple[int, float]]]:
-    def ours() -> tuple[int, float]:
+    def ours(src: Path | None = None) -> tuple[int, float]:
         stream = tmp / "ours.jsonl"
         args = ["--qos", "1", "--rate", "0"] if mode == "closed" else ["--rate", str(rate)]
         _, usage = timed(
             pinned(
                 0,
                 [
-                    *tippingpoint(),
+                    *tippingpoint(src),
                     "attack",
                     f"mqtt://{HOST}:{port}/bench/%i",
                     *args,
@@ -101,6 +112,7 @@ def clients(
 
     return {
         "tippingpoint attack": ours,
+        **({"tippingpoint attack (baseline)": lambda: ours(baseline)} if baseline else {}),
         "paho-mqtt": python_client("paho"),
         "gmqtt": python_client("gmqtt"),
         "MQTT.js": mqttjs,
@@ -176,7 +188,16 @@ def main() -> None:
     parser.add_argument("--accuracy-rate", type=int, default=50000)
     parser.add_argument("--echo-rate", type=int, default=20000)
     parser.add_argument("--only", default=None, help="comma-separated client names")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="root of another checkout: its `tippingpoint attack` runs too (before/after)",
+    )
+    parser.add_argument(
+        "--no-echo", action="store_true", help="skip the accuracy and echo runs of each round"
+    )
     args = parser.parse_args()
+    baseline = baseline_src(args.baseline) if args.baseline else None
     need("mosquitto", "node", "taskset")
     if not (NODE / "node_modules" / "mqtt").is_dir():
         sys.exit("missing MQTT.js: run scripts/setup-bench first (npm install in benchmarks/node)")
@@ -211,7 +232,7 @@ def main() -> None:
             )
             for run in range(args.runs):
                 for mode in ("closed", "rate"):
-                    table = clients(mode, PORT, args.duration, args.rate, tmp)
+                    table = clients(mode, PORT, args.duration, args.rate, tmp, baseline)
                     if args.only:
                         table = {k: v for k, v in table.items() if k in args.only.split(",")}
                     for name, fn in table.items():
@@ -225,6 +246,8 @@ def main() -> None:
                             flush=True,
                         )
                         time.sleep(1)
+                if args.no_echo:
+                    continue
                 accuracies.append(accuracy(PORT, args.accuracy_rate, args.duration, tmp))
                 print(f"run {run + 1}: accuracy {accuracies[-1]}", flush=True)
                 for name, port, pid, until in (
@@ -269,6 +292,14 @@ def main() -> None:
             print(
                 f"  {name:20s} {median(rates[(mode, name)]):10,.0f} msg/s "
                 f"{c:7.2f} us/message{ratio}"
+            )
+        base = cost.get((mode, "tippingpoint attack (baseline)"))
+        if ours is not None and base:
+            rounds = [a / b for a, b in zip(cost[(mode, "tippingpoint attack")], base, strict=True)]
+            print(
+                f"  this tree / baseline: {median(rounds):.3f}x CPU per message "
+                f"(median of {len(rounds)} rounds' ratios: "
+                f"{', '.join(f'{r:.3f}' for r in rounds)})"
             )
         if ours is not None and python_best is not None:
             print(

@@ -3,8 +3,10 @@ traceback, the right exit status, and soon."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -136,3 +138,39 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
         err = result.stderr.decode()
         assert result.returncode == 2 and "Traceback" not in err, err
         assert err.startswith("tippingpoint: cannot write -o ") and err.count("\n") == 1, err
+
+
+def test_a_rate_no_machine_can_offer_ends_on_time_in_bounded_memory(serve: Any) -> None:
+    """--rate 1e9: the hits the loop cannot take up are missed, those no connection can
+    take fail at once (queue-full); the run ends about when planned (the issue's bound:
+    its duration plus 2 s, and the start-up), without filling memory, and says why."""
+    server = serve()
+    t0 = time.monotonic()
+    # A fresh process to run it: the largest resident set among its descendants alone.
+    measure = (
+        "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
+        "print(f'maxrss_kib={rss}', file=sys.stderr); sys.exit(code)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable, "-c", measure,
+            *tippingpoint_cmd(
+                "attack", server.url, "--rate", "1e9", "--duration", "3s", "--processes", "1",
+                "-o", "-",
+            ),
+        ],
+        capture_output=True,
+        timeout=60,
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    err = result.stderr.decode()
+    assert "Traceback" not in err
+    rss = max(int(x) for x in re.findall(r"maxrss_kib=(\d+)", err))
+    assert rss < 200 * 1024, rss
+    assert took < 3 + 2 + 2, took  # duration, 2 s, start-up
+    report = run_tp("report", input=result.stdout)
+    text = report.stdout.decode()
+    assert re.search(r"Missed\s+.*\d", text), text
+    assert "SATURATED: the generator fell behind its schedule" in text, text
+    assert "queue-full" in text and "raise --max-connections" in text, text

@@ -45,6 +45,21 @@ _STOP_GRACE_S: Final = 2.0
 # hit opens its own connection, limited only by the 64 connects under way.
 _MAX_CONNECTING: Final = 64
 _GROWTH_WINDOW_NS: Final = 10_000_000
+# Hits waiting for a connection, per pool. Past it a hit fails at once (queue-full): the
+# connections are all busy (the server's pace, or --max-connections) and a rate beyond
+# anything they carry would otherwise fill memory with waiting hits (--rate 1e9: 430 MB in
+# 10 s). 100,000 is 2 s of waiting at 50,000/s, and 8 MB.
+_QUEUE_MAX: Final = 100_000
+
+
+class _QueueFull(ConnectionError):
+    kind = "queue-full"
+
+
+_QUEUE_FULL: Final = _QueueFull(
+    f"{_QUEUE_MAX:,} hits already waited for a connection: the connections are all busy "
+    "(raise --max-connections, or the server is the limit)"
+)
 
 
 class Engine:
@@ -227,9 +242,11 @@ class Engine:
                 return
         if self._may_connect(now):
             self._connect(pool, ti, intended)
-        else:
+        elif len(pool.queue) < _QUEUE_MAX:
             pool.queue.append((ti, intended, now))
             self.rec.queued += 1
+        else:
+            self._request_failed(_QUEUE_FULL)
 
     def _may_connect(self, now: int) -> bool:
         if self._open >= self._max_conns or self._connecting >= _MAX_CONNECTING:

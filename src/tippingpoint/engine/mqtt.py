@@ -303,9 +303,18 @@ class Session(asyncio.Protocol):
         transport or through TLS. (A method, not a bound method kept per session: 64
         bytes less for each held session.)"""
         wsock = self._ws
-        self._raw(data if wsock is None else wsock.frame(data))
+        if wsock is not None:
+            data = wsock.frame(data)
+        if self._tls is None:
+            transport = self._transport
+            if transport is None:
+                raise ConnectionError("MQTT packet sent on a closed session")
+            transport.write(data)
+        else:
+            self._write_tls(data)
 
     def _raw(self, data: bytes) -> None:
+        """Send bytes below the WebSocket (its upgrade, the frames it answers with)."""
         if not data:
             return
         if self._tls is None:
