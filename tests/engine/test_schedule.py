@@ -181,3 +181,21 @@ def test_stop_ends_the_plan_once() -> None:
     run.now += S
     run.schedule.pump()
     assert run.ended == 1 and len(run.hits) == 1
+
+
+def test_the_closed_plan_shares_the_requests_and_numbers_hits_as_the_schedule_does() -> None:
+    from tippingpoint.engine.schedule import ClosedPlan
+
+    taken: list[int] = []
+    for index in range(3):
+        plan = ClosedPlan(10, None, S, index, 3)
+        while (n := plan.take(S)) >= 0:
+            assert n % 3 == index
+            taken.append(n)
+    assert sorted(taken) == list(range(10))
+    timed = ClosedPlan(None, 2.0, S, 0, 1)
+    assert timed.take(S + 2 * S - 1) == 0 and timed.take(S + 2 * S) == -1
+    stopped = ClosedPlan(None, None, S, 0, 1)
+    assert stopped.take(S) == 0
+    stopped.stop()
+    assert stopped.take(S) == -1

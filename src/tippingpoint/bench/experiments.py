@@ -114,6 +114,9 @@ def url_of(bench: Bench, exp: Experiment) -> str:
     return f"{exp.frontend}://{host}:{port}{exp.path}"
 
 
+_WORDS = ("sleep", "times")
+
+
 def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
     if exp.mqtt:
         return describe_mqtt(exp, url, scenario)
@@ -125,11 +128,15 @@ def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
             "at the first rate the client cannot offer)"
         )
     if exp.kind == "hold":
-        asks = f"each asking {exp.path} every {exp.request_every:g} s" if exp.request_every else ""
+        what = "sending a ping frame" if SCHEMES[exp.frontend].websocket else f"asking {exp.path}"
+        asks = f"each {what} every {exp.request_every:g} s" if exp.request_every else ""
         return (
             f"{exp.connections:,} connections to {url} opened at {exp.connect_rate:,.0f}/s "
             f"and held for {exp.duration:g} s from the start, " + (asks or "idle")
         )
+    if SCHEMES[exp.frontend].websocket:
+        words = "".join(f" {n.lower()}={v}" for n, v in exp.headers if n.lower() in _WORDS)
+        return f'messages "ping{words}" over WebSockets held to {url}'
     reuse = "keep-alive" if exp.keepalive else "a new connection per request"
     return f"{exp.method} {url}, {reuse}" + "".join(f", {n}: {v}" for n, v in exp.headers)
 

@@ -22,7 +22,7 @@ from tippingpoint.engine.intervals import IntervalClock
 from tippingpoint.engine.layers import encode_hit, new_pool, pool_key
 from tippingpoint.engine.recorder import Recorder
 from tippingpoint.engine.results import ResultWriter
-from tippingpoint.engine.schedule import NEVER, TICKS, Schedule, wait_until
+from tippingpoint.engine.schedule import TICKS, ClosedPlan, Schedule, run_plan
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.engine.tls import TLSClientConn, make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
@@ -136,9 +136,9 @@ class Engine:
             else None
         )
         # Closed model
-        self._closed_left = 0
-        self._closed_end_ns = NEVER
-        self._closed_n = shard.index
+        self._closed = ClosedPlan(
+            config.requests, config.duration, shard.start_ns, shard.index, shard.count
+        )
 
     # Running
 
@@ -155,14 +155,7 @@ class Engine:
         self.rec.hists["latency"] = Histogram()
         if self._pacer is not None and self._keepalive:
             await self._warm_up()
-        await wait_until(self._start)
-        if self._schedule is not None:
-            self._schedule.begin()
-        else:
-            self._start_closed()
-        await self._done.wait()
-        if self._schedule is not None:
-            self._schedule.close()
+        await run_plan(self._schedule, self._start, self._start_closed, self._done)
         for pool in self._pools.values():
             for conn in list(pool.conns):
                 conn.close()
@@ -191,7 +184,7 @@ class Engine:
         self._stopping = True
         if self._schedule is not None:
             self._schedule.stop()
-        self._closed_left = 0
+        self._closed.stop()
         for pool in self._pools.values():
             for _, _, _ in pool.queue:
                 self.rec.error("interrupted", "stopped before this request could be sent")
@@ -285,15 +278,7 @@ class Engine:
     # Closed model
 
     def _start_closed(self) -> None:
-        config = self.config
-        if config.requests is not None:
-            share, extra = divmod(config.requests, self.shard.count)
-            self._closed_left = share + (1 if self.shard.index < extra else 0)
-        else:
-            self._closed_left = NEVER
-        if config.duration is not None:
-            self._closed_end_ns = self._start + int(config.duration * 1e9)
-        conns = min(self.shard.closed_connections, self._closed_left)
+        conns = min(self.shard.closed_connections, self._closed.left)
         if conns <= 0:
             self._plan_done = True
             self._check_done()
@@ -303,12 +288,11 @@ class Engine:
 
     def _closed_hit(self, conn: ClientConn | None, now: int) -> bool:
         """Send the next closed-model request on ``conn`` (or a new connection)."""
-        if self._stopping or self._closed_left <= 0 or now >= self._closed_end_ns:
+        n = -1 if self._stopping else self._closed.take(now)
+        if n < 0:
             self._plan_done = True
             return False
-        self._closed_left -= 1
-        ti = self._closed_n % self._ntargets
-        self._closed_n += self.shard.count
+        ti = n % self._ntargets
         if conn is not None and conn.pool is self._target_pool[ti]:
             self._send(conn, ti, now, now)
         else:
@@ -403,12 +387,14 @@ class Engine:
         self._in_flight -= 1
         if keep_alive and self._keepalive and not conn.eof:
             if self._pacer is None:
-                if self._single and self._closed_left > 0 and now < self._closed_end_ns:
+                if self._single:
                     # Closed model, one target: the next request on this connection.
-                    self._closed_left -= 1
-                    self._send(conn, 0, now, now)
-                    return
-                self._closed_hit(conn, now)
+                    if self._closed.take(now) >= 0:
+                        self._send(conn, 0, now, now)
+                        return
+                    self._plan_done = True
+                else:
+                    self._closed_hit(conn, now)
             else:
                 queue = conn.pool.queue
                 if queue and not self._stopping:

@@ -35,7 +35,7 @@ from tippingpoint.engine.client import Pool, classify_error, client_socket
 from tippingpoint.engine.intervals import IntervalClock
 from tippingpoint.engine.mqtt import Session, expand, open_session, reason_text
 from tippingpoint.engine.recorder import Recorder
-from tippingpoint.engine.schedule import NEVER, Schedule, wait_until
+from tippingpoint.engine.schedule import NEVER, ClosedPlan, Schedule, run_plan
 from tippingpoint.engine.timer import Alarm
 from tippingpoint.engine.tls import make_ssl_context
 from tippingpoint.model import STAMP, AttackConfig, Shard
@@ -124,9 +124,9 @@ class Publisher:
             self.rec, loop, shard.start_ns, config.interval, self._state, self._emit
         )
         self._plan(config, count)
-        self._closed_left = 0
-        self._closed_end = NEVER
-        self._closed_n = shard.index
+        self._closed = ClosedPlan(
+            config.requests, config.duration, shard.start_ns, shard.index, shard.count
+        )
 
     def _plan(self, config: AttackConfig, count: int) -> None:
         """The schedule of this shard's hits (every ``count``-th from its index)."""
@@ -169,14 +169,7 @@ class Publisher:
         self._intervals.start()
         loop.call_later(_SWEEP_S, self._sweep)
         loop.call_later(_ABSORB_S, self._absorb)
-        await wait_until(self._start)
-        if self._schedule is not None:
-            self._schedule.begin()
-        else:
-            self._start_closed()
-        await self._done.wait()
-        if self._schedule is not None:
-            self._schedule.close()
+        await run_plan(self._schedule, self._start, self._start_closed, self._done)
         self._finish_waiting()
         for session in [*self.sessions, *self.subs]:
             if session is not None:
@@ -271,7 +264,7 @@ class Publisher:
         if self._stopping:
             return
         self._stopping = True
-        self._closed_left = 0
+        self._closed.stop()
         for queue in self.queues:
             for _ in queue:
                 self._failed("interrupted", "stopped before this message could be sent")
@@ -451,34 +444,26 @@ class Publisher:
             self._publish(session, k, n, intended, now)
 
     def _start_closed(self) -> None:
-        config = self.config
-        if config.requests is not None:
-            self._closed_left = _share(config.requests, self.shard.index, self.shard.count)
-        else:
-            self._closed_left = NEVER
-        if config.duration is not None:
-            self._closed_end = self._start + int(config.duration * 1e9)
         now = monotonic_ns()
         per_session = self.pub.inflight if self.pub.qos else 1
         for k in range(self.nsessions):
             for _ in range(per_session):
                 if not self._next_closed(k, now, True):
                     break
-        if self._closed_left <= 0:
+        if self._closed.left <= 0:
             self._plan_done = True
             self._check_done()
 
     def _next_closed(self, k: int, now: int, first: bool = False) -> bool:
         """Closed model: the session's next message, once the last one completed."""
-        if self._stopping or self._closed_left <= 0 or now >= self._closed_end:
+        closed = self._closed
+        if self._stopping or closed.left <= 0 or now >= closed.end_ns:
             self._plan_done = True
             return False
         session = self.sessions[k]
         if session is None or not session.open:
             return False
-        self._closed_left -= 1
-        n = self._closed_n
-        self._closed_n += self._step
+        n = closed.take(now)
         if not self.pub.qos and not self.stamp and not first:
             # QoS 0 until ack completes on write: yield to the loop between messages.
             self.loop.call_soon(self._publish, session, k, n, now, now)

@@ -26,7 +26,16 @@ from typing import Final, Protocol
 
 from tippingpoint.pacer import Pacer
 
-__all__ = ["BATCH", "BEHIND_S", "NEVER", "TICKS", "Schedule", "wait_until"]
+__all__ = [
+    "BATCH",
+    "BEHIND_S",
+    "NEVER",
+    "TICKS",
+    "ClosedPlan",
+    "Schedule",
+    "run_plan",
+    "wait_until",
+]
 
 NEVER: Final = 1 << 62
 """A due time that never comes."""
@@ -193,3 +202,52 @@ async def wait_until(start_ns: int) -> None:
         await asyncio.sleep(delay)
     while monotonic_ns() < start_ns:
         pass
+
+
+class ClosedPlan:
+    """The closed model's budget for one shard (rate 0: each connection or session
+    sends again as soon as its last answer came): how many it may still send (its share
+    of ``--requests``), until when (``--duration``), and the hit numbers it uses
+    (``index``, ``index + count``...), as the open schedule numbers its hits."""
+
+    __slots__ = ("end_ns", "left", "n", "_step")
+
+    def __init__(
+        self, requests: int | None, duration: float | None, start_ns: int, index: int, count: int
+    ) -> None:
+        self.left = NEVER
+        if requests is not None:
+            self.left = requests // count + (1 if index < requests % count else 0)
+        self.end_ns = NEVER if duration is None else start_ns + int(duration * 1e9)
+        self.n = index
+        self._step = count
+
+    def take(self, now: int) -> int:
+        """The next hit's number, or -1 when the plan is spent (count or time)."""
+        if self.left <= 0 or now >= self.end_ns:
+            return -1
+        self.left -= 1
+        n = self.n
+        self.n = n + self._step
+        return n
+
+    def stop(self) -> None:
+        self.left = 0
+
+
+async def run_plan(
+    schedule: Schedule | None,
+    start_ns: int,
+    start_closed: Callable[[], None],
+    done: asyncio.Event,
+) -> None:
+    """A shard's plan from its start to its end: at ``start_ns`` the open schedule
+    begins (or the closed model's first sends), then wait for the owner's ``done``."""
+    await wait_until(start_ns)
+    if schedule is not None:
+        schedule.begin()
+    else:
+        start_closed()
+    await done.wait()
+    if schedule is not None:
+        schedule.close()
