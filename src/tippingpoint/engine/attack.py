@@ -388,8 +388,11 @@ class Engine:
         if keep_alive and self._keepalive and not conn.eof:
             if self._pacer is None:
                 if self._single:
-                    # Closed model, one target: the next request on this connection.
-                    if self._closed.take(now) >= 0:
+                    # Closed model, one target: the next request on this connection
+                    # (the plan's count and end read here: the hot path of --rate 0).
+                    closed = self._closed
+                    if closed.left > 0 and now < closed.end_ns:
+                        closed.left -= 1
                         self._send(conn, 0, now, now)
                         return
                     self._plan_done = True

@@ -14,6 +14,8 @@ import statistics
 from importlib import resources
 from typing import Any
 
+from tippingpoint.schemes import SCHEMES
+
 __all__ = ["plotly_js", "render_html"]
 
 
@@ -345,7 +347,8 @@ def _mqtt_costs(experiments: list[dict[str, Any]]) -> str:
         kind = exp["kind"]
         if kind not in ("mqtt-sweep", "mqtt-hold", "connect-storm"):
             continue
-        tls = "TLS" if "mqtts://" in exp["description"] else "plain"
+        scheme = SCHEMES.get(str(exp.get("frontend")))
+        tls = "TLS" if scheme is not None and scheme.tls else "plain"
         name = exp["name"] + (f" [{exp['setup']}]" if exp.get("setup") else "")
         if kind == "mqtt-hold":
             cost = exp.get("cost")
