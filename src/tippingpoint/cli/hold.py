@@ -10,6 +10,7 @@ import click
 from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.fleet import cluster_options
 from tippingpoint.cli.options import (
+    check_local,
     mqtt_session_config,
     mqtt_session_options,
     parse_laddrs,
@@ -111,7 +112,7 @@ def hold(
             duration,
             request_every,
             dest_ports,
-            laddr,
+            laddr if cluster else _local(laddr),
             processes,
             insecure,
             cacert,
@@ -225,6 +226,13 @@ def _on_cluster(
     return code
 
 
+def _local(laddr: str | None) -> str | None:
+    """``--laddr`` of a local hold: its addresses must be this machine's (a cluster's
+    workers have their own)."""
+    check_local(parse_laddrs(laddr))
+    return laddr
+
+
 def _hold_config(
     url: str,
     connections: int,
@@ -239,10 +247,13 @@ def _hold_config(
 ) -> HoldConfig:
     """The hold's config from the options (ValueError when one is bad)."""
     from tippingpoint.engine.hold import HoldConfig
+    from tippingpoint.engine.tls import check_tls_files
+    from tippingpoint.model import TLSOptions
     from tippingpoint.pacer import parse_duration, parse_rate
     from tippingpoint.server.config import parse_ports
     from tippingpoint.targets import Target
 
+    check_tls_files(TLSOptions(insecure=insecure, cacert=cacert))
     if connections < 1:
         raise ValueError("--connections must be >= 1")
     if processes < 1:

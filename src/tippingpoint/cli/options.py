@@ -41,9 +41,28 @@ def parse_laddrs(spec: str | None) -> tuple[str, ...]:
     from tippingpoint.plan import parse_addresses
 
     try:
-        return parse_addresses(spec)
+        addresses = parse_addresses(spec)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+    return addresses
+
+
+def check_local(addresses: tuple[str, ...]) -> None:
+    """Source addresses of a local run must be this machine's: bind to the first and the
+    last once, port 0 (a cluster's workers have addresses of their own)."""
+    import socket
+
+    for address in dict.fromkeys(addresses[:1] + addresses[-1:]):
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((address, 0))
+            except OSError as e:
+                raise click.BadParameter(
+                    f"{address} is not an address of this machine ({e.strerror}): give "
+                    "addresses it has, e.g. 127.0.0.2-127.0.0.40 (all of 127.0.0.0/8 is "
+                    "loopback on Linux)"
+                ) from None
 
 
 def request_options(f: Callable[..., None]) -> Callable[..., None]:
@@ -203,6 +222,7 @@ def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
     TargetError, click.BadParameter or OSError with a one-line message."""
     from pathlib import Path
 
+    from tippingpoint.engine.tls import check_tls_files
     from tippingpoint.model import AttackConfig, TLSOptions
     from tippingpoint.pacer import parse_duration
     from tippingpoint.server.config import default_processes
@@ -233,21 +253,26 @@ def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
         raise ValueError(f"--tick {opts['tick']}: give 10us to 100ms, e.g. 1ms")
     if opts["processes"] is not None and opts["processes"] < 1:
         raise ValueError(f"--processes {opts['processes']}: give 1 or more (default: one per CPU)")
+    tls = TLSOptions(
+        insecure=opts["insecure"],
+        cacert=opts["cacert"],
+        cert=opts["cert"],
+        key=opts["key"],
+        server_name=opts["sni"],
+        resume=opts["tls_resume"],
+    )
+    check_tls_files(tls)
+    laddrs = parse_laddrs(opts["laddr"])
+    if not opts.get("cluster"):
+        check_local(laddrs)
     config = AttackConfig(
         targets=tuple(targets),
         max_connections=opts["max_connections"],
         keepalive=not opts["no_keepalive"],
         tick=tick,
-        laddrs=parse_laddrs(opts["laddr"]),
+        laddrs=laddrs,
         timeout=parse_duration(opts["timeout"]),
-        tls=TLSOptions(
-            insecure=opts["insecure"],
-            cacert=opts["cacert"],
-            cert=opts["cert"],
-            key=opts["key"],
-            server_name=opts["sni"],
-            resume=opts["tls_resume"],
-        ),
+        tls=tls,
         processes=opts["processes"] if opts["processes"] is not None else default_processes(),
         **plan,
     )

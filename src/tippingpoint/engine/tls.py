@@ -25,6 +25,7 @@ from tippingpoint.model import TLSOptions
 __all__ = [
     "TLSClientConn",
     "TLSPipe",
+    "check_tls_files",
     "make_ssl_context",
     "open_conn",
 ]
@@ -58,6 +59,39 @@ def make_ssl_context(tls: TLSOptions) -> ssl.SSLContext:
         ctx.load_cert_chain(tls.cert, tls.key)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def check_tls_files(tls: TLSOptions) -> None:
+    """Load ``--cacert``, ``--cert`` and ``--key`` once, before any process starts, so
+    that a wrong file is one line that names it (ValueError), not a traceback per process."""
+    if tls.key and not tls.cert:
+        raise ValueError("--key needs --cert: give the client certificate it goes with")
+    if tls.cacert:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=tls.cacert)
+        except FileNotFoundError:
+            raise ValueError(f"--cacert {tls.cacert}: no such file") from None
+        except (ssl.SSLError, OSError, ValueError) as e:
+            raise ValueError(
+                f"--cacert {tls.cacert}: no PEM certificate in it ({_why(e)}); give the CA "
+                "that signed the server's certificate, in PEM"
+            ) from None
+    if tls.cert:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(tls.cert, tls.key)
+        except FileNotFoundError as e:
+            raise ValueError(f"{e.filename or tls.cert}: no such file (--cert/--key)") from None
+        except (ssl.SSLError, OSError, ValueError) as e:
+            which = f"--cert {tls.cert}" + (f" --key {tls.key}" if tls.key else "")
+            hint = "" if tls.key else "; give --key FILE if the key is in a file of its own"
+            raise ValueError(
+                f"{which}: not a PEM certificate and its private key ({_why(e)}){hint}"
+            ) from None
+
+
+def _why(e: BaseException) -> str:
+    reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
+    return str(reason).lower().replace("_", " ")
 
 
 class TLSPipe:
