@@ -39,12 +39,16 @@ class _State:
     """A WebSocket connection's own state (kept apart so that the TLS variant can
     inherit from both connection classes)."""
 
-    __slots__ = ("got", "nbytes", "status", "upgraded", "want", "ws")
+    __slots__ = ("got", "last", "last_want", "nbytes", "status", "upgraded", "want", "ws")
 
     def __init__(self) -> None:
         self.ws = ws.ClientWs()
         self.upgraded: asyncio.Future[None] | None = None
         self.want = 0  # answers the message in flight waits for; 0: a ping frame's pong
+        self.last = b""
+        self.last_want = 1
+        """The last message sent and the answers it waits for: a target's message is one
+        bytes object, so its words are read once, not at every send."""
         self.got = 0
         self.nbytes = 0
         self.status = 200
@@ -81,8 +85,11 @@ class WsConn(ClientConn):
             st.want = 0
             self._out(ws.client_frame(ws.PING))
             return
-        parsed = ws.parse_ping(request) if len(request) > 4 else (0, 0)
-        st.want = 1 + parsed[1] if isinstance(parsed, tuple) else 1
+        if request is not st.last:
+            parsed = ws.parse_ping(request) if len(request) > 4 else (0, 0)
+            st.last = request
+            st.last_want = 1 + parsed[1] if isinstance(parsed, tuple) else 1
+        st.want = st.last_want
         self._out(ws.client_frame(ws.TEXT, request))
 
     def data_received(self, data: bytes) -> None:

@@ -55,9 +55,7 @@ UNSUPPORTED_DATA: Final = 1003
 INVALID_DATA: Final = 1007
 POLICY: Final = 1008
 TOO_BIG: Final = 1009
-INTERNAL: Final = 1011
 
-MAX_CONTROL: Final = 125
 _getrandbits = random.getrandbits
 
 
