@@ -54,6 +54,22 @@ URL = "http://127.0.0.1:1/"  # nothing listens on port 1
         (["hold", "https://127.0.0.1:1/", "--connections", "5", "--cacert", "/etc/passwd"],
          2, "--cacert /etc/passwd: no PEM certificate in it"),
         (["sweep", URL, "--out", "/bin/ls"], 2, "--out /bin/ls: a file is there"),
+        (["attack", "mqtt://127.0.0.1:1/t", "--rate", "10", "--duration", "1s",
+          "--payload-size", "-1"], 2, "--payload-size -1: give 0 to 268,369,919 bytes"),
+        (["attack", "mqtt://127.0.0.1:1/t", "--rate", "10", "--duration", "1s",
+          "--payload-size", "300000000"], 2, "--payload-size 300000000: give 0 to"),
+        (["plan", "--connections", "1000", "--connect-rate", "inf"], 2,
+         "--connect-rate inf: give opens per second, e.g. 1000"),
+        (["cluster", "local", "--port", "99999"], 2, "99999 is not in the range 0<=x<=65535"),
+        (["watch", "--role", "x=999999999", "--duration", "1s"], 2,
+         "--role x=999999999: no process 999999999 runs here"),
+        (["watch", "--mosquitto", "1", "--duration", "1s"], 2,
+         "--mosquitto 1: nothing answers on 127.0.0.1:1 (Connection refused)"),
+        (["watch", "--haproxy-dir", "/nonexistent", "--duration", "1s"], 2,
+         "--haproxy-dir /nonexistent: no such directory"),
+        (["watch", "--duration", "1s", "-o", "/"], 2, "cannot write -o /: Is a directory"),
+        (["attack", "--targets", "/bin/ls", "--rate", "10", "--duration", "1s"], 2,
+         "--targets /bin/ls: not text"),
         (["proxy", "--dir", "/bin/ls", "--print-config"], 2, "--dir /bin/ls: a file is there"),
     ],
 )  # fmt: skip
@@ -136,7 +152,8 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
     err = attack.stderr.decode()
     assert attack.returncode == 1 and stream.stat().st_size > 0, err
     assert err.strip() == (
-        "tippingpoint: none of the 10 requests succeeded: is the target up, at that address "
+        "tippingpoint: none of the 10 requests succeeded (refused 10: ConnectionRefusedError: "
+        "[Errno 111] Connect call failed ('127.0.0.1', 1)): is the target up, at that address "
         "and scheme? (`tippingpoint report` shows the errors)"
     )
     verdict = run_tp("report", str(stream)).stdout.decode()
@@ -209,3 +226,122 @@ def test_a_source_address_this_machine_lacks_is_one_line(monkeypatch: Any) -> No
     message = str(info.value)
     assert message.startswith("127.0.0.2 is not an address of this machine"), message
     assert "127.0.0.2-127.0.0.40" in message
+
+
+def test_a_targets_file_error_names_the_file_and_the_line(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.txt"
+    targets.write_text("GET http://127.0.0.1:1/\nPOST\n\nGET gopher://x/\n")
+    result = run_tp("attack", "--targets", str(targets), "--rate", "10", "-o", "/dev/null")
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.count("\n") == 1, err
+    assert f"{targets}:2: bad header 'POST': use 'Name: value'" in err
+
+
+def test_an_open_file_limit_too_low_to_run_is_one_line() -> None:
+    """`ulimit -n 64` once forked a process per connection and printed 58 tracebacks."""
+    import resource
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    for args in (
+        ["attack", URL, "--rate", "0", "--connections", "150", "--duration", "1s"],
+        ["hold", URL, "--connections", "150", "--duration", "1s"],
+    ):
+        result = subprocess.run(
+            tippingpoint_cmd(*args), capture_output=True, timeout=60, preexec_fn=low
+        )
+        err = result.stderr.decode()
+        assert result.returncode == 2 and err.count("\n") == 1, err
+        assert "the open-file limit is 64 (ulimit -n), too low to run: raise it" in err
+
+
+def test_a_port_taken_for_the_scheduler_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_tp("cluster", "local", "--port", str(port), timeout=60)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and err.count("\n") == 1, err
+    assert f"--port {port}: Address already in use on 127.0.0.1" in err
+
+
+def test_the_wrong_protocol_at_a_port_is_named_at_once(serve: Any) -> None:
+    """An HTTP port answers another protocol's greeting with 400 at once; the client names
+    what happened, counts it against the target, and the run ends on time."""
+    server = serve(processes=1)
+    port = server.ports[0]
+    cases = [
+        (f"https://127.0.0.1:{port}/", "TLS handshake failed: the peer is not speaking TLS"),
+        (f"wss://127.0.0.1:{port}/", "TLS handshake failed: the peer is not speaking TLS"),
+        (f"mqtt://127.0.0.1:{port}/t",
+         f"the peer answered in HTTP: is 127.0.0.1:{port} an MQTT broker?"),
+    ]  # fmt: skip
+    for url, message in cases:
+        t0 = time.monotonic()
+        result = run_tp("attack", url, "--rate", "10", "--duration", "1s", "-o", "/dev/null")
+        took = time.monotonic() - t0
+        err = result.stderr.decode()
+        assert result.returncode == 1 and err.count("\n") == 1, err
+        assert message in err and "none of the 10 requests succeeded" in err, err
+        assert took < 1 + 3, (url, took)
+
+
+def test_a_peer_that_never_answers_the_handshake_is_named_after_the_phase() -> None:
+    """A listener that accepts and says nothing: the handshake's phase fails within the
+    handshake limit (--timeout here, under 5 s) as the target's failure, not the
+    generator's, and the run ends within its duration plus that limit."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel completes the connects; nothing is ever read
+        port = silent.getsockname()[1]
+        cases = [
+            ("mqtt", "/t", "connack", f"no CONNACK within 2 s: is 127.0.0.1:{port} an MQTT"),
+            ("https", "/", "tls", "no answer to the TLS ClientHello within 2 s"),
+            ("ws", "/", "upgrade", "no answer to the WebSocket upgrade within 2 s"),
+        ]  # fmt: skip
+        for scheme, path, kind, message in cases:
+            t0 = time.monotonic()
+            result = run_tp(
+                "attack", f"{scheme}://127.0.0.1:{port}{path}", "--rate", "5", "--duration",
+                "1s", "--timeout", "2s", "-o", "-", timeout=60,
+            )  # fmt: skip
+            took = time.monotonic() - t0
+            err = result.stderr.decode()
+            assert result.returncode == 1, err
+            assert f"({kind} " in err and message in err, err
+            assert took < 1 + 2 + 2.5, (scheme, took)
+            report = run_tp("report", input=result.stdout).stdout.decode()
+            assert "Generator     FAILED: none of the 5 requests succeeded" in report, report
+            assert "SATURATED" not in report and "Missed" not in report, report
+
+
+def test_a_cluster_address_with_no_scheduler_is_one_line_at_once() -> None:
+    """Nothing listening took Dask's client 10 s; a peer that never speaks hung it, and an
+    HTTP server's answer, read as a frame length, ended in a 70-line MemoryError."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        cases = [
+            (f"tcp://127.0.0.1:{port}", "is not a Dask scheduler (it said nothing within 3 s)"),
+            ("tcp://127.0.0.1:1", "no scheduler there (Connection refused): start one"),
+        ]
+        for address, message in cases:
+            t0 = time.monotonic()
+            result = run_tp(
+                "attack", URL, "--rate", "10", "--duration", "1s", "--cluster", address,
+                timeout=60,
+            )  # fmt: skip
+            took = time.monotonic() - t0
+            err = result.stderr.decode()
+            assert result.returncode == 1 and err.count("\n") == 1, err
+            assert f"--cluster {address}: " in err and message in err, err
+            assert took < 8, took

@@ -1,3 +1,3 @@
-from tippingpoint.cli import main
+from tippingpoint.main import main
 
 main()

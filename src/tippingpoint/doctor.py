@@ -105,14 +105,18 @@ def _descriptor_checks(
     )
     nr_open = sysctl.get("fs.nr_open")
     per_process = max(1, plan_limit - RESERVED_FDS)
+    fits = plan_limit >= min(connections, 1_048_576) + RESERVED_FDS
     checks.append(
         Check(
             "hard limit per process",
-            plan_limit >= min(connections, 1_048_576) + RESERVED_FDS,
+            fits,
             f"{plan_limit:,} descriptors: {per_process:,} connections per process",
-            f"{math.ceil(connections / per_process)} processes hold {connections:,} connections; "
-            "tippingpoint adds processes by itself. To raise the hard limit (needs "
-            f"CAP_SYS_RESOURCE): '* hard nofile {connections + 1024}' in /etc/security/limits.conf"
+            ""
+            if fits
+            else f"{math.ceil(connections / per_process)} processes hold {connections:,} "
+            "connections; tippingpoint adds processes by itself. To raise the hard limit "
+            f"(needs CAP_SYS_RESOURCE): '* hard nofile {connections + 1024}' in "
+            "/etc/security/limits.conf"
             + (f" and fs.nr_open >= {connections + 1024} (now {nr_open})" if nr_open else ""),
         )
     )

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import resource
 
-__all__ = ["file_max", "memory_available", "port_range", "raise_nofile"]
+__all__ = [
+    "MIN_NOFILE",
+    "check_nofile",
+    "file_max",
+    "memory_available",
+    "port_range",
+    "raise_nofile",
+]
+
+MIN_NOFILE = 256
+"""The fewest open files a load process runs with: its own descriptors, the event loop's,
+the pipes to its parent, and room for connections."""
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -24,6 +35,18 @@ def raise_nofile() -> tuple[int, int]:
             soft = target
         except (ValueError, OSError):
             pass
+    return soft, hard
+
+
+def check_nofile() -> tuple[int, int]:
+    """The open-file soft limit, raised to the hard one; ValueError when even that is too
+    low to run on (planning one process per few connections would fork hundreds)."""
+    soft, hard = raise_nofile()
+    if soft < MIN_NOFILE:
+        raise ValueError(
+            f"the open-file limit is {soft} (ulimit -n), too low to run: raise it, e.g. "
+            f"ulimit -n 20000 (at least {MIN_NOFILE})"
+        )
     return soft, hard
 
 

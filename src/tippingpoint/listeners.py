@@ -87,7 +87,7 @@ def _owners(inodes: set[int]) -> dict[int, tuple[int, str]]:
                     raw = Path(f"/proc/{entry.name}/cmdline").read_bytes()
                 except OSError:
                     raw = b""
-                command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+                command = " ".join(raw.replace(b"\0", b" ").decode(errors="replace").split())
                 found[inode] = (int(entry.name), command[:200] or "?")
     return found
 

@@ -78,6 +78,11 @@ class MQTTOptions:
         )
 
 
+MAX_PAYLOAD = 268_435_455 - 65_536
+"""The largest MQTT payload asked for: a packet's remaining length, less room for the
+longest topic and the properties."""
+
+
 @dataclass(frozen=True, slots=True)
 class PublishConfig:
     """What an ``mqtt://`` attack publishes, and where its latency ends."""
@@ -99,6 +104,11 @@ class PublishConfig:
             raise ValueError(f"--until must be one of {', '.join(UNTIL)}")
         if self.inflight < 1:
             raise ValueError("--inflight must be >= 1")
+        if not 0 <= self.payload_size <= MAX_PAYLOAD:
+            raise ValueError(
+                f"--payload-size {self.payload_size}: give 0 to {MAX_PAYLOAD:,} bytes (an MQTT "
+                "packet holds 268,435,455 with its topic)"
+            )
         if self.until != "ack" and self.payload_size < STAMP.size:
             raise ValueError(
                 f"--until {self.until} carries the send time in the payload: "

@@ -74,6 +74,11 @@ PROXY_FILL: Final = 0.85
 each instance is planned at 85 % of its maxconn so that none is full before the rest."""
 
 
+MAX_PROCESSES: Final = 128
+"""The most load processes planned on one machine (a million connections at the usual
+limit of 20,000 open files take 51)."""
+
+
 def processes_for(connections: int, fd_limit: int) -> int:
     """Processes that hold ``connections`` sockets within ``fd_limit`` descriptors each."""
     return math.ceil(connections / max(1, fd_limit - RESERVED_FDS))
@@ -180,11 +185,7 @@ def plan_connections(
         problems, warnings,
     )  # fmt: skip
     descriptors = connections * (2 * legs if both_ends_local else legs)
-    if file_max is not None and descriptors > file_max:
-        problems.append(
-            f"{connections:,} connections need {descriptors:,} descriptors on this machine, "
-            f"fs.file-max is {file_max:,}: sysctl -w fs.file-max={descriptors + 100_000}"
-        )
+    problems += _machine_problems(connections, descriptors, file_max, clients, fd_limit)
     if addresses > 16_000_000:
         problems.append("more source addresses than 127.0.0.0/8 holds")
     return ConnectionPlan(
@@ -200,6 +201,25 @@ def plan_connections(
         problems=tuple(problems),
         warnings=tuple(warnings),
     )
+
+
+def _machine_problems(
+    connections: int, descriptors: int, file_max: int | None, clients: int, fd_limit: int
+) -> list[str]:
+    """What the machine's descriptor limits forbid: the system's, and processes enough."""
+    problems = []
+    if file_max is not None and descriptors > file_max:
+        problems.append(
+            f"{connections:,} connections need {descriptors:,} descriptors on this machine, "
+            f"fs.file-max is {file_max:,}: sysctl -w fs.file-max={descriptors + 100_000}"
+        )
+    if clients > MAX_PROCESSES:
+        problems.append(
+            f"{connections:,} connections need {clients:,} client processes at an open-file "
+            f"limit of {fd_limit:,}, more than the {MAX_PROCESSES} one machine runs: raise the "
+            "limit (ulimit -n 20000), or spread them over machines (--cluster)"
+        )
+    return problems
 
 
 def _bytes_per_connection(

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tippingpoint import interrupt
 from tippingpoint.knee import Verdict, baseline, judge
 from tippingpoint.monitor import Monitor
 from tippingpoint.sweep import Row, SweepConfig, SweepResult, run_step
@@ -157,6 +158,9 @@ class _Search:
         """One step at ``value``, run again while it is disturbed; its verdict, or None
         when it stopped the search (interrupted, or disturbed every time)."""
         for attempt in range(DISTURBED_RUNS):
+            if interrupt.requested():  # between steps: start nothing new
+                self.stop = "interrupted"
+                return None
             row, stopped = self.step(self.config, value, self.index, self.monitor, self.samples)
             self.index += 1
             row.repeat = "disturbed" if attempt else repeat

@@ -421,9 +421,12 @@ def render_table(result: SweepResult) -> str:
     for r in sorted(result.rows, key=lambda r: r.key):
         cpu = f"{r.proxy_cpu_pct:.0f}%" if r.proxy_cpu_pct is not None else "-"
         client = f"{r.client_cpu:.0f}%" if r.client_cpu is not None else "-"
+        if r.success:
+            times = f"{r.mean_ms:8.2f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.p99_sustained_ms:8.2f}"
+        else:  # no response: no latency to show (0.00 would read as a fast one)
+            times = f"{'-':>8} {'-':>8} {'-':>8} {'-':>8}"
         lines.append(
-            f"{r.key:11,.0f} {r.achieved:11,.0f} {r.mean_ms:8.2f} {r.p50_ms:8.2f} "
-            f"{r.p99_ms:8.2f} {r.p99_sustained_ms:8.2f} {r.success * 100:7.2f}% {cpu:>9} "
+            f"{r.key:11,.0f} {r.achieved:11,.0f} {times} {r.success * 100:7.2f}% {cpu:>9} "
             f"{client:>7} {_foreign(r):>8} {r.tcp_established:9,d} "
             f"{r.packets_in_per_s:10,.0f} {r.packets_out_per_s:10,.0f}{_mark(r)}"
         )

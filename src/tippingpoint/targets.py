@@ -126,42 +126,65 @@ def parse_targets(
     headers: tuple[tuple[str, str], ...] = (),
     body: bytes = b"",
     base: Path | None = None,
+    name: str = "targets",
 ) -> list[Target]:
     """Targets from a targets file's text; ``headers``/``body`` are the command line's
-    defaults (a target's own headers come after them, its own body replaces it)."""
+    defaults (a target's own headers come after them, its own body replaces it). An
+    error names the file (``name``) and the line: ``targets.txt:3: bad header ...``."""
     if fmt == "json":
-        return _parse_json(text, headers, body)
+        return _parse_json(text, headers, body, name)
     if fmt != "http":
         raise TargetError(f"unknown targets format {fmt!r}: use http or json")
     targets: list[Target] = []
-    block: list[str] = []
+    block: list[tuple[int, str]] = []
     for number, raw in enumerate([*text.splitlines(), ""], start=1):
         line = raw.strip()
         if line.startswith("#"):
             continue
         if line:
-            block.append(line)
+            block.append((number, line))
             continue
-        if not block:
-            continue
-        method, _, url = block[0].partition(" ")
-        if not url.strip():
-            raise TargetError(f"targets line {number - len(block)}: expected 'METHOD URL'")
-        own: list[tuple[str, str]] = []
-        own_body = body
-        for extra in block[1:]:
+        if block:
+            targets.append(_block_target(block, headers, body, base, name))
+            block = []
+    if not targets:
+        raise TargetError(
+            f"{name}: no targets: give a URL or a targets file with 'METHOD URL' lines"
+        )
+    return targets
+
+
+def _block_target(
+    block: list[tuple[int, str]],
+    headers: tuple[tuple[str, str], ...],
+    body: bytes,
+    base: Path | None,
+    name: str,
+) -> Target:
+    """One target of the http format: ``METHOD URL``, then headers and ``@body``."""
+    where, first = block[0]
+    method, _, url = first.partition(" ")
+    if not url.strip():
+        raise TargetError(f"{name}:{where}: expected 'METHOD URL', got {first[:60]!r}")
+    own: list[tuple[str, str]] = []
+    own_body = body
+    for number, extra in block[1:]:
+        try:
             if extra.startswith("@"):
                 own_body = _read_body(extra[1:].strip(), base)
             else:
                 own.append(parse_header(extra))
-        targets.append(Target(method.upper(), url.strip(), (*headers, *own), own_body))
-        block = []
-    if not targets:
-        raise TargetError("no targets: give a URL or a targets file with 'METHOD URL' lines")
-    return targets
+        except TargetError as e:
+            raise TargetError(f"{name}:{number}: {e}") from None
+    try:
+        return Target(method.upper(), url.strip(), (*headers, *own), own_body)
+    except TargetError as e:
+        raise TargetError(f"{name}:{where}: {e}") from None
 
 
-def _parse_json(text: str, headers: tuple[tuple[str, str], ...], body: bytes) -> list[Target]:
+def _parse_json(
+    text: str, headers: tuple[tuple[str, str], ...], body: bytes, name: str
+) -> list[Target]:
     targets = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -179,8 +202,12 @@ def _parse_json(text: str, headers: tuple[tuple[str, str], ...], body: bytes) ->
                     str(obj.get("method", "GET")).upper(), obj["url"], (*headers, *own), own_body
                 )
             )
-        except (json.JSONDecodeError, KeyError, AttributeError, TypeError, binascii.Error) as e:
-            raise TargetError(f"targets line {number}: bad JSON target ({e})") from None
+        except KeyError as e:
+            raise TargetError(f"{name}:{number}: a JSON target needs {e}") from None
+        except TargetError as e:
+            raise TargetError(f"{name}:{number}: {e}") from None
+        except (json.JSONDecodeError, AttributeError, TypeError, binascii.Error) as e:
+            raise TargetError(f"{name}:{number}: bad JSON target ({e})") from None
     if not targets:
-        raise TargetError("no targets in the JSON targets file")
+        raise TargetError(f"{name}: no targets in the JSON targets file")
     return targets

@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tippingpoint import interrupt
 from tippingpoint.bench.experiments import Bench, describe, url_of
 from tippingpoint.bench.report import BenchReport
 from tippingpoint.bench.scenario import ClusterSpec, Scenario, ScenarioError, plan_holds
@@ -25,7 +26,7 @@ from tippingpoint.bench.topology import BenchFailure, Topology
 from tippingpoint.broker import SysWatcher
 from tippingpoint.certs import make_certificate
 from tippingpoint.cores import Ledger
-from tippingpoint.limits import memory_available, port_range, raise_nofile
+from tippingpoint.limits import check_nofile, memory_available, port_range
 from tippingpoint.monitor import Monitor
 from tippingpoint.placement import PlacementError, place_self, verify
 from tippingpoint.plan import ConnectionPlan
@@ -149,7 +150,10 @@ def run_bench(
 ) -> BenchReport:
     """Run everything; the report is in ``out`` (also when this raises). Cleans up
     whatever happens: :class:`BenchFailure` when a process of the bench died."""
-    soft, hard = raise_nofile()
+    try:
+        soft, hard = check_nofile()
+    except ValueError as e:
+        raise ScenarioError(str(e)) from None
     if scenario.open_files is not None:
         if scenario.open_files < 256:
             raise ScenarioError("bench.open_files: at least 256")
@@ -282,6 +286,8 @@ def _cpu_seconds() -> float:
 def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
     setup = bench.scenario.setup
     for index, exp in enumerate(bench.scenario.experiments):
+        if interrupt.requested():  # Ctrl-C between two experiments
+            raise KeyboardInterrupt
         url = url_of(bench, exp)
         description = describe(exp, url, bench.scenario)
         bench.log(f"bench: {exp.name} ({description})")
@@ -310,6 +316,10 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
         }
         name = f"{exp.name} [{setup}]" if setup else exp.name
         report.add([name, row], {**entry, **outcome.entry})
+        if outcome.interrupted or interrupt.requested():
+            # Before the roles' check: a terminal's Ctrl-C reaches them too, and their
+            # end is then the user's doing, not a failure.
+            raise KeyboardInterrupt
         failure = bench.topology.failure()
         if failure is not None:
             report.failure = f"{failure} during {exp.name!r}"
@@ -317,5 +327,3 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
             raise BenchFailure(
                 f"{report.failure}; the report has what ran: {bench.out / 'index.html'}"
             )
-        if outcome.interrupted:
-            raise KeyboardInterrupt

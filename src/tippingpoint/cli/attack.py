@@ -78,6 +78,7 @@ def attack(**opts: Any) -> None:
         return
     live = _live(config)
     answered = [0, 0]  # requests done, succeeded
+    errors: dict[str, list[Any]] = {}  # kind: [count, a message]
 
     def on_record(record: Record, line: bytes) -> None:
         out.write(line)
@@ -86,6 +87,8 @@ def attack(**opts: Any) -> None:
         if isinstance(record, Interval):
             answered[0] += record.done
             answered[1] += succeeded(record.codes)
+            for kind, error in record.errors.items():
+                errors.setdefault(kind, [0, error.sample])[0] += error.count
 
     try:
         with live if live is not None else nullcontext():
@@ -102,9 +105,11 @@ def attack(**opts: Any) -> None:
     finally:
         out.close()
     if code == 0 and answered[0] and not answered[1]:
+        kind, (count, sample) = max(errors.items(), key=lambda e: e[1][0], default=("", (0, "")))
+        why = f" ({kind} {count:,}: {sample})" if kind else ""
         click.echo(
-            f"tippingpoint: none of the {answered[0]:,} requests succeeded: is the target up, "
-            "at that address and scheme? (`tippingpoint report` shows the errors)",
+            f"tippingpoint: none of the {answered[0]:,} requests succeeded{why}: is the target "
+            "up, at that address and scheme? (`tippingpoint report` shows the errors)",
             err=True,
         )
         code = 1

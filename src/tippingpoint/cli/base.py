@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import click
 
@@ -11,12 +12,25 @@ from tippingpoint import __version__
 __all__ = ["cli", "fail"]
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"tippingpoint: {message}", err=True)
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """A Ctrl-C that reaches a command as KeyboardInterrupt (one with nothing of its own
+    to stop, or caught between two of its steps) ends it with status 130 and one line,
+    not click's ``Aborted!`` and status 1."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("tippingpoint: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tippingpoint")
 def cli() -> None:
     """Load-test proxies and services: constant-rate load, true latency, the tipping point."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from tippingpoint.cli.base import cli, fail
@@ -39,19 +41,10 @@ def bench(
     Without SCENARIO: the article's three questions on this machine (HTTP and TLS
     tipping points, long requests building up connections) in a few minutes.
     """
-    import signal
     from pathlib import Path
 
-    from tippingpoint.bench import (
-        DEFAULT_SCENARIO,
-        BenchFailure,
-        ScenarioError,
-        parse_scenario,
-        run_bench,
-    )
+    from tippingpoint.bench import DEFAULT_SCENARIO, ScenarioError, parse_scenario
     from tippingpoint.bench import quick as make_quick
-    from tippingpoint.listeners import PortBusy
-    from tippingpoint.proxy.instance import HAProxyError
 
     if print_scenario:
         click.echo(DEFAULT_SCENARIO, nl=False)
@@ -72,30 +65,41 @@ def bench(
         old = parsed.cluster or ClusterSpec()
         parsed = replace(parsed, cluster=replace(old, address=cluster, workers=0))
     out = Path(out_dir).absolute()
-    index = out / "index.html"
-
-    def on_term(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)  # stop as on Ctrl-C: clean up, keep the report
-    try:
-        report = run_bench(parsed, out, lambda line: click.echo(line, err=True), haproxy_bin)
-    except ScenarioError as e:
-        fail(f"scenario {scenario or '(default)'}: {e}")
-        return
-    except (BenchFailure, HAProxyError, PortBusy, RuntimeError) as e:
-        fail(f"bench: {e}", 1)
-        return
-    except OSError as e:
-        fail(f"bench: {e.strerror or e}: {e.filename}", 1)
-        return
-    except KeyboardInterrupt:
-        partial = f"; the report has what ran: {index}" if index.exists() else ""
-        fail(f"bench: interrupted; everything started has been stopped{partial}", 130)
-        return
+    report = _run(parsed, out, scenario or "(default)", haproxy_bin)
     click.echo(f"\n{report.title}")
     for name, result in report.summary:
         click.echo(f"  {name:40s} {result}")
     for warning in report.warnings:
         click.echo(f"\nwarning: {warning}")
-    click.echo(f"\nreport: {index}")
+    click.echo(f"\nreport: {out / 'index.html'}")
+
+
+def _run(parsed: Any, out: Any, scenario: str, haproxy_bin: str | None) -> Any:
+    """Run the bench; every way it can end short of its report is one line and a status
+    (130 for Ctrl-C or SIGTERM, which are noted, passed on to the load running, and end
+    the bench at its next step, which cleans up and keeps the report)."""
+    from tippingpoint import interrupt
+    from tippingpoint.bench import BenchFailure, ScenarioError, run_bench
+    from tippingpoint.listeners import PortBusy
+    from tippingpoint.proxy.instance import HAProxyError
+
+    index = out / "index.html"
+    interrupted = "bench: interrupted; everything started has been stopped"
+    stopped = 0
+    try:
+        with interrupt.catching():
+            try:
+                return run_bench(parsed, out, lambda line: click.echo(line, err=True), haproxy_bin)
+            finally:
+                stopped = interrupt.requested()
+    except ScenarioError as e:
+        fail(f"scenario {scenario}: {e}")
+    except (BenchFailure, HAProxyError, PortBusy, RuntimeError, OSError) as e:
+        if stopped:  # the roles died of the terminal's Ctrl-C
+            fail(interrupted, 130)
+        if isinstance(e, OSError) and not isinstance(e, PortBusy):
+            fail(f"bench: {e.strerror or e}: {e.filename}", 1)
+        fail(f"bench: {e}", 1)
+    except KeyboardInterrupt:
+        partial = f"; the report has what ran: {index}" if index.exists() else ""
+        fail(f"{interrupted}{partial}", 130)

@@ -14,7 +14,7 @@ from tippingpoint.cli.base import cli, fail
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
-    type=int,
+    type=click.IntRange(1, 65535),
     default=1883,
     show_default=True,
     help="MQTT port of the first instance (instance i listens on PORT + i).",

@@ -43,7 +43,12 @@ def _node_security(certs: str | None) -> Any:
 
 @cluster.command("local")
 @click.option("--workers", type=int, default=3, show_default=True, help="Worker processes.")
-@click.option("--port", type=int, default=0, help="Scheduler port  [default: any free one].")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Scheduler port  [default: any free one].",
+)
 @click.option(
     "--certs",
     type=click.Path(file_okay=False),
@@ -60,6 +65,8 @@ def local(workers: int, port: int, certs: str | None) -> None:
     from tippingpoint.cluster.local import local_cluster, worker_laddrs
 
     try:
+        if port:
+            _check_free(port)
         spec = local_cluster(workers, port, _node_security(certs))
     except (ClusterError, ValueError, OSError) as e:
         fail(str(e))
@@ -67,6 +74,20 @@ def local(workers: int, port: int, certs: str | None) -> None:
     _until_stopped(
         spec, [f"worker {k}: source addresses {worker_laddrs(k)}" for k in range(workers)]
     )
+
+
+def _check_free(port: int) -> None:
+    """The scheduler's port, free on loopback (Dask would log a traceback per try)."""
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise ValueError(
+                f"--port {port}: {e.strerror} on 127.0.0.1: give another, or leave --port out "
+                "for a free one"
+            ) from None
 
 
 @cluster.command("ssh")
@@ -78,7 +99,9 @@ def local(workers: int, port: int, certs: str | None) -> None:
     show_default=True,
     help="Worker processes per host (one thread each).",
 )
-@click.option("--port", type=int, default=8786, show_default=True, help="Scheduler port.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8786, show_default=True, help="Scheduler port."
+)
 @click.option(
     "--certs",
     type=click.Path(file_okay=False),
@@ -89,7 +112,7 @@ def local(workers: int, port: int, certs: str | None) -> None:
 @click.option(
     "--python", "remote_python", default=None, help="Python on the hosts [default: python3]."
 )
-@click.option("--ssh-port", type=int, default=22, show_default=True)
+@click.option("--ssh-port", type=click.IntRange(1, 65535), default=22, show_default=True)
 @click.option("--ssh-user", default=None, help="[default: yours]")
 @click.option(
     "--ssh-key",

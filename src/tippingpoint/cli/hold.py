@@ -190,12 +190,14 @@ def _run(
         return
     finally:
         out.close()
-    click.echo(tally.summary())
+    click.echo(tally.summary(), err=out.path == "-")  # not into the stream on stdout
     if not tally.peak and code == 0:
         # Not one connection held: the hold measured nothing of the server.
+        why = next(iter(tally.samples.items()), None)
         click.echo(
-            f"tippingpoint: none of the {config.connections:,} connections was established: "
-            "is the server up at that address (the errors above say why)?",
+            f"tippingpoint: none of the {config.connections:,} connections was established"
+            + (f" ({why[0]}: {why[1]})" if why else " (no answer before the hold ended)")
+            + ": is the server up, at that address and scheme?",
             err=True,
         )
         code = 1

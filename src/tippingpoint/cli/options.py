@@ -14,10 +14,13 @@ from tippingpoint.cli.base import fail
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Bad options and unreadable files end the command with one line (exit 2)."""
+    """Bad options, unreadable files and an open-file limit too low to run on end the
+    command with one line (exit 2)."""
+    from tippingpoint.limits import check_nofile
     from tippingpoint.targets import TargetError
 
     try:
+        check_nofile()
         yield
     except (ValueError, TargetError, click.BadParameter) as e:
         fail(str(e))
@@ -232,9 +235,15 @@ def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
     body = Path(opts["body_file"]).read_bytes() if opts["body_file"] else b""
     targets_file = opts["targets_file"]
     if targets_file:
-        text = sys.stdin.read() if targets_file == "-" else Path(targets_file).read_text()
+        try:
+            text = sys.stdin.read() if targets_file == "-" else Path(targets_file).read_text()
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"--targets {targets_file}: not text (Vegeta's http or json targets format)"
+            ) from None
         base = None if targets_file == "-" else Path(targets_file).parent
-        targets = parse_targets(text, opts["targets_format"], head, body, base)
+        name = "stdin" if targets_file == "-" else targets_file
+        targets = parse_targets(text, opts["targets_format"], head, body, base, name)
     elif opts["url"]:
         mqtt = opts["url"].startswith(("mqtt://", "mqtts://"))
         method = "PUBLISH" if mqtt else opts["method"].upper()

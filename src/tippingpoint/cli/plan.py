@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import resource
@@ -98,6 +99,10 @@ def plan(
     try:
         if files < 256:
             raise ValueError("--open-files: at least 256")
+        if not (math.isfinite(connect_rate) and connect_rate > 0):
+            raise ValueError(f"--connect-rate {connect_rate:g}: give opens per second, e.g. 1000")
+        if connections < 1:
+            raise ValueError(f"--connections {connections}: give 1 or more")
 
         def machine(c: int | None, m: str | None) -> Machine:
             if c is not None and c < 1:

@@ -91,7 +91,12 @@ from tippingpoint.cli.base import cli, fail
     show_default=True,
     help="Event loop.",
 )
-@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus text on this port.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus text on this port.",
+)
 @click.option(
     "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
 )

@@ -104,10 +104,8 @@ def sweep(**opts: Any) -> None:
     its next request when the last is answered, as wrk does): the tipping point is then
     the most the server carries while its latency stays near its low-load level."""
     import json
-    from pathlib import Path
 
     from tippingpoint.monitor import Monitor
-    from tippingpoint.proxy.stats import show_info
     from tippingpoint.search import run_sweep
     from tippingpoint.sweep import render_table
 
@@ -116,23 +114,7 @@ def sweep(**opts: Any) -> None:
     config = sweep_config.attack
     closed = sweep_config.closed
     warn_timeout(config, "sweep")
-    sockets = None
-    if opts["proxy_dir"]:
-        directory = Path(opts["proxy_dir"])
-        found = sorted(directory.glob("haproxy-*.sock"))
-        try:
-            roles["proxy"] = [int(show_info(p)["Pid"]) for p in found]
-            if "backends" not in roles:
-                roles["backends"] = _backends(found)
-        except (OSError, KeyError, ValueError):
-            fail(f"cannot read HAProxy's sockets in {directory}: is `tippingpoint proxy` running?")
-            return
-        if not roles["backends"]:
-            del roles["backends"]
-
-        def sockets() -> list[Path]:
-            return sorted(directory.glob("haproxy-*.sock"))
-
+    sockets = _proxy_roles(opts["proxy_dir"], roles) if opts["proxy_dir"] else None
     monitor = Monitor(roles, sockets)
     if not opts["cluster"]:
         monitor.cores = _ledger(roles)
@@ -157,13 +139,51 @@ def sweep(**opts: Any) -> None:
             runner = functools.partial(fleet.attack, per_worker=opts["processes"])
             result = run_sweep(replace(sweep_config, runner=runner), monitor, on_row)
     else:
-        result = run_sweep(sweep_config, monitor, on_row)
+        from tippingpoint import interrupt
+
+        with interrupt.catching():  # a Ctrl-C between steps ends the sweep there
+            result = run_sweep(sweep_config, monitor, on_row)
     if opts["as_json"]:
         click.echo(json.dumps(result.to_json()))
     else:
         click.echo(render_table(result), nl=False)
     if result.interrupted:
         sys.exit(130)  # what was measured is above; the exit status says it was cut short
+    if result.rows and not any(row.success for row in result.rows):
+        fail(
+            "not one request of the sweep succeeded: is the target up, at that address and "
+            "scheme? (the step's errors: tippingpoint attack URL --rate 10 | tippingpoint report)",
+            1,
+        )
+
+
+def _proxy_roles(proxy_dir: str, roles: dict[str, list[int]]) -> Any:
+    """HAProxy's processes (and its backends') from ``tippingpoint proxy``'s sockets in
+    ``proxy_dir``, added to ``roles``; returns how the monitor finds the sockets."""
+    from pathlib import Path
+
+    from tippingpoint.proxy.stats import show_info
+
+    directory = Path(proxy_dir)
+    found = sorted(directory.glob("haproxy-*.sock"))
+    if not found:
+        fail(
+            f"--proxy-dir {directory}: no haproxy-*.sock in it: give the --dir of a "
+            "running `tippingpoint proxy`"
+        )
+    try:
+        roles["proxy"] = [int(show_info(p)["Pid"]) for p in found]
+        if "backends" not in roles:
+            roles["backends"] = _backends(found)
+    except (OSError, KeyError, ValueError):
+        fail(f"cannot read HAProxy's sockets in {directory}: is `tippingpoint proxy` running?")
+    if not roles["backends"]:
+        del roles["backends"]
+
+    def sockets() -> list[Path]:
+        return sorted(directory.glob("haproxy-*.sock"))
+
+    return sockets
 
 
 def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int]]]:

@@ -89,6 +89,9 @@ def watch(
         role_map = parse_roles(roles)
         broker_ports = parse_ports(mosquitto_ports) if mosquitto_ports else ()
         metric_ports = parse_ports(serve_metrics) if serve_metrics else ()
+        _check_watched(
+            role_map, haproxy_dir, {"--mosquitto": broker_ports, "--serve-metrics": metric_ports}
+        )
     except ValueError as e:
         fail(str(e))
         return
@@ -108,7 +111,11 @@ def watch(
         brokers=watchers,
         serve_metrics=[("127.0.0.1", port) for port in metric_ports],
     )
-    out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as e:
+        fail(f"cannot write -o {output}: {e.strerror}")
+        return
     stop = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -119,26 +126,69 @@ def watch(
         sig.signal(s, on_signal)
     if fmt == "csv":
         out.write(_csv_header(list(role_map)))
-    start = time.monotonic()
-    next_at = start + period
     try:
-        while not stop and (limit is None or time.monotonic() - start < limit):
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            next_at += period
-            if stop or (limit is not None and time.monotonic() - start > limit + 0.01):
-                break
-            record = monitor.sample()
-            for event in record.get("events", []):
-                click.echo(f"tippingpoint watch: {event}", err=True)
-            out.write(_line(record, fmt, list(role_map)))
-            out.flush()
+        _sample(monitor, out, period, limit, lambda: stop, lambda r: _line(r, fmt, list(role_map)))
     finally:
         for watcher in watchers:
             watcher.close()
         if out is not sys.stdout:
             out.close()
+
+
+def _sample(
+    monitor: Any,
+    out: Any,
+    period: float,
+    limit: float | None,
+    stopped: Any,
+    line: Any,
+) -> None:
+    """A sample every ``period`` until ``limit`` or ``stopped()``, each written at once."""
+    start = time.monotonic()
+    next_at = start + period
+    while not stopped() and (limit is None or time.monotonic() - start < limit):
+        delay = next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        next_at += period
+        if stopped() or (limit is not None and time.monotonic() - start > limit + 0.01):
+            break
+        record = monitor.sample()
+        for event in record.get("events", []):
+            click.echo(f"tippingpoint watch: {event}", err=True)
+        out.write(line(record))
+        out.flush()
+
+
+def _check_watched(
+    roles: dict[str, list[int]], haproxy_dir: str | None, ports: dict[str, tuple[int, ...]]
+) -> None:
+    """What the user asked to watch exists: else a sample would be silently empty."""
+    import os
+    import socket
+    from pathlib import Path
+
+    for name, pids in roles.items():
+        for pid in pids:
+            if not os.path.exists(f"/proc/{pid}"):
+                raise ValueError(f"--role {name}={pid}: no process {pid} runs here (pgrep NAME)")
+    if haproxy_dir:
+        directory = Path(haproxy_dir)
+        if not directory.is_dir():
+            raise ValueError(f"--haproxy-dir {haproxy_dir}: no such directory")
+        if not any(directory.glob("haproxy-*.sock")):
+            raise ValueError(
+                f"--haproxy-dir {haproxy_dir}: no haproxy-*.sock in it: give the --dir of "
+                "tippingpoint proxy"
+            )
+    for option, numbers in ports.items():
+        for port in numbers:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except OSError as e:
+                raise ValueError(
+                    f"{option} {port}: nothing answers on 127.0.0.1:{port} ({e.strerror or e})"
+                ) from None
 
 
 def _csv_header(roles: list[str]) -> str:

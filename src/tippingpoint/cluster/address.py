@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from tippingpoint.cluster import ClusterError
 
-__all__ = ["check_address", "is_loopback"]
+__all__ = ["check_address", "is_loopback", "probe_scheduler"]
 
 _SCHEMES = ("tcp", "tls", "inproc", "ucx", "ws", "wss")
 
@@ -54,3 +54,46 @@ def check_address(
         f"the scheduler at {address} is plaintext and not on loopback: anyone who reaches it "
         "can run code on every worker"
     )
+
+
+def probe_scheduler(address: str, wait: float = 3.0) -> None:
+    """Refuse at once an address where no Dask scheduler answers (ClusterError), before
+    Dask's client waits 10 s for a port where nothing listens, forever for a peer that
+    never speaks, or reads an HTTP answer as a frame of exabytes. A ``tcp://`` scheduler
+    speaks first (its handshake), so a few bytes within ``wait`` tell; behind ``tls://``
+    only the connect is checked."""
+    parts = urlsplit(address)
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or not parts.port:
+        return
+    where = f"--cluster {address}"
+    try:
+        sock = socket.create_connection((parts.hostname, parts.port), timeout=wait)
+    except OSError as e:
+        raise ClusterError(
+            f"{where}: no scheduler there ({e.strerror or e}): start one (tippingpoint cluster "
+            "local prints its address) or give the address it printed"
+        ) from None
+    with sock:
+        if parts.scheme == "tls":
+            return
+        try:
+            first = sock.recv(64)
+        except TimeoutError:
+            first = b""
+        except OSError as e:
+            first = str(e).encode()
+    frames = int.from_bytes(first[:8], "little") if len(first) >= 8 else -1
+    if not 0 < frames <= 64:
+        said = (
+            "it answered in HTTP"
+            if first.startswith(b"HTTP/")
+            else (
+                f"it said nothing within {wait:g} s"
+                if not first
+                else "it does not speak Dask's protocol"
+            )
+        )
+        raise ClusterError(
+            f"{where}: what listens there is not a Dask scheduler ({said}): give the address "
+            "`tippingpoint cluster local` or `dask scheduler` printed"
+        )

@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import Any
 
 from tippingpoint.cluster import ClusterError, require_dask
-from tippingpoint.cluster.address import check_address
+from tippingpoint.cluster.address import check_address, probe_scheduler
 from tippingpoint.cluster.clock import Offset, measure_offsets
 from tippingpoint.cluster.facts import Facts, machine_facts
 from tippingpoint.cluster.shard import prepare
@@ -113,6 +113,7 @@ class Fleet:
     def __enter__(self) -> Fleet:
         from distributed import Client
 
+        probe_scheduler(self.address)
         try:
             self.client = Client(
                 self.address, timeout="10s", security=self.security, set_as_default=False

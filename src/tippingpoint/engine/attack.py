@@ -17,6 +17,7 @@ from collections.abc import Callable
 from time import monotonic_ns
 from typing import Final
 
+from tippingpoint import interrupt
 from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
 from tippingpoint.engine.intervals import IntervalClock
 from tippingpoint.engine.layers import encode_hit, new_pool, pool_key
@@ -87,6 +88,7 @@ class Engine:
             pool = pools.get(key)
             if pool is None:
                 pool = new_pool(target, ctx, config.tls.server_name, config.tls.resume)
+                pool.handshake_s = min(pool.handshake_s, config.timeout)
                 pools[key] = pool
             self._target_pool.append(pool)
             self._requests.append(encode_hit(target, config.keepalive))
@@ -146,6 +148,8 @@ class Engine:
         loop = self.loop
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
+        if interrupt.requested():  # before the loop had the signals
+            self.stop()
         self._intervals.start()
         loop.call_later(_SWEEP_S, self._sweep)
         loop.call_later(_ABSORB_S, self._absorb)
@@ -320,8 +324,8 @@ class Engine:
             sock = client_socket(pool.family, laddr)
             async with asyncio.timeout(self.config.timeout):
                 await self.loop.sock_connect(sock, pool.addr)
-                connected, sock = sock, None  # open_conn closes it if it fails
-                conn = await open_conn(self.loop, self, pool, connected)
+            connected, sock = sock, None  # open_conn closes it if it fails
+            conn = await open_conn(self.loop, self, pool, connected)  # each layer's own limit
         except (OSError, ssl.SSLError, TimeoutError) as e:
             self._connecting -= 1
             self._open -= 1

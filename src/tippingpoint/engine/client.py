@@ -12,16 +12,60 @@ import errno
 import socket
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import monotonic_ns
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from tippingpoint.targets import Origin
 from tippingpoint.wire.response import ResponseError, ResponseReader
 
-__all__ = ["ClientConn", "ConnOwner", "Pool", "classify_error", "client_socket"]
+__all__ = [
+    "HANDSHAKE_S",
+    "ClientConn",
+    "ConnOwner",
+    "NoAnswer",
+    "Pool",
+    "answered",
+    "classify_error",
+    "client_socket",
+]
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+HANDSHAKE_S = 5.0
+"""How long a layer's handshake (TLS, a WebSocket upgrade, MQTT's CONNACK) may go
+unanswered, at most: past it the peer is not speaking that protocol, or too overloaded to
+start a conversation, and waiting the whole --timeout would only hide that."""
+
+_T = TypeVar("_T")
+
+_NOT_TLS = (
+    "WRONG_VERSION_NUMBER",
+    "PACKET_LENGTH_TOO_LONG",
+    "RECORD_LAYER_FAILURE",
+    "HTTP_REQUEST",
+)
+
+
+class NoAnswer(TimeoutError):
+    """A handshake the peer never answered: the target's failure, named after the phase."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+async def answered(aw: Awaitable[_T], pool: Pool, kind: str, what: str, speaks: str) -> _T:
+    """``aw`` (one phase of a connection's opening), or :class:`NoAnswer` after the
+    pool's handshake limit: ``no WHAT within 5 s: is HOST:PORT SPEAKS?``."""
+    limit = pool.handshake_s
+    try:
+        async with asyncio.timeout(limit):
+            return await aw
+    except TimeoutError:
+        raise NoAnswer(
+            kind, f"no {what} within {limit:g} s: is {pool.host_header} {speaks}?"
+        ) from None
 
 
 def client_socket(family: int, laddr: str | None) -> socket.socket:
@@ -54,13 +98,15 @@ def classify_error(exc: BaseException) -> tuple[str, str]:
     if isinstance(kind, str):  # a protocol's own refusal (MQTT: connack-refused...)
         return kind, str(exc)
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        if getattr(exc, "reason", None) in _NOT_TLS:
+            return "tls", f"TLS handshake failed: the peer is not speaking TLS ({exc.reason})"
         return "tls", message
     if isinstance(exc, ConnectionRefusedError):
         return "refused", message
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
         return "reset", message
     if isinstance(exc, TimeoutError):
-        return "timeout", message
+        return "timeout", message if str(exc) else "no answer within --timeout"
     if isinstance(exc, ResponseError):
         return "malformed", message
     if isinstance(exc, OSError):
@@ -97,6 +143,7 @@ class Pool:
         "conn_type",
         "conns",
         "family",
+        "handshake_s",
         "host_header",
         "idle",
         "origin",
@@ -139,6 +186,8 @@ class Pool:
         self.session_at = 0
         """When ``session`` was taken (monotonic ns)."""
         self.resume = resume
+        self.handshake_s = HANDSHAKE_S
+        """The longest a layer's handshake may go unanswered (:func:`answered`)."""
 
 
 class ClientConn(asyncio.Protocol):

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tippingpoint import interrupt
 from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_socket
 from tippingpoint.engine.fdpoll import FdPoller
 from tippingpoint.engine.layers import keep_alive_hit, new_pool
@@ -113,6 +114,7 @@ class Holder:
         if origin.tls:
             context = make_ssl_context(TLSOptions(insecure=config.insecure, cacert=config.cacert))
         self.pool = new_pool(config.target, context, None)
+        self.pool.handshake_s = min(self.pool.handshake_s, config.timeout)
         """Its ``conns`` are the connections established and not lost."""
         self.host = str(self.pool.addr[0])
         self.ports = config.ports or (origin.port,)
@@ -124,6 +126,7 @@ class Holder:
         self.conns: list[ClientConn | Session] = []
         """Every connection established, in order (requests go round them)."""
         self.opening = 0
+        self.tasks: set[asyncio.Task[None]] = set()
         self.started = 0
         self.opened = 0
         self.retried = 0
@@ -196,9 +199,16 @@ class Holder:
         def reopen() -> None:
             if not self.stopping:
                 self.opening += 1
-                self.loop.create_task(self._open_one(n, attempt + 1))
+                self._spawn(n, attempt + 1)
 
         self.loop.call_later(delay, reopen)
+
+    def _spawn(self, n: int, attempt: int) -> None:
+        """Open connection ``n``; the task is kept until it ends, to be cancelled at the
+        stop (an opening must not outlive the poller it joins)."""
+        task = self.loop.create_task(self._open_one(n, attempt))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _open_one(self, n: int, attempt: int = 0) -> None:
         # Three clocks, as `attack` keeps them for requests: how late the connect started
@@ -218,16 +228,17 @@ class Holder:
                 if not attempt:  # a retry is late on purpose
                     self.lateness.append(max(0, t_connect - planned))
                 await self.loop.sock_connect(sock, (self.host, port))
-                t_tcp = monotonic_ns()
-                connected, sock = sock, None  # open_conn closes it if it fails
-                conn: ClientConn | Session
-                if self.mqtt is not None:
-                    conn, t_ready, t_connack = await self._open_session(connected, n)
-                else:
-                    conn = await open_conn(self.loop, self, pool, connected, self.poller)
-                    t_ready = t_connack = 0
-                if pool.ssl is not None:
-                    t_tls = t_ready or monotonic_ns()
+            t_tcp = monotonic_ns()
+            connected, sock = sock, None  # open_conn closes it if it fails
+            conn: ClientConn | Session
+            # Past the connect, each layer's opening has its own limit (HANDSHAKE_S).
+            if self.mqtt is not None:
+                conn, t_ready, t_connack = await self._open_session(connected, n)
+            else:
+                conn = await open_conn(self.loop, self, pool, connected, self.poller)
+                t_ready = t_connack = 0
+            if pool.ssl is not None:
+                t_tls = t_ready or monotonic_ns()
         except (OSError, ssl.SSLError, TimeoutError) as e:
             if sock is not None:
                 sock.close()
@@ -287,7 +298,7 @@ class Holder:
         while self.started < due and self.opening < _OPENING_MAX:
             self.started += 1
             self.opening += 1
-            self.loop.create_task(self._open_one(self.started - 1))
+            self._spawn(self.started - 1, 0)
         if self.started < self.shard.connections:
             self.loop.call_later(0.01, self._open_batch)
 
@@ -351,6 +362,8 @@ class Holder:
     async def run(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.loop.add_signal_handler(sig, self.done.set)
+        if interrupt.requested():  # before the loop had the signals
+            self.done.set()
         delay = (self.shard.start_ns - monotonic_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
@@ -377,6 +390,10 @@ class Holder:
             if monotonic_ns() >= end:
                 break
         self.stopping = True
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
         for conn in self.conns:
             conn.abort()
         await asyncio.sleep(0)

@@ -14,7 +14,7 @@ import ssl
 from time import monotonic_ns
 from typing import Any, Protocol, cast
 
-from tippingpoint.engine.client import Pool
+from tippingpoint.engine.client import Pool, answered
 from tippingpoint.engine.fdpoll import FdPoller, FdTransport
 from tippingpoint.engine.tls import TLSPipe
 from tippingpoint.wire import mqtt as m
@@ -294,7 +294,13 @@ class Session(asyncio.Protocol):
             if self._transport is None:
                 return
         if reader.error is not None:
-            self._fail(MQTTProtocolError(f"from the server: {reader.error.message}"))
+            if self._pending is not None and data.startswith(b"HTTP/"):  # no CONNACK yet
+                error = MQTTProtocolError(
+                    f"the peer answered in HTTP: is {self._pool.host_header} an MQTT broker?"
+                )
+            else:
+                error = MQTTProtocolError(f"from the server: {reader.error.message}")
+            self._fail(error)
 
     # Used by owners
 
@@ -342,7 +348,13 @@ class Session(asyncio.Protocol):
             return
         self._pending = asyncio.get_running_loop().create_future()
         self._raw(wsock.request(self._pool.host_header))
-        await self._pending
+        await answered(
+            self._pending,
+            self._pool,
+            "upgrade",
+            "answer to the WebSocket upgrade",
+            "a WebSocket endpoint",
+        )
 
     async def start(self, connect: bytes, subscribe: bytes | None) -> int:
         """CONNECT -> CONNACK, SUBSCRIBE -> SUBACK (after TLS's handshake and the
@@ -351,7 +363,7 @@ class Session(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._pending = loop.create_future()
         self.out(connect)
-        connack = await self._pending
+        connack = await answered(self._pending, self._pool, "connack", "CONNACK", "an MQTT broker")
         t_connack = monotonic_ns()
         assert isinstance(connack, m.Connack)
         if connack.reason:
@@ -360,7 +372,9 @@ class Session(asyncio.Protocol):
         if subscribe is not None:
             self._pending = loop.create_future()
             self.out(subscribe)
-            suback = await self._pending
+            suback = await answered(
+                self._pending, self._pool, "subscribe", "SUBACK", "an MQTT broker"
+            )
             assert isinstance(suback, m.Suback)
             bad = [code for code in suback.codes if code >= 0x80]
             if bad:
@@ -450,7 +464,9 @@ async def open_session(
         raise
     try:
         if session._pending is not None:
-            await session._pending
+            await answered(
+                session._pending, pool, "tls", "answer to the TLS ClientHello", "speaking TLS"
+            )
         t_tls = monotonic_ns()
         await session.upgrade()
         t_connack = await session.start(connect, subscribe)

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from time import monotonic_ns
 from typing import Final
 
+from tippingpoint import interrupt
 from tippingpoint.engine.client import Pool, classify_error, client_socket
 from tippingpoint.engine.intervals import IntervalClock
 from tippingpoint.engine.mqtt import Session, expand, open_session, reason_text
@@ -77,6 +78,7 @@ class Publisher:
         target = config.targets[0]
         ctx = make_ssl_context(config.tls) if target.origin.tls else None
         self.pool = Pool(target.origin, ctx, config.tls.server_name)
+        self.pool.handshake_s = min(self.pool.handshake_s, config.timeout)
         self.version = pub.options.version
         count = shard.count
         self.nsessions = max(1, _share(config.connections, shard.index, count))
@@ -157,7 +159,19 @@ class Publisher:
         self._check_done()
 
     def _missed(self, count: int) -> None:
-        self.rec.missed += count
+        """Sends the schedule could not make in time. When no session could open, they
+        were never the generator's to make: they fail with the sessions' reason (the
+        opening, bounded by the handshake limit, ran past their time)."""
+        down = self.down[0] if not self.rec.opened else None
+        if down is None:
+            self.rec.missed += count
+            return
+        rec = self.rec
+        rec.error(*down)
+        rec.errors[down[0]][0] += count - 1
+        rec.done += count
+        rec.codes[0] += count
+        rec.last_done_ns = monotonic_ns()
 
     # Running
 
@@ -165,6 +179,8 @@ class Publisher:
         loop = self.loop
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
+        if interrupt.requested():  # before the loop had the signals
+            self.stop()
         await self._open_all()
         self._intervals.start()
         loop.call_later(_SWEEP_S, self._sweep)
@@ -206,18 +222,19 @@ class Publisher:
                 sock = client_socket(self.pool.family, self._laddr(k))
                 async with asyncio.timeout(self.config.timeout):
                     await self.loop.sock_connect(sock, self.pool.addr)
-                    connected, sock = sock, None
-                    session, _, _ = await open_session(
-                        self.loop,
-                        self,
-                        self.pool,
-                        connected,
-                        self.version,
-                        connect,
-                        subscribe,
-                        k if not subscriber else -1 - k,
-                        ws_path=self.pub.options.ws_path,
-                    )
+                connected, sock = sock, None
+                # Past the connect, each layer's opening has its own limit (HANDSHAKE_S).
+                session, _, _ = await open_session(
+                    self.loop,
+                    self,
+                    self.pool,
+                    connected,
+                    self.version,
+                    connect,
+                    subscribe,
+                    k if not subscriber else -1 - k,
+                    ws_path=self.pub.options.ws_path,
+                )
             except (OSError, ssl.SSLError, TimeoutError) as e:
                 if sock is not None:
                     sock.close()
@@ -424,6 +441,12 @@ class Publisher:
             self._in_flight -= 1
             self._failed("reset", f"the session closed before its acknowledgement{why}")
         self.inflight[k].clear()
+        if self.pub.until == "echo" and self.waiting:
+            # The echo comes back on the session it was sent on: closed, it never will.
+            gone = [n for n in self.waiting if (n // self._step) % self.nsessions == k]
+            for n in gone:
+                del self.waiting[n]
+                self._failed("reset", f"the session closed before its echo{why}")
         if not self._stopping and not self._done.is_set():
             gate = asyncio.Semaphore(1)
             self.loop.create_task(self._open(gate, k, False))

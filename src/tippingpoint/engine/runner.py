@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from tippingpoint import __version__
+from tippingpoint import __version__, interrupt
 
 # Imported here, before the workers are forked, so that no worker spends the first
 # moments of its schedule importing.
@@ -210,68 +210,68 @@ def run_hold(
     )
 
 
+def _worker(job: Callable[[int], int], write_fd: int) -> int:
+    interrupt.in_worker()
+    return job(write_fd)
+
+
+def _gather(children: dict[int, int], on_record: Sink, name: str) -> int:
+    """Read the workers' records until every pipe closes, then reap them; returns how
+    many failed (each said on stderr)."""
+    buffers: dict[int, bytes] = {fd: b"" for fd in children.values()}
+    open_fds = set(children.values())
+    while open_fds:
+        try:
+            readable, _, _ = select.select(list(open_fds), [], [], 1.0)
+        except InterruptedError:
+            continue
+        for fd in readable:
+            data = os.read(fd, 1 << 20)
+            if not data:
+                open_fds.discard(fd)
+                os.close(fd)
+                continue
+            lines = (buffers[fd] + data).split(b"\n")
+            buffers[fd] = lines.pop()
+            for line in lines:
+                if line:
+                    on_record(decode(line), line + b"\n")
+    failed = 0
+    for pid in children:
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            failed += 1
+            print(
+                f"tippingpoint {name}: worker pid {pid} {describe_status(status)}", file=sys.stderr
+            )
+    return failed
+
+
 def run_children(jobs: list[Callable[[int], int]], on_record: Sink, name: str) -> int:
     """Fork one process per job (``job(write_fd) -> exit code``); pass on every record
     they write (one JSON line each) as it arrives, decoded once. SIGINT/SIGTERM are
     forwarded as SIGTERM (the workers stop gracefully and flush). Returns 0, 1 when a
     worker failed, or 128 + the signal (130 for Ctrl-C) when one stopped the run."""
-    children: dict[int, int] = {}  # pid -> read fd
-    for job in jobs:
-        read_fd, write_fd = os.pipe()
-        pid = fork_child(functools.partial(job, write_fd), [read_fd, *children.values()])
-        os.close(write_fd)
-        children[pid] = read_fd
-
-    stopped_by = 0
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopped_by
-        stopped_by = stopped_by or signum
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    failed = 0
-    buffers: dict[int, bytes] = {fd: b"" for fd in children.values()}
-    try:
-        open_fds = set(children.values())
-        while open_fds:
-            try:
-                readable, _, _ = select.select(list(open_fds), [], [], 1.0)
-            except InterruptedError:
-                continue
-            for fd in readable:
-                data = os.read(fd, 1 << 20)
-                if not data:
-                    open_fds.discard(fd)
-                    os.close(fd)
-                    continue
-                lines = (buffers[fd] + data).split(b"\n")
-                buffers[fd] = lines.pop()
-                for line in lines:
-                    if not line:
-                        continue
-                    on_record(decode(line), line + b"\n")
-        for pid in children:
-            _, status = os.waitpid(pid, 0)
-            if status != 0:
-                failed += 1
-                print(
-                    f"tippingpoint {name}: worker pid {pid} {describe_status(status)}",
-                    file=sys.stderr,
-                )
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+    with interrupt.catching():
+        children: dict[int, int] = {}  # pid -> read fd
+        for job in jobs:
+            read_fd, write_fd = os.pipe()
+            pid = fork_child(
+                functools.partial(_worker, job, write_fd), [read_fd, *children.values()]
+            )
+            os.close(write_fd)
+            children[pid] = read_fd
+        try:
+            with interrupt.passing_on(children):
+                failed = _gather(children, on_record, name)
+        finally:
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+        stopped_by = interrupt.requested()
     if failed:
         return 1
     return 128 + stopped_by if stopped_by else 0  # as a shell reports a signal

@@ -18,7 +18,7 @@ import socket
 import ssl
 from time import monotonic_ns
 
-from tippingpoint.engine.client import ClientConn, ConnOwner, Pool
+from tippingpoint.engine.client import ClientConn, ConnOwner, Pool, answered
 from tippingpoint.engine.fdpoll import FdPoller
 from tippingpoint.model import TLSOptions
 
@@ -223,7 +223,9 @@ class TLSClientConn(ClientConn):
         """Wait for the end of the handshake (raises what made it fail), then for the
         layers above TLS."""
         if self.handshake is not None:
-            await self.handshake
+            await answered(
+                self.handshake, self._pool, "tls", "answer to the TLS ClientHello", "speaking TLS"
+            )
         await super().ready()
 
     # TLS

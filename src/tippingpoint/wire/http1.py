@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_METHOD_START = re.compile(rb"[\r\n]*(?:" + _TOKEN + rb")?(?: |$)")
+"""What a request's first bytes can be: a method, or what leads up to one."""
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") [^\x00-\x20\x7f]+ HTTP/([0-9])\.([0-9])\r\n")
 # The whole head: request line, header lines, the empty line. One pass validates it all.
 _HEAD_RE = re.compile(
@@ -329,6 +331,10 @@ class RequestReader:
             raise ProtocolError(431, f"request header block exceeds {self.max_header} bytes")
         if buf.find(b"\n\n", pos) >= 0:
             raise ProtocolError(400, "lines must end with CRLF")
+        if _METHOD_START.match(buf, pos, pos + 24) is None:
+            # Another protocol's greeting (a TLS ClientHello, an MQTT CONNECT): said at
+            # once, not after the client's timeout.
+            raise ProtocolError(400, "not an HTTP request")
 
     @staticmethod
     def _delayed(
