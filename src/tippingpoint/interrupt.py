@@ -44,7 +44,10 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 @contextmanager
 def catching() -> Iterator[None]:
     """Note SIGINT and SIGTERM instead of raising, until the outermost ``catching``
-    ends; then the handlers before it come back and the note is cleared."""
+    ends; then the handlers before it come back and the note is cleared. After a stop
+    was noted, the command is on its way out: a further Ctrl-C (a terminal's second, or
+    the one a user sends while it writes its last lines) is ignored, not raised in the
+    middle of that."""
     global _depth, _received
     old = {sig: signal.signal(sig, _on_signal) for sig in _SIGNALS} if not _depth else {}
     _depth += 1
@@ -54,7 +57,9 @@ def catching() -> Iterator[None]:
         _depth -= 1
         if not _depth:
             for sig, handler in old.items():
-                signal.signal(sig, handler)
+                signal.signal(
+                    sig, signal.SIG_IGN if _received and sig == signal.SIGINT else handler
+                )
             _received = 0
 
 

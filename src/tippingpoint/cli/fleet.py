@@ -52,6 +52,7 @@ def fleet_of(opts: dict[str, Any], command: str) -> Iterator[Fleet]:
     """The fleet of ``opts["cluster"]``, surveyed, for the ``with`` block; its log lines
     go to stderr as ``command``'s. A fleet that cannot be used, or a run it cannot go on
     with, ends the command with one line (exit 1)."""
+    from tippingpoint import interrupt
     from tippingpoint.cluster import ClusterError
     from tippingpoint.cluster.fleet import Fleet
     from tippingpoint.pacer import parse_duration
@@ -72,7 +73,12 @@ def fleet_of(opts: dict[str, Any], command: str) -> Iterator[Fleet]:
             max_skew=parse_duration(opts.get("max_clock_skew") or "50ms"),
             security=security,
         )
-        with fleet:
+        # Ctrl-C, once or twice, at any moment: noted, and the run stops its shards at
+        # its next poll (a KeyboardInterrupt inside Dask's calls could be lost or break
+        # its locks); one that comes while the fleet is surveyed starts nothing.
+        with interrupt.catching(), fleet:
+            if interrupt.requested():
+                raise KeyboardInterrupt
             yield fleet
     except (ClusterError, ValueError) as e:
         fail(str(e), 1)

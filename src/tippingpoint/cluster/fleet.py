@@ -29,17 +29,15 @@ import itertools
 import math
 import pickle
 import queue
-import signal
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
+from tippingpoint import interrupt
 from tippingpoint.cluster import ClusterError, require_dask
 from tippingpoint.cluster.address import check_address, probe_scheduler
 from tippingpoint.cluster.clock import Offset, measure_offsets
@@ -54,6 +52,8 @@ __all__ = ["ClusterRun", "Fleet", "missing_share"]
 _START_DELAY_S = 2.0
 """From the plan to time zero: the task's trip, a clean process's start and imports."""
 _POLL_S = 0.5
+_STOP_WAIT_S = 30.0
+"""How long stopped shards may take to flush and end."""
 _WARN_SKEW_S = 0.005
 """A shard's seconds shifted by more than this against the others' is worth a warning:
 latency is measured on each shard's own monotonic clock, so an offset only shifts which
@@ -380,7 +380,7 @@ class Fleet:
         client, run = self.client, self.run
         code = 0
         try:
-            with _ctrl_c() as interrupted:
+            with interrupt.catching():
                 while any(not f.done() for f in futures.values()):
                     deadline = time.monotonic() + _POLL_S
                     while (left := deadline - time.monotonic()) > 0:
@@ -388,7 +388,7 @@ class Fleet:
                             take(inbox.get(timeout=left))
                         except queue.Empty:
                             break
-                    if interrupted.is_set():
+                    if interrupt.requested():
                         raise KeyboardInterrupt
                     alive = self.alive()
                     for worker, future in futures.items():
@@ -405,10 +405,19 @@ class Fleet:
         except KeyboardInterrupt:
             self.log("cluster: stopping every shard (they flush what they have)")
             stop.set()
-            client.gather([f for w, f in futures.items() if w not in run.lost], errors="skip")
+            stopping = [f for w, f in futures.items() if w not in run.lost]
+            deadline = time.monotonic() + _STOP_WAIT_S
+            while not all(f.done() for f in stopping) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not all(f.done() for f in stopping):
+                self.log(f"cluster: shards still running {_STOP_WAIT_S:.0f} s after the stop")
+            client.gather([f for f in stopping if f.done()], errors="skip")
             code = 130
         for worker, future in futures.items():
             if worker in run.lost:
+                code = code or 1
+                continue
+            if not future.done():  # did not stop in time (said above)
                 code = code or 1
                 continue
             if future.status == "error":
@@ -445,29 +454,6 @@ class Fleet:
     def missing_share(self, planned: dict[int, int]) -> list[str]:
         """For each lost worker: what its shards were to do against what they did."""
         return missing_share(self.run, self.facts, planned)
-
-
-@contextmanager
-def _ctrl_c() -> Iterator[threading.Event]:
-    """Ctrl-C sets the yielded event, which the caller polls, instead of raising where
-    the main thread happens to be: inside Dask's client calls a KeyboardInterrupt can be
-    taken up and lost, and the run then went on to its end. A second Ctrl-C raises at
-    once. (Outside the main thread, the event is never set.)"""
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if event.is_set():
-            raise KeyboardInterrupt
-        event.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _tls_configured() -> bool:
