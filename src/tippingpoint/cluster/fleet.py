@@ -377,7 +377,7 @@ class Fleet:
     ) -> int:
         """Pass records on until every worker's task ends; notice lost workers; Ctrl-C
         stops every shard. Returns the run's exit code."""
-        client, run = self.client, self.run
+        run = self.run
         code = 0
         try:
             with interrupt.catching():
@@ -403,15 +403,7 @@ class Fleet:
                                 f"{at:.1f} s into the run: its shards stop there, the others go on"
                             )
         except KeyboardInterrupt:
-            self.log("cluster: stopping every shard (they flush what they have)")
-            stop.set()
-            stopping = [f for w, f in futures.items() if w not in run.lost]
-            deadline = time.monotonic() + _STOP_WAIT_S
-            while not all(f.done() for f in stopping) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if not all(f.done() for f in stopping):
-                self.log(f"cluster: shards still running {_STOP_WAIT_S:.0f} s after the stop")
-            client.gather([f for f in stopping if f.done()], errors="skip")
+            self._stop_all(stop, [f for w, f in futures.items() if w not in run.lost])
             code = 130
         for worker, future in futures.items():
             if worker in run.lost:
@@ -450,6 +442,17 @@ class Fleet:
             except queue.Empty:
                 break
         return code
+
+    def _stop_all(self, stop: Any, futures: list[Any]) -> None:
+        """Ask every shard to stop, and give them :data:`_STOP_WAIT_S` to flush and end."""
+        self.log("cluster: stopping every shard (they flush what they have)")
+        stop.set()
+        deadline = time.monotonic() + _STOP_WAIT_S
+        while not all(f.done() for f in futures) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not all(f.done() for f in futures):
+            self.log(f"cluster: shards still running {_STOP_WAIT_S:.0f} s after the stop")
+        self.client.gather([f for f in futures if f.done()], errors="skip")
 
     def missing_share(self, planned: dict[int, int]) -> list[str]:
         """For each lost worker: what its shards were to do against what they did."""
