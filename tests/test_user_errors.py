@@ -345,3 +345,21 @@ def test_a_cluster_address_with_no_scheduler_is_one_line_at_once() -> None:
             assert result.returncode == 1 and err.count("\n") == 1, err
             assert f"--cluster {address}: " in err and message in err, err
             assert took < 8, took
+
+
+def test_a_pipe_closed_by_its_reader_ends_the_attack_with_status_1(serve: Any) -> None:
+    """`attack -o - | head -c 100` exited 0, as if the run had been written whole."""
+    import shlex
+
+    server = serve(processes=1)
+    attack = shlex.join(
+        tippingpoint_cmd("attack", server.url, "--rate", "100", "--duration", "3s", "-o", "-")
+    )
+    result = subprocess.run(
+        ["bash", "-c", f"{attack} | head -c 100 >/dev/null; exit ${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        timeout=60,
+    )
+    err = result.stderr.decode()
+    assert result.returncode == 1 and err.count("\n") == 1, err
+    assert re.search(r"cannot write to stdout: Broken pipe after \d+ lines: the command read", err)

@@ -39,6 +39,9 @@ class ResultFile:
         except OSError as e:
             self.close()
             self.file = None
+            if self.path == "-":
+                kept = f" after {self.lines:,} lines: the command reading them stopped"
+                raise OutputError(f"cannot write to stdout: {e.strerror}{kept}") from None
             kept = (
                 f"; the {self.lines:,} lines written before are readable: "
                 f"tippingpoint report {self.path}"
