@@ -98,30 +98,6 @@ def test_a_scenario_typo_is_refused_by_bench_with_its_line(tmp_path: Path) -> No
     assert not (tmp_path / "out").exists()  # refused before anything started
 
 
-@pytest.mark.parametrize(
-    ("command", "written"),
-    [
-        (["attack", "--rate", "200", "--duration", "60s", "--processes", "1"], b'"interval"'),
-        (["hold", "--connections", "20", "--duration", "60s", "-o", "-"], b'"hold"'),
-        (["sweep", "--start", "100", "--step", "+100", "--step-duration", "2s"], b"offered/s"),
-    ],
-)
-def test_ctrl_c_writes_what_was_measured_and_exits_130(
-    serve: Any, command: list[str], written: bytes
-) -> None:
-    server = serve(processes=1)
-    proc = subprocess.Popen(
-        tippingpoint_cmd(command[0], server.url, *command[1:]),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err.decode()[-2000:]
-    assert written in out and b"Traceback" not in err
-
-
 def test_ctrl_c_on_attack_piped_into_report_still_reports(serve: Any) -> None:
     """The README's first example: the terminal sends Ctrl-C to both commands."""
     import os
