@@ -160,7 +160,10 @@ def test_bench_writes_the_report_and_cleans_up(report_dir: Path) -> None:
     closed = summary["experiments"][1]["sweep"]
     assert closed["model"] == "closed"
     firsts = [s["connections"] for s in closed["steps"] if not s["repeat"]]
-    assert firsts == [2, 4], closed["steps"]  # x2 by default
+    if closed["too_busy"]:  # another load took the cores (a busy machine): said, not measured
+        assert "too busy to measure" in closed["reason"] and firsts[0] == 2, closed
+    else:
+        assert firsts == [2, 4], closed["steps"]  # x2 by default
     assert all(s["success"] == 1.0 and s["achieved"] > 0 for s in closed["steps"])
     assert "200 requests, success 100.00%" in summary["summary"][2][1]
     monitor = [json.loads(x) for x in (report_dir / "monitor.jsonl").read_text().splitlines()]
@@ -275,9 +278,9 @@ def test_a_scenario_s_typos_are_refused_with_their_line_and_the_nearest_key() ->
             sweep + 'name = "a"\n' + sweep + 'name = "a"',
             "line 4: experiment[1] (\"a\"): the name 'a' is taken by experiment[0]",
         ),
-        ("[backends]\nprocesses = 'one'\n" + sweep, "backends.processes: a whole number >= 1"),
-        (sweep + "max_steps = 2.5", "experiment[0].max_steps: a whole number >= 1, got 2.5"),
-        (sweep + "refine = true", "experiment[0].refine: a whole number >= 0, got True"),
+        ("[backends]\nprocesses = 'one'\n" + sweep, "line 2: backends.processes: a whole number"),
+        (sweep + "max_steps = 2.5", "line 3: experiment[0].max_steps: a whole number >= 1"),
+        (sweep + "refine = true", "line 3: experiment[0].refine: a whole number >= 0, got True"),
         ("title = 'x'\n" + sweep, "line 1: unknown key title: it belongs in [bench]"),
     ):
         with pytest.raises(ScenarioError) as caught:

@@ -130,7 +130,8 @@ def test_a_sweep_through_the_proxy_meets_subscribers_on_one_of_two_brokers(
     experiments = _summary(out)["experiments"]
     for exp in experiments[:2]:
         steps = exp["sweep"]["steps"]
-        assert [s["offered"] for s in steps] == [200, 400], exp["name"]
+        # A step past the knee runs again to confirm it, a disturbed one to measure it.
+        assert [s["offered"] for s in steps if not s["repeat"]] == [200, 400], exp["name"]
         # Every message reached its subscriber: none lost between the two brokers.
         assert all(s["success"] == 1.0 and s["achieved"] > 150 for s in steps), steps
         assert all(s["proxy_cpu_pct"] is not None for s in steps)
@@ -176,7 +177,9 @@ def test_a_connect_storm_steps_the_rate_of_new_sessions(
     out, _ = mosquitto_bench
     storm = _summary(out)["experiments"][4]
     steps = storm["sweep"]["steps"]
-    assert [s["offered"] for s in steps] == [100, 200]
+    # A step judged past the knee runs again to confirm it, a disturbed one to measure it.
+    assert [s["offered"] for s in steps if not s["repeat"]] == [100, 200]
+    assert all(s["repeat"] in ("confirm", "disturbed") for s in steps if s["repeat"]), steps
     assert all(s["success"] == 1.0 and s["p99_ms"] > 0 for s in steps), steps
     assert storm["unit"] == "new sessions/s"
     records = [

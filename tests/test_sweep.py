@@ -42,10 +42,13 @@ def test_sweep_finds_the_rate_limit_as_the_knee(serve, proxy, tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     sweep = json.loads(result.stdout)
     steps = sweep["steps"]
+    if sweep["too_busy"]:  # another load took the cores (a busy machine): said, not measured
+        assert "too busy to measure" in sweep["reason"], sweep
+        return
     # x2 until past the knee, one bisection; every other run is a repeat: of a step
     # past the knee (400/s, under HAProxy's limit of 500 sessions a second, can be
     # once, on a busy machine) and of the knee's two ends.
-    assert [s["offered"] for s in steps if not s["repeat"]] == [200, 400, 800, 600]
+    assert [s["offered"] for s in steps if not s["repeat"]] == [200, 400, 800, 600], steps
     assert {s["repeat"] for s in steps} <= {"", "confirm", "disturbed"}
     assert [s["offered"] for s in steps if s["repeat"] == "confirm"][-2:] == [600, 400]
     assert sweep["tipping_point"] == 400 and sweep["first_bad"] == 600

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["EXPERIMENT_KEYS", "KINDS", "TABLE_KEYS", "check_keys"]
+__all__ = ["EXPERIMENT_KEYS", "KINDS", "TABLE_KEYS", "check_keys", "with_line"]
 
 KINDS = ("sweep", "attack", "hold", "tls-cost", "mqtt-sweep", "mqtt-hold", "connect-storm")
 """The experiment kinds a scenario may name (each is one entry in the bench's table)."""
@@ -151,3 +151,27 @@ def _experiments(experiments: list[dict[str, Any]], lines: Sequence[str]) -> Non
                 f"[{names[name]}]: names label the report's rows and files"
             )
         names[name] = i
+
+
+_PATH = re.compile(r"(experiment|matrix|[a-z_]+)(?:\[(\d+)\])?\.([a-z_]+)\b")
+
+
+def with_line(message: str, text: str) -> str:
+    """``message`` (``client.processes: ...``, ``experiment[1].rate: ...``) with the line
+    of the key it names in front, as the unknown-key errors have it."""
+    match = _PATH.match(message)
+    if match is None or message.startswith("line "):
+        return message
+    table, index, key = match.group(1), match.group(2), match.group(3)
+    lines = text.splitlines()
+    if index is not None:
+        headers = [
+            i for i, line in enumerate(lines) if re.match(rf"\s*\[\[\s*{table}\s*\]\]", line)
+        ]
+        start = headers[int(index)] if int(index) < len(headers) else None
+    else:
+        found = _line(lines, rf"\s*\[\s*{re.escape(table)}\s*\]")
+        start = found - 1 if found is not None else None
+    if start is None:
+        return message
+    return _at(_line(lines, _key_pattern(key), start)) + message

@@ -12,7 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from tippingpoint.bench.keys import KINDS, check_keys
+from tippingpoint.bench.keys import KINDS, check_keys, with_line
 from tippingpoint.knee import parse_slo
 from tippingpoint.limits import file_max
 from tippingpoint.pacer import parse_duration, parse_rate
@@ -437,10 +437,8 @@ def parse_scenario(text: str) -> Scenario:
             mqtt_balance=balance,
             cluster=_cluster(data.get("cluster", {})),
         )
-    except ScenarioError:
-        raise
-    except (ValueError, OSError, TypeError) as e:
-        raise ScenarioError(str(e)) from None
+    except (ScenarioError, ValueError, OSError, TypeError) as e:
+        raise ScenarioError(with_line(str(e), text)) from None
 
 
 def quick(scenario: Scenario) -> Scenario:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import NoReturn
@@ -29,7 +30,13 @@ class _Commands(click.Group):
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one: the same end
             click.echo("tippingpoint: interrupted", err=True)
-            sys.exit(130)
+            # Every ``finally`` on the way here has run. os._exit, not sys.exit: a
+            # KeyboardInterrupt that left code run by exec() (a dataclass being made,
+            # during an import) makes CPython 3.11 end the process by SIGINT at exit,
+            # whatever status it was given.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
