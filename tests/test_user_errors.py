@@ -357,3 +357,30 @@ def test_a_scenario_value_of_the_wrong_type_names_its_line(text: str, message: s
     with pytest.raises(ScenarioError) as info:
         parse_scenario(text)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_a_payload_over_the_server_s_limit_says_the_session_closed(serve: Any) -> None:
+    """A 10 MB MQTT payload against serve's 1 MiB cap was reported `lost: not echoed`."""
+    from tests.conftest import free_ports
+
+    port = free_ports(1)[0]
+    serve("--mqtt", str(port))
+    url = f"mqtt://127.0.0.1:{port}/ping/x"
+    for version in ("3.1.1", "5"):  # MQTT 5: DISCONNECT 0x95 first, then the close
+        result = run_tp(
+            "attack", url, "--rate", "5", "--duration", "1s", "--payload-size", "10000000",
+            "--until", "echo", "--mqtt-version", version, "-o", "/dev/null", timeout=60,
+        )  # fmt: skip
+        err = result.stderr.decode()
+        assert result.returncode == 1 and err.count("\n") == 1, err
+        assert "(reset 5: the session closed before its echo" in err, err
+
+
+def test_doctor_advises_a_higher_hard_limit_only_when_it_is_short() -> None:
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    fits = run_tp("doctor", "--connections", "1000").stdout.decode()
+    assert "hard nofile" not in fits or hard < 1100, fits
+    short = run_tp("doctor", "--connections", str(hard * 3)).stdout.decode()
+    assert f"'* hard nofile {hard * 3 + 1024}'" in short, short

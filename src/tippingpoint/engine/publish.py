@@ -105,6 +105,7 @@ class Publisher:
         self.queues: list[deque[tuple[int, int]]] = [deque() for _ in range(self.nsessions)]
         """Per session: hits waiting for room in its window (hit, intended ns)."""
         self.down: list[tuple[str, str] | None] = [None] * self.nsessions
+        self._reopening: set[asyncio.Task[None]] = set()
         """Per session: why it could not open (its hits fail at once until it does)."""
         self.waiting: dict[int, int] = {}
         """Echo/delivery: hit -> sent ns, until the echo or the delivery."""
@@ -187,6 +188,10 @@ class Publisher:
         loop.call_later(_ABSORB_S, self._absorb)
         await run_plan(self._schedule, self._start, self._start_closed, self._done)
         self._finish_waiting()
+        for task in list(self._reopening):
+            task.cancel()
+        if self._reopening:
+            await asyncio.gather(*self._reopening, return_exceptions=True)
         for session in [*self.sessions, *self.subs]:
             if session is not None:
                 session.close()
@@ -449,7 +454,9 @@ class Publisher:
                 self._failed("reset", f"the session closed before its echo{why}")
         if not self._stopping and not self._done.is_set():
             gate = asyncio.Semaphore(1)
-            self.loop.create_task(self._open(gate, k, False))
+            task = self.loop.create_task(self._open(gate, k, False))
+            self._reopening.add(task)  # cancelled at the end if still opening
+            task.add_done_callback(self._reopening.discard)
         self._check_done()
 
     # Queues, closed model, timeouts
