@@ -6,6 +6,7 @@ process of its group left, and what it wrote is readable (`tippingpoint report` 
 an attack's or a hold's stream; a sweep prints its table).
 
     python -m tests.ctrl_c --tries 50 attack hold sweep bench
+    python -m tests.ctrl_c --tries 100 --window 0.25 attack     # its imports and start
     python -m tests.ctrl_c --tries 10 [--double] attack-cluster hold-cluster sweep-cluster
 
 The test suite runs a few trials of each (tests/test_ctrl_c.py).
@@ -148,6 +149,9 @@ def main() -> int:
     parser.add_argument("--tries", type=int, default=50)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--double", action="store_true", help="a second Ctrl-C after the first")
+    parser.add_argument(
+        "--window", type=float, default=None, help="signal within this many seconds instead"
+    )
     opts = parser.parse_args()
     seed = opts.seed if opts.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -171,6 +175,7 @@ def main() -> int:
                 table.update(cluster_commands(url, cluster.stdout.readline().decode().strip()))
             for name in opts.names:
                 args, window = table[name]
+                window = opts.window if opts.window is not None else window
                 bad = 0
                 for _ in range(opts.tries):
                     result = trial(name, args, window, rng, opts.double)

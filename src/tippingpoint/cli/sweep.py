@@ -162,15 +162,13 @@ def _proxy_roles(proxy_dir: str, roles: dict[str, list[int]]) -> Any:
     ``proxy_dir``, added to ``roles``; returns how the monitor finds the sockets."""
     from pathlib import Path
 
-    from tippingpoint.proxy.stats import show_info
+    from tippingpoint.proxy.stats import show_info, stats_sockets
 
     directory = Path(proxy_dir)
-    found = sorted(directory.glob("haproxy-*.sock"))
-    if not found:
-        fail(
-            f"--proxy-dir {directory}: no haproxy-*.sock in it: give the --dir of a "
-            "running `tippingpoint proxy`"
-        )
+    try:
+        found = stats_sockets(directory, "--proxy-dir")
+    except ValueError as e:
+        fail(str(e))
     try:
         roles["proxy"] = [int(show_info(p)["Pid"]) for p in found]
         if "backends" not in roles:
@@ -180,10 +178,7 @@ def _proxy_roles(proxy_dir: str, roles: dict[str, list[int]]) -> Any:
     if not roles["backends"]:
         del roles["backends"]
 
-    def sockets() -> list[Path]:
-        return sorted(directory.glob("haproxy-*.sock"))
-
-    return sockets
+    return lambda: stats_sockets(directory)
 
 
 def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int]]]:

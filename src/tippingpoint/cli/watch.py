@@ -97,10 +97,12 @@ def watch(
         return
     sockets = None
     if haproxy_dir:
+        from tippingpoint.proxy.stats import stats_sockets
+
         directory = Path(haproxy_dir)
 
         def sockets() -> list[Path]:
-            return sorted(directory.glob("haproxy-*.sock"))
+            return stats_sockets(directory)
 
     from tippingpoint.broker import SysWatcher
 
@@ -168,19 +170,14 @@ def _check_watched(
     import socket
     from pathlib import Path
 
+    from tippingpoint.proxy.stats import stats_sockets
+
     for name, pids in roles.items():
         for pid in pids:
             if not os.path.exists(f"/proc/{pid}"):
                 raise ValueError(f"--role {name}={pid}: no process {pid} runs here (pgrep NAME)")
     if haproxy_dir:
-        directory = Path(haproxy_dir)
-        if not directory.is_dir():
-            raise ValueError(f"--haproxy-dir {haproxy_dir}: no such directory")
-        if not any(directory.glob("haproxy-*.sock")):
-            raise ValueError(
-                f"--haproxy-dir {haproxy_dir}: no haproxy-*.sock in it: give the --dir of "
-                "tippingpoint proxy"
-            )
+        stats_sockets(Path(haproxy_dir), "--haproxy-dir")
     for option, numbers in ports.items():
         for port in numbers:
             try:

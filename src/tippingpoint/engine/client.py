@@ -20,7 +20,11 @@ from tippingpoint.targets import Origin
 from tippingpoint.wire.response import ResponseError, ResponseReader
 
 __all__ = [
+    "CONNACK",
     "HANDSHAKE_S",
+    "SUBACK",
+    "TLS_HELLO",
+    "WS_UPGRADE",
     "ClientConn",
     "ConnOwner",
     "NoAnswer",
@@ -55,9 +59,18 @@ class NoAnswer(TimeoutError):
         self.kind = kind
 
 
-async def answered(aw: Awaitable[_T], pool: Pool, kind: str, what: str, speaks: str) -> _T:
-    """``aw`` (one phase of a connection's opening), or :class:`NoAnswer` after the
+TLS_HELLO = ("tls", "answer to the TLS ClientHello", "speaking TLS")
+WS_UPGRADE = ("upgrade", "answer to the WebSocket upgrade", "a WebSocket endpoint")
+CONNACK = ("connack", "CONNACK", "an MQTT broker")
+SUBACK = ("subscribe", "SUBACK", "an MQTT broker")
+"""The phases of a connection's opening, for :func:`answered`: (error kind, what did not
+come, what the peer should be)."""
+
+
+async def answered(aw: Awaitable[_T], pool: Pool, phase: tuple[str, str, str]) -> _T:
+    """``aw`` (one ``phase`` of a connection's opening), or :class:`NoAnswer` after the
     pool's handshake limit: ``no WHAT within 5 s: is HOST:PORT SPEAKS?``."""
+    kind, what, speaks = phase
     limit = pool.handshake_s
     try:
         async with asyncio.timeout(limit):

@@ -14,7 +14,7 @@ import ssl
 from time import monotonic_ns
 from typing import Any, Protocol, cast
 
-from tippingpoint.engine.client import Pool, answered
+from tippingpoint.engine.client import CONNACK, SUBACK, TLS_HELLO, WS_UPGRADE, Pool, answered
 from tippingpoint.engine.fdpoll import FdPoller, FdTransport
 from tippingpoint.engine.tls import TLSPipe
 from tippingpoint.wire import mqtt as m
@@ -348,13 +348,7 @@ class Session(asyncio.Protocol):
             return
         self._pending = asyncio.get_running_loop().create_future()
         self._raw(wsock.request(self._pool.host_header))
-        await answered(
-            self._pending,
-            self._pool,
-            "upgrade",
-            "answer to the WebSocket upgrade",
-            "a WebSocket endpoint",
-        )
+        await answered(self._pending, self._pool, WS_UPGRADE)
 
     async def start(self, connect: bytes, subscribe: bytes | None) -> int:
         """CONNECT -> CONNACK, SUBSCRIBE -> SUBACK (after TLS's handshake and the
@@ -363,7 +357,7 @@ class Session(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._pending = loop.create_future()
         self.out(connect)
-        connack = await answered(self._pending, self._pool, "connack", "CONNACK", "an MQTT broker")
+        connack = await answered(self._pending, self._pool, CONNACK)
         t_connack = monotonic_ns()
         assert isinstance(connack, m.Connack)
         if connack.reason:
@@ -372,9 +366,7 @@ class Session(asyncio.Protocol):
         if subscribe is not None:
             self._pending = loop.create_future()
             self.out(subscribe)
-            suback = await answered(
-                self._pending, self._pool, "subscribe", "SUBACK", "an MQTT broker"
-            )
+            suback = await answered(self._pending, self._pool, SUBACK)
             assert isinstance(suback, m.Suback)
             bad = [code for code in suback.codes if code >= 0x80]
             if bad:
@@ -464,9 +456,7 @@ async def open_session(
         raise
     try:
         if session._pending is not None:
-            await answered(
-                session._pending, pool, "tls", "answer to the TLS ClientHello", "speaking TLS"
-            )
+            await answered(session._pending, pool, TLS_HELLO)
         t_tls = monotonic_ns()
         await session.upgrade()
         t_connack = await session.start(connect, subscribe)

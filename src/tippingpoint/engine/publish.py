@@ -105,8 +105,9 @@ class Publisher:
         self.queues: list[deque[tuple[int, int]]] = [deque() for _ in range(self.nsessions)]
         """Per session: hits waiting for room in its window (hit, intended ns)."""
         self.down: list[tuple[str, str] | None] = [None] * self.nsessions
-        self._reopening: set[asyncio.Task[None]] = set()
         """Per session: why it could not open (its hits fail at once until it does)."""
+        self._reopening: set[asyncio.Task[None]] = set()
+        """Sessions opening again after a close: cancelled if the run ends first."""
         self.waiting: dict[int, int] = {}
         """Echo/delivery: hit -> sent ns, until the echo or the delivery."""
         self.waiting_order: deque[tuple[int, int]] = deque()
@@ -168,8 +169,7 @@ class Publisher:
             self.rec.missed += count
             return
         rec = self.rec
-        rec.error(*down)
-        rec.errors[down[0]][0] += count - 1
+        rec.error(*down, count)
         rec.done += count
         rec.codes[0] += count
         rec.last_done_ns = monotonic_ns()

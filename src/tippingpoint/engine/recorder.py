@@ -89,12 +89,12 @@ class Recorder:
         self.cpus = sorted(os.sched_getaffinity(0))
         self.cpu_ticks = read_cpu_ticks(self.cpus)
 
-    def error(self, kind: str, message: str) -> None:
+    def error(self, kind: str, message: str, count: int = 1) -> None:
         entry = self.errors.get(kind)
         if entry is None:
-            self.errors[kind] = [1, message[:300]]
+            self.errors[kind] = [count, message[:300]]
         else:
-            entry[0] += 1
+            entry[0] += count
 
     def absorb(self) -> None:
         """Move the values gathered so far into the interval's histograms.

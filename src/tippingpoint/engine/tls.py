@@ -18,7 +18,7 @@ import socket
 import ssl
 from time import monotonic_ns
 
-from tippingpoint.engine.client import ClientConn, ConnOwner, Pool, answered
+from tippingpoint.engine.client import TLS_HELLO, ClientConn, ConnOwner, Pool, answered
 from tippingpoint.engine.fdpoll import FdPoller
 from tippingpoint.model import TLSOptions
 
@@ -223,9 +223,7 @@ class TLSClientConn(ClientConn):
         """Wait for the end of the handshake (raises what made it fail), then for the
         layers above TLS."""
         if self.handshake is not None:
-            await answered(
-                self.handshake, self._pool, "tls", "answer to the TLS ClientHello", "speaking TLS"
-            )
+            await answered(self.handshake, self._pool, TLS_HELLO)
         await super().ready()
 
     # TLS

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from time import monotonic_ns
 
-from tippingpoint.engine.client import ClientConn, ConnOwner, Pool, answered
+from tippingpoint.engine.client import WS_UPGRADE, ClientConn, ConnOwner, Pool, answered
 from tippingpoint.engine.tls import TLSClientConn
 from tippingpoint.targets import Target
 from tippingpoint.wire import ws
@@ -70,9 +70,7 @@ class WsConn(ClientConn):
         st.upgraded = asyncio.get_running_loop().create_future()
         pool = self._pool
         self._out(st.ws.request(pool.host_header, pool.path))
-        await answered(
-            st.upgraded, pool, "upgrade", "answer to the WebSocket upgrade", "a WebSocket endpoint"
-        )
+        await answered(st.upgraded, pool, WS_UPGRADE)
 
     def send(self, request: bytes, intended_ns: int, head: bool, now: int, ti: int) -> None:
         st: _State = self._app

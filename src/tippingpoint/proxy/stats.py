@@ -9,7 +9,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["SUMMED", "query", "show_info", "show_stat", "sum_info"]
+__all__ = ["SUMMED", "query", "show_info", "show_stat", "stats_sockets", "sum_info"]
 
 SUMMED = (
     "CurrConns",
@@ -25,6 +25,18 @@ SUMMED = (
     "Tasks",
 )
 """``show info`` fields that add up across instances."""
+
+
+def stats_sockets(directory: Path, option: str | None = None) -> list[Path]:
+    """The stats sockets of `tippingpoint proxy`'s instances in ``directory``. With
+    ``option`` (the command's flag that named it), none there is a ValueError."""
+    found = sorted(directory.glob("haproxy-*.sock"))
+    if not found and option is not None:
+        where = "no such directory" if not directory.is_dir() else "no haproxy-*.sock in it"
+        raise ValueError(
+            f"{option} {directory}: {where}: give the --dir of a running `tippingpoint proxy`"
+        )
+    return found
 
 
 def query(path: Path, command: str, timeout: float = 5.0) -> str:
