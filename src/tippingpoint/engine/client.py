@@ -132,18 +132,24 @@ def classify_error(exc: BaseException) -> tuple[str, str]:
     return "other", message
 
 
-class ConnOwner(Protocol):
-    """What a connection reports to: the attack's engine, or a hold's holder."""
+_C = TypeVar("_C", contravariant=True)
+
+
+class ConnOwner(Protocol[_C]):
+    """What a connection of type ``_C`` reports to: the attack's engine, a publisher,
+    or a hold's holder."""
 
     def on_response(
-        self, conn: ClientConn, now: int, status: int, body_bytes: int, keep_alive: bool
+        self, conn: _C, now: int, status: int, body_bytes: int, keep_alive: bool
     ) -> None:
-        """A response completed (``now`` is when its last byte arrived)."""
+        """A response completed (``now`` is when its last byte arrived): for MQTT, the
+        PINGRESP to a ping."""
 
-    def on_error(self, conn: ClientConn, exc: BaseException) -> None:
-        """The request in flight failed (``exc`` says how, see :func:`classify_error`)."""
+    def on_error(self, conn: _C, exc: BaseException) -> None:
+        """The request in flight failed, or the connection broke (``exc`` says how, see
+        :func:`classify_error`)."""
 
-    def on_closed(self, conn: ClientConn, pool: Pool) -> None:
+    def on_closed(self, conn: _C, pool: Pool) -> None:
         """The connection is gone."""
 
 
@@ -220,7 +226,7 @@ class ClientConn(asyncio.Protocol):
         "_out",
     )
 
-    def __init__(self, owner: ConnOwner, pool: Pool) -> None:
+    def __init__(self, owner: ConnOwner[ClientConn], pool: Pool) -> None:
         self._owner = owner
         self._pool = pool
         self._reader = ResponseReader()

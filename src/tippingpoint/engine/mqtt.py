@@ -14,7 +14,15 @@ import ssl
 from time import monotonic_ns
 from typing import Any, Protocol, cast
 
-from tippingpoint.engine.client import CONNACK, SUBACK, TLS_HELLO, WS_UPGRADE, Pool, answered
+from tippingpoint.engine.client import (
+    CONNACK,
+    SUBACK,
+    TLS_HELLO,
+    WS_UPGRADE,
+    ConnOwner,
+    Pool,
+    answered,
+)
 from tippingpoint.engine.fdpoll import FdPoller, FdTransport
 from tippingpoint.engine.tls import TLSPipe
 from tippingpoint.wire import mqtt as m
@@ -99,19 +107,9 @@ def expand(pattern: str, index: int, process: int, client_id: str = "") -> str:
     return out.replace("%c", client_id) if client_id else out
 
 
-class SessionOwner(Protocol):
-    """What a session reports to."""
-
-    def on_response(
-        self, conn: Any, now: int, status: int, body_bytes: int, keep_alive: bool
-    ) -> None:
-        """The PINGRESP to the ping sent with :meth:`Session.send` arrived."""
-
-    def on_error(self, conn: Any, exc: BaseException) -> None:
-        """The session broke (a protocol error, a broken TLS record)."""
-
-    def on_closed(self, conn: Any, pool: Pool) -> None:
-        """The session is gone (``conn.disconnect_reason`` holds the broker's reason, if any)."""
+class SessionOwner(ConnOwner["Session"], Protocol):
+    """What a session reports to: a connection's owner (``on_closed`` finds the
+    broker's reason, if any, in ``conn.disconnect_reason``), and the acks and messages."""
 
     def on_ack(self, conn: Session, packet_id: int, now: int, reason: int) -> None:
         """PUBACK (QoS 1) or PUBCOMP (QoS 2) for a message this session published."""
@@ -197,11 +195,10 @@ class Session(asyncio.Protocol):
             if self._shaking or not self.open:  # more to come, or it failed
                 return
         try:
-            plain = tls.read()
+            plain = tls.plain(self._transport)
         except ssl.SSLError as e:
             self._fail(e)
             return
-        self._flush_tls()
         for chunk in plain:
             if self._transport is None:
                 return
@@ -309,27 +306,19 @@ class Session(asyncio.Protocol):
         transport or through TLS. (A method, not a bound method kept per session: 64
         bytes less for each held session.)"""
         wsock = self._ws
-        if wsock is not None:
-            data = wsock.frame(data)
-        if self._tls is None:
-            transport = self._transport
-            if transport is None:
-                raise ConnectionError("MQTT packet sent on a closed session")
-            transport.write(data)
-        else:
-            self._write_tls(data)
+        self._raw(data if wsock is None else wsock.frame(data))
 
     def _raw(self, data: bytes) -> None:
         """Send bytes below the WebSocket (its upgrade, the frames it answers with)."""
         if not data:
             return
-        if self._tls is None:
-            transport = self._transport
-            if transport is None:
-                raise ConnectionError("MQTT packet sent on a closed session")
-            transport.write(data)
+        transport = self._transport
+        if self._tls is not None:
+            self._tls.send(data, transport)
+        elif transport is None:
+            raise ConnectionError("MQTT packet sent on a closed session")
         else:
-            self._write_tls(data)
+            transport.write(data)
 
     def send(self, request: bytes, intended_ns: int, head: bool, now: int, ti: int) -> None:
         """Send ``request`` (a ping: PINGREQ) and wait for its PINGRESP."""
@@ -393,36 +382,13 @@ class Session(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    # TLS
-
     def _handshake(self) -> None:
-        pending = self._pending
-        assert self._tls is not None and pending is not None
+        assert self._tls is not None and self._pending is not None
         try:
-            done = self._tls.handshake()
-        except ssl.SSLError as e:
+            self._shaking = not self._tls.advance(self._pending, self._transport)
+        except ssl.SSLError:  # the opener gets it from the future
             self._shaking = False
-            self._flush_tls()
-            if not pending.done():
-                pending.set_exception(e)
             self.abort()
-            return
-        self._flush_tls()
-        if done:
-            self._shaking = False
-            if not pending.done():
-                pending.set_result(None)
-
-    def _write_tls(self, data: bytes) -> None:
-        assert self._tls is not None
-        self._tls.write(data)
-        self._flush_tls()
-
-    def _flush_tls(self) -> None:
-        assert self._tls is not None
-        data = self._tls.outgoing()
-        if data and self._transport is not None:
-            self._transport.write(data)
 
 
 async def open_session(

@@ -17,9 +17,10 @@ import os
 import socket
 import ssl
 from time import monotonic_ns
+from typing import Any, Protocol
 
 from tippingpoint.engine.client import TLS_HELLO, ClientConn, ConnOwner, Pool, answered
-from tippingpoint.engine.fdpoll import FdPoller
+from tippingpoint.engine.fdpoll import FdPoller, FdTransport
 from tippingpoint.model import TLSOptions
 
 __all__ = [
@@ -157,6 +158,47 @@ class TLSPipe:
         out = self._out
         return out.read() if out.pending else b""
 
+    # The pump between these BIOs and a transport: one copy for every protocol above TLS.
+
+    def flush(self, transport: _Writer | None) -> None:
+        """Send what TLS has to send (records, alerts, key updates) on ``transport``."""
+        data = self.outgoing()
+        if data and transport is not None:
+            transport.write(data)
+
+    def send(self, data: bytes, transport: _Writer | None) -> None:
+        """Encrypt ``data`` and send it."""
+        self.sslobj.write(data)
+        self.flush(transport)
+
+    def advance(self, waiter: asyncio.Future[Any], transport: _Writer | None) -> bool:
+        """Advance the handshake with what was fed and send what it answers; ``waiter``
+        gets its result when the handshake is done. True once done. Raises
+        ``ssl.SSLError`` when it failed (``waiter`` holds the error too): the caller
+        aborts the connection."""
+        try:
+            done = self.handshake()
+        except ssl.SSLError as e:  # certificate errors included
+            self.flush(transport)
+            if not waiter.done():
+                waiter.set_exception(e)
+            raise
+        self.flush(transport)
+        if done and not waiter.done():
+            waiter.set_result(None)
+        return done
+
+    def plain(self, transport: _Writer | None) -> list[bytes]:
+        """After the handshake: the plaintext the fed bytes complete, having sent what
+        TLS answers. Raises ``ssl.SSLError`` on a broken record."""
+        chunks = self.read()
+        self.flush(transport)
+        return chunks
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes) -> None: ...
+
 
 class TLSClientConn(ClientConn):
     """A client connection that speaks TLS over a :class:`TLSPipe`. ``handshake`` is
@@ -166,7 +208,7 @@ class TLSClientConn(ClientConn):
 
     __slots__ = ("_kept", "_tls", "handshake", "resumed")
 
-    def __init__(self, owner: ConnOwner, pool: Pool) -> None:
+    def __init__(self, owner: ConnOwner[ClientConn], pool: Pool) -> None:
         super().__init__(owner, pool)
         assert pool.ssl is not None
         session = pool.session if pool.resume else None
@@ -195,14 +237,13 @@ class TLSClientConn(ClientConn):
                 return  # the opener reports it; the connection is aborted
             self.handshake = None
         try:
-            plain = tls.read()
+            plain = tls.plain(self._transport)  # sends TLS 1.3 key updates and the like
         except ssl.SSLError as e:  # a broken record
             self._fail(e)
             return
         pool = self._pool
         if pool.resume and not self._kept:
             self._keep_session(pool)
-        self._flush()  # TLS 1.3 key updates and the like
         for chunk in plain:
             if self._transport is None:
                 return
@@ -246,30 +287,17 @@ class TLSClientConn(ClientConn):
             self._kept = True
 
     def _do_handshake(self) -> None:
-        handshake = self.handshake
-        assert handshake is not None
+        assert self.handshake is not None
         try:
-            done = self._tls.handshake()
-        except ssl.SSLError as e:  # certificate errors included
-            self._flush()
-            if not handshake.done():
-                handshake.set_exception(e)
+            done = self._tls.advance(self.handshake, self._transport)
+        except ssl.SSLError:  # the opener gets it from the future
             self.abort()
             return
-        self._flush()
         if done:
             self.resumed = self._tls.sslobj.session_reused
-            if not handshake.done():
-                handshake.set_result(None)
 
     def _write_tls(self, request: bytes) -> None:
-        self._tls.write(request)
-        self._flush()
-
-    def _flush(self) -> None:
-        data = self._tls.outgoing()
-        if data and self._transport is not None:
-            self._transport.write(data)
+        self._tls.send(request, self._transport)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -277,13 +305,13 @@ class TLSClientConn(ClientConn):
                 self._tls.sslobj.unwrap()
             except ssl.SSLError:
                 pass
-            self._flush()
+            self._tls.flush(self._transport)
         super().close()
 
 
 async def open_conn(
     loop: asyncio.AbstractEventLoop,
-    owner: ConnOwner,
+    owner: ConnOwner[ClientConn],
     pool: Pool,
     sock: socket.socket,
     poller: FdPoller | None = None,
@@ -294,34 +322,14 @@ async def open_conn(
     one, less memory held, and sessions for ``--tls-resume``. Whatever fails, ``sock``
     is closed (or the transport that took it aborted). With a ``poller`` (a hold's), the
     socket joins its epoll set instead of getting a transport of the event loop's."""
-    if poller is not None:
-        return await _open_polled(poller, owner, pool, sock)
-    factory = _conn_type(pool)
+    factory = pool.conn_type or (ClientConn if pool.ssl is None else TLSClientConn)
+    transport: asyncio.BaseTransport | FdTransport
     try:
-        transport, conn = await loop.create_connection(lambda: factory(owner, pool), sock=sock)
-    except BaseException:
-        sock.close()
-        raise
-    try:
-        await conn.ready()
-    except BaseException:
-        transport.abort()
-        raise
-    return conn
-
-
-def _conn_type(pool: Pool) -> type[ClientConn]:
-    if pool.conn_type is not None:
-        return pool.conn_type
-    return ClientConn if pool.ssl is None else TLSClientConn
-
-
-async def _open_polled(
-    poller: FdPoller, owner: ConnOwner, pool: Pool, sock: socket.socket
-) -> ClientConn:
-    try:
-        conn = _conn_type(pool)(owner, pool)
-        transport = poller.attach(sock, conn)
+        if poller is not None:
+            conn = factory(owner, pool)
+            transport = poller.attach(sock, conn)
+        else:
+            transport, conn = await loop.create_connection(lambda: factory(owner, pool), sock=sock)
     except BaseException:
         sock.close()
         raise

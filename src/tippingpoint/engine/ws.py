@@ -59,7 +59,7 @@ class WsConn(ClientConn):
 
     __slots__ = ()
 
-    def __init__(self, owner: ConnOwner, pool: Pool) -> None:
+    def __init__(self, owner: ConnOwner[ClientConn], pool: Pool) -> None:
         super().__init__(owner, pool)
         self._app = _State()
 
