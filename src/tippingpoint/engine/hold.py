@@ -20,7 +20,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from time import monotonic_ns, process_time_ns
+from time import monotonic_ns
 from typing import Any
 
 import numpy as np
@@ -30,11 +30,11 @@ from tippingpoint.engine.client import ClientConn, Pool, classify_error, client_
 from tippingpoint.engine.fdpoll import FdPoller
 from tippingpoint.engine.layers import keep_alive_hit, new_pool
 from tippingpoint.engine.mqtt import Session, expand, open_session, reason_text
+from tippingpoint.engine.recorder import CpuMeter
 from tippingpoint.engine.tls import make_ssl_context, open_conn
 from tippingpoint.hdr import Histogram
 from tippingpoint.loops import new_loop
 from tippingpoint.model import MQTTOptions, TLSOptions
-from tippingpoint.monitor import read_cpu_ticks
 from tippingpoint.plan import processes_for
 from tippingpoint.stream import ErrorCount, HoldRecord, encode
 from tippingpoint.targets import Target
@@ -141,9 +141,7 @@ class Holder:
         self.lateness = array("q")
         self.tls_time = array("q")
         self.connack_time = array("q")
-        self.cpu_ns = process_time_ns()
-        self.cpus = sorted(os.sched_getaffinity(0))
-        self.cpu_ticks = read_cpu_ticks(self.cpus)
+        self.cpu = CpuMeter()
         self.codes: dict[int, int] = {}
         self.stopping = False
         self.done = asyncio.Event()
@@ -333,13 +331,7 @@ class Holder:
                 h.record_many(np.frombuffer(values, dtype=np.int64) // 1000)
             hists[key] = h.encode()
             setattr(self, name, array("q"))
-        cpu_ns = process_time_ns()
-        cpu_us = (cpu_ns - self.cpu_ns) // 1000
-        self.cpu_ns = cpu_ns
-        busy, total = read_cpu_ticks(self.cpus)
-        was_busy, was_total = self.cpu_ticks
-        self.cpu_ticks = (busy, total)
-        cpus_busy = round((busy - was_busy) / (total - was_total), 3) if total > was_total else -1
+        cpu_us, cpus_busy = self.cpu.take()
         record = HoldRecord(
             process=self.shard.index,
             t=round(t, 3),

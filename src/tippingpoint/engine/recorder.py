@@ -26,7 +26,32 @@ from tippingpoint.hdr import Histogram
 from tippingpoint.monitor import read_cpu_ticks
 from tippingpoint.stream import METRICS, ErrorCount, Interval
 
-__all__ = ["METRICS", "Recorder"]
+__all__ = ["METRICS", "CpuMeter", "Recorder"]
+
+
+class CpuMeter:
+    """This process's CPU time, and the whole load of the CPUs it may run on, since the
+    last reading: what an interval or a hold record says of its generator."""
+
+    __slots__ = ("cpu_ns", "cpus", "ticks")
+
+    def __init__(self) -> None:
+        self.cpu_ns = process_time_ns()
+        self.cpus = sorted(os.sched_getaffinity(0))
+        self.ticks = read_cpu_ticks(self.cpus)
+
+    def take(self) -> tuple[int, float]:
+        """CPU µs this process used, and the share of its CPUs busy (-1: no ticks
+        passed), since the last call."""
+        cpu_ns = process_time_ns()
+        cpu_us = (cpu_ns - self.cpu_ns) // 1000
+        self.cpu_ns = cpu_ns
+        busy, total = read_cpu_ticks(self.cpus)
+        was_busy, was_total = self.ticks
+        self.ticks = (busy, total)
+        if total <= was_total:
+            return cpu_us, -1
+        return cpu_us, round((busy - was_busy) / (total - was_total), 3)
 
 
 class Recorder:
@@ -36,9 +61,7 @@ class Recorder:
         "closed",
         "codes",
         "connect",
-        "cpu_ns",
-        "cpu_ticks",
-        "cpus",
+        "cpu",
         "done",
         "errors",
         "first_send_ns",
@@ -85,9 +108,7 @@ class Recorder:
         self.first_send_ns = -1
         self.last_send_ns = -1
         self.last_done_ns = -1
-        self.cpu_ns = process_time_ns()
-        self.cpus = sorted(os.sched_getaffinity(0))
-        self.cpu_ticks = read_cpu_ticks(self.cpus)
+        self.cpu = CpuMeter()
 
     def error(self, kind: str, message: str, count: int = 1) -> None:
         entry = self.errors.get(kind)
@@ -132,13 +153,7 @@ class Recorder:
         )
         lat_sum = self.hists["latency"].total_sum
         self.hists = {name: Histogram() for name in METRICS}
-        cpu_ns = process_time_ns()
-        cpu_us = (cpu_ns - self.cpu_ns) // 1000
-        self.cpu_ns = cpu_ns
-        busy, total = read_cpu_ticks(self.cpus)
-        was_busy, was_total = self.cpu_ticks
-        self.cpu_ticks = (busy, total)
-        cpus_busy = round((busy - was_busy) / (total - was_total), 3) if total > was_total else -1
+        cpu_us, cpus_busy = self.cpu.take()
         record = Interval(
             process=self.process,
             t=round(t, 6),
