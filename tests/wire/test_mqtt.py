@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tippingpoint.wire import mqtt as m
+from tippingpoint.wire.mqtt.properties import decode_properties
 
 paho = pytest.importorskip("paho.mqtt.client")
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
@@ -187,7 +188,7 @@ def test_properties_agree_with_paho() -> None:
     theirs.UserProperty = [("sleep", "10"), ("times", "2")]
     theirs.SubscriptionIdentifier = [300]
     packed = theirs.pack()
-    ours, pos = m._props(packed, 0, m.PUBLISH)
+    ours, pos = decode_properties(packed, 0, m.PUBLISH)
     assert pos == len(packed)
     assert ours == {
         m.RESPONSE_TOPIC: "pong/dev-1",

@@ -1,0 +1,131 @@
+"""MQTT's numbers: packet types, the reason codes the reader gives, property ids."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ASSIGNED_CLIENT_ID",
+    "AUTH",
+    "AUTH_DATA",
+    "AUTH_METHOD",
+    "CONNACK",
+    "CONNECT",
+    "CONTENT_TYPE",
+    "CORRELATION_DATA",
+    "DISCONNECT",
+    "MALFORMED",
+    "MAXIMUM_PACKET_SIZE",
+    "MAXIMUM_QOS",
+    "MAX_PACKET",
+    "MESSAGE_EXPIRY",
+    "NAMES",
+    "PAYLOAD_FORMAT",
+    "PINGREQ",
+    "PINGRESP",
+    "PROTOCOL_ERROR",
+    "PUBACK",
+    "PUBCOMP",
+    "PUBLISH",
+    "PUBREC",
+    "PUBREL",
+    "REASON_STRING",
+    "RECEIVE_MAXIMUM",
+    "REQUEST_PROBLEM_INFO",
+    "REQUEST_RESPONSE_INFO",
+    "RESPONSE_INFO",
+    "RESPONSE_TOPIC",
+    "RETAIN_AVAILABLE",
+    "SERVER_KEEPALIVE",
+    "SERVER_REFERENCE",
+    "SESSION_EXPIRY",
+    "SHARED_AVAILABLE",
+    "SUBACK",
+    "SUBSCRIBE",
+    "SUBSCRIPTION_ID",
+    "SUBSCRIPTION_ID_AVAILABLE",
+    "TOO_LARGE",
+    "TOPIC_ALIAS",
+    "TOPIC_ALIAS_MAXIMUM",
+    "TOPIC_INVALID",
+    "UNSUBACK",
+    "UNSUBSCRIBE",
+    "UNSUPPORTED_VERSION",
+    "USER_PROPERTY",
+    "WILDCARD_AVAILABLE",
+    "WILL_DELAY",
+]
+
+# Packet types (the fixed header's high nibble).
+CONNECT: Final = 1
+CONNACK: Final = 2
+PUBLISH: Final = 3
+PUBACK: Final = 4
+PUBREC: Final = 5
+PUBREL: Final = 6
+PUBCOMP: Final = 7
+SUBSCRIBE: Final = 8
+SUBACK: Final = 9
+UNSUBSCRIBE: Final = 10
+UNSUBACK: Final = 11
+PINGREQ: Final = 12
+PINGRESP: Final = 13
+DISCONNECT: Final = 14
+AUTH: Final = 15
+
+NAMES: Final = {
+    CONNECT: "CONNECT",
+    CONNACK: "CONNACK",
+    PUBLISH: "PUBLISH",
+    PUBACK: "PUBACK",
+    PUBREC: "PUBREC",
+    PUBREL: "PUBREL",
+    PUBCOMP: "PUBCOMP",
+    SUBSCRIBE: "SUBSCRIBE",
+    SUBACK: "SUBACK",
+    UNSUBSCRIBE: "UNSUBSCRIBE",
+    UNSUBACK: "UNSUBACK",
+    PINGREQ: "PINGREQ",
+    PINGRESP: "PINGRESP",
+    DISCONNECT: "DISCONNECT",
+    AUTH: "AUTH",
+}
+
+MAX_PACKET: Final = 268_435_455
+"""The largest remaining length a 4-byte variable-length integer can say."""
+
+# Reason codes (MQTT 5, 2.4) used by the reader.
+MALFORMED: Final = 0x81
+PROTOCOL_ERROR: Final = 0x82
+UNSUPPORTED_VERSION: Final = 0x84
+TOPIC_INVALID: Final = 0x90
+TOO_LARGE: Final = 0x95
+
+# Property identifiers (MQTT 5, 2.2.2.2).
+PAYLOAD_FORMAT: Final = 0x01
+MESSAGE_EXPIRY: Final = 0x02
+CONTENT_TYPE: Final = 0x03
+RESPONSE_TOPIC: Final = 0x08
+CORRELATION_DATA: Final = 0x09
+SUBSCRIPTION_ID: Final = 0x0B
+SESSION_EXPIRY: Final = 0x11
+ASSIGNED_CLIENT_ID: Final = 0x12
+SERVER_KEEPALIVE: Final = 0x13
+AUTH_METHOD: Final = 0x15
+AUTH_DATA: Final = 0x16
+REQUEST_PROBLEM_INFO: Final = 0x17
+WILL_DELAY: Final = 0x18
+REQUEST_RESPONSE_INFO: Final = 0x19
+RESPONSE_INFO: Final = 0x1A
+SERVER_REFERENCE: Final = 0x1C
+REASON_STRING: Final = 0x1F
+RECEIVE_MAXIMUM: Final = 0x21
+TOPIC_ALIAS_MAXIMUM: Final = 0x22
+TOPIC_ALIAS: Final = 0x23
+MAXIMUM_QOS: Final = 0x24
+RETAIN_AVAILABLE: Final = 0x25
+USER_PROPERTY: Final = 0x26
+MAXIMUM_PACKET_SIZE: Final = 0x27
+WILDCARD_AVAILABLE: Final = 0x28
+SUBSCRIPTION_ID_AVAILABLE: Final = 0x29
+SHARED_AVAILABLE: Final = 0x2A
