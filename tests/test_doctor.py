@@ -55,7 +55,7 @@ def test_plan_through_haproxy_counts_both_legs_and_instances() -> None:
     crowded = plan_connections(500_000, 20_000, (1024, 65535), 1, proxied=True, backend_ports=7)
     assert not crowded.feasible and "need 8 backend port(s)" in crowded.problems[0]
     assert proxied.memory_bytes > direct.memory_bytes + 500_000 * 9_000
-    tls = plan_connections(100_000, 20_000, (1024, 65535), 1, proxied=True, tls=True)
+    tls = plan_connections(100_000, 20_000, (1024, 65535), 1, proxied=True, scheme="https")
     assert tls.memory_bytes > 100_000 * 50_000
 
 

@@ -13,7 +13,7 @@ BIG = Machine(cores=32, memory=64 * GiB, open_files=20_000)
 
 
 def test_the_articles_two_million_tls_connections() -> None:
-    plan = plan_fleet(2_000_000, BIG, BIG, BIG, tls=True, connect_rate=10_000)
+    plan = plan_fleet(2_000_000, BIG, BIG, BIG, scheme="https", connect_rate=10_000)
     # 39 KB per TLS connection in a client machine: 1.55 M fit in 90 % of 64 GiB.
     assert plan.client_machines == 2
     assert plan.client_processes == 51  # 1,000,000 / 19,936 sockets per process
@@ -28,25 +28,25 @@ def test_the_articles_two_million_tls_connections() -> None:
 
 
 def test_what_decides_each_figure_moves_it() -> None:
-    base = plan_fleet(2_000_000, BIG, BIG, BIG, tls=True, connect_rate=10_000)
+    base = plan_fleet(2_000_000, BIG, BIG, BIG, scheme="https", connect_rate=10_000)
     # Twice the memory: one client machine; a ramp 10x faster: the CPU decides.
     assert (
-        plan_fleet(2_000_000, Machine(32, 128 * GiB, 20_000), BIG, BIG, tls=True).client_machines
+        plan_fleet(2_000_000, Machine(32, 128 * GiB, 20_000), BIG, BIG, scheme="https").client_machines
         == 1
     )
-    fast = plan_fleet(2_000_000, BIG, BIG, BIG, tls=True, connect_rate=100_000)
+    fast = plan_fleet(2_000_000, BIG, BIG, BIG, scheme="https", connect_rate=100_000)
     assert fast.client_machines == 5 and "decided by the ramp's CPU" in fast.render()
     # RSA doubles HAProxy's handshake CPU: 100,000/s needs ~174 cores, 6 machines of 32.
-    rsa = plan_fleet(2_000_000, BIG, BIG, BIG, tls=True, key="rsa", connect_rate=100_000)
+    rsa = plan_fleet(2_000_000, BIG, BIG, BIG, scheme="https", key="rsa", connect_rate=100_000)
     assert rsa.proxy_machines == 6 and fast.proxy_machines == 3
     # A higher open-file limit: fewer, bigger HAProxy instances and client processes.
     wide = Machine(32, 64 * GiB, 1_000_000)
-    roomy = plan_fleet(2_000_000, wide, wide, wide, tls=True)
+    roomy = plan_fleet(2_000_000, wide, wide, wide, scheme="https")
     assert roomy.proxy_instances == 5 and roomy.client_processes == 2
     # More destination ports: fewer source addresses per client machine.
     assert base.source_addresses == 119
     assert (
-        plan_fleet(2_000_000, BIG, BIG, BIG, tls=True, destination_ports=10).source_addresses == 12
+        plan_fleet(2_000_000, BIG, BIG, BIG, scheme="https", destination_ports=10).source_addresses == 12
     )
 
 

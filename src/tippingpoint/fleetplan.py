@@ -21,11 +21,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from tippingpoint.plan import (
-    CLIENT_BYTES,
     CLIENT_TLS_BYTES,
     KERNEL_BYTES_PER_CONNECTION,
-    MQTT_CLIENT_BYTES,
-    MQTT_PROXY_EXTRA_BYTES,
     PORT_FILL,
     PROCESS_BYTES,
     PROXY_BYTES,
@@ -33,16 +30,19 @@ from tippingpoint.plan import (
     PROXY_TLS_BYTES,
     RESERVED_FDS,
     SERVER_BYTES,
+    Costs,
+    costs_of,
 )
 from tippingpoint.proxy.config import derive_maxconn
+from tippingpoint.schemes import SCHEMES
 
 __all__ = ["FleetPlan", "Machine", "plan_fleet"]
 
 KERNEL_BYTES_PER_SOCKET: Final = KERNEL_BYTES_PER_CONNECTION // 2
-CLIENT_CONNECT_US: Final = {"plain": 150.0, "mqtt": 165.0, "tls": 942.0}
-"""Client CPU per connection opened: a hold at 5,000/s pinned to one core (150 µs
-plain TCP, 165 µs an MQTT session); a TLS 1.3 handshake with the certificate verified,
-ECDSA P-256 (benchmarks/tls_handshakes.py: 942 µs; RSA 2048: 924 µs)."""
+CLIENT_TLS_CONNECT_US: Final = 942.0
+"""Client CPU per TLS connection opened: a TLS 1.3 handshake with the certificate
+verified, ECDSA P-256 (benchmarks/tls_handshakes.py: 942 µs; RSA 2048: 924 µs). Without
+TLS: the application's (``plan.COSTS``)."""
 PROXY_CONNECT_US: Final = {"plain": 130.0, "ecdsa": 600.0, "rsa": 1_220.0}
 """HAProxy CPU per connection opened: 130 µs plain (an MQTT connect storm), a full TLS
 handshake 594-614 µs with ECDSA P-256 and 1,219 µs with RSA 2048 (the tls-cost
@@ -69,8 +69,8 @@ class Machine:
 class FleetPlan:
     connections: int
     connect_rate: float
-    kind: str
-    """plain, tls or mqtt (mqtts is tls with MQTT's client and proxy memory)."""
+    scheme: str
+    """What the connections are: http, https, mqtt, mqtts, ws or wss."""
     client_machines: int = 0
     client_processes: int = 0
     source_addresses: int = 0
@@ -98,38 +98,34 @@ def plan_fleet(
     proxy: Machine,
     backend: Machine,
     *,
-    tls: bool = False,
-    mqtt: bool = False,
+    scheme: str = "http",
     key: str = "ecdsa",
     idle: bool = True,
     connect_rate: float = 1000.0,
     port_range: tuple[int, int] = (32768, 60999),
     destination_ports: int = 1,
 ) -> FleetPlan:
-    """The machines and processes for ``connections`` held through HAProxy, opened at
-    ``connect_rate`` per second, each line explained."""
+    """The machines and processes for ``connections`` of ``scheme`` held through
+    HAProxy, opened at ``connect_rate`` per second, each line explained."""
     if connections < 1 or connect_rate <= 0:
         raise ValueError("--connections must be >= 1 and --connect-rate > 0")
-    kind = "tls" if tls else "mqtt" if mqtt else "plain"
-    what = (
-        ("MQTT-over-TLS sessions" if mqtt else "TLS connections")
-        if tls
-        else ("MQTT sessions" if mqtt else "connections")
-    )
-    plan = FleetPlan(connections, connect_rate, kind)
+    costs = costs_of(scheme)
+    tls = SCHEMES[scheme].tls
+    plan = FleetPlan(connections, connect_rate, scheme)
     out = plan.lines
     ramp = connections / connect_rate
     out.append(
-        f"{connections:,} {what} through HAProxy, opened at {connect_rate:,.0f}/s "
-        f"(a {ramp:,.0f} s ramp), then held{' idle' if idle and not mqtt else ''}."
+        f"{connections:,} {'TLS ' if tls else ''}{costs.noun} through HAProxy, opened at "
+        f"{connect_rate:,.0f}/s (a {ramp:,.0f} s ramp), then held"
+        f"{' idle' if idle and not costs.backend_leg else ''}."
     )
-    # A backend leg per connection: an MQTT session has one from its CONNECT on; an
-    # HTTP connection while a request is in flight or kept alive after one.
-    legs = 2 if mqtt or not idle else 1
+    # A backend leg per connection: always where the application holds one
+    # (Costs.backend_leg); for HTTP while a request is in flight or kept alive after one.
+    legs = 2 if costs.backend_leg or not idle else 1
 
-    usable, per_conn = _plan_clients(plan, client, tls, mqtt, port_range, destination_ports)
-    _plan_proxy(plan, proxy, tls, mqtt, key, legs, per_conn)
-    _plan_backends(plan, backend, mqtt, legs, usable)
+    usable, per_conn = _plan_clients(plan, client, costs, tls, port_range, destination_ports)
+    _plan_proxy(plan, proxy, costs, tls, key, legs, per_conn)
+    _plan_backends(plan, backend, costs, legs, usable)
     out += [
         "",
         "Costs measured on this project's bench (docs/PERFORMANCE.md); check them on your "
@@ -141,20 +137,20 @@ def plan_fleet(
 def _plan_clients(
     plan: FleetPlan,
     client: Machine,
+    costs: Costs,
     tls: bool,
-    mqtt: bool,
     port_range: tuple[int, int],
     destination_ports: int,
 ) -> tuple[int, int]:
     """The client machines, processes and source addresses (lines added to the plan);
     the ports usable per source address and the bytes per client connection."""
     out, connections, connect_rate = plan.lines, plan.connections, plan.connect_rate
-    client_bytes = CLIENT_TLS_BYTES if tls else MQTT_CLIENT_BYTES if mqtt else CLIENT_BYTES
+    client_bytes = CLIENT_TLS_BYTES if tls else costs.client_bytes
     per_conn = client_bytes + KERNEL_BYTES_PER_SOCKET
     per_process = max(1, client.open_files - RESERVED_FDS)
     # Memory per machine: connections plus one process baseline per per_process of them.
     by_memory = int(MEMORY_FILL * client.memory / (per_conn + PROCESS_BYTES / per_process))
-    connect_us = CLIENT_CONNECT_US["tls" if tls else "mqtt" if mqtt else "plain"]
+    connect_us = CLIENT_TLS_CONNECT_US if tls else costs.client_connect_us
     rate_per_machine = CPU_FILL * client.cores * 1e6 / connect_us
     machines_memory = _machines(connections, by_memory)
     machines_cpu = _machines(connect_rate, rate_per_machine)
@@ -187,13 +183,11 @@ def _plan_clients(
 
 
 def _plan_proxy(
-    plan: FleetPlan, proxy: Machine, tls: bool, mqtt: bool, key: str, legs: int, per_conn: int
+    plan: FleetPlan, proxy: Machine, costs: Costs, tls: bool, key: str, legs: int, per_conn: int
 ) -> None:
     """HAProxy's instances and machines (lines added to the plan)."""
     out, connections, connect_rate = plan.lines, plan.connections, plan.connect_rate
-    proxy_bytes = (PROXY_TLS_BYTES if tls else PROXY_BYTES) + (
-        MQTT_PROXY_EXTRA_BYTES if mqtt else 0
-    )
+    proxy_bytes = (PROXY_TLS_BYTES if tls else PROXY_BYTES) + costs.proxy_extra_bytes
     proxy_conn = proxy_bytes + legs * KERNEL_BYTES_PER_SOCKET
     maxconn = derive_maxconn(proxy.open_files)
     plan.proxy_instances = max(1, math.ceil(connections / (PROXY_FILL * maxconn)))
@@ -229,7 +223,7 @@ def _plan_proxy(
     ]
 
 
-def _plan_backends(plan: FleetPlan, backend: Machine, mqtt: bool, legs: int, usable: int) -> None:
+def _plan_backends(plan: FleetPlan, backend: Machine, costs: Costs, legs: int, usable: int) -> None:
     """The backends' processes and machines (lines added to the plan)."""
     out, connections = plan.lines, plan.connections
     backend_conns = connections if legs == 2 else 0
@@ -242,8 +236,8 @@ def _plan_backends(plan: FleetPlan, backend: Machine, mqtt: bool, legs: int, usa
         plan.backend_memory = memory
         out += [
             "",
-            f"backends: {plan.backend_processes} process(es) (tippingpoint serve"
-            f"{' --mqtt' if mqtt else ''}) on {plan.backend_machines} machine(s) of "
+            f"backends: {plan.backend_processes} process(es) ({costs.serve}) on "
+            f"{plan.backend_machines} machine(s) of "
             f"{backend.describe()}: {backend_conn:,} B per connection, "
             f"{memory / 2**30:,.1f} GiB; {per_backend:,} sockets per process",
             f"  HAProxy's {backend_conns:,} connections to them come from its own addresses: "

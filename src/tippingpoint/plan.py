@@ -27,10 +27,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from tippingpoint.proxy.config import derive_maxconn
+from tippingpoint.schemes import SCHEMES
 
 __all__ = [
+    "COSTS",
     "KERNEL_BYTES_PER_CONNECTION",
     "ConnectionPlan",
+    "Costs",
+    "costs_of",
     "loopback_sources",
     "parse_addresses",
     "plan_connections",
@@ -72,6 +76,55 @@ ports; a million over 50 pairs at 31 % ran freely). Pairs are planned 30 % full.
 PROXY_FILL: Final = 0.85
 """Instances share a port with SO_REUSEPORT, which deals connections out by a hash:
 each instance is planned at 85 % of its maxconn so that none is full before the rest."""
+
+
+WS_PROXY_EXTRA_BYTES: Final = 3_500
+"""HAProxy 2.6, a WebSocket held through it beyond an idle HTTP connection: the tunnel's
+backend side and both sides' buffers; 4.7 KB a connection in all, measured at 100,000
+(examples/websocket.toml)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    """What one held connection of an application costs, beyond TCP and TLS (whose
+    figures are the same for all): the planner's row of a scheme (``Scheme.app``)."""
+
+    noun: str
+    """What the connections are called in a plan's lines."""
+    client_bytes: int
+    """In the client, without TLS (TLS's own figure replaces it: it dwarfs the rest)."""
+    client_connect_us: float
+    """Client CPU per connection opened, without TLS."""
+    proxy_extra_bytes: int
+    """In HAProxy, beyond an idle HTTP connection."""
+    backend_leg: bool
+    """HAProxy holds a backend connection for it from the start: an MQTT session from its
+    CONNECT, a WebSocket from its upgrade (the tunnel). An HTTP connection holds one only
+    while a request is in flight or kept alive after one."""
+    serve: str
+    """The backend that answers it."""
+
+
+COSTS: Final = {
+    "http": Costs("connections", CLIENT_BYTES, 150.0, 0, False, "tippingpoint serve"),
+    "mqtt": Costs(
+        "MQTT sessions", MQTT_CLIENT_BYTES, 165.0, MQTT_PROXY_EXTRA_BYTES, True,
+        "tippingpoint serve --mqtt",
+    ),
+    "messages": Costs(
+        "WebSocket connections", CLIENT_BYTES, 150.0, WS_PROXY_EXTRA_BYTES, True,
+        "tippingpoint serve --ws",
+    ),
+}  # fmt: skip
+"""Client CPU per connection opened: a hold at 5,000/s pinned to one core (150 µs plain
+TCP, 165 µs an MQTT session; a WebSocket's upgrade is counted as plain TCP's, not
+measured apart). A WebSocket's client memory is an HTTP connection's (the same
+connection class, its frame reader allocated on demand)."""
+
+
+def costs_of(scheme: str) -> Costs:
+    """The costs of a connection of ``scheme`` (http, https, mqtt, ...)."""
+    return COSTS[SCHEMES[scheme].app]
 
 
 MAX_PROCESSES: Final = 128
@@ -137,9 +190,8 @@ def plan_connections(
     both_ends_local: bool = True,
     *,
     proxied: bool = False,
-    tls: bool = False,
+    scheme: str = "http",
     idle: bool = False,
-    mqtt: bool = False,
     source_addresses: int | None = None,
     backend_ports: int | None = None,
     file_max: int | None = None,
@@ -150,8 +202,8 @@ def plan_connections(
     too few is a problem with the number needed. Through a proxy (``proxied``), every
     connection may also hold one from HAProxy to a backend (a request in flight, or
     kept alive after one), so both legs are planned — unless the connections stay
-    ``idle``: HAProxy connects to a backend only when a request comes. An ``mqtt``
-    session is never idle in that sense: HAProxy opens its backend leg at CONNECT.
+    ``idle``: HAProxy connects to a backend only when a request comes. An MQTT session
+    or a WebSocket is never idle in that sense (see :attr:`Costs.backend_leg`).
     ``file_max`` is the system-wide descriptor limit (``fs.file-max``)."""
     if connections < 1:
         raise ValueError("connections must be >= 1")
@@ -164,8 +216,8 @@ def plan_connections(
     usable = max(1, int(ports * PORT_FILL))
     addresses = math.ceil(connections / (usable * dest_ports))
     backends_needed = math.ceil(connections / usable) if proxied else 0
-    legs = 2 if proxied and (mqtt or not idle) else 1
-    per_connection = _bytes_per_connection(legs, tls, mqtt, both_ends_local, proxied)
+    legs = 2 if proxied and (costs_of(scheme).backend_leg or not idle) else 1
+    per_connection = _bytes_per_connection(legs, scheme, both_ends_local, proxied)
     memory = connections * per_connection + (clients + servers + instances) * PROCESS_BYTES
     problems: list[str] = []
     warnings: list[str] = []
@@ -222,19 +274,17 @@ def _machine_problems(
     return problems
 
 
-def _bytes_per_connection(
-    legs: int, tls: bool, mqtt: bool, both_ends_local: bool, proxied: bool
-) -> int:
+def _bytes_per_connection(legs: int, scheme: str, both_ends_local: bool, proxied: bool) -> int:
     """Memory per connection held: the kernel's per socket leg, the client's, and the
     server's and HAProxy's where they run here."""
+    costs = costs_of(scheme)
+    tls = SCHEMES[scheme].tls
     per_connection = legs * KERNEL_BYTES_PER_CONNECTION
-    client = MQTT_CLIENT_BYTES if mqtt else CLIENT_BYTES
-    per_connection += CLIENT_TLS_BYTES if tls else client
+    per_connection += CLIENT_TLS_BYTES if tls else costs.client_bytes
     if both_ends_local:
         per_connection += SERVER_BYTES
     if proxied:
-        per_connection += PROXY_TLS_BYTES if tls else PROXY_BYTES
-        per_connection += MQTT_PROXY_EXTRA_BYTES if mqtt else 0
+        per_connection += (PROXY_TLS_BYTES if tls else PROXY_BYTES) + costs.proxy_extra_bytes
     return per_connection
 
 
@@ -311,7 +361,7 @@ def plan_with_sources(
     destination_ports: int = 1,
     memory_available: int | None = None,
     *,
-    tls: bool = False,
+    scheme: str = "http",
     file_max: int | None = None,
 ) -> tuple[ConnectionPlan, tuple[str, ...]]:
     """The plan of a hold against ``host``, and the source addresses to use: the user's
@@ -327,7 +377,7 @@ def plan_with_sources(
             destination_ports,
             memory_available,
             both_ends_local=loopback,
-            tls=tls,
+            scheme=scheme,
             source_addresses=addresses,
             file_max=file_max,
         )

@@ -18,7 +18,6 @@ from tippingpoint.limits import file_max
 from tippingpoint.pacer import parse_duration, parse_rate
 from tippingpoint.plan import ConnectionPlan, plan_connections
 from tippingpoint.proxy.config import MQTT_BALANCE
-from tippingpoint.schemes import SCHEMES
 from tippingpoint.server.config import parse_cpus, parse_ports
 from tippingpoint.sweep import parse_step
 from tippingpoint.targets import parse_header
@@ -492,9 +491,8 @@ def plan_holds(
             1,
             memory,
             proxied=True,
-            tls=SCHEMES[exp.frontend].tls,
+            scheme=exp.frontend,
             idle=exp.request_every is None,
-            mqtt=exp.mqtt,
             backend_ports=len(scenario.mqtt_ports if exp.mqtt else scenario.backend_ports),
             file_max=file_max(),
         )
@@ -527,8 +525,7 @@ def _plan_storm(
         1,
         memory,
         proxied=True,
-        tls=exp.frontend == "mqtts",
-        mqtt=True,
+        scheme=exp.frontend,
         backend_ports=len(scenario.mqtt_ports),
         file_max=file_max(),
     )

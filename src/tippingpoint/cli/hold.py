@@ -305,7 +305,7 @@ def _with_sources(config: HoldConfig, fd_limit: int) -> tuple[ConnectionPlan, Ho
         port_range(),
         len(config.ports) or 1,
         memory_available(),
-        tls=origin.tls,
+        scheme=origin.scheme,
         file_max=file_max(),
     )
     return plan, replace(config, laddrs=tuple(laddrs))

@@ -236,7 +236,7 @@ class Fleet:
                 facts.port_range,
                 len(config.ports) or 1,
                 None if memory is None else memory // per_host[facts.host],
-                tls=origin.tls,
+                scheme=origin.scheme,
                 file_max=facts.file_max,
             )
             if not plan.feasible:
