@@ -304,21 +304,30 @@ class Session(asyncio.Protocol):
     def out(self, data: bytes) -> None:
         """Send MQTT bytes: in a WebSocket message where there is one, then on the
         transport or through TLS. (A method, not a bound method kept per session: 64
-        bytes less for each held session.)"""
+        bytes less for each held session. Not a call to :meth:`_raw`: one more call per
+        message cost QoS 0 publishing 5 % of its CPU.)"""
         wsock = self._ws
-        self._raw(data if wsock is None else wsock.frame(data))
+        if wsock is not None:
+            data = wsock.frame(data)
+        tls = self._tls
+        if tls is not None:
+            tls.send(data, self._transport)
+            return
+        transport = self._transport
+        if transport is None:
+            raise ConnectionError("MQTT packet sent on a closed session")
+        transport.write(data)
 
     def _raw(self, data: bytes) -> None:
         """Send bytes below the WebSocket (its upgrade, the frames it answers with)."""
         if not data:
             return
-        transport = self._transport
         if self._tls is not None:
-            self._tls.send(data, transport)
-        elif transport is None:
+            self._tls.send(data, self._transport)
+        elif self._transport is None:
             raise ConnectionError("MQTT packet sent on a closed session")
         else:
-            transport.write(data)
+            self._transport.write(data)
 
     def send(self, request: bytes, intended_ns: int, head: bool, now: int, ti: int) -> None:
         """Send ``request`` (a ping: PINGREQ) and wait for its PINGRESP."""
