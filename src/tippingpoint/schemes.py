@@ -24,6 +24,11 @@ class Scheme:
     app: str
     """What the connection carries: "http", "mqtt" or "messages" (WebSocket messages)."""
     example: str
+    noun: str
+    """What its connections are called in a report."""
+    ping: str
+    """What answers a held connection's keep-alive: a request's response, MQTT's PINGRESP,
+    a WebSocket's pong frame."""
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -35,15 +40,19 @@ class Scheme:
         return (*below, self.app)
 
 
+_HTTP: Final = ("connections", "request")
+_MQTT: Final = ("sessions", "PINGRESP")
+_WS: Final = ("WebSockets", "pong")
+
 SCHEMES: Final = {
     s.name: s
     for s in (
-        Scheme("http", 80, False, False, "http", "http://HOST[:PORT]/PATH"),
-        Scheme("https", 443, True, False, "http", "https://HOST[:PORT]/PATH"),
-        Scheme("mqtt", 1883, False, False, "mqtt", "mqtt://HOST[:PORT]/TOPIC"),
-        Scheme("mqtts", 8883, True, False, "mqtt", "mqtts://HOST[:PORT]/TOPIC"),
-        Scheme("ws", 80, False, True, "messages", "ws://HOST[:PORT]/PATH"),
-        Scheme("wss", 443, True, True, "messages", "wss://HOST[:PORT]/PATH"),
+        Scheme("http", 80, False, False, "http", "http://HOST[:PORT]/PATH", *_HTTP),
+        Scheme("https", 443, True, False, "http", "https://HOST[:PORT]/PATH", *_HTTP),
+        Scheme("mqtt", 1883, False, False, "mqtt", "mqtt://HOST[:PORT]/TOPIC", *_MQTT),
+        Scheme("mqtts", 8883, True, False, "mqtt", "mqtts://HOST[:PORT]/TOPIC", *_MQTT),
+        Scheme("ws", 80, False, True, "messages", "ws://HOST[:PORT]/PATH", *_WS),
+        Scheme("wss", 443, True, True, "messages", "wss://HOST[:PORT]/PATH", *_WS),
     )
 }
 

@@ -13,10 +13,9 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["EXPERIMENT_KEYS", "KINDS", "TABLE_KEYS", "check_keys", "with_line"]
+from tippingpoint.bench.kinds import KIND_NAMES
 
-KINDS = ("sweep", "attack", "hold", "tls-cost", "mqtt-sweep", "mqtt-hold", "connect-storm")
-"""The experiment kinds a scenario may name (each is one entry in the bench's table)."""
+__all__ = ["EXPERIMENT_KEYS", "TABLE_KEYS", "check_keys", "with_line"]
 
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "bench": ("title", "open_files"),
@@ -142,7 +141,7 @@ def _experiments(experiments: list[dict[str, Any]], lines: Sequence[str]) -> Non
         label = f"experiment[{i}]" + (f' ("{raw["name"]}")' if "name" in raw else "")
         _known(raw, EXPERIMENT_KEYS, label, lines, start)
         if "kind" not in raw:
-            kinds = ", ".join(KINDS[:-1]) + " or " + KINDS[-1]
+            kinds = ", ".join(KIND_NAMES[:-1]) + " or " + KIND_NAMES[-1]
             raise ValueError(f"{_at(start + 1)}{label}: kind is required ({kinds})")
         name = str(raw.get("name", f"experiment {i + 1}"))
         if name in names:

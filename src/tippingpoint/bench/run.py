@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tippingpoint import interrupt
 from tippingpoint.bench.experiments import Bench, describe, url_of
+from tippingpoint.bench.kinds import KINDS
 from tippingpoint.bench.report import BenchReport
 from tippingpoint.bench.scenario import ClusterSpec, Scenario, ScenarioError, plan_holds
 from tippingpoint.bench.table import EXPERIMENTS
@@ -310,6 +311,7 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
             "description": description,
             "setup": setup,
             "frontend": exp.frontend,
+            **KINDS[exp.kind].traits(exp.frontend),
             "keepalive": exp.keepalive,
             "worker_restarts": restarts,
             "bench_cpu_pct": round(bench_cpu * 100, 1),

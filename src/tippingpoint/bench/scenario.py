@@ -12,21 +12,21 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from tippingpoint.bench.keys import KINDS, check_keys, with_line
+from tippingpoint.bench.keys import check_keys, with_line
+from tippingpoint.bench.kinds import KIND_NAMES, KINDS
 from tippingpoint.knee import parse_slo
 from tippingpoint.limits import file_max
 from tippingpoint.pacer import parse_duration, parse_rate
 from tippingpoint.plan import ConnectionPlan, plan_connections
 from tippingpoint.proxy.config import MQTT_BALANCE
+from tippingpoint.schemes import SCHEMES
 from tippingpoint.server.config import parse_cpus, parse_ports
 from tippingpoint.sweep import parse_step
 from tippingpoint.targets import parse_header
 
 __all__ = [
     "DEFAULT_SCENARIO",
-    "KINDS",
     "MQTT_BACKENDS",
-    "MQTT_KINDS",
     "Experiment",
     "Scenario",
     "ScenarioError",
@@ -40,9 +40,6 @@ __all__ = [
 
 DEFAULT_SCENARIO = files("tippingpoint.bench").joinpath("default.toml").read_text()
 
-
-MQTT_KINDS = ("mqtt-sweep", "mqtt-hold", "connect-storm")
-"""Kinds that run MQTT sessions through the proxy's MQTT frontends."""
 
 MQTT_BACKENDS = ("serve", "mosquitto")
 
@@ -104,7 +101,8 @@ class Experiment:
 
     @property
     def mqtt(self) -> bool:
-        return self.kind in MQTT_KINDS
+        """It runs MQTT sessions (through the proxy's MQTT frontends)."""
+        return SCHEMES[self.frontend].app == "mqtt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,16 +275,15 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
     key = f"experiment[{i}]"
     kind = raw.get("kind", "sweep")
     if kind not in KINDS:
-        names = ", ".join(KINDS[:-1]) + " or " + KINDS[-1]
+        names = ", ".join(KIND_NAMES[:-1]) + " or " + KIND_NAMES[-1]
         raise ScenarioError(f"{key}.kind: use {names}, got {kind!r}")
     connections = _whole(raw, "connections", 10_000, key)
     every = raw.get("request_every")
-    mqtt = kind in MQTT_KINDS
-    frontend = raw.get("frontend", "mqtt" if mqtt else "http")
-    if mqtt and frontend not in ("mqtt", "mqtts"):
-        raise ScenarioError(f"{key}.frontend: an {kind} goes through mqtt or mqtts")
-    if not mqtt and frontend not in ("http", "https", "ws", "wss"):
-        raise ScenarioError(f"{key}.frontend: use http, https, ws or wss")
+    frontends = KINDS[kind].frontends
+    frontend = raw.get("frontend", frontends[0])
+    if frontend not in frontends:
+        raise ScenarioError(f"{key}.frontend: a {kind} goes through {' or '.join(frontends)}")
+    mqtt = SCHEMES[frontend].app == "mqtt"
     mqtt_fields = _mqtt_fields(raw, key, every) if mqtt else {}
     slo = raw.get("slo")
     body_file = raw.get("body_file")
@@ -475,7 +472,7 @@ def plan_holds(
         if exp.kind == "connect-storm":
             plans[index] = _plan_storm(scenario, exp, fd_limit, ports, memory)
             continue
-        if exp.kind not in ("hold", "mqtt-hold"):
+        if KINDS[exp.kind].shape != "hold":
             continue
         ramp = exp.connections / exp.connect_rate
         if ramp >= exp.duration:

@@ -1,7 +1,7 @@
-"""The experiment kinds a scenario may name, and the function that runs each.
+"""The function that runs each experiment kind.
 
-A new kind is a new entry here (and in :data:`tippingpoint.bench.scenario.KINDS`), not a
-new branch in the bench.
+A new kind is a new entry here and a row in :data:`tippingpoint.bench.kinds.KINDS` (its
+frontends and its part of the report), not a new branch in the bench.
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ import statistics
 from importlib import resources
 from typing import Any
 
-from tippingpoint.schemes import SCHEMES
-
 __all__ = ["plotly_js", "render_html"]
 
 
@@ -49,9 +47,8 @@ function plot(id, traces, lay) {
     document.body.dataset.charts = String(rendered);
   });
 }
-const SWEEPS = ['sweep', 'mqtt-sweep', 'connect-storm'];
 for (const exp of DATA.experiments) {
-  if (SWEEPS.includes(exp.kind)) {
+  if (exp.shape === 'sweep') {
     const unit = exp.unit || 'requests/s';
     const what = exp.latency || 'latency';
     // A closed sweep steps connections: its charts are drawn against them (log scale),
@@ -101,7 +98,7 @@ for (const exp of DATA.experiments) {
         {x: x, y: x, name: 'offered', mode: 'lines', line: {dash: 'dash'}}],
         layout(exp.name + ': achieved against offered', 'offered ' + unit, unit));
     }
-    if (exp.kind !== 'sweep') {
+    if (exp.per_1000) {
       // HAProxy's CPU per 1,000 messages (or new sessions) a second, at each step.
       const ok = rows.filter(r => r.proxy_cpu_per_1000 !== null);
       plot('cpu1k-' + exp.id, [{x: ok.map(r => r.offered), y: ok.map(r => r.proxy_cpu_per_1000),
@@ -109,7 +106,7 @@ for (const exp of DATA.experiments) {
         layout(exp.name + ': HAProxy CPU per 1,000 ' + unit, 'offered ' + unit,
                '% of a core per 1,000 ' + unit));
     }
-  } else if (exp.kind === 'tls-cost') {
+  } else if (exp.shape === 'tls-cost') {
     // The article's question: HAProxy CPU against the offered rate, a line per protocol.
     const ways = exp.tls_cost.protocols.filter(w => w.steps.length);
     const ok = w => w.steps.filter(s => !s.limited && s.proxy_cpu_pct !== null);
@@ -122,9 +119,9 @@ for (const exp of DATA.experiments) {
       layout(exp.name + ': HAProxy CPU per request', 'offered requests/s',
              'µs of HAProxy CPU per request', {yaxis: {type: 'log',
              title: {text: 'µs per request (log)'}}}));
-  } else if (exp.kind === 'hold' || exp.kind === 'mqtt-hold') {
+  } else if (exp.shape === 'hold') {
     const h = exp.hold;
-    const noun = exp.kind === 'hold' ? 'connections' : 'sessions';
+    const noun = exp.noun;
     plot('hold-' + exp.id, [
       {x: h.t, y: h.established, name: 'established', fill: 'tozeroy'},
       {x: h.t, y: h.lost, name: 'lost'}],
@@ -133,8 +130,7 @@ for (const exp of DATA.experiments) {
       const asked = h.t.map((t, i) => [t, h.request_p99_ms[i]]).filter(p => p[1] > 0);
       plot('ping-' + exp.id, [{x: asked.map(p => p[0]), y: asked.map(p => p[1]),
         name: 'p99', mode: 'lines+markers'}],
-        layout(exp.name + (exp.kind === 'hold' ? ': request latency over time'
-                                                : ': PINGRESP latency over time'), 's', 'p99 ms'));
+        layout(exp.name + ': ' + exp.ping + ' latency over time', 's', 'p99 ms'));
     }
   } else {
     const t = exp.timeline;
@@ -149,7 +145,7 @@ for (const exp of DATA.experiments) {
 (DATA.setups || []).length > 1 && DATA.experiments.filter(e => e.setup === DATA.setups[0])
   .forEach((first, k) => {
     const runs = DATA.experiments.filter(e => e.name === first.name);
-    if (first.kind === 'sweep') {
+    if (first.shape === 'sweep') {
       const closed = first.sweep.model === 'closed';
       plot('overlay-' + k, runs.map(e => {
         const rows = e.sweep.steps.filter(r => !r.disturbed && !r.repeat).sort(closed
@@ -157,9 +153,10 @@ for (const exp of DATA.experiments) {
         return {x: rows.map(r => closed ? r.connections : r.offered),
                 y: rows.map(r => r.p99_ms), name: e.setup + ' p99', mode: 'lines+markers'};
       }), layout(first.name + ': p99 against ' + (closed ? 'connections' : 'offered rate')
-                 + ', a line per setup', closed ? 'connections' : 'offered requests/s',
+                 + ', a line per setup', closed ? 'connections'
+                 : 'offered ' + (first.unit || 'requests/s'),
                  'ms', {yaxis: {type: 'log', title: {text: 'ms (log)'}}}));
-    } else if (first.kind === 'tls-cost') {
+    } else if (first.shape === 'tls-cost') {
       const traces = [];
       for (const e of runs) {
         for (const w of e.tls_cost.protocols) {
@@ -297,7 +294,7 @@ def _comparison(experiments: list[dict[str, Any]]) -> str:
     rows = []
     for exp in experiments:
         setup, name = exp.get("setup", ""), exp["name"]
-        if exp["kind"] == "sweep":
+        if exp["shape"] == "sweep":
             sweep = exp["sweep"]
             step = _at_tipping_point(sweep)
             if sweep.get("client_limited"):
@@ -317,7 +314,7 @@ def _comparison(experiments: list[dict[str, Any]]) -> str:
                     "-",
                 ]
             )
-        elif exp["kind"] == "tls-cost":
+        elif exp["shape"] == "tls-cost":
             cost = exp["tls_cost"]
             ratios = [r["tls_over_http"] for r in cost["ratios"]]
             parts = []
@@ -339,18 +336,17 @@ def _comparison(experiments: list[dict[str, Any]]) -> str:
     )
 
 
-def _mqtt_costs(experiments: list[dict[str, Any]]) -> str:
-    """One row per MQTT experiment: plain or TLS, HAProxy's memory and CPU per 1,000
-    held sessions, its tipping points and its CPU per 1,000 a second there."""
+def _session_costs(experiments: list[dict[str, Any]]) -> str:
+    """One row per experiment whose kind has a costs row (MQTT's): plain or TLS,
+    HAProxy's memory and CPU per 1,000 held sessions, its tipping points and its CPU per
+    1,000 a second there."""
     rows = []
     for exp in experiments:
-        kind = exp["kind"]
-        if kind not in ("mqtt-sweep", "mqtt-hold", "connect-storm"):
+        if not exp["costs_row"]:
             continue
-        scheme = SCHEMES.get(str(exp.get("frontend")))
-        tls = "TLS" if scheme is not None and scheme.tls else "plain"
+        tls = "TLS" if exp["tls"] else "plain"
         name = exp["name"] + (f" [{exp['setup']}]" if exp.get("setup") else "")
-        if kind == "mqtt-hold":
+        if exp["shape"] == "hold":
             cost = exp.get("cost")
             if not cost:
                 rows.append([name, tls, "-", "-", "-", "-"])
@@ -481,7 +477,7 @@ def _experiment(exp: dict[str, Any]) -> list[str]:
     eid = exp["id"]
     title = exp["name"] + (f" [{exp['setup']}]" if exp.get("setup") else "")
     parts = [f"<h2>{html.escape(title)}</h2><p>{html.escape(exp['description'])}</p>"]
-    if exp["kind"] in ("sweep", "mqtt-sweep", "connect-storm"):
+    if exp["shape"] == "sweep":
         sweep = exp["sweep"]
         unit = exp.get("unit", "requests/s")
         verdict = _sweep_verdict(sweep, unit)
@@ -490,17 +486,17 @@ def _experiment(exp: dict[str, Any]) -> list[str]:
         )
         parts.append(f'<div id="knee-{eid}" class="chart"></div>')
         parts.append(f'<div id="rate-{eid}" class="chart"></div>')
-        if exp["kind"] != "sweep":
+        if exp["per_1000"]:
             parts.append(f'<div id="cpu1k-{eid}" class="chart"></div>')
         first = "connections" if sweep.get("model") == "closed" else f"offered {unit}"
         parts.append(_table([first, *_SWEEP_COLUMNS], _sweep_rows(sweep)))
-    elif exp["kind"] == "tls-cost":
+    elif exp["shape"] == "tls-cost":
         cost = exp["tls_cost"]
         parts.append(f'<p class="verdict">{html.escape(cost["sentence"])}</p>')
         parts.append(f'<div id="tls-{eid}" class="chart"></div>')
         parts.append(f'<div id="tlsus-{eid}" class="chart"></div>')
         parts.append(_tls_cost_table(cost))
-    elif exp["kind"] in ("hold", "mqtt-hold"):
+    elif exp["shape"] == "hold":
         parts.append(f'<div id="hold-{eid}" class="chart"></div>')
         if any(exp["hold"].get("request_p99_ms", [])):
             parts.append(f'<div id="ping-{eid}" class="chart"></div>')
@@ -530,15 +526,15 @@ def render_html(data: dict[str, Any]) -> str:
         "<h2>Summary</h2>",
         _table(["experiment", "result"], data["summary"]),
     ]
-    mqtt = _mqtt_costs(data["experiments"])
-    if mqtt:
-        parts += ["<h2>MQTT through HAProxy: what it costs</h2>", mqtt]
+    costs = _session_costs(data["experiments"])
+    if costs:
+        parts += ["<h2>MQTT through HAProxy: what it costs</h2>", costs]
     setups = data.get("setups") or []
     if len(setups) > 1:
         parts.append("<h2>Setups compared</h2>")
         parts.append(_comparison(data["experiments"]))
         for k, exp in enumerate(e for e in data["experiments"] if e.get("setup") == setups[0]):
-            if exp["kind"] in ("sweep", "tls-cost"):
+            if exp["shape"] in ("sweep", "tls-cost"):
                 parts.append(f'<div id="overlay-{k}" class="chart"></div>')
     for exp in data["experiments"]:
         parts += _experiment(exp)
