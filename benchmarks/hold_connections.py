@@ -38,7 +38,7 @@ from tippingpoint.certs import make_certificate
 from tippingpoint.limits import memory_available, port_range, raise_nofile
 from tippingpoint.monitor import read_meminfo
 from tippingpoint.plan import plan_connections
-from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
+from tippingpoint.proxy.config import Frontend, ProxyConfig, derive_maxconn
 from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
 
 FIRST_PORT = 8282
@@ -160,26 +160,18 @@ def main() -> None:
             if proxied:
                 bundle = make_certificate(Path(tmp) / "tls", "ecdsa")[2]
                 servers = tuple(("127.0.0.1", FIRST_PORT + i) for i in range(backend_ports))
-                if args.mqtt:  # MQTT frontends in TCP mode, TLS terminated by HAProxy
-                    frontends: dict[str, object] = {
-                        "backends": (),
-                        "http": None,
-                        "https": None,
-                        "mqtt": ("127.0.0.1", FRONTEND),
-                        "mqtts": ("127.0.0.1", TLS_FRONTEND),
-                        "mqtt_backends": servers,
-                    }
-                else:
-                    frontends = {
-                        "backends": servers,
-                        "http": ("127.0.0.1", FRONTEND),
-                        "https": ("127.0.0.1", TLS_FRONTEND),
-                    }
+                # MQTT frontends in TCP mode (TLS ended by HAProxy), or HTTP's.
+                plain, tls = ("mqtt", "mqtts") if args.mqtt else ("http", "https")
+                frontends = (
+                    Frontend(plain, ("127.0.0.1", FRONTEND)),
+                    Frontend(tls, ("127.0.0.1", TLS_FRONTEND)),
+                )
                 fleet = ProxyFleet(
                     find_haproxy(),
                     Path(tmp) / "proxy",
                     ProxyConfig(
-                        **frontends,  # type: ignore[arg-type]
+                        servers={frontends[0].app: servers},
+                        frontends=frontends,
                         cert_bundle=bundle,
                         maxconn=derive_maxconn(soft),
                         health_checks=False,

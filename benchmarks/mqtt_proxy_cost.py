@@ -25,15 +25,15 @@ import tempfile
 from pathlib import Path
 
 from common import machine, median, need, pinned, start, stop, tippingpoint, wait_port
-from tippingpoint.proxy.config import ProxyConfig
+from tippingpoint.proxy.config import Frontend, MQTTRouting, ProxyConfig
 from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
 
 BACKEND = 21950
 FRONTEND = 21960
 SETUPS = {
-    "tcp": {"mqtt_validate": False, "mqtt_balance": "roundrobin"},
-    "valid": {"mqtt_validate": True, "mqtt_balance": "roundrobin"},
-    "stick": {"mqtt_validate": True, "mqtt_balance": "client-id"},
+    "tcp": MQTTRouting("roundrobin", validate=False),
+    "valid": MQTTRouting("roundrobin", validate=True),
+    "stick": MQTTRouting("client-id", validate=True),
 }
 
 
@@ -86,14 +86,11 @@ def main() -> None:
                         find_haproxy(),
                         Path(tmp) / name,
                         ProxyConfig(
-                            backends=(),
-                            http=None,
-                            https=None,
-                            mqtt=("127.0.0.1", FRONTEND),
-                            mqtt_backends=(("127.0.0.1", BACKEND),),
+                            servers={"mqtt": (("127.0.0.1", BACKEND),)},
+                            frontends=(Frontend("mqtt", ("127.0.0.1", FRONTEND)),),
                             health_checks=False,
                             cpus=(1,),
-                            **setup,  # type: ignore[arg-type]
+                            mqtt=setup,
                         ),
                         1,
                     )

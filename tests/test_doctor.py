@@ -136,7 +136,7 @@ def test_loopback_sources() -> None:
 
 def test_mqtt_timeouts_that_cut_idle_sessions() -> None:
     from tippingpoint.doctor import mqtt_timeouts
-    from tippingpoint.proxy.config import ProxyConfig, render
+    from tippingpoint.proxy.config import Frontend, MQTTRouting, ProxyConfig, render
 
     usual = (
         "defaults\n    mode tcp\n    timeout client 30s\n    timeout server 30s\n"
@@ -154,8 +154,9 @@ def test_mqtt_timeouts_that_cut_idle_sessions() -> None:
     )
     assert mqtt_timeouts(60, tunnel).ok
     ours = render(
-        ProxyConfig(backends=(), http=None, https=None, mqtt=("127.0.0.1", 1883),
-                    mqtt_backends=(("127.0.0.1", 1884),), mqtt_timeout_s=60)
+        ProxyConfig(servers={"mqtt": (("127.0.0.1", 1884),)},
+                    frontends=(Frontend("mqtt", ("127.0.0.1", 1883)),),
+                    mqtt=MQTTRouting(timeout_s=60))
     )  # fmt: skip
     assert not mqtt_timeouts(60, ours).ok  # 60 s < 1.5 x 60 s
     assert mqtt_timeouts(30, ours).ok
@@ -164,7 +165,7 @@ def test_mqtt_timeouts_that_cut_idle_sessions() -> None:
 
 def test_tunnel_timeouts_that_cut_idle_websockets() -> None:
     from tippingpoint.doctor import ws_timeouts
-    from tippingpoint.proxy.config import ProxyConfig, render
+    from tippingpoint.proxy.config import Frontend, ProxyConfig, render
 
     usual = (
         "defaults\n    mode http\n    timeout client 30s\n    timeout server 30s\n"
@@ -176,7 +177,10 @@ def test_tunnel_timeouts_that_cut_idle_websockets() -> None:
     assert "timeout tunnel 46s" in check.advice
     assert ws_timeouts(30, usual.replace("backend b\n", "backend b\n    timeout tunnel 1h\n")).ok
     ours = render(
-        ProxyConfig(backends=(("127.0.0.1", 8282),), http=("127.0.0.1", 8080), https=None)
+        ProxyConfig(
+            servers={"http": (("127.0.0.1", 8282),)},
+            frontends=(Frontend("http", ("127.0.0.1", 8080)),),
+        )
     )
     assert ws_timeouts(3600, ours).ok  # 2 h tunnel
     assert not ws_timeouts(5000, ours).ok

@@ -31,7 +31,9 @@ def test_what_decides_each_figure_moves_it() -> None:
     base = plan_fleet(2_000_000, BIG, BIG, BIG, scheme="https", connect_rate=10_000)
     # Twice the memory: one client machine; a ramp 10x faster: the CPU decides.
     assert (
-        plan_fleet(2_000_000, Machine(32, 128 * GiB, 20_000), BIG, BIG, scheme="https").client_machines
+        plan_fleet(
+            2_000_000, Machine(32, 128 * GiB, 20_000), BIG, BIG, scheme="https"
+        ).client_machines
         == 1
     )
     fast = plan_fleet(2_000_000, BIG, BIG, BIG, scheme="https", connect_rate=100_000)
@@ -46,7 +48,8 @@ def test_what_decides_each_figure_moves_it() -> None:
     # More destination ports: fewer source addresses per client machine.
     assert base.source_addresses == 119
     assert (
-        plan_fleet(2_000_000, BIG, BIG, BIG, scheme="https", destination_ports=10).source_addresses == 12
+        plan_fleet(2_000_000, BIG, BIG, BIG, scheme="https", destination_ports=10).source_addresses
+        == 12
     )
 
 

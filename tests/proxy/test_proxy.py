@@ -63,7 +63,7 @@ def test_rendered_config_and_maxconn() -> None:
     from pathlib import Path
 
     config = ProxyConfig(
-        backends=(("127.0.0.1", 8282), ("127.0.0.1", 8283)),
+        servers={"http": (("127.0.0.1", 8282), ("127.0.0.1", 8283))},
         cert_bundle=Path("/x/bundle.pem"),
         nbthread=2,
         cpus=(1,),

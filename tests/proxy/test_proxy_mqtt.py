@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import HOST, free_ports, recv_until_closed, run_tp, tippingpoint_cmd
 from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet, find_mosquitto
-from tippingpoint.proxy.config import ProxyConfig, render
+from tippingpoint.proxy.config import Frontend, MQTTRouting, ProxyConfig, render
 from tippingpoint.proxy.instance import find_haproxy
 from tippingpoint.wire import mqtt as m
 
@@ -76,14 +76,10 @@ def test_the_configuration_is_valid_for_real_haproxy(tmp_path: Path) -> None:
     bundle = make_certificate(tmp_path / "tls")[2]
     text = render(
         ProxyConfig(
-            backends=(),
-            http=None,
-            https=None,
-            mqtt=(HOST, 18883),
-            mqtts=(HOST, 18884),
-            mqtt_backends=((HOST, 1883), (HOST, 1884)),
+            servers={"mqtt": ((HOST, 1883), (HOST, 1884))},
+            frontends=(Frontend("mqtt", (HOST, 18883)), Frontend("mqtts", (HOST, 18884))),
             cert_bundle=bundle,
-            mqtt_timeout_s=90,
+            mqtt=MQTTRouting(timeout_s=90),
         )
     )
     assert "tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }" in text

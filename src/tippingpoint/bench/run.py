@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tippingpoint import interrupt
 from tippingpoint.bench.experiments import Bench, describe, url_of
@@ -31,7 +31,7 @@ from tippingpoint.limits import check_nofile, memory_available, port_range
 from tippingpoint.monitor import Monitor
 from tippingpoint.placement import PlacementError, place_self, verify
 from tippingpoint.plan import ConnectionPlan
-from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
+from tippingpoint.proxy.config import Frontend, MQTTRouting, ProxyConfig, derive_maxconn
 from tippingpoint.proxy.instance import find_haproxy
 
 if TYPE_CHECKING:
@@ -65,28 +65,26 @@ def role_cpus(scenario: Scenario, home: tuple[int, ...]) -> dict[str, tuple[int,
     }
 
 
+def _proxy_frontends(scenario: Scenario) -> tuple[Frontend, ...]:
+    """HAProxy's frontends: HTTP and TLS, and MQTT's where an experiment runs MQTT."""
+    schemes = ("http", "https", "mqtt", "mqtts") if scenario.has_mqtt else ("http", "https")
+    return tuple(Frontend(s, scenario.frontend_address(s)) for s in schemes)
+
+
 def _proxy_config(scenario: Scenario, out: Path, soft: int) -> ProxyConfig:
     bundle = make_certificate(out / "tls", scenario.cert)[2]
-    mqtt: dict[str, Any] = {}
-    if scenario.has_mqtt:
-        mqtt = {
-            "mqtt": scenario.mqtt,
-            "mqtts": scenario.mqtts,
-            "mqtt_backends": tuple(("127.0.0.1", p) for p in scenario.mqtt_ports),
-            "mqtt_timeout_s": scenario.mqtt_timeout,
-            "mqtt_balance": scenario.mqtt_balance,
-        }
+    frontends = _proxy_frontends(scenario)
+    ports = {"http": scenario.backend_ports, "mqtt": scenario.mqtt_ports}
     return ProxyConfig(
-        backends=tuple(("127.0.0.1", p) for p in scenario.backend_ports),
-        http=scenario.http,
-        https=scenario.https,
+        servers={f.app: tuple(("127.0.0.1", p) for p in ports[f.app]) for f in frontends},
+        frontends=frontends,
+        mqtt=MQTTRouting(scenario.mqtt_balance, timeout_s=scenario.mqtt_timeout),
         cert_bundle=bundle,
         maxconn=derive_maxconn(soft),
         nbthread=scenario.proxy_threads,
         cpus=scenario.proxy_cpus,
         rate_limit_sessions=scenario.rate_limit,
         http_reuse=scenario.http_reuse,
-        **mqtt,
     )
 
 
@@ -101,14 +99,13 @@ def _start(
     """Backends (and MQTT's), then HAProxy, each on its CPUs, then the monitor that
     watches them and accounts for every core they use."""
     topology.check_free("127.0.0.1", scenario.backend_ports, "backends", "[backends] ports")
-    frontends = [(scenario.http, "http"), (scenario.https, "https")]
     if scenario.has_mqtt:
         topology.check_free(
             "127.0.0.1", scenario.mqtt_ports, "MQTT backends", "[backends] mqtt_ports"
         )
-        frontends += [(scenario.mqtt, "mqtt"), (scenario.mqtts, "mqtts")]
-    for (host, port), key in frontends:
-        topology.check_free(host, (port,), "proxy", f"[proxy] {key}")
+    for frontend in _proxy_frontends(scenario):
+        host, port = frontend.addr
+        topology.check_free(host, (port,), "proxy", f"[proxy] {frontend.scheme}")
     serve_mqtt = scenario.has_mqtt and scenario.mqtt_backend == "serve"
     serve = topology.start_backends(
         scenario.backend_ports,

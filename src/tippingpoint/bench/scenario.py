@@ -252,6 +252,17 @@ class Scenario:
         keepalives = [e.mqtt_keepalive for e in self.experiments if e.mqtt and e.mqtt_keepalive]
         return 1.5 * max(keepalives, default=60)
 
+    def frontend_address(self, scheme: str) -> tuple[str, int]:
+        """Where HAProxy listens for ``scheme`` (WebSockets through the HTTP frontends)."""
+        return {
+            "http": self.http,
+            "https": self.https,
+            "ws": self.http,
+            "wss": self.https,
+            "mqtt": self.mqtt,
+            "mqtts": self.mqtts,
+        }[scheme]
+
     def until(self, exp: Experiment) -> str:
         return exp.until or ("echo" if self.mqtt_backend == "serve" else "delivery")
 
@@ -523,7 +534,7 @@ def _plan_storm(
         memory,
         proxied=True,
         scheme=exp.frontend,
-        backend_ports=len(scenario.mqtt_ports),
+        backend_ports=len(scenario.mqtt_ports if exp.mqtt else scenario.backend_ports),
         file_max=file_max(),
     )
     return _check(scenario, exp, plan)

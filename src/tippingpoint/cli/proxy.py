@@ -198,34 +198,25 @@ def _proxy_config(directory: Path, opts: dict[str, Any]) -> ProxyConfig:
 
     from tippingpoint.certs import make_certificate
     from tippingpoint.pacer import parse_duration
-    from tippingpoint.proxy.config import ProxyConfig, derive_maxconn
+    from tippingpoint.proxy.config import Frontend, MQTTRouting, ProxyConfig, derive_maxconn
+    from tippingpoint.schemes import SCHEMES
     from tippingpoint.server.config import parse_cpus
 
-    http_addr, https_addr = opts["http_addr"], opts["https_addr"]
-    mqtt_addr, mqtts_addr = opts["mqtt_addr"], opts["mqtts_addr"]
-    web_default = not (mqtt_addr or mqtts_addr)
-    if http_addr is None:
-        http_addr = "127.0.0.1:8080" if web_default else ""
-    if https_addr is None:
-        https_addr = "127.0.0.1:8443" if web_default else ""
-    https = _parse_addr(https_addr) if https_addr else None
-    mqtts = _parse_addr(mqtts_addr) if mqtts_addr else None
+    given = {scheme: opts[f"{scheme}_addr"] for scheme in ("http", "https", "mqtt", "mqtts")}
+    if all(given[s] is None for s in given if s not in _WEB_DEFAULTS):
+        # Only HTTP asked for, or nothing: HTTP and TLS, each on its default where not given.
+        given = {s: _WEB_DEFAULTS.get(s) if a is None else a for s, a in given.items()}
+    frontends = tuple(Frontend(s, _parse_addr(a)) for s, a in given.items() if a)
     bundle = None
-    if https is not None or mqtts is not None:
+    if any(SCHEMES[f.scheme].tls for f in frontends):
         bundle = make_certificate(directory / "tls", opts["cert_type"])[2]
     timeout = parse_duration(opts["timeout_s"])
-    web = bool(http_addr or https_addr)
-    mqtt = bool(mqtt_addr or mqtts_addr)
+    servers = {"http": opts["backends"], "mqtt": opts["mqtt_backends"]}
+    mqtt_timeout = parse_duration(opts["mqtt_timeout"]) if opts["mqtt_timeout"] else None
     return ProxyConfig(
-        backends=_parse_backends(opts["backends"]) if web else (),
-        http=_parse_addr(http_addr) if http_addr else None,
-        https=https,
-        mqtt=_parse_addr(mqtt_addr) if mqtt_addr else None,
-        mqtts=mqtts,
-        mqtt_backends=_parse_backends(opts["mqtt_backends"]) if mqtt else (),
-        mqtt_balance=opts["mqtt_balance"],
-        mqtt_validate=not opts["no_mqtt_validate"],
-        mqtt_timeout_s=parse_duration(opts["mqtt_timeout"]) if opts["mqtt_timeout"] else None,
+        servers={app: _parse_backends(servers[app]) for app in {f.app for f in frontends}},
+        frontends=frontends,
+        mqtt=MQTTRouting(opts["mqtt_balance"], not opts["no_mqtt_validate"], mqtt_timeout),
         cert_bundle=bundle,
         maxconn=opts["maxconn"] or derive_maxconn(resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
         nbthread=opts["threads"],
@@ -240,28 +231,21 @@ def _proxy_config(directory: Path, opts: dict[str, Any]) -> ProxyConfig:
     )
 
 
+_WEB_DEFAULTS = {"http": "127.0.0.1:8080", "https": "127.0.0.1:8443"}
+
+
 def _started(fleet: ProxyFleet, directory: Path) -> str:
     """The start line: the instances, where they run (read from /proc), what they serve."""
     from tippingpoint.placement import cpu_list, cpus_of
 
     config = fleet.config
-    listening = ", ".join(f"{s}://{a[0]}:{a[1]}" for s, a in _frontends(config))
+    listening = ", ".join(str(f) for f in config.frontends)
     where = f" on CPUs {cpu_list(cpus_of(fleet.pids))} (read from /proc)" if config.cpus else ""
+    servers = sum(len(s) for s in config.servers.values())
     return (
         f"tippingpoint proxy: {fleet.instances} HAProxy instance(s) (pids {fleet.pids}){where} "
-        f"on {listening} -> {len(config.backends) + len(config.mqtt_backends)} backends; "
-        f"config and sockets in {directory}"
+        f"on {listening} -> {servers} backends; config and sockets in {directory}"
     )
-
-
-def _frontends(config: ProxyConfig) -> list[tuple[str, tuple[str, int]]]:
-    frontends = (
-        ("http", config.http),
-        ("https", config.https),
-        ("mqtt", config.mqtt),
-        ("mqtts", config.mqtts),
-    )
-    return [(s, a) for s, a in frontends if a]
 
 
 @proxy.command("stats")

@@ -13,11 +13,22 @@ name) keeps a client on the broker it first went to.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-__all__ = ["LOG_FORMAT", "MQTT_BALANCE", "ProxyConfig", "derive_maxconn", "render"]
+from tippingpoint.schemes import SCHEMES
+
+__all__ = [
+    "LOG_FORMAT",
+    "MQTT_BALANCE",
+    "Frontend",
+    "MQTTRouting",
+    "ProxyConfig",
+    "derive_maxconn",
+    "render",
+]
 
 MQTT_BALANCE: Final = {
     "client-id": "req.payload(0,0),mqtt_field_value(connect,client_identifier)",
@@ -42,11 +53,57 @@ def derive_maxconn(fd_limit: int) -> int:
     return max(100, (fd_limit - _FD_RESERVE) // 2)
 
 
+_SPOKEN: Final = ("http", "https", "mqtt", "mqtts")
+
+
+@dataclass(frozen=True, slots=True)
+class Frontend:
+    """An address HAProxy listens on and the scheme it speaks there: ``http`` or
+    ``https`` (HTTP mode: WebSocket upgrades pass through them), ``mqtt`` or ``mqtts``
+    (TCP mode). TLS is ended by HAProxy where the scheme has it."""
+
+    scheme: str
+    addr: tuple[str, int]
+
+    def __post_init__(self) -> None:
+        if self.scheme not in _SPOKEN:
+            raise ValueError(f"a proxy frontend speaks {', '.join(_SPOKEN)}, not {self.scheme}")
+
+    @property
+    def app(self) -> str:
+        return SCHEMES[self.scheme].app
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.addr[0]}:{self.addr[1]}"
+
+
+@dataclass(frozen=True, slots=True)
+class MQTTRouting:
+    """How MQTT sessions reach their brokers."""
+
+    balance: str = "client-id"
+    validate: bool = True
+    """Refuse a connection whose first packet is not a valid CONNECT (``mqtt_is_valid``)."""
+    timeout_s: float | None = None
+    """Idle time an MQTT session may spend between packets on either side (it must be at
+    least 1.5x the clients' keepalive). Default: the client timeout."""
+
+    def __post_init__(self) -> None:
+        if self.balance not in MQTT_BALANCE:
+            raise ValueError(f"MQTT balance: use {', '.join(MQTT_BALANCE)}")
+
+
+_WEB_DEFAULT: Final = (
+    Frontend("http", ("127.0.0.1", 8080)),
+    Frontend("https", ("127.0.0.1", 8443)),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyConfig:
-    backends: tuple[tuple[str, int], ...]
-    http: tuple[str, int] | None = ("127.0.0.1", 8080)
-    https: tuple[str, int] | None = ("127.0.0.1", 8443)
+    servers: Mapping[str, tuple[tuple[str, int], ...]]
+    """The backend servers of each application (a scheme's ``app``: "http", "mqtt")."""
+    frontends: tuple[Frontend, ...] = _WEB_DEFAULT
     cert_bundle: Path | None = None
     maxconn: int = 9900
     nbthread: int = 1
@@ -69,38 +126,32 @@ class ProxyConfig:
     """``http-reuse`` for the backend (never, safe, aggressive, always); None: HAProxy's
     default (safe: a session's first request opens its own backend connection)."""
     log: bool = False
-    mqtt: tuple[str, int] | None = None
-    """MQTT frontend (TCP mode)."""
-    mqtts: tuple[str, int] | None = None
-    """MQTT frontend with TLS terminated by HAProxy (8883 by convention)."""
-    mqtt_backends: tuple[tuple[str, int], ...] = ()
-    mqtt_balance: str = "client-id"
-    mqtt_validate: bool = True
-    """Refuse a connection whose first packet is not a valid CONNECT (``mqtt_is_valid``)."""
-    mqtt_timeout_s: float | None = None
-    """Idle time an MQTT session may spend between packets on either side (it must be at
-    least 1.5x the clients' keepalive). Default: the client timeout."""
+    mqtt: MQTTRouting = MQTTRouting()
     health_checks: bool = True
     stats_socket: Path = Path("haproxy.sock")
     extra_global: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        web = self.http is not None or self.https is not None
-        mqtt = self.mqtt is not None or self.mqtts is not None
-        if not web and not mqtt:
+        if not self.frontends:
             raise ValueError("give an HTTP, TLS or MQTT frontend address")
-        if web and not self.backends:
-            raise ValueError("give at least one backend address, e.g. 127.0.0.1:8282")
-        if mqtt and not self.mqtt_backends:
-            raise ValueError("give the MQTT backends, e.g. --mqtt-backends 127.0.0.1:1883")
-        if (self.https is not None or self.mqtts is not None) and self.cert_bundle is None:
+        for app in self.apps:
+            if not self.servers.get(app):
+                raise ValueError(_SECTIONS_OF[app][1])
+        if self.cert_bundle is None and any(SCHEMES[f.scheme].tls for f in self.frontends):
             raise ValueError("the TLS frontend needs a certificate bundle")
-        if self.mqtt_balance not in MQTT_BALANCE:
-            raise ValueError(f"MQTT balance: use {', '.join(MQTT_BALANCE)}")
         if self.nbthread < 1 or self.maxconn < 1:
             raise ValueError("threads and maxconn must be >= 1")
         if self.http_reuse not in (None, "never", "safe", "aggressive", "always"):
             raise ValueError("http-reuse: use never, safe, aggressive or always")
+
+    @property
+    def apps(self) -> tuple[str, ...]:
+        """The applications it carries, in the order of their first frontend."""
+        return tuple(dict.fromkeys(f.app for f in self.frontends))
+
+    def address(self, scheme: str) -> tuple[str, int] | None:
+        """The address of the frontend that speaks ``scheme``, if there is one."""
+        return next((f.addr for f in self.frontends if f.scheme == scheme), None)
 
 
 def _ms(seconds: float) -> str:
@@ -142,21 +193,23 @@ def render(config: ProxyConfig) -> str:
     ]
     if config.log:
         lines += ["    log global", f'    log-format "{LOG_FORMAT}"']
-    if config.http is not None or config.https is not None:
-        lines += _http(config)
-    if config.mqtt is not None or config.mqtts is not None:
-        lines += _mqtt(config)
+    for app in config.apps:
+        lines += _SECTIONS_OF[app][0](config)
     return "\n".join(lines) + "\n"
 
 
+def _binds(config: ProxyConfig, app: str, tls_options: str = "") -> list[str]:
+    """The ``bind`` lines of the frontends that carry ``app``; TLS where the scheme has it."""
+    lines = []
+    for f in config.frontends:
+        if f.app == app:
+            tls = f" ssl crt {config.cert_bundle}{tls_options}" if SCHEMES[f.scheme].tls else ""
+            lines.append(f"    bind {f.addr[0]}:{f.addr[1]}{tls}")
+    return lines
+
+
 def _http(config: ProxyConfig) -> list[str]:
-    lines = ["", "frontend api"]
-    if config.http is not None:
-        host, port = config.http
-        lines.append(f"    bind {host}:{port}")
-    if config.https is not None:
-        host, port = config.https
-        lines.append(f"    bind {host}:{port} ssl crt {config.cert_bundle} alpn http/1.1")
+    lines = ["", "frontend api", *_binds(config, "http", " alpn http/1.1")]
     if config.rate_limit_sessions is not None:
         lines.append(f"    rate-limit sessions {config.rate_limit_sessions}")
     lines += ["    default_backend servers", "", "backend servers", "    balance roundrobin"]
@@ -168,26 +221,21 @@ def _http(config: ProxyConfig) -> list[str]:
     if config.health_checks:
         lines += ["    option httpchk GET /health", "    default-server inter 2s fall 3 rise 2"]
     check = " check" if config.health_checks else ""
-    for i, (host, port) in enumerate(config.backends, start=1):
+    for i, (host, port) in enumerate(config.servers["http"], start=1):
         lines.append(f"    server s{i} {host}:{port}{check}")
     return lines
 
 
 def _mqtt(config: ProxyConfig) -> list[str]:
-    idle = _ms(config.mqtt_timeout_s or config.timeout_client_s)
-    lines = ["", "frontend mqtt", "    mode tcp"]
-    if config.mqtt is not None:
-        host, port = config.mqtt
-        lines.append(f"    bind {host}:{port}")
-    if config.mqtts is not None:
-        host, port = config.mqtts
-        lines.append(f"    bind {host}:{port} ssl crt {config.cert_bundle}")
+    routing = config.mqtt
+    idle = _ms(routing.timeout_s or config.timeout_client_s)
+    lines = ["", "frontend mqtt", "    mode tcp", *_binds(config, "mqtt")]
     if config.rate_limit_sessions is not None:
         lines.append(f"    rate-limit sessions {config.rate_limit_sessions}")
-    if config.mqtt_validate or MQTT_BALANCE[config.mqtt_balance]:
+    if routing.validate or MQTT_BALANCE[routing.balance]:
         # Wait for the first packet (10 s at most): the stick table reads its client id.
         lines.append("    tcp-request inspect-delay 10s")
-    if config.mqtt_validate:
+    if routing.validate:
         # The first packet must be a whole, valid CONNECT.
         lines.append("    tcp-request content reject unless { req.payload(0,0),mqtt_is_valid }")
     lines += [
@@ -198,7 +246,7 @@ def _mqtt(config: ProxyConfig) -> list[str]:
         "    mode tcp",
         "    balance roundrobin",
     ]
-    key = MQTT_BALANCE[config.mqtt_balance]
+    key = MQTT_BALANCE[routing.balance]
     if key:
         # Entries live as long as an idle session may: a client that comes back within
         # that time finds its broker (and its persistent session) again.
@@ -208,6 +256,13 @@ def _mqtt(config: ProxyConfig) -> list[str]:
         ]
     lines.append(f"    timeout server {idle}")
     check = " check inter 2s fall 3 rise 2" if config.health_checks else ""
-    for i, (host, port) in enumerate(config.mqtt_backends, start=1):
+    for i, (host, port) in enumerate(config.servers["mqtt"], start=1):
         lines.append(f"    server m{i} {host}:{port}{check}")
     return lines
+
+
+_SECTIONS_OF: Final[dict[str, tuple[Callable[[ProxyConfig], list[str]], str]]] = {
+    # a scheme's app: (its frontend and backend sections, what to say when it has no servers)
+    "http": (_http, "give at least one backend address, e.g. 127.0.0.1:8282"),
+    "mqtt": (_mqtt, "give the MQTT backends, e.g. --mqtt-backends 127.0.0.1:1883"),
+}

@@ -150,12 +150,11 @@ class ProxyFleet:
         if self.share_ports:
             return
         config = self.config
-        for address in (config.http, config.https, config.mqtt, config.mqtts):
-            if address is not None:
-                try:
-                    check_free(address[0], [address[1]], "proxy", "--share-ports")
-                except PortBusy as e:
-                    raise HAProxyError(str(e)) from None
+        for frontend in config.frontends:
+            try:
+                check_free(frontend.addr[0], [frontend.addr[1]], "proxy", "--share-ports")
+            except PortBusy as e:
+                raise HAProxyError(str(e)) from None
 
     def start(self, timeout: float = 15.0) -> None:
         self.check_ports()
