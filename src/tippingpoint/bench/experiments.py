@@ -106,11 +106,10 @@ def topic_of(scenario: Scenario, exp: Experiment) -> str:
 def url_of(bench: Bench, exp: Experiment) -> str:
     """The experiment's URL: the proxy's frontend (an MQTT sweep's: with its topic)."""
     scenario = bench.scenario
+    host, port = scenario.frontend_address(exp.frontend)
     if exp.mqtt:
-        host, port = scenario.mqtt if exp.frontend == "mqtt" else scenario.mqtts
         topic = f"/{topic_of(scenario, exp)}" if exp.kind == "mqtt-sweep" else ""
         return f"{exp.frontend}://{host}:{port}{topic}"
-    host, port = scenario.https if SCHEMES[exp.frontend].tls else scenario.http
     return f"{exp.frontend}://{host}:{port}{exp.path}"
 
 
@@ -118,22 +117,12 @@ _WORDS = ("sleep", "times")
 
 
 def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
-    if exp.mqtt:
-        return describe_mqtt(exp, url, scenario)
-    if exp.kind == "tls-cost":
-        rates = ", ".join(f"{r:,.0f}" for r in exp.rates)
-        return (
-            f"HAProxy's CPU at {rates} requests/s, {exp.step_duration:g} s each, with plain "
-            "HTTP and TLS keep-alive, and TLS with a new connection per request (each stops "
-            "at the first rate the client cannot offer)"
-        )
-    if exp.kind == "hold":
-        what = "sending a ping frame" if SCHEMES[exp.frontend].websocket else f"asking {exp.path}"
-        asks = f"each {what} every {exp.request_every:g} s" if exp.request_every else ""
-        return (
-            f"{exp.connections:,} connections to {url} opened at {exp.connect_rate:,.0f}/s "
-            f"and held for {exp.duration:g} s from the start, " + (asks or "idle")
-        )
+    """The experiment in a sentence, by its kind (:data:`_DESCRIBE`)."""
+    return _DESCRIBE[exp.kind](exp, url, scenario)
+
+
+def _requests(exp: Experiment, url: str, scenario: Scenario) -> str:
+    """A sweep's or an attack's hits: HTTP requests, or messages over WebSockets."""
     if SCHEMES[exp.frontend].websocket:
         words = "".join(f" {n.lower()}={v}" for n, v in exp.headers if n.lower() in _WORDS)
         return f'messages "ping{words}" over WebSockets held to {url}'
@@ -141,33 +130,71 @@ def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
     return f"{exp.method} {url}, {reuse}" + "".join(f", {n}: {v}" for n, v in exp.headers)
 
 
-def describe_mqtt(exp: Experiment, url: str, scenario: Scenario) -> str:
-    backend = "tippingpoint serve --mqtt" if scenario.mqtt_backend == "serve" else "mosquitto"
-    where = (
-        f"{url} (HAProxy in TCP mode{', TLS' if exp.frontend == 'mqtts' else ''}, then {backend})"
+def _tls_cost(exp: Experiment, url: str, scenario: Scenario) -> str:
+    rates = ", ".join(f"{r:,.0f}" for r in exp.rates)
+    return (
+        f"HAProxy's CPU at {rates} requests/s, {exp.step_duration:g} s each, with plain "
+        "HTTP and TLS keep-alive, and TLS with a new connection per request (each stops "
+        "at the first rate the client cannot offer)"
     )
-    if exp.kind == "mqtt-hold":
+
+
+def _through(exp: Experiment, url: str, scenario: Scenario) -> str:
+    """The URL and what is behind it: MQTT goes through HAProxy in TCP mode to serve or
+    mosquitto, the rest through its HTTP frontends to serve."""
+    if not exp.mqtt:
+        return url
+    backend = "tippingpoint serve --mqtt" if scenario.mqtt_backend == "serve" else "mosquitto"
+    tls = ", TLS" if SCHEMES[exp.frontend].tls else ""
+    return f"{url} (HAProxy in TCP mode{tls}, then {backend})"
+
+
+def _hold(exp: Experiment, url: str, scenario: Scenario) -> str:
+    scheme = SCHEMES[exp.frontend]
+    if exp.mqtt:
+        what = f"MQTT {scheme.noun}"
         pings = f"keepalive {exp.mqtt_keepalive} s" if exp.mqtt_keepalive else "no pings"
-        return (
-            f"{exp.connections:,} MQTT sessions to {where} opened at "
-            f"{exp.connect_rate:,.0f}/s and held for {exp.duration:g} s from the start, {pings}"
-        )
-    if exp.kind == "connect-storm":
-        return (
-            f"new MQTT sessions (CONNECT, CONNACK) to {where} at rising rates from "
-            f"{exp.start:,.0f}/s, {exp.step_duration:g} s of CONNECTs each, until CONNACK "
-            "latency tips over"
-        )
-    until = scenario.until(exp)
+    else:
+        what = "connections"
+        ask = "sending a ping frame" if scheme.websocket else f"asking {exp.path}"
+        pings = f"each {ask} every {exp.request_every:g} s" if exp.request_every else "idle"
+    return (
+        f"{exp.connections:,} {what} to {_through(exp, url, scenario)} opened at "
+        f"{exp.connect_rate:,.0f}/s and held for {exp.duration:g} s from the start, {pings}"
+    )
+
+
+def _storm(exp: Experiment, url: str, scenario: Scenario) -> str:
+    scheme = SCHEMES[exp.frontend]
+    return (
+        f"new {scheme.noun} ({' + '.join(scheme.layers)}) to {_through(exp, url, scenario)} "
+        f"at rising rates from {exp.start:,.0f}/s, {exp.step_duration:g} s of opens each, "
+        "until the open latency tips over"
+    )
+
+
+def _mqtt_sweep(exp: Experiment, url: str, scenario: Scenario) -> str:
     latency = {
         "echo": "the backend's pong",
         "delivery": f"delivery to {exp.sessions} subscribers",
         "ack": "the broker's acknowledgement",
-    }[until]
+    }[scenario.until(exp)]
     return (
-        f"QoS {exp.qos} PUBLISH of {exp.payload_size} B to {where} from {exp.sessions} "
-        f"sessions at rising rates from {exp.start:,.0f}/s, latency until {latency}"
+        f"QoS {exp.qos} PUBLISH of {exp.payload_size} B to {_through(exp, url, scenario)} "
+        f"from {exp.sessions} sessions at rising rates from {exp.start:,.0f}/s, latency "
+        f"until {latency}"
     )
+
+
+_DESCRIBE: dict[str, Callable[[Experiment, str, Scenario], str]] = {
+    "sweep": _requests,
+    "attack": _requests,
+    "hold": _hold,
+    "tls-cost": _tls_cost,
+    "mqtt-sweep": _mqtt_sweep,
+    "mqtt-hold": _hold,
+    "connect-storm": _storm,
+}
 
 
 def _attack_config(bench: Bench, exp: Experiment) -> AttackConfig:
@@ -235,6 +262,33 @@ def sweep_row(result: SweepResult, exp: Experiment, scenario: Scenario) -> str:
     if result.tipping_point:
         return f"tipping point {result.knee_range()} ({result.reason})"
     return f"no tipping point ({result.reason})"
+
+
+def _per_thousand(rows: list[Row]) -> list[float | None]:
+    """HAProxy's CPU per 1,000 messages (or opens) a second, at each step."""
+    return [
+        round(r.proxy_cpu_pct * 1000 / r.achieved, 3)
+        if r.proxy_cpu_pct is not None and r.achieved > 0
+        else None
+        for r in rows
+    ]
+
+
+def per_1000_entry(result: SweepResult, unit: str, latency: str) -> dict[str, Any]:
+    """A sweep's entry whose steps carry HAProxy's CPU per 1,000 a second of ``unit``."""
+    sweep = result.to_json()
+    for step, cost in zip(sweep["steps"], _per_thousand(result.rows), strict=True):
+        step["proxy_cpu_per_1000"] = cost
+    return {"sweep": sweep, "unit": unit, "latency": latency}
+
+
+def at_knee(result: SweepResult) -> str:
+    """HAProxy's CPU at the tipping point, per 1,000 a second."""
+    at = [r for r in result.rows if r.key == result.tipping_point]
+    cost = _per_thousand(at)
+    if not at or cost[0] is None:
+        return ""
+    return f"; HAProxy there: {at[0].proxy_cpu_pct:.0f} % of a core, {cost[0]:.2f} % per 1,000/s"
 
 
 def sweep_config(bench: Bench, index: int, exp: Experiment, attack: AttackConfig) -> SweepConfig:

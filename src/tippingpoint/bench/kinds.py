@@ -58,7 +58,7 @@ KINDS: Final = {
         Kind("tls-cost", ("http", "https"), "tls-cost"),
         Kind("mqtt-sweep", _MQTT, "sweep", per_1000=True, costs_row=True),
         Kind("mqtt-hold", _MQTT, "hold", costs_row=True),
-        Kind("connect-storm", _MQTT, "sweep", per_1000=True, costs_row=True),
+        Kind("connect-storm", (*_MQTT, "ws", "wss"), "sweep", per_1000=True, costs_row=True),
     )
 }
 KIND_NAMES: Final = tuple(KINDS)

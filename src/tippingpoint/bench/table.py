@@ -13,7 +13,8 @@ from tippingpoint.bench.experiments import (
     run_sweep_experiment,
     run_tls_cost_experiment,
 )
-from tippingpoint.bench.mqtt import run_connect_storm, run_mqtt_sweep
+from tippingpoint.bench.mqtt import run_mqtt_sweep
+from tippingpoint.bench.storm import run_connect_storm
 
 __all__ = ["EXPERIMENTS"]
 

@@ -49,6 +49,7 @@ _HISTS = (
     ("lateness", "lateness"),
     ("tls_time", "tls"),
     ("connack_time", "connack"),
+    ("open_time", "open"),
 )
 """Per-second histograms of a hold process: the array it fills, the record's key."""
 _LATE_MS = 100.0
@@ -141,6 +142,9 @@ class Holder:
         self.lateness = array("q")
         self.tls_time = array("q")
         self.connack_time = array("q")
+        self.open_time = array("q")
+        """From connect() to a connection open in every layer (TLS, the WebSocket's
+        upgrade, MQTT's CONNACK): how long a device waits to be connected."""
         self.cpu = CpuMeter()
         self.codes: dict[int, int] = {}
         self.stopping = False
@@ -251,6 +255,7 @@ class Holder:
             return
         finally:
             self.opening -= 1
+        self.open_time.append(monotonic_ns() - t_connect)
         self.connect_latency.append(t_tcp - t_connect)
         if t_tls:
             self.tls_time.append(t_tls - t_tcp)
@@ -645,6 +650,7 @@ class HoldTally:
             ("connect", "TCP connect time (connect() to established)"),
             ("tls", "TLS handshake"),
             ("connack", "CONNACK latency (CONNECT to CONNACK)"),
+            ("open", "open time (connect() to open in every layer)"),
             ("lateness", "connects started late against the plan by"),
         ):
             hist = self.hists[key]

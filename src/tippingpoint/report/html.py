@@ -528,7 +528,7 @@ def render_html(data: dict[str, Any]) -> str:
     ]
     costs = _session_costs(data["experiments"])
     if costs:
-        parts += ["<h2>MQTT through HAProxy: what it costs</h2>", costs]
+        parts += ["<h2>What each connection costs HAProxy</h2>", costs]
     setups = data.get("setups") or []
     if len(setups) > 1:
         parts.append("<h2>Setups compared</h2>")
