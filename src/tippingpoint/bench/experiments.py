@@ -12,14 +12,14 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tippingpoint.bench.report import timeline
 from tippingpoint.bench.scenario import Experiment, Scenario
 from tippingpoint.bench.tls_cost import PROTOCOLS, TLSCost
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
-from tippingpoint.engine.runner import Sink, run_attack, run_hold
+from tippingpoint.engine.runner import Load, Local, Sink
 from tippingpoint.knee import KneeRule
 from tippingpoint.model import AttackConfig, MQTTOptions, TLSOptions
 from tippingpoint.monitor import Monitor, proxy_total, sampling
@@ -32,9 +32,6 @@ from tippingpoint.search import run_sweep
 from tippingpoint.stream import HoldRecord, Record
 from tippingpoint.sweep import Row, SweepConfig, SweepResult, render_table, run_step
 from tippingpoint.targets import Target
-
-if TYPE_CHECKING:
-    from tippingpoint.cluster.fleet import Fleet
 
 __all__ = [
     "Bench",
@@ -69,13 +66,11 @@ class Bench:
     cpus: dict[str, tuple[int, ...]]
     """Each role's CPUs (proxy, backends, brokers, client)."""
     plans: dict[int, ConnectionPlan] = field(default_factory=dict)
-    fleet: Fleet | None = None
-    """``[cluster]``: the workers the client side runs on (None: this machine)."""
+    load: Load = field(default_factory=Local)
+    """Where the client side runs: this machine, or the workers of ``[cluster]``."""
 
     def attack(self, config: AttackConfig, on_record: Sink) -> int:
-        if self.fleet is not None:
-            return self.fleet.attack(config, on_record)
-        return run_attack(config, on_record)
+        return self.load.attack(config, on_record)
 
     def hold(
         self,
@@ -84,9 +79,7 @@ class Bench:
         on_start: Callable[[int], None],
         tally: HoldTally | None = None,
     ) -> int:
-        if self.fleet is not None:
-            return self.fleet.hold(config, on_record, on_start, tally)
-        return run_hold(config, on_record, self.fd_limit, on_start)
+        return self.load.hold(config, on_record, on_start, tally)
 
 
 @dataclass
@@ -303,7 +296,7 @@ def sweep_config(bench: Bench, index: int, exp: Experiment, attack: AttackConfig
         rule=KneeRule(slo=exp.slo),
         out=bench.out / f"{index + 1:02d}-{exp.kind}",
         closed=exp.closed,
-        runner=bench.fleet.attack if bench.fleet is not None else None,
+        runner=bench.load.attack,
         confirm_steps=exp.confirm_steps,
     )
 

@@ -27,6 +27,7 @@ from tippingpoint.bench.topology import BenchFailure, Topology
 from tippingpoint.broker import SysWatcher
 from tippingpoint.certs import make_certificate
 from tippingpoint.cores import Ledger
+from tippingpoint.engine.runner import Local
 from tippingpoint.limits import check_nofile, memory_available, port_range
 from tippingpoint.monitor import Monitor
 from tippingpoint.placement import PlacementError, place_self, verify
@@ -260,7 +261,7 @@ def _run_setup(
         log(f"bench: started pids {topology.pids} ({what})")
         bench = Bench(
             scenario, out, log, topology, monitor, report.samples, proxy_config, binary, soft,
-            str(out / "tls" / "cert.pem"), cpus, plans, fleet,
+            str(out / "tls" / "cert.pem"), cpus, plans, fleet or Local(soft),
         )  # fmt: skip
         try:
             _run_experiments(bench, report, first)

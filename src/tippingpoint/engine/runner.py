@@ -19,14 +19,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from tippingpoint import __version__, interrupt
 
 # Imported here, before the workers are forked, so that no worker spends the first
 # moments of its schedule importing.
 from tippingpoint.engine.attack import Engine
-from tippingpoint.engine.hold import HoldConfig, hold_child, plan_hold
+from tippingpoint.engine.hold import HoldConfig, HoldTally, hold_child, plan_hold
 from tippingpoint.engine.publish import Publisher, start_delay
 from tippingpoint.limits import raise_nofile
 from tippingpoint.loops import new_loop
@@ -35,6 +35,8 @@ from tippingpoint.procs import describe_status, fork_child
 from tippingpoint.stream import Header, HoldHeader, Interval, Record, decode, encode
 
 __all__ = [
+    "Load",
+    "Local",
     "Plan",
     "attack_child",
     "header_record",
@@ -275,3 +277,38 @@ def run_children(jobs: list[Callable[[int], int]], on_record: Sink, name: str) -
     if failed:
         return 1
     return 128 + stopped_by if stopped_by else 0  # as a shell reports a signal
+
+
+class Load(Protocol):
+    """Where the load runs, chosen once: this machine (:class:`Local`) or the workers of
+    a Dask cluster (``cluster.fleet.Fleet``). The bench and the commands call these two
+    and never ask which it is."""
+
+    def attack(self, config: AttackConfig, on_record: Sink) -> int: ...
+
+    def hold(
+        self,
+        config: HoldConfig,
+        on_record: Sink,
+        on_start: Callable[[int], None] | None = None,
+        tally: HoldTally | None = None,
+    ) -> int: ...
+
+
+class Local:
+    """The load on this machine's processes, within the open-file limit ``fd_limit``."""
+
+    def __init__(self, fd_limit: int | None = None) -> None:
+        self.fd_limit = fd_limit
+
+    def attack(self, config: AttackConfig, on_record: Sink) -> int:
+        return run_attack(config, on_record)
+
+    def hold(
+        self,
+        config: HoldConfig,
+        on_record: Sink,
+        on_start: Callable[[int], None] | None = None,
+        tally: HoldTally | None = None,
+    ) -> int:
+        return run_hold(config, on_record, self.fd_limit, on_start)
