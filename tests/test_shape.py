@@ -5,6 +5,7 @@ Both came back once with work that arrived after a clean-up; these keep them out
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -78,3 +79,41 @@ def test_no_import_circle() -> None:
         if node not in state:
             visit(node)
     assert not circles, "import circles: " + "; ".join(circles)
+
+
+_IDENTITY = re.compile(
+    r"\.mqtt\b(?!_)|\bmqtt\b(?!_)|has_mqtt|['\"]mqtts?['\"]|mqtt://|\.websocket\b|['\"]wss?['\"]"
+    r"|mqtt-sweep|mqtt-hold"
+)
+PROTOCOL_BRANCHES = 38
+"""Tests of a protocol's identity in src/ (see docs/ARCHITECTURE.md, "Protocols as
+layers"): 75 before the protocol tables. Lower it when a branch goes; a new protocol
+should need none."""
+
+
+def protocol_branches() -> list[str]:
+    """The tests of if, while, ternaries, comprehension filters and asserts that ask which
+    protocol this is (``exp.mqtt``, ``origin.websocket``, a scheme compared with "mqtt")."""
+    found = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            tests: list[ast.expr] = []
+            if isinstance(node, ast.If | ast.While | ast.IfExp | ast.Assert):
+                tests.append(node.test)
+            elif isinstance(node, ast.comprehension):
+                tests.extend(node.ifs)
+            found += [
+                f"{name}:{t.lineno}: {ast.unparse(t)}"
+                for t in tests
+                if _IDENTITY.search(ast.unparse(t))
+            ]
+    return found
+
+
+def test_branches_on_a_protocol_do_not_grow() -> None:
+    found = protocol_branches()
+    assert len(found) <= PROTOCOL_BRANCHES, (
+        f"{len(found)} tests of a protocol's identity, more than {PROTOCOL_BRANCHES}: ask "
+        "the tables (schemes.SCHEMES, plan.COSTS, bench.apps, bench.kinds) instead:\n"
+        + "\n".join(found)
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tippingpoint.bench.apps import App, app_of
 from tippingpoint.bench.report import timeline
 from tippingpoint.bench.scenario import Experiment, Scenario
 from tippingpoint.bench.tls_cost import PROTOCOLS, TLSCost
@@ -21,7 +22,7 @@ from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
 from tippingpoint.engine.runner import Load, Local, Sink
 from tippingpoint.knee import KneeRule
-from tippingpoint.model import AttackConfig, MQTTOptions, TLSOptions
+from tippingpoint.model import AttackConfig, TLSOptions
 from tippingpoint.monitor import Monitor, proxy_total, sampling
 from tippingpoint.plan import ConnectionPlan, loopback_sources
 from tippingpoint.proxy.config import ProxyConfig
@@ -44,7 +45,6 @@ __all__ = [
     "step_line",
     "sweep_config",
     "sweep_row",
-    "topic_of",
     "url_of",
 ]
 
@@ -91,22 +91,11 @@ class Outcome:
     interrupted: bool = False
 
 
-def topic_of(scenario: Scenario, exp: Experiment) -> str:
-    """An MQTT sweep's topic: one the backend answers (echo), or one per session."""
-    return "ping/%i" if scenario.until(exp) == "echo" else "devices/%i/data"
-
-
 def url_of(bench: Bench, exp: Experiment) -> str:
     """The experiment's URL: the proxy's frontend (an MQTT sweep's: with its topic)."""
     scenario = bench.scenario
     host, port = scenario.frontend_address(exp.frontend)
-    if exp.mqtt:
-        topic = f"/{topic_of(scenario, exp)}" if exp.kind == "mqtt-sweep" else ""
-        return f"{exp.frontend}://{host}:{port}{topic}"
-    return f"{exp.frontend}://{host}:{port}{exp.path}"
-
-
-_WORDS = ("sleep", "times")
+    return f"{exp.frontend}://{host}:{port}{app_of(exp).path(exp, scenario)}"
 
 
 def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
@@ -116,11 +105,7 @@ def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
 
 def _requests(exp: Experiment, url: str, scenario: Scenario) -> str:
     """A sweep's or an attack's hits: HTTP requests, or messages over WebSockets."""
-    if SCHEMES[exp.frontend].websocket:
-        words = "".join(f" {n.lower()}={v}" for n, v in exp.headers if n.lower() in _WORDS)
-        return f'messages "ping{words}" over WebSockets held to {url}'
-    reuse = "keep-alive" if exp.keepalive else "a new connection per request"
-    return f"{exp.method} {url}, {reuse}" + "".join(f", {n}: {v}" for n, v in exp.headers)
+    return app_of(exp).hits(exp, url)
 
 
 def _tls_cost(exp: Experiment, url: str, scenario: Scenario) -> str:
@@ -132,35 +117,20 @@ def _tls_cost(exp: Experiment, url: str, scenario: Scenario) -> str:
     )
 
 
-def _through(exp: Experiment, url: str, scenario: Scenario) -> str:
-    """The URL and what is behind it: MQTT goes through HAProxy in TCP mode to serve or
-    mosquitto, the rest through its HTTP frontends to serve."""
-    if not exp.mqtt:
-        return url
-    backend = "tippingpoint serve --mqtt" if scenario.mqtt_backend == "serve" else "mosquitto"
-    tls = ", TLS" if SCHEMES[exp.frontend].tls else ""
-    return f"{url} (HAProxy in TCP mode{tls}, then {backend})"
-
-
 def _hold(exp: Experiment, url: str, scenario: Scenario) -> str:
-    scheme = SCHEMES[exp.frontend]
-    if exp.mqtt:
-        what = f"MQTT {scheme.noun}"
-        pings = f"keepalive {exp.mqtt_keepalive} s" if exp.mqtt_keepalive else "no pings"
-    else:
-        what = "connections"
-        ask = "sending a ping frame" if scheme.websocket else f"asking {exp.path}"
-        pings = f"each {ask} every {exp.request_every:g} s" if exp.request_every else "idle"
+    app = app_of(exp)
     return (
-        f"{exp.connections:,} {what} to {_through(exp, url, scenario)} opened at "
-        f"{exp.connect_rate:,.0f}/s and held for {exp.duration:g} s from the start, {pings}"
+        f"{exp.connections:,} {app.noun} to {app.through(exp, url, scenario)} opened at "
+        f"{exp.connect_rate:,.0f}/s and held for {exp.duration:g} s from the start, "
+        f"{app.pace(exp)}"
     )
 
 
 def _storm(exp: Experiment, url: str, scenario: Scenario) -> str:
     scheme = SCHEMES[exp.frontend]
     return (
-        f"new {scheme.noun} ({' + '.join(scheme.layers)}) to {_through(exp, url, scenario)} "
+        f"new {scheme.noun} ({' + '.join(scheme.layers)}) to "
+        f"{app_of(exp).through(exp, url, scenario)} "
         f"at rising rates from {exp.start:,.0f}/s, {exp.step_duration:g} s of opens each, "
         "until the open latency tips over"
     )
@@ -173,7 +143,8 @@ def _mqtt_sweep(exp: Experiment, url: str, scenario: Scenario) -> str:
         "ack": "the broker's acknowledgement",
     }[scenario.until(exp)]
     return (
-        f"QoS {exp.qos} PUBLISH of {exp.payload_size} B to {_through(exp, url, scenario)} "
+        f"QoS {exp.qos} PUBLISH of {exp.payload_size} B to "
+        f"{app_of(exp).through(exp, url, scenario)} "
         f"from {exp.sessions} sessions at rising rates from {exp.start:,.0f}/s, latency "
         f"until {latency}"
     )
@@ -349,7 +320,7 @@ def run_attack_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
 
 
 def hold_topology(
-    bench: Bench, extra: Topology, plan: ConnectionPlan, exp_dir: Path, mqtt: bool = False
+    bench: Bench, extra: Topology, plan: ConnectionPlan, exp_dir: Path, app: App
 ) -> None:
     """The backends and HAProxy instances a hold's plan needs beyond the bench's own: on
     the same ports (SO_REUSEPORT), for this experiment only, so that the other
@@ -357,7 +328,7 @@ def hold_topology(
     port: its instances are the scenario's, one per MQTT port, checked by the plan.)"""
     scenario = bench.scenario
     more_serve = plan.server_processes - scenario.backend_processes
-    if mqtt and scenario.mqtt_backend == "mosquitto":
+    if not app.serve_grows(scenario):
         more_serve = 0
     more_proxy = plan.proxy_instances - scenario.proxy_instances
     if more_serve > 0:
@@ -368,7 +339,7 @@ def hold_topology(
             bench.cpus["backends"],
             "backends (hold)",
             share=True,
-            mqtt=scenario.mqtt_ports if mqtt else (),
+            mqtt=app.serve_mqtt_ports(scenario),
         )
         bench.monitor.add_role("backends (hold)", [proc.pid])
         extra.on_exit(lambda: bench.monitor.remove_role("backends (hold)"))
@@ -407,15 +378,11 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
         cacert=bench.cacert,
         processes=bench.scenario.client_processes,
     )
-    if exp.mqtt:  # sessions that ping once per keepalive
-        config = replace(
-            config,
-            mqtt=MQTTOptions(keepalive=exp.mqtt_keepalive),
-            request_every=float(exp.mqtt_keepalive) or None,
-        )
+    app = app_of(exp)
+    config = app.held(exp, config)
     step = f"hold {index}"
     with Topology(bench.topology) as extra, open(exp_dir / "hold.jsonl", "wb") as stream:
-        hold_topology(bench, extra, plan, exp_dir, exp.mqtt)
+        hold_topology(bench, extra, plan, exp_dir, app)
         tally = HoldTally(exp.connections, 1, exp.connect_rate, mqtt=exp.mqtt)
 
         def on_record(record: Record, line: bytes) -> None:
@@ -482,15 +449,9 @@ def cost_sentence(exp: Experiment, cost: dict[str, float] | None) -> str:
     a core at keepalive 60 s", from the hold's samples."""
     if cost is None:
         return ""
-    tls = SCHEMES[exp.frontend].tls
-    noun = "WebSockets" if SCHEMES[exp.frontend].websocket else "connections"
-    what = ("MQTT sessions" if exp.mqtt else noun) + (" over TLS" if tls else "")
-    if exp.mqtt:
-        pace = f"at keepalive {exp.mqtt_keepalive} s" if exp.mqtt_keepalive else "without pings"
-    elif exp.request_every:
-        pace = f"with a request every {exp.request_every:g} s each"
-    else:
-        pace = "idle"
+    app = app_of(exp)
+    what = app.noun + (" over TLS" if SCHEMES[exp.frontend].tls else "")
+    pace = app.pace(exp)
     # HAProxy keeps the memory pools that earlier experiments grew: a small hold after
     # them may not grow its RSS at all, and then says only what it had.
     each = cost["bytes_per_connection"]

@@ -8,6 +8,7 @@ and the connect storm is ``bench/storm.py``.
 
 from __future__ import annotations
 
+from tippingpoint.bench.apps import topic_of
 from tippingpoint.bench.experiments import (
     Bench,
     Outcome,
@@ -16,7 +17,6 @@ from tippingpoint.bench.experiments import (
     step_line,
     sweep_config,
     sweep_row,
-    topic_of,
     url_of,
 )
 from tippingpoint.bench.scenario import Experiment

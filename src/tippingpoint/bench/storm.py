@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
+from tippingpoint.bench.apps import app_of
 from tippingpoint.bench.experiments import (
     Bench,
     Outcome,
@@ -26,7 +27,7 @@ from tippingpoint.bench.experiments import (
 from tippingpoint.bench.scenario import Experiment, storm_sessions
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
-from tippingpoint.model import AttackConfig, MQTTOptions
+from tippingpoint.model import AttackConfig
 from tippingpoint.monitor import Monitor, sampling
 from tippingpoint.plan import loopback_sources
 from tippingpoint.schemes import SCHEMES
@@ -54,10 +55,9 @@ def run_connect_storm(bench: Bench, index: int, exp: Experiment) -> Outcome:
         timeout=_SETTLE_S,
         cacert=bench.cacert,
         processes=bench.scenario.client_processes,
-        mqtt=MQTTOptions(keepalive=exp.mqtt_keepalive, client_id="storm-%p-%i")
-        if exp.mqtt
-        else None,
     )
+    app = app_of(exp)
+    hold = app.held(exp, hold, client_id="storm-%p-%i")
     scheme = SCHEMES[exp.frontend]
     noun = scheme.noun
 
@@ -72,7 +72,7 @@ def run_connect_storm(bench: Bench, index: int, exp: Experiment) -> Outcome:
 
     out.mkdir(parents=True, exist_ok=True)
     with Topology(bench.topology) as extra:
-        hold_topology(bench, extra, plan, out, exp.mqtt)
+        hold_topology(bench, extra, plan, out, app)
         result = run_sweep(
             sweep_config(bench, index, exp, AttackConfig(targets=(hold.target,))),
             bench.monitor,

@@ -1,0 +1,119 @@
+"""The bench's side of each application a frontend carries, one object each: what its
+URL ends with, what stands behind the proxy for it, how a held connection keeps alive,
+and what backends a bigger hold adds.
+
+The experiments ask :func:`app_of` and never test a protocol's name: HTTP requests and
+WebSocket messages go through HAProxy's HTTP frontends to ``serve``; MQTT sessions go
+through its MQTT frontends in TCP mode to ``serve --mqtt`` or mosquitto.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Final
+
+from tippingpoint.bench.scenario import Experiment, Scenario
+from tippingpoint.engine.hold import HoldConfig
+from tippingpoint.model import MQTTOptions
+from tippingpoint.schemes import SCHEMES
+
+__all__ = ["App", "app_of", "topic_of"]
+
+_WORDS: Final = ("sleep", "times")
+
+
+def topic_of(scenario: Scenario, exp: Experiment) -> str:
+    """An MQTT sweep's topic: one the backend answers (echo), or one per session."""
+    return "ping/%i" if scenario.until(exp) == "echo" else "devices/%i/data"
+
+
+class App:
+    """HTTP requests: the base every application's row starts from."""
+
+    noun = "connections"
+    ask = "a request"
+
+    def path(self, exp: Experiment, scenario: Scenario) -> str:
+        """What follows ``scheme://host:port`` in the experiment's URL."""
+        return exp.path
+
+    def through(self, exp: Experiment, url: str, scenario: Scenario) -> str:
+        """The URL, and what stands behind the proxy for it where that is not plain."""
+        return url
+
+    def hits(self, exp: Experiment, url: str) -> str:
+        """What a sweep's or an attack's hits are, in words."""
+        reuse = "keep-alive" if exp.keepalive else "a new connection per request"
+        return f"{exp.method} {url}, {reuse}" + "".join(f", {n}: {v}" for n, v in exp.headers)
+
+    def pace(self, exp: Experiment) -> str:
+        """How a held connection keeps alive, in words."""
+        if not exp.request_every:
+            return "idle"
+        return f"with {self.ask} every {exp.request_every:g} s each"
+
+    def held(self, exp: Experiment, config: HoldConfig, client_id: str | None = None) -> HoldConfig:
+        """A hold's config as this application holds its connections (``client_id``: the
+        pattern of their ids, where they have one)."""
+        return config
+
+    def serve_grows(self, scenario: Scenario) -> bool:
+        """A bigger hold can add ``serve`` processes on the same ports (SO_REUSEPORT)."""
+        return True
+
+    def serve_mqtt_ports(self, scenario: Scenario) -> tuple[int, ...]:
+        """The MQTT ports the hold's extra ``serve`` processes take too."""
+        return ()
+
+
+class _Messages(App):
+    """WebSocket messages: an HTTP connection upgraded, kept alive by ping frames."""
+
+    noun = "WebSockets"
+    ask = "a ping frame"
+
+    def hits(self, exp: Experiment, url: str) -> str:
+        # The message's sleep and times, as serve --ws reads them.
+        words = "".join(f" {n.lower()}={v}" for n, v in exp.headers if n.lower() in _WORDS)
+        return f'messages "ping{words}" over WebSockets held to {url}'
+
+
+class _Sessions(App):
+    """MQTT sessions: a topic in the URL, a broker behind HAProxy in TCP mode, and a
+    keepalive instead of requests."""
+
+    noun = "MQTT sessions"
+
+    def path(self, exp: Experiment, scenario: Scenario) -> str:
+        return f"/{topic_of(scenario, exp)}" if exp.kind == "mqtt-sweep" else ""
+
+    def through(self, exp: Experiment, url: str, scenario: Scenario) -> str:
+        broker = "tippingpoint serve --mqtt" if scenario.mqtt_backend == "serve" else "mosquitto"
+        tls = ", TLS" if SCHEMES[exp.frontend].tls else ""
+        return f"{url} (HAProxy in TCP mode{tls}, then {broker})"
+
+    def pace(self, exp: Experiment) -> str:
+        return f"at keepalive {exp.mqtt_keepalive} s" if exp.mqtt_keepalive else "without pings"
+
+    def held(self, exp: Experiment, config: HoldConfig, client_id: str | None = None) -> HoldConfig:
+        # Sessions that ping once per keepalive.
+        options = MQTTOptions(keepalive=exp.mqtt_keepalive)
+        if client_id is not None:
+            options = replace(options, client_id=client_id)
+        every = float(exp.mqtt_keepalive) or None
+        return replace(config, mqtt=options, request_every=every)
+
+    def serve_grows(self, scenario: Scenario) -> bool:
+        # mosquitto cannot share a port: its instances are the scenario's, one per port.
+        return scenario.mqtt_backend == "serve"
+
+    def serve_mqtt_ports(self, scenario: Scenario) -> tuple[int, ...]:
+        return scenario.mqtt_ports
+
+
+_APPS: Final[dict[str, App]] = {"http": App(), "messages": _Messages(), "mqtt": _Sessions()}
+
+
+def app_of(exp: Experiment) -> App:
+    """The application ``exp``'s frontend carries (its scheme's ``app``)."""
+    return _APPS[SCHEMES[exp.frontend].app]
