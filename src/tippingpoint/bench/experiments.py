@@ -383,7 +383,7 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     step = f"hold {index}"
     with Topology(bench.topology) as extra, open(exp_dir / "hold.jsonl", "wb") as stream:
         hold_topology(bench, extra, plan, exp_dir, app)
-        tally = HoldTally(exp.connections, 1, exp.connect_rate, mqtt=exp.mqtt)
+        tally = HoldTally(exp.connections, 1, exp.connect_rate, scheme=exp.frontend)
 
         def on_record(record: Record, line: bytes) -> None:
             stream.write(line)

@@ -115,7 +115,7 @@ def _storm_step(
         duration=exp.step_duration + _SETTLE_S,
         request_every=None,
     )
-    tally = HoldTally(sessions, 1, rate, mqtt=exp.mqtt)
+    tally = HoldTally(sessions, 1, rate, scheme=exp.frontend)
     step_samples: list[dict[str, Any]] = []
     with open(out / f"step-{n:02d}-{rate:.0f}.jsonl", "wb") as stream:
 

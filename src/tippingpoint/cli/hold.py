@@ -160,7 +160,9 @@ def _run(
     from tippingpoint.engine.runner import run_hold
     from tippingpoint.stream import HoldRecord, Record
 
-    tally = HoldTally(config.connections, 1, config.connect_rate, mqtt=config.mqtt is not None)
+    tally = HoldTally(
+        config.connections, 1, config.connect_rate, scheme=config.target.origin.scheme
+    )
 
     def on_start(processes: int) -> None:
         tally.processes = processes
@@ -168,8 +170,7 @@ def _run(
             click.echo(_start_line(config, processes, soft, plan), err=True)
         else:
             click.echo(
-                f"tippingpoint hold: {config.connections:,} "
-                f"{'MQTT sessions' if config.mqtt else 'connections'} in {processes} "
+                f"tippingpoint hold: {config.connections:,} {_noun(config)} in {processes} "
                 f"process(es) over the cluster, {config.connect_rate:,.0f}/s",
                 err=True,
             )
@@ -311,6 +312,14 @@ def _with_sources(config: HoldConfig, fd_limit: int) -> tuple[ConnectionPlan, Ho
     return plan, replace(config, laddrs=tuple(laddrs))
 
 
+def _noun(config: HoldConfig) -> str:
+    """What the hold's connections are called: connections, MQTT sessions, WebSocket
+    connections."""
+    from tippingpoint.plan import costs_of
+
+    return costs_of(config.target.origin.scheme).noun
+
+
 def _start_line(config: HoldConfig, processes: int, soft: int, plan: ConnectionPlan) -> str:
     laddrs = config.laddrs
     sources = (
@@ -319,8 +328,7 @@ def _start_line(config: HoldConfig, processes: int, soft: int, plan: ConnectionP
         else "1 source address"
     )
     return (
-        f"tippingpoint hold: {config.connections:,} "
-        f"{'MQTT sessions' if config.mqtt else 'connections'} in {processes} process(es) "
+        f"tippingpoint hold: {config.connections:,} {_noun(config)} in {processes} process(es) "
         f"(open-file limit {soft:,}), {sources}, {len(config.ports) or 1} destination "
         f"port(s), {config.connect_rate:,.0f}/s; about {plan.memory_bytes / 2**30:.1f} "
         "GiB with the server's side and the kernel's"

@@ -36,6 +36,7 @@ from tippingpoint.hdr import Histogram
 from tippingpoint.loops import new_loop
 from tippingpoint.model import MQTTOptions, TLSOptions
 from tippingpoint.plan import processes_for
+from tippingpoint.schemes import SCHEMES
 from tippingpoint.stream import ErrorCount, HoldRecord, encode
 from tippingpoint.targets import Target
 from tippingpoint.wire import mqtt as m
@@ -120,10 +121,7 @@ class Holder:
         self.host = str(self.pool.addr[0])
         self.ports = config.ports or (origin.port,)
         self.mqtt = config.mqtt if origin.mqtt else None
-        if self.mqtt is not None:
-            self.request_bytes = m.PINGREQ_BYTES
-        else:
-            self.request_bytes = keep_alive_hit(config.target)
+        self.request_bytes = keep_alive_hit(config.target)
         self.conns: list[ClientConn | Session] = []
         """Every connection established, in order (requests go round them)."""
         self.opening = 0
@@ -448,10 +446,11 @@ class HoldTally:
         connections: int,
         processes: int,
         connect_rate: float | None = None,
-        mqtt: bool = False,
+        scheme: str = "http",
     ) -> None:
         self.connections = connections
-        self.mqtt = mqtt
+        self.scheme = SCHEMES[scheme]
+        """What the connections are: their noun, and what answers their keep-alive."""
         self.processes = processes
         self.connect_rate = connect_rate
         self.cpu_us: dict[int, int] = {}
@@ -666,17 +665,17 @@ class HoldTally:
         request = self.hists["request"]
         if request.total:
             p50, p99 = request.percentiles([50, 99])
-            if self.mqtt:
-                what = f"pings {request.total:,}, PINGRESP latency"
-            else:
+            if self.scheme.ping == "request":  # answers with a status
                 codes = ", ".join(f"{c}: {n:,}" for c, n in sorted(self.codes.items()))
                 what = f"requests {request.total:,} ({codes}),"
+            else:
+                what = f"pings {request.total:,}, {self.scheme.ping} latency"
             lines.append(f"{what} p50 {p50 / 1000:.2f} ms, p99 {p99 / 1000:.2f} ms")
         if self.received:
             lines.append(f"messages received by the sessions: {self.received:,}")
         per = self.bytes_per_connection()
         grown = (self.rss_at_peak - sum(r.rss_kib for r in self.first.values())) / 1024
-        noun = "session" if self.mqtt else "connection"
+        noun = self.scheme.noun.removesuffix("s")
         lines.append(
             f"client RSS grew {max(0.0, grown):,.1f} MiB"
             + (f" ({per:,.0f} B per {noun})" if per else "")
