@@ -34,7 +34,7 @@ class Kind:
     per_1000: bool = False
     """A sweep whose steps also chart HAProxy's CPU per 1,000 a second of its unit."""
     costs_row: bool = False
-    """A row in the report's table of what sessions cost HAProxy."""
+    """A row in the report's table of what each connection costs HAProxy."""
 
     def traits(self, frontend: str) -> dict[str, Any]:
         """What the report needs of this kind through ``frontend``, for its entry."""

@@ -191,6 +191,10 @@ def proxy(
         fail("HAProxy exited; see the logs in " + str(directory), 1)
 
 
+_WEB_DEFAULTS = {"http": "127.0.0.1:8080", "https": "127.0.0.1:8443"}
+"""The frontends of a proxy asked for nothing else (or HTTP alone)."""
+
+
 def _proxy_config(directory: Path, opts: dict[str, Any]) -> ProxyConfig:
     """HAProxy's config from the options (ValueError, BadParameter when one is bad); the
     certificate is made where TLS is served."""
@@ -229,9 +233,6 @@ def _proxy_config(directory: Path, opts: dict[str, Any]) -> ProxyConfig:
         health_checks=not opts["no_checks"],
         stats_socket=directory / "haproxy-0.sock",
     )
-
-
-_WEB_DEFAULTS = {"http": "127.0.0.1:8080", "https": "127.0.0.1:8443"}
 
 
 def _started(fleet: ProxyFleet, directory: Path) -> str:
