@@ -112,7 +112,7 @@ COSTS: Final = {
         "tippingpoint serve --mqtt",
     ),
     "messages": Costs(
-        "WebSocket connections", CLIENT_BYTES, 150.0, WS_PROXY_EXTRA_BYTES, True,
+        "WebSockets", CLIENT_BYTES, 150.0, WS_PROXY_EXTRA_BYTES, True,
         "tippingpoint serve --ws",
     ),
 }  # fmt: skip

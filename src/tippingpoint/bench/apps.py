@@ -28,9 +28,9 @@ def topic_of(scenario: Scenario, exp: Experiment) -> str:
 
 
 class App:
-    """HTTP requests: the base every application's row starts from."""
+    """HTTP requests: the base every application's row starts from. (What its
+    connections are called is the planner's: ``plan.COSTS``.)"""
 
-    noun = "connections"
     ask = "a request"
 
     def path(self, exp: Experiment, scenario: Scenario) -> str:
@@ -69,7 +69,6 @@ class App:
 class _Messages(App):
     """WebSocket messages: an HTTP connection upgraded, kept alive by ping frames."""
 
-    noun = "WebSockets"
     ask = "a ping frame"
 
     def hits(self, exp: Experiment, url: str) -> str:
@@ -81,8 +80,6 @@ class _Messages(App):
 class _Sessions(App):
     """MQTT sessions: a topic in the URL, a broker behind HAProxy in TCP mode, and a
     keepalive instead of requests."""
-
-    noun = "MQTT sessions"
 
     def path(self, exp: Experiment, scenario: Scenario) -> str:
         return f"/{topic_of(scenario, exp)}" if exp.kind == "mqtt-sweep" else ""

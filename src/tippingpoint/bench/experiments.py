@@ -24,7 +24,7 @@ from tippingpoint.engine.runner import Load, Local, Sink
 from tippingpoint.knee import KneeRule
 from tippingpoint.model import AttackConfig, TLSOptions
 from tippingpoint.monitor import Monitor, proxy_total, sampling
-from tippingpoint.plan import ConnectionPlan, loopback_sources
+from tippingpoint.plan import ConnectionPlan, costs_of, loopback_sources
 from tippingpoint.proxy.config import ProxyConfig
 from tippingpoint.report.merge import Named, summarize
 from tippingpoint.report.text import render_text
@@ -61,7 +61,6 @@ class Bench:
     samples: list[dict[str, Any]]
     proxy_config: ProxyConfig
     binary: str
-    fd_limit: int
     cacert: str
     cpus: dict[str, tuple[int, ...]]
     """Each role's CPUs (proxy, backends, brokers, client)."""
@@ -120,7 +119,8 @@ def _tls_cost(exp: Experiment, url: str, scenario: Scenario) -> str:
 def _hold(exp: Experiment, url: str, scenario: Scenario) -> str:
     app = app_of(exp)
     return (
-        f"{exp.connections:,} {app.noun} to {app.through(exp, url, scenario)} opened at "
+        f"{exp.connections:,} {costs_of(exp.frontend).noun} to "
+        f"{app.through(exp, url, scenario)} opened at "
         f"{exp.connect_rate:,.0f}/s and held for {exp.duration:g} s from the start, "
         f"{app.pace(exp)}"
     )
@@ -450,7 +450,7 @@ def cost_sentence(exp: Experiment, cost: dict[str, float] | None) -> str:
     if cost is None:
         return ""
     app = app_of(exp)
-    what = app.noun + (" over TLS" if SCHEMES[exp.frontend].tls else "")
+    what = costs_of(exp.frontend).noun + (" over TLS" if SCHEMES[exp.frontend].tls else "")
     pace = app.pace(exp)
     # HAProxy keeps the memory pools that earlier experiments grew: a small hold after
     # them may not grow its RSS at all, and then says only what it had.

@@ -260,7 +260,7 @@ def _run_setup(
         what = "backends, mosquitto, HAProxy" if brokers else "backends, HAProxy"
         log(f"bench: started pids {topology.pids} ({what})")
         bench = Bench(
-            scenario, out, log, topology, monitor, report.samples, proxy_config, binary, soft,
+            scenario, out, log, topology, monitor, report.samples, proxy_config, binary,
             str(out / "tls" / "cert.pem"), cpus, plans, fleet or Local(soft),
         )  # fmt: skip
         try:

@@ -313,8 +313,7 @@ def _with_sources(config: HoldConfig, fd_limit: int) -> tuple[ConnectionPlan, Ho
 
 
 def _noun(config: HoldConfig) -> str:
-    """What the hold's connections are called: connections, MQTT sessions, WebSocket
-    connections."""
+    """What the hold's connections are called: connections, MQTT sessions, WebSockets."""
     from tippingpoint.plan import costs_of
 
     return costs_of(config.target.origin.scheme).noun

@@ -73,11 +73,31 @@ def _no_hits(target: Target, keep_alive: bool) -> bytes:
     raise ValueError(f"{target.origin.scheme}: its hits are a session's (engine/mqtt.py)")
 
 
-_HTTP: Final = _App(encode_request, encode_request, lambda target: "")
-_MESSAGES: Final = _App(
-    lambda target, keep_alive: encode_message(target), lambda target: b"", lambda t: t.path
-)
-_MQTT: Final = _App(_no_hits, lambda target: m.PINGREQ_BYTES, lambda target: "")
+def _no_path(target: Target) -> str:
+    return ""
+
+
+def _message(target: Target, keep_alive: bool) -> bytes:
+    return encode_message(target)
+
+
+def _ping_frame(target: Target) -> bytes:
+    return b""  # an empty message goes out as a ping frame
+
+
+def _path(target: Target) -> str:
+    return target.path
+
+
+_HTTP: Final = _App(encode_request, encode_request, _no_path)
+_MESSAGES: Final = _App(_message, _ping_frame, _path)
+
+
+def _pingreq(target: Target) -> bytes:
+    return m.PINGREQ_BYTES
+
+
+_MQTT: Final = _App(_no_hits, _pingreq, _no_path)
 _APPS: Final = {"http": _HTTP, "messages": _MESSAGES, "mqtt": _MQTT}
 """By a scheme's application (MQTT's sessions and their hits are engine/mqtt.py's: only
 a held session's ping is here)."""

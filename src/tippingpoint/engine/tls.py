@@ -151,9 +151,6 @@ class TLSPipe:
                 # an exception per response (the usual case: one record per response).
                 return plain
 
-    def write(self, data: bytes) -> None:
-        self.sslobj.write(data)
-
     def outgoing(self) -> bytes:
         out = self._out
         return out.read() if out.pending else b""
