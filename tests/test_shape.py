@@ -91,9 +91,16 @@ layers"): 75 before the protocol tables. Lower it when a branch goes; a new prot
 should need none."""
 
 
-def protocol_branches() -> list[str]:
-    """The tests of if, while, ternaries, comprehension filters and asserts that ask which
-    protocol this is (``exp.mqtt``, ``origin.websocket``, a scheme compared with "mqtt")."""
+NAMES_MQTT = re.compile("mqtt", re.IGNORECASE)
+"""Any test whose text names MQTT, its own options included (95 before the tables)."""
+
+
+def protocol_branches(pattern: re.Pattern[str] = _IDENTITY) -> list[str]:
+    """The tests of if, while, ternaries, comprehension filters and asserts whose text
+    matches ``pattern``: by default those that ask which protocol this is
+    (``exp.mqtt``, ``origin.websocket``, a scheme compared with "mqtt"). The counts in
+    docs/ARCHITECTURE.md: ``python -c "from tests.test_shape import *;
+    print(len(protocol_branches()), len(protocol_branches(NAMES_MQTT)))"``."""
     found = []
     for name, path in _modules().items():
         for node in ast.walk(ast.parse(path.read_text())):
@@ -105,7 +112,7 @@ def protocol_branches() -> list[str]:
             found += [
                 f"{name}:{t.lineno}: {ast.unparse(t)}"
                 for t in tests
-                if _IDENTITY.search(ast.unparse(t))
+                if pattern.search(ast.unparse(t))
             ]
     return found
 
