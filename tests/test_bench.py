@@ -310,7 +310,7 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
         "connect-storm",
         "mqtt-hold",
     ]
-    assert parsed.mqtt_backend == "serve" and parsed.has_mqtt
+    assert parsed.mqtt_backend == "serve" and parsed.listeners == ("http", "mqtt")
     assert parsed.experiments[-1].mqtt_keepalive == 10
     assert parsed.experiments[1].closed and parsed.experiments[1].start == 8
     assert parsed.experiments[3].keepalive is False

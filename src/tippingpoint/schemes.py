@@ -23,6 +23,9 @@ class Scheme:
     """An HTTP connection upgraded to WebSocket (RFC 6455) carries the application."""
     app: str
     """What the connection carries: "http", "mqtt" or "messages" (WebSocket messages)."""
+    listener: str
+    """What accepts it, on a server or a proxy: an "http" listener (a WebSocket is an HTTP
+    connection until its upgrade) or an "mqtt" one."""
     example: str
     noun: str
     """What its connections are called in a report."""
@@ -47,12 +50,12 @@ _WS: Final = ("WebSockets", "pong")
 SCHEMES: Final = {
     s.name: s
     for s in (
-        Scheme("http", 80, False, False, "http", "http://HOST[:PORT]/PATH", *_HTTP),
-        Scheme("https", 443, True, False, "http", "https://HOST[:PORT]/PATH", *_HTTP),
-        Scheme("mqtt", 1883, False, False, "mqtt", "mqtt://HOST[:PORT]/TOPIC", *_MQTT),
-        Scheme("mqtts", 8883, True, False, "mqtt", "mqtts://HOST[:PORT]/TOPIC", *_MQTT),
-        Scheme("ws", 80, False, True, "messages", "ws://HOST[:PORT]/PATH", *_WS),
-        Scheme("wss", 443, True, True, "messages", "wss://HOST[:PORT]/PATH", *_WS),
+        Scheme("http", 80, False, False, "http", "http", "http://HOST[:PORT]/PATH", *_HTTP),
+        Scheme("https", 443, True, False, "http", "http", "https://HOST[:PORT]/PATH", *_HTTP),
+        Scheme("mqtt", 1883, False, False, "mqtt", "mqtt", "mqtt://HOST[:PORT]/TOPIC", *_MQTT),
+        Scheme("mqtts", 8883, True, False, "mqtt", "mqtt", "mqtts://HOST[:PORT]/TOPIC", *_MQTT),
+        Scheme("ws", 80, False, True, "messages", "http", "ws://HOST[:PORT]/PATH", *_WS),
+        Scheme("wss", 443, True, True, "messages", "http", "wss://HOST[:PORT]/PATH", *_WS),
     )
 }
 

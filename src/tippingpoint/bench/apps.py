@@ -1,6 +1,6 @@
 """The bench's side of each application a frontend carries, one object each: what its
-URL ends with, what stands behind the proxy for it, how a held connection keeps alive,
-and what backends a bigger hold adds.
+URL ends with, what stands behind the proxy for it, and how a held connection keeps
+alive. (What answers it behind the proxy is the scenario's: ``Scenario.backend``.)
 
 The experiments ask :func:`app_of` and never test a protocol's name: HTTP requests and
 WebSocket messages go through HAProxy's HTTP frontends to ``serve``; MQTT sessions go
@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Final
 
+from tippingpoint.bench.kinds import KINDS
 from tippingpoint.bench.scenario import Experiment, Scenario
 from tippingpoint.engine.hold import HoldConfig
 from tippingpoint.model import MQTTOptions
@@ -57,14 +58,6 @@ class App:
         pattern of their ids, where they have one)."""
         return config
 
-    def serve_grows(self, scenario: Scenario) -> bool:
-        """A bigger hold can add ``serve`` processes on the same ports (SO_REUSEPORT)."""
-        return True
-
-    def serve_mqtt_ports(self, scenario: Scenario) -> tuple[int, ...]:
-        """The MQTT ports the hold's extra ``serve`` processes take too."""
-        return ()
-
 
 class _Messages(App):
     """WebSocket messages: an HTTP connection upgraded, kept alive by ping frames."""
@@ -82,7 +75,7 @@ class _Sessions(App):
     keepalive instead of requests."""
 
     def path(self, exp: Experiment, scenario: Scenario) -> str:
-        return f"/{topic_of(scenario, exp)}" if exp.kind == "mqtt-sweep" else ""
+        return f"/{topic_of(scenario, exp)}" if KINDS[exp.kind].sends else ""
 
     def through(self, exp: Experiment, url: str, scenario: Scenario) -> str:
         broker = "tippingpoint serve --mqtt" if scenario.mqtt_backend == "serve" else "mosquitto"
@@ -99,13 +92,6 @@ class _Sessions(App):
             options = replace(options, client_id=client_id)
         every = float(exp.mqtt_keepalive) or None
         return replace(config, mqtt=options, request_every=every)
-
-    def serve_grows(self, scenario: Scenario) -> bool:
-        # mosquitto cannot share a port: its instances are the scenario's, one per port.
-        return scenario.mqtt_backend == "serve"
-
-    def serve_mqtt_ports(self, scenario: Scenario) -> tuple[int, ...]:
-        return scenario.mqtt_ports
 
 
 _APPS: Final[dict[str, App]] = {"http": App(), "messages": _Messages(), "mqtt": _Sessions()}

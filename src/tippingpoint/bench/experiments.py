@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tippingpoint.bench.apps import App, app_of
+from tippingpoint.bench.apps import app_of
 from tippingpoint.bench.report import timeline
-from tippingpoint.bench.scenario import Experiment, Scenario
+from tippingpoint.bench.scenario import Backend, Experiment, Scenario
 from tippingpoint.bench.tls_cost import PROTOCOLS, TLSCost
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
@@ -320,7 +320,7 @@ def run_attack_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
 
 
 def hold_topology(
-    bench: Bench, extra: Topology, plan: ConnectionPlan, exp_dir: Path, app: App
+    bench: Bench, extra: Topology, plan: ConnectionPlan, exp_dir: Path, backend: Backend
 ) -> None:
     """The backends and HAProxy instances a hold's plan needs beyond the bench's own: on
     the same ports (SO_REUSEPORT), for this experiment only, so that the other
@@ -328,18 +328,17 @@ def hold_topology(
     port: its instances are the scenario's, one per MQTT port, checked by the plan.)"""
     scenario = bench.scenario
     more_serve = plan.server_processes - scenario.backend_processes
-    if not app.serve_grows(scenario):
+    if not backend.shares_ports:
         more_serve = 0
     more_proxy = plan.proxy_instances - scenario.proxy_instances
     if more_serve > 0:
         proc = extra.start_backends(
-            scenario.backend_ports,
+            scenario.served(),
             more_serve,
             exp_dir / "serve.log",
             bench.cpus["backends"],
             "backends (hold)",
             share=True,
-            mqtt=app.serve_mqtt_ports(scenario),
         )
         bench.monitor.add_role("backends (hold)", [proc.pid])
         extra.on_exit(lambda: bench.monitor.remove_role("backends (hold)"))
@@ -382,7 +381,7 @@ def run_hold_experiment(bench: Bench, index: int, exp: Experiment) -> Outcome:
     config = app.held(exp, config)
     step = f"hold {index}"
     with Topology(bench.topology) as extra, open(exp_dir / "hold.jsonl", "wb") as stream:
-        hold_topology(bench, extra, plan, exp_dir, app)
+        hold_topology(bench, extra, plan, exp_dir, bench.scenario.backend_of(exp))
         tally = HoldTally(exp.connections, 1, exp.connect_rate, scheme=exp.frontend)
 
         def on_record(record: Record, line: bytes) -> None:

@@ -35,6 +35,9 @@ class Kind:
     """A sweep whose steps also chart HAProxy's CPU per 1,000 a second of its unit."""
     costs_row: bool = False
     """A row in the report's table of what each connection costs HAProxy."""
+    sends: bool = True
+    """Its connections send (requests, messages, PUBLISH): an MQTT URL names a topic. A
+    hold's and a storm's only open and keep alive."""
 
     def traits(self, frontend: str) -> dict[str, Any]:
         """What the report needs of this kind through ``frontend``, for its entry."""
@@ -57,8 +60,15 @@ KINDS: Final = {
         Kind("hold", _WEB, "hold"),
         Kind("tls-cost", ("http", "https"), "tls-cost"),
         Kind("mqtt-sweep", _MQTT, "sweep", per_1000=True, costs_row=True),
-        Kind("mqtt-hold", _MQTT, "hold", costs_row=True),
-        Kind("connect-storm", (*_MQTT, "ws", "wss"), "sweep", per_1000=True, costs_row=True),
+        Kind("mqtt-hold", _MQTT, "hold", costs_row=True, sends=False),
+        Kind(
+            "connect-storm",
+            (*_MQTT, "ws", "wss"),
+            "sweep",
+            per_1000=True,
+            costs_row=True,
+            sends=False,
+        ),
     )
 }
 KIND_NAMES: Final = tuple(KINDS)

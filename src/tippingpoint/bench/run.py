@@ -34,6 +34,7 @@ from tippingpoint.placement import PlacementError, place_self, verify
 from tippingpoint.plan import ConnectionPlan
 from tippingpoint.proxy.config import Frontend, MQTTRouting, ProxyConfig, derive_maxconn
 from tippingpoint.proxy.instance import find_haproxy
+from tippingpoint.schemes import SCHEMES
 
 if TYPE_CHECKING:
     from tippingpoint.cluster.fleet import Fleet
@@ -67,15 +68,16 @@ def role_cpus(scenario: Scenario, home: tuple[int, ...]) -> dict[str, tuple[int,
 
 
 def _proxy_frontends(scenario: Scenario) -> tuple[Frontend, ...]:
-    """HAProxy's frontends: HTTP and TLS, and MQTT's where an experiment runs MQTT."""
-    schemes = ("http", "https", "mqtt", "mqtts") if scenario.has_mqtt else ("http", "https")
+    """HAProxy's frontends, plain and TLS, for each kind of listener the scenario needs
+    (a WebSocket goes through the HTTP ones)."""
+    schemes = [s.name for s in SCHEMES.values() if s.app in scenario.listeners]
     return tuple(Frontend(s, scenario.frontend_address(s)) for s in schemes)
 
 
 def _proxy_config(scenario: Scenario, out: Path, soft: int) -> ProxyConfig:
     bundle = make_certificate(out / "tls", scenario.cert)[2]
     frontends = _proxy_frontends(scenario)
-    ports = {"http": scenario.backend_ports, "mqtt": scenario.mqtt_ports}
+    ports = {k: scenario.backend(k).ports for k in scenario.listeners}
     return ProxyConfig(
         servers={f.app: tuple(("127.0.0.1", p) for p in ports[f.app]) for f in frontends},
         frontends=frontends,
@@ -97,33 +99,31 @@ def _start(
     soft: int,
     cpus: dict[str, tuple[int, ...]],
 ) -> tuple[ProxyConfig, Monitor]:
-    """Backends (and MQTT's), then HAProxy, each on its CPUs, then the monitor that
-    watches them and accounts for every core they use."""
-    topology.check_free("127.0.0.1", scenario.backend_ports, "backends", "[backends] ports")
-    if scenario.has_mqtt:
-        topology.check_free(
-            "127.0.0.1", scenario.mqtt_ports, "MQTT backends", "[backends] mqtt_ports"
-        )
+    """Backends (serve, and mosquitto for MQTT if asked), then HAProxy, each on its CPUs,
+    then the monitor that watches them and accounts for every core they use."""
+    backends = {k: scenario.backend(k) for k in scenario.listeners}
+    for backend in backends.values():
+        topology.check_free("127.0.0.1", backend.ports, backend.role, backend.key)
     for frontend in _proxy_frontends(scenario):
         host, port = frontend.addr
         topology.check_free(host, (port,), "proxy", f"[proxy] {frontend.scheme}")
-    serve_mqtt = scenario.has_mqtt and scenario.mqtt_backend == "serve"
     serve = topology.start_backends(
-        scenario.backend_ports,
+        scenario.served(),
         scenario.backend_processes,
         out / "serve.log",
         cpus["backends"],
-        mqtt=scenario.mqtt_ports if serve_mqtt else (),
     )
     roles = {"backends": [serve.pid]}
     watchers: list[SysWatcher] = []
-    if scenario.has_mqtt and not serve_mqtt:
+    for backend in backends.values():
+        if backend.shares_ports:
+            continue
         brokers = topology.start_brokers(
-            scenario.mqtt_ports[0], len(scenario.mqtt_ports), out / "brokers", cpus["brokers"]
+            backend.ports[0], len(backend.ports), out / "brokers", cpus["brokers"]
         )
         roles["brokers"] = brokers.pids
         # Their $SYS counters (clients, messages/s) go into the monitor's samples.
-        watchers = [SysWatcher("127.0.0.1", p) for p in scenario.mqtt_ports]
+        watchers = [SysWatcher("127.0.0.1", p) for p in backend.ports]
         for watcher in watchers:
             topology.on_exit(watcher.close)
     config = _proxy_config(scenario, out, soft)

@@ -7,17 +7,18 @@ The default scenario ships once, as package data (``default.toml``): ``bench
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from tippingpoint.bench.keys import check_keys, with_line
 from tippingpoint.bench.kinds import KIND_NAMES, KINDS
 from tippingpoint.knee import parse_slo
 from tippingpoint.limits import file_max
 from tippingpoint.pacer import parse_duration, parse_rate
-from tippingpoint.plan import ConnectionPlan, plan_connections
+from tippingpoint.plan import ConnectionPlan, costs_of, plan_connections
 from tippingpoint.proxy.config import MQTT_BALANCE
 from tippingpoint.schemes import SCHEMES
 from tippingpoint.server.config import parse_cpus, parse_ports
@@ -27,6 +28,7 @@ from tippingpoint.targets import parse_header
 __all__ = [
     "DEFAULT_SCENARIO",
     "MQTT_BACKENDS",
+    "Backend",
     "Experiment",
     "Scenario",
     "ScenarioError",
@@ -205,6 +207,25 @@ def _cluster(raw: dict[str, Any]) -> ClusterSpec | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Backend:
+    """What answers one kind of listener behind HAProxy (``Scheme.listener``)."""
+
+    program: str
+    """"serve", or "mosquitto" for MQTT (``[backends] mqtt``)."""
+    ports: tuple[int, ...]
+    key: str
+    """The scenario key that gives its ports."""
+    role: str
+    """What it is called in messages."""
+
+    @property
+    def shares_ports(self) -> bool:
+        """serve's processes share a port (SO_REUSEPORT): a bigger hold can add some.
+        mosquitto cannot: one instance per port, each under the open-file limit."""
+        return self.program == "serve"
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     title: str
     backend_ports: tuple[int, ...]
@@ -242,8 +263,27 @@ class Scenario:
     name) spread round robin."""
 
     @property
-    def has_mqtt(self) -> bool:
-        return any(e.mqtt for e in self.experiments)
+    def listeners(self) -> tuple[str, ...]:
+        """The kinds of listener HAProxy and the backends need: HTTP always (the
+        default scenario's, and a WebSocket's upgrade), MQTT where an experiment runs it."""
+        used = {"http"} | {SCHEMES[e.frontend].listener for e in self.experiments}
+        return tuple(k for k in dict.fromkeys(s.listener for s in SCHEMES.values()) if k in used)
+
+    def backend(self, listener: str) -> Backend:
+        """What answers ``listener`` behind HAProxy."""
+        return {
+            "http": Backend("serve", self.backend_ports, "[backends] ports", "backends"),
+            "mqtt": Backend(
+                self.mqtt_backend, self.mqtt_ports, "[backends] mqtt_ports", "MQTT backends"
+            ),
+        }[listener]
+
+    def backend_of(self, exp: Experiment) -> Backend:
+        return self.backend(SCHEMES[exp.frontend].listener)
+
+    def served(self) -> dict[str, tuple[int, ...]]:
+        """The ports ``serve`` listens on, per kind of listener (mosquitto takes its own)."""
+        return {k: b.ports for k in self.listeners if (b := self.backend(k)).shares_ports}
 
     @property
     def mqtt_timeout(self) -> float:
@@ -294,8 +334,7 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
     frontend = raw.get("frontend", frontends[0])
     if frontend not in frontends:
         raise ScenarioError(f"{key}.frontend: a {kind} goes through {' or '.join(frontends)}")
-    mqtt = SCHEMES[frontend].app == "mqtt"
-    mqtt_fields = _mqtt_fields(raw, key, every) if mqtt else {}
+    own = _APP_KEYS[SCHEMES[frontend].app](raw, key, every)
     slo = raw.get("slo")
     body_file = raw.get("body_file")
     closed = bool(raw.get("closed", False))
@@ -311,7 +350,6 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
         name=str(raw.get("name", f"experiment {i + 1}")),
         kind=kind,
         frontend=frontend,
-        keepalive=bool(raw.get("keepalive", True)) if not mqtt else True,
         headers=tuple(parse_header(h) for h in raw.get("headers", [])),
         body=Path(body_file).read_bytes() if body_file else b"",
         method=str(raw.get("method", "POST" if body_file else "GET")).upper(),
@@ -336,12 +374,19 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
         connections=connections,
         connect_rate=parse_rate(str(raw.get("connect_rate", 2000))),
         request_every=parse_duration(str(every)) if every else None,
-        **mqtt_fields,
+        **own,
     )
 
 
-def _mqtt_fields(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
-    """An MQTT experiment's own fields, checked."""
+def _http_keys(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
+    """An HTTP experiment's own keys (WebSocket messages too: an upgraded HTTP
+    connection)."""
+    return {"keepalive": bool(raw.get("keepalive", True))}
+
+
+def _mqtt_keys(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
+    """An MQTT experiment's own keys, checked (its connections are always kept: a
+    session)."""
     until = str(raw.get("until", ""))
     if until not in ("", "ack", "echo", "delivery"):
         raise ScenarioError(f"{key}.until: use ack, echo or delivery")
@@ -365,12 +410,21 @@ def _mqtt_fields(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
     if every:
         raise ScenarioError(f"{key}.request_every: MQTT sessions ping once per keepalive")
     return {
+        "keepalive": True,
         "mqtt_keepalive": keepalive,
         "sessions": sessions,
         "qos": qos,
         "until": until,
         "payload_size": payload_size,
     }
+
+
+_APP_KEYS: Final[dict[str, Callable[[dict[str, Any], str, Any], dict[str, Any]]]] = {
+    "http": _http_keys,
+    "messages": _http_keys,
+    "mqtt": _mqtt_keys,
+}
+"""Each application's own keys of an experiment, by ``Scheme.app``."""
 
 
 def parse_scenario(text: str) -> Scenario:
@@ -501,7 +555,7 @@ def plan_holds(
             proxied=True,
             scheme=exp.frontend,
             idle=exp.request_every is None,
-            backend_ports=len(scenario.mqtt_ports if exp.mqtt else scenario.backend_ports),
+            backend_ports=len(scenario.backend_of(exp).ports),
             file_max=file_max(),
         )
         plans[index] = _check(scenario, exp, plan)
@@ -534,7 +588,7 @@ def _plan_storm(
         memory,
         proxied=True,
         scheme=exp.frontend,
-        backend_ports=len(scenario.mqtt_ports if exp.mqtt else scenario.backend_ports),
+        backend_ports=len(scenario.backend_of(exp).ports),
         file_max=file_max(),
     )
     return _check(scenario, exp, plan)
@@ -543,13 +597,13 @@ def _plan_storm(
 def _check(scenario: Scenario, exp: Experiment, plan: ConnectionPlan) -> ConnectionPlan:
     if not plan.feasible:
         raise ScenarioError(f"{exp.name}: this plan cannot fit: " + "; ".join(plan.problems))
-    brokers = len(scenario.mqtt_ports)
-    if exp.mqtt and scenario.mqtt_backend == "mosquitto" and plan.server_processes > brokers:
-        # mosquitto cannot share a port: one instance per port, each under the limit.
+    backend = scenario.backend_of(exp)
+    first, have = backend.ports[0], len(backend.ports)
+    if not backend.shares_ports and plan.server_processes > have:
         raise ScenarioError(
-            f"{exp.name}: {plan.connections:,} sessions need {plan.server_processes} mosquitto "
-            f"instances under this open-file limit, one per port, and backends.mqtt_ports has "
-            f"{brokers}: give {plan.server_processes} ports, e.g. "
-            f'"{scenario.mqtt_ports[0]}-{scenario.mqtt_ports[0] + plan.server_processes - 1}"'
+            f"{exp.name}: {plan.connections:,} {costs_of(exp.frontend).noun} need "
+            f"{plan.server_processes} {backend.program} instances under this open-file limit, "
+            f"one per port, and {backend.key} has {have}: give {plan.server_processes} ports, "
+            f'e.g. "{first}-{first + plan.server_processes - 1}"'
         )
     return plan

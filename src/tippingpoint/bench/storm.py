@@ -72,7 +72,7 @@ def run_connect_storm(bench: Bench, index: int, exp: Experiment) -> Outcome:
 
     out.mkdir(parents=True, exist_ok=True)
     with Topology(bench.topology) as extra:
-        hold_topology(bench, extra, plan, out, app)
+        hold_topology(bench, extra, plan, out, bench.scenario.backend_of(exp))
         result = run_sweep(
             sweep_config(bench, index, exp, AttackConfig(targets=(hold.target,))),
             bench.monitor,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet
 from tippingpoint.listeners import PortBusy, check_free
@@ -39,20 +40,22 @@ class BenchFailure(RuntimeError):
     """The bench cannot go on; a one-line reason."""
 
 
+_SERVE_OPTION: Final = {"http": "--ports", "mqtt": "--mqtt"}
+"""serve's option for the ports of each kind of listener (``Scheme.listener``)."""
+
+
 def serve_command(
-    ports: tuple[int, ...],
+    listeners: dict[str, tuple[int, ...]],
     processes: int,
     cpus: tuple[int, ...] = (),
     share: bool = False,
-    mqtt: tuple[int, ...] = (),
 ) -> list[str]:
-    """`tippingpoint serve` on ``ports`` (and MQTT on ``mqtt``; ``share``: join servers
+    """`tippingpoint serve` on the ports of each kind of listener (``share``: join servers
     already there; ``cpus``: every process there, checked by serve itself)."""
-    command = [sys.executable, "-m", "tippingpoint", "serve"]
-    command += ["--ports", ",".join(map(str, ports)), "--processes", str(processes)]
+    command = [sys.executable, "-m", "tippingpoint", "serve", "--processes", str(processes)]
+    for listener, ports in listeners.items():
+        command += [_SERVE_OPTION[listener], ",".join(map(str, ports))]
     command.append("--ws")  # ws:// and wss:// experiments; plain HTTP is unchanged
-    if mqtt:
-        command += ["--mqtt", ",".join(map(str, mqtt))]
     if share:
         command.append("--share-ports")
     if cpus:
@@ -147,28 +150,27 @@ class Topology:
 
     def start_backends(
         self,
-        ports: tuple[int, ...],
+        listeners: dict[str, tuple[int, ...]],
         processes: int,
         log_path: Path,
         cpus: tuple[int, ...],
         role: str = "backends",
         share: bool = False,
-        mqtt: tuple[int, ...] = (),
     ) -> subprocess.Popen[bytes]:
-        """`tippingpoint serve` on 127.0.0.1 ``ports`` (and MQTT on ``mqtt``) on
+        """`tippingpoint serve` on 127.0.0.1, on the ports of each kind of listener, on
         ``cpus``, up and accepting when this returns."""
         log = self.stack.enter_context(open(log_path, "wb"))  # noqa: SIM115
         self.serve_logs.append(log_path)
         parent = os.getpid()
-        command = serve_command(ports, processes, cpus, share, mqtt)
+        command = serve_command(listeners, processes, cpus, share)
         try:
             proc = spawn(command, cpus, "the backends", log, lambda: die_with_parent(parent))
         except PlacementError as e:
             raise BenchFailure(str(e)) from None
         self._register(role, proc)
         self.stack.callback(stop_process, proc, 15.0)
-        for port in (ports[-1], *mqtt[-1:]):
-            _wait_port("127.0.0.1", port, proc, log_path)
+        for ports in listeners.values():
+            _wait_port("127.0.0.1", ports[-1], proc, log_path)
         self._verify(role, [proc.pid], cpus)
         return proc
 

@@ -64,6 +64,15 @@ _QUEUE_FULL: Final = _QueueFull(
 
 
 class Engine:
+    """An attack's shard of requests or WebSocket messages."""
+
+    @staticmethod
+    def connections(config: AttackConfig) -> int | None:
+        """The connections the whole attack may hold (None: as many as it needs)."""
+        if config.closed:
+            return max(config.max_connections or 0, config.connections)
+        return config.max_connections
+
     def __init__(
         self,
         config: AttackConfig,

@@ -18,7 +18,7 @@ import socket
 import ssl
 from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import monotonic_ns
 from typing import Any
@@ -97,6 +97,9 @@ class HoldShard:
     start_ns: int
 
 
+_Opener = Callable[[socket.socket, int], Awaitable[tuple[ClientConn | Session, int, int]]]
+
+
 class Holder:
     """One process's share of a hold; the owner (see ``ConnOwner``) of its connections."""
 
@@ -120,7 +123,15 @@ class Holder:
         """Its ``conns`` are the connections established and not lost."""
         self.host = str(self.pool.addr[0])
         self.ports = config.ports or (origin.port,)
-        self.mqtt = config.mqtt if origin.mqtt else None
+        self.mqtt = config.mqtt
+        openers: dict[str, _Opener] = {
+            "http": self._open_conn,
+            "messages": self._open_conn,
+            "mqtt": self._open_session,
+        }
+        self.open_layers = openers[SCHEMES[origin.scheme].app]
+        """Opens every layer above TCP on a connected socket: (connection, when TLS was
+        done, when MQTT's CONNACK came; 0 where there is none)."""
         self.request_bytes = keep_alive_hit(config.target)
         self.conns: list[ClientConn | Session] = []
         """Every connection established, in order (requests go round them)."""
@@ -232,11 +243,7 @@ class Holder:
             connected, sock = sock, None  # open_conn closes it if it fails
             conn: ClientConn | Session
             # Past the connect, each layer's opening has its own limit (HANDSHAKE_S).
-            if self.mqtt is not None:
-                conn, t_ready, t_connack = await self._open_session(connected, n)
-            else:
-                conn = await open_conn(self.loop, self, pool, connected, self.poller)
-                t_ready = t_connack = 0
+            conn, t_ready, t_connack = await self.open_layers(connected, n)
             if pool.ssl is not None:
                 t_tls = t_ready or monotonic_ns()
         except (OSError, ssl.SSLError, TimeoutError) as e:
@@ -265,6 +272,10 @@ class Holder:
             return
         self.conns.append(conn)
         pool.conns.add(conn)  # type: ignore[arg-type]
+
+    async def _open_conn(self, sock: socket.socket, n: int) -> tuple[ClientConn, int, int]:
+        """TLS and a WebSocket's upgrade, where the stack has them."""
+        return await open_conn(self.loop, self, self.pool, sock, self.poller), 0, 0
 
     async def _open_session(self, sock: socket.socket, n: int) -> tuple[Session, int, int]:
         """MQTT: TLS, CONNECT -> CONNACK, SUBSCRIBE -> SUBACK on a connected socket."""

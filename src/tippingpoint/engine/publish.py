@@ -60,6 +60,16 @@ def _share(total: int, index: int, count: int) -> int:
 
 
 class Publisher:
+    """An attack's shard of MQTT sessions: publishers, and subscribers where delivery is
+    measured."""
+
+    @staticmethod
+    def connections(config: AttackConfig) -> int | None:
+        """The sessions the whole attack holds: a fixed set."""
+        pub = config.mqtt
+        assert pub is not None
+        return config.connections + pub.subscribers
+
     def __init__(
         self,
         config: AttackConfig,

@@ -32,6 +32,7 @@ from tippingpoint.limits import raise_nofile
 from tippingpoint.loops import new_loop
 from tippingpoint.model import AttackConfig, Shard
 from tippingpoint.procs import describe_status, fork_child
+from tippingpoint.schemes import SCHEMES
 from tippingpoint.stream import Header, HoldHeader, Interval, Record, decode, encode
 
 __all__ = [
@@ -58,6 +59,18 @@ class Plan:
     shards: tuple[Shard, ...]
 
 
+_ENGINES: Final[dict[str, type[Engine] | type[Publisher]]] = {
+    "http": Engine,
+    "messages": Engine,
+    "mqtt": Publisher,
+}
+"""What runs an attack's shard, by its target's application (``Scheme.app``)."""
+
+
+def engine_of(config: AttackConfig) -> type[Engine] | type[Publisher]:
+    return _ENGINES[SCHEMES[config.targets[0].origin.scheme].app]
+
+
 def plan_shards(config: AttackConfig, fd_limit: int, start_ns: int, start_epoch: float) -> Plan:
     """How many processes, and what each one takes.
 
@@ -65,11 +78,7 @@ def plan_shards(config: AttackConfig, fd_limit: int, start_ns: int, start_epoch:
     process's open-file limit (the hard limit cannot be raised without privileges).
     """
     capacity = max(1, fd_limit - _RESERVED_FDS)
-    wanted = config.max_connections
-    if config.closed:
-        wanted = max(wanted or 0, config.connections)
-    if config.mqtt is not None:  # sessions: publishers and subscribers
-        wanted = config.connections + config.mqtt.subscribers
+    wanted = engine_of(config).connections(config)
     processes = max(1, config.processes)
     if wanted is not None:
         processes = max(processes, math.ceil(wanted / capacity))
@@ -150,11 +159,7 @@ def attack_child(config: AttackConfig, shard: Shard, write_fd: int) -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
     try:
-        engine = (
-            Publisher(config, shard, emit, loop)
-            if config.mqtt is not None
-            else Engine(config, shard, emit, loop)
-        )
+        engine = engine_of(config)(config, shard, emit, loop)
         loop.run_until_complete(engine.run())
     finally:
         loop.close()
