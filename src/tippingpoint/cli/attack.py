@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from tippingpoint.cli.base import cli, fail
-from tippingpoint.cli.fleet import cluster_options
+from tippingpoint.cli.fleet import cluster_options, load_of
 from tippingpoint.cli.options import (
     attack_config,
     mqtt_publish_options,
@@ -62,7 +62,6 @@ def attack(**opts: Any) -> None:
     """
     from contextlib import nullcontext
 
-    from tippingpoint.engine.runner import run_attack
     from tippingpoint.report.merge import succeeded
     from tippingpoint.stream import Interval, Record
 
@@ -91,11 +90,8 @@ def attack(**opts: Any) -> None:
                 errors.setdefault(kind, [0, error.sample])[0] += error.count
 
     try:
-        with live if live is not None else nullcontext():
-            if opts["cluster"]:
-                code = _on_cluster(config, opts, on_record)
-            else:
-                code = run_attack(config, on_record)
+        with live if live is not None else nullcontext(), load_of(opts, "attack") as load:
+            code = load.attack(config, on_record)
     except OutputError as e:
         fail(str(e), 1)
         return
@@ -114,22 +110,6 @@ def attack(**opts: Any) -> None:
         )
         code = 1
     sys.exit(code)
-
-
-def _on_cluster(config: Any, opts: dict[str, Any], on_record: Any) -> int:
-    """The attack over the workers of a Dask cluster; what the lost shards missed is
-    said at the end."""
-    from tippingpoint.cli.fleet import fleet_of
-
-    with fleet_of(opts, "attack") as fleet:
-        code = fleet.attack(config, on_record, opts["processes"])
-    if fleet.run.lost and not config.closed:
-        total = config.pacer().total_hits()
-        shards = sum(len(s) for s in fleet.run.shards.values())
-        planned = {k: max(0, -(-(total - k) // shards)) for k in range(shards)}
-        for line in fleet.missing_share(planned):
-            fleet.log(line)
-    return code
 
 
 def _check_plan(opts: dict[str, Any]) -> None:

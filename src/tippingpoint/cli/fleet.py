@@ -1,5 +1,5 @@
-"""The ``--cluster`` options that attack, hold and sweep share, and the fleet they
-open."""
+"""The ``--cluster`` options that attack, hold and sweep share, and where their load
+runs: chosen once, in :func:`load_of`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tippingpoint.cli.base import fail
 
 if TYPE_CHECKING:
     from tippingpoint.cluster.fleet import Fleet
+    from tippingpoint.engine.runner import Load
 
 
 def cluster_options(f: Callable[..., None]) -> Callable[..., None]:
@@ -48,6 +49,20 @@ def cluster_options(f: Callable[..., None]) -> Callable[..., None]:
 
 
 @contextmanager
+def load_of(opts: dict[str, Any], command: str, fd_limit: int | None = None) -> Iterator[Load]:
+    """Where ``command``'s load runs, for the ``with`` block: this machine's processes
+    (within ``fd_limit`` open files), or with ``--cluster`` the workers of a Dask cluster
+    (:func:`fleet_of`). The command calls its ``attack`` or ``hold`` and never asks which."""
+    if not opts.get("cluster"):
+        from tippingpoint.engine.runner import Local
+
+        yield Local(fd_limit)
+        return
+    with fleet_of(opts, command) as fleet:
+        yield fleet
+
+
+@contextmanager
 def fleet_of(opts: dict[str, Any], command: str) -> Iterator[Fleet]:
     """The fleet of ``opts["cluster"]``, surveyed, for the ``with`` block; its log lines
     go to stderr as ``command``'s. A fleet that cannot be used, or a run it cannot go on
@@ -72,6 +87,7 @@ def fleet_of(opts: dict[str, Any], command: str) -> Iterator[Fleet]:
             insecure=bool(opts.get("insecure_cluster")),
             max_skew=parse_duration(opts.get("max_clock_skew") or "50ms"),
             security=security,
+            per_worker=opts.get("processes"),
         )
         # Ctrl-C, once or twice, at any moment: noted, and the run stops its shards at
         # its next poll (a KeyboardInterrupt inside Dask's calls could be lost or break

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tippingpoint.cli.base import cli, fail
-from tippingpoint.cli.fleet import cluster_options
+from tippingpoint.cli.fleet import cluster_options, load_of
 from tippingpoint.cli.options import (
     check_local,
     mqtt_session_config,
@@ -19,7 +19,7 @@ from tippingpoint.cli.options import (
 
 if TYPE_CHECKING:
     from tippingpoint.cli.output import ResultFile
-    from tippingpoint.engine.hold import HoldConfig, HoldTally
+    from tippingpoint.engine.hold import HoldConfig
     from tippingpoint.model import MQTTOptions
     from tippingpoint.plan import ConnectionPlan
 
@@ -135,15 +135,13 @@ def hold(
     except OutputError as e:
         fail(str(e))
         return
-    cluster_opts = None
-    if cluster is not None:
-        cluster_opts = {
-            "cluster": cluster,
-            "cluster_certs": cluster_certs,
-            "max_clock_skew": max_clock_skew,
-            "insecure_cluster": insecure_cluster,
-        }
-    _run(config, out, soft, plan, cluster_opts)
+    where = {
+        "cluster": cluster,
+        "cluster_certs": cluster_certs,
+        "max_clock_skew": max_clock_skew,
+        "insecure_cluster": insecure_cluster,
+    }
+    _run(config, out, soft, plan, where)
 
 
 def _run(
@@ -151,13 +149,12 @@ def _run(
     out: ResultFile,
     soft: int,
     plan: ConnectionPlan | None,
-    cluster: dict[str, Any] | None,
+    where: dict[str, Any],
 ) -> None:
-    """Hold, writing the records to ``out`` and the progress to stderr; exit with the
-    run's code."""
+    """Hold where ``where`` (the --cluster options) says, writing the records to ``out``
+    and the progress to stderr; exit with the run's code."""
     from tippingpoint.cli.output import OutputError
     from tippingpoint.engine.hold import HoldTally
-    from tippingpoint.engine.runner import run_hold
     from tippingpoint.stream import HoldRecord, Record
 
     tally = HoldTally(
@@ -182,10 +179,8 @@ def _run(
             click.echo("  " + progress, err=True)
 
     try:
-        if cluster is None:
-            code = run_hold(config, on_record, soft, on_start)
-        else:
-            code = _on_cluster(config, cluster, on_record, on_start, tally)
+        with load_of(where, "hold", soft) as load:
+            code = load.hold(config, on_record, on_start, tally)
     except OutputError as e:
         fail(str(e), 1)
         return
@@ -209,24 +204,6 @@ def _run(
             err=True,
         )
     sys.exit(code)
-
-
-def _on_cluster(
-    config: HoldConfig,
-    opts: dict[str, Any],
-    on_record: Any,
-    on_start: Any,
-    tally: HoldTally,
-) -> int:
-    """The hold over the workers of a Dask cluster; a lost worker's connections are
-    said, and no longer counted as held."""
-    from tippingpoint.cli.fleet import fleet_of
-
-    with fleet_of(opts, "hold") as fleet:
-        code = fleet.hold(config, on_record, on_start, tally)
-    for line in fleet.missing_share({}):
-        fleet.log(line)
-    return code
 
 
 def _local(laddr: str | None) -> str | None:

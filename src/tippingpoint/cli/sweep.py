@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tippingpoint.cli.base import cli, fail
-from tippingpoint.cli.fleet import cluster_options
+from tippingpoint.cli.fleet import cluster_options, load_of
 from tippingpoint.cli.options import (
     attack_config,
     mqtt_publish_options,
@@ -129,20 +129,13 @@ def sweep(**opts: Any) -> None:
                 err=True,
             )
 
-    if opts["cluster"]:
-        import functools
-        from dataclasses import replace
+    from dataclasses import replace
 
-        from tippingpoint.cli.fleet import fleet_of
+    from tippingpoint import interrupt
 
-        with fleet_of(opts, "sweep") as fleet:
-            runner = functools.partial(fleet.attack, per_worker=opts["processes"])
-            result = run_sweep(replace(sweep_config, runner=runner), monitor, on_row)
-    else:
-        from tippingpoint import interrupt
-
-        with interrupt.catching():  # a Ctrl-C between steps ends the sweep there
-            result = run_sweep(sweep_config, monitor, on_row)
+    # A Ctrl-C between steps ends the sweep there.
+    with interrupt.catching(), load_of(opts, "sweep") as load:
+        result = run_sweep(replace(sweep_config, runner=load.attack), monitor, on_row)
     if opts["as_json"]:
         click.echo(json.dumps(result.to_json()))
     else:

@@ -90,6 +90,7 @@ class Fleet:
         insecure: bool = False,
         max_skew: float = 0.05,
         security: Any = None,
+        per_worker: int | None = None,
     ) -> None:
         require_dask()
         self.address, warning = check_address(address, insecure)
@@ -109,6 +110,9 @@ class Fleet:
         self.facts: dict[str, Facts] = {}
         self.offsets: dict[str, Offset] = {}
         self.run = ClusterRun()
+        self.per_worker = per_worker
+        """An attack's shards on each worker (None: one, or as many as its machine's
+        open-file limit needs)."""
 
     def __enter__(self) -> Fleet:
         from distributed import Client
@@ -184,11 +188,11 @@ class Fleet:
 
     # -- attack -------------------------------------------------------------------------
 
-    def attack(self, config: AttackConfig, on_record: Sink, per_worker: int | None = None) -> int:
-        """Run ``config`` over the fleet, ``per_worker`` shards on each worker (default:
-        one, or as many as its open-file limit needs); records go to ``on_record`` as they
-        come (the header first). Returns 0, 1 when a shard failed or a worker was lost,
-        130 on Ctrl-C."""
+    def attack(self, config: AttackConfig, on_record: Sink) -> int:
+        """Run ``config`` over the fleet, :attr:`per_worker` shards on each worker;
+        records go to ``on_record`` as they come (the header first). What a lost worker's
+        shards missed is logged at the end. Returns 0, 1 when a shard failed or a worker
+        was lost, 130 on Ctrl-C."""
         from tippingpoint.engine.publish import start_delay
         from tippingpoint.engine.runner import header_record, plan_shards
 
@@ -197,7 +201,7 @@ class Fleet:
         # As many shards as the tightest machine's open-file limit needs, a multiple of
         # the workers so that each takes the same share.
         needed = plan_shards(replace(config, processes=n), limit, 0, 0.0).processes
-        shards = n * max(per_worker or 1, math.ceil(needed / n))
+        shards = n * max(self.per_worker or 1, math.ceil(needed / n))
         delay = _START_DELAY_S + start_delay(config, shards)
         start_epoch = time.time() + delay
         plan = plan_shards(replace(config, processes=shards), limit, 0, start_epoch)
@@ -207,7 +211,13 @@ class Fleet:
         header = header_record(config, plan, start_epoch)
         header.cluster = self._placement(placed)
         on_record(header, encode(header))
-        return self._stream("attack", config, placed, start_epoch, on_record)
+        code = self._stream("attack", config, placed, start_epoch, on_record)
+        if self.run.lost and not config.closed:
+            total = config.pacer().total_hits()
+            planned = {k: max(0, -(-(total - k) // shards)) for k in range(shards)}
+            for line in self.missing_share(planned):
+                self.log(line)
+        return code
 
     # -- hold ---------------------------------------------------------------------------
 
@@ -271,7 +281,7 @@ class Fleet:
     ) -> int:
         """Hold ``config.connections`` over the fleet (see :meth:`plan_hold`), its
         header first. ``tally`` learns each client machine's cores, and drops a lost
-        worker's shards when it is found gone."""
+        worker's shards when it is found gone; what it held is logged at the end."""
         from tippingpoint.engine.runner import hold_header
 
         on_lost = None
@@ -289,7 +299,10 @@ class Fleet:
         header = hold_header(config, shards, start_epoch)
         header.cluster = self._placement(placed)
         on_record(header, encode(header))
-        return self._stream("hold", config, placed, start_epoch, on_record, on_lost)
+        code = self._stream("hold", config, placed, start_epoch, on_record, on_lost)
+        for line in self.missing_share({}):
+            self.log(line)
+        return code
 
     def _placement(self, placed: Mapping[str, Sequence[Shard | HoldShard]]) -> list[dict[str, Any]]:
         """For a stream's header: each worker's machine, shards and clock offset."""
