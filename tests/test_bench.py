@@ -282,6 +282,16 @@ def test_a_scenario_s_typos_are_refused_with_their_line_and_the_nearest_key() ->
         (sweep + "max_steps = 2.5", "line 3: experiment[0].max_steps: a whole number >= 1"),
         (sweep + "refine = true", "line 3: experiment[0].refine: a whole number >= 0, got True"),
         ("title = 'x'\n" + sweep, "line 1: unknown key title: it belongs in [bench]"),
+        # A key another kind reads: a hold would ignore a rate, and run another hold.
+        (
+            '[[experiment]]\nkind = "hold"\nconnections = 10\nrate = 5',
+            "line 4: experiment[0]: kind hold does not read rate (its keys: frontend, timeout, "
+            "method, path",
+        ),
+        (
+            '[[experiment]]\nkind = "mqtt-hold"\nqos = 1',
+            "line 3: experiment[0]: kind mqtt-hold does not read qos",
+        ),
     ):
         with pytest.raises(ScenarioError) as caught:
             parse_scenario(text)
@@ -321,7 +331,7 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
         ('[[experiment]]\nkind = "tls-cost"\nrates = []', "a list of offered rates"),
         ('[[experiment]]\nkind = "sweep"\nstep = "x0"', "bad --step"),
         ('[proxy]\nhttp_reuse = "sometimes"' + SWEEP, "proxy.http_reuse"),
-        ('[[experiment]]\nkind = "attack"\nclosed = true', "only a sweep can be closed"),
+        ('[[experiment]]\nkind = "attack"\nclosed = true', "kind attack does not read closed"),
         (SWEEP + "\nclosed = true\nstart = 0.5", "whole number of connections"),
         ("[[matrix]]\nthreads = 2" + SWEEP, "each setup needs a name"),
         ("[[matrix]]\nname = 'a'\nport = 1" + SWEEP, "matrix[0].port: a setup sets"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tippingpoint.bench.tls_cost import TLSCost
+from tippingpoint.bench.kinds.tls_cost import TLSCost
 from tippingpoint.sweep import Row
 
 

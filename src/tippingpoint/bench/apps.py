@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Final
 
-from tippingpoint.bench.kinds import KINDS
-from tippingpoint.bench.scenario import Experiment, Scenario
+from tippingpoint.bench.spec import Experiment, Scenario
 from tippingpoint.engine.hold import HoldConfig
 from tippingpoint.model import MQTTOptions
 from tippingpoint.schemes import SCHEMES
@@ -34,8 +33,9 @@ class App:
 
     ask = "a request"
 
-    def path(self, exp: Experiment, scenario: Scenario) -> str:
-        """What follows ``scheme://host:port`` in the experiment's URL."""
+    def path(self, exp: Experiment, scenario: Scenario, sends: bool) -> str:
+        """What follows ``scheme://host:port`` in the experiment's URL (``sends``: the
+        kind sends on its connections, not only holds them)."""
         return exp.path
 
     def through(self, exp: Experiment, url: str, scenario: Scenario) -> str:
@@ -74,8 +74,8 @@ class _Sessions(App):
     """MQTT sessions: a topic in the URL, a broker behind HAProxy in TCP mode, and a
     keepalive instead of requests."""
 
-    def path(self, exp: Experiment, scenario: Scenario) -> str:
-        return f"/{topic_of(scenario, exp)}" if KINDS[exp.kind].sends else ""
+    def path(self, exp: Experiment, scenario: Scenario, sends: bool) -> str:
+        return f"/{topic_of(scenario, exp)}" if sends else ""
 
     def through(self, exp: Experiment, url: str, scenario: Scenario) -> str:
         broker = "tippingpoint serve --mqtt" if scenario.mqtt_backend == "serve" else "mosquitto"

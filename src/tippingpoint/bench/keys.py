@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tippingpoint.bench.kinds import KIND_NAMES
+from tippingpoint.bench.kinds import EXPERIMENT_KEYS, KIND_NAMES, KINDS
+from tippingpoint.bench.kinds.base import COMMON_KEYS, Kind
 
 __all__ = ["EXPERIMENT_KEYS", "TABLE_KEYS", "check_keys", "with_line"]
 
@@ -37,38 +38,6 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "cluster": ("address", "workers", "certs", "max_clock_skew", "insecure"),
 }
 """The single tables and their keys."""
-
-EXPERIMENT_KEYS: tuple[str, ...] = (
-    "name",
-    "kind",
-    "frontend",
-    "keepalive",
-    "tls_resume",
-    "headers",
-    "method",
-    "path",
-    "body_file",
-    "timeout",
-    "closed",
-    "start",
-    "step",
-    "step_duration",
-    "max_steps",
-    "refine",
-    "slo",
-    "max_connections",
-    "rate",
-    "duration",
-    "rates",
-    "connections",
-    "connect_rate",
-    "request_every",
-    "sessions",
-    "qos",
-    "until",
-    "payload_size",
-)
-"""The keys of an ``[[experiment]]`` table (each kind reads those it needs)."""
 
 ARRAYS = ("experiment", "matrix")
 """The arrays of tables (``[[experiment]]``, ``[[matrix]]``: checked where read)."""
@@ -143,6 +112,9 @@ def _experiments(experiments: list[dict[str, Any]], lines: Sequence[str]) -> Non
         if "kind" not in raw:
             kinds = ", ".join(KIND_NAMES[:-1]) + " or " + KIND_NAMES[-1]
             raise ValueError(f"{_at(start + 1)}{label}: kind is required ({kinds})")
+        kind = KINDS.get(str(raw["kind"]))
+        if kind is not None:
+            _read_by(raw, kind, label, lines, start)
         name = str(raw.get("name", f"experiment {i + 1}"))
         if name in names:
             raise ValueError(
@@ -150,6 +122,18 @@ def _experiments(experiments: list[dict[str, Any]], lines: Sequence[str]) -> Non
                 f"[{names[name]}]: names label the report's rows and files"
             )
         names[name] = i
+
+
+def _read_by(raw: dict[str, Any], kind: Kind, label: str, lines: Sequence[str], start: int) -> None:
+    """Refuse a key of another kind: a ``rate`` in a hold would be ignored, and the
+    hold would not be the one the user wrote."""
+    own = (*COMMON_KEYS, *kind.keys)
+    for key in raw:
+        if key not in own:
+            raise ValueError(
+                f"{_at(_line(lines, _key_pattern(key), start))}{label}: kind {kind.name} does not "
+                f"read {key} (its keys: {', '.join(own[2:])})"
+            )
 
 
 _PATH = re.compile(r"(experiment|matrix|[a-z_]+)(?:\[(\d+)\])?\.([a-z_]+)\b")

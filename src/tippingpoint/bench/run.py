@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tippingpoint import interrupt
-from tippingpoint.bench.experiments import Bench, describe, url_of
+from tippingpoint.bench.experiments import Bench
 from tippingpoint.bench.kinds import KINDS
 from tippingpoint.bench.report import BenchReport
-from tippingpoint.bench.scenario import ClusterSpec, Scenario, ScenarioError, plan_holds
-from tippingpoint.bench.table import EXPERIMENTS
+from tippingpoint.bench.scenario import plan_holds
+from tippingpoint.bench.spec import ClusterSpec, Scenario, ScenarioError
 from tippingpoint.bench.topology import BenchFailure, Topology
 from tippingpoint.broker import SysWatcher
 from tippingpoint.certs import make_certificate
@@ -287,12 +287,12 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
     for index, exp in enumerate(bench.scenario.experiments):
         if interrupt.requested():  # Ctrl-C between two experiments
             raise KeyboardInterrupt
-        url = url_of(bench, exp)
-        description = describe(exp, url, bench.scenario)
+        kind = KINDS[exp.kind]
+        description = kind.describe(exp, kind.url(bench, exp), bench.scenario)
         bench.log(f"bench: {exp.name} ({description})")
         restarted = len(bench.topology.worker_restarts())
         began, cpu = time.monotonic(), _cpu_seconds()
-        outcome = EXPERIMENTS[exp.kind](bench, index, exp)
+        outcome = kind.run(bench, index, exp)
         bench_cpu = (_cpu_seconds() - cpu) / max(time.monotonic() - began, 1e-3)
         _sync_placement(report, bench.topology, setup)
         restarts = bench.topology.worker_restarts()[restarted:]
@@ -309,7 +309,7 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
             "description": description,
             "setup": setup,
             "frontend": exp.frontend,
-            **KINDS[exp.kind].traits(exp.frontend),
+            **kind.traits(exp.frontend),
             "keepalive": exp.keepalive,
             "worker_restarts": restarts,
             "bench_cpu_pct": round(bench_cpu * 100, 1),

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final
 
 from tippingpoint.bench.keys import check_keys, with_line
 from tippingpoint.bench.kinds import KIND_NAMES, KINDS
+from tippingpoint.bench.spec import (
+    Backend,
+    ClusterSpec,
+    Experiment,
+    Scenario,
+    ScenarioError,
+    Setup,
+)
 from tippingpoint.knee import parse_slo
-from tippingpoint.limits import file_max
 from tippingpoint.pacer import parse_duration, parse_rate
-from tippingpoint.plan import ConnectionPlan, costs_of, plan_connections
+from tippingpoint.plan import ConnectionPlan
 from tippingpoint.proxy.config import MQTT_BALANCE
 from tippingpoint.schemes import SCHEMES
 from tippingpoint.server.config import parse_cpus, parse_ports
@@ -36,8 +43,6 @@ __all__ = [
     "parse_scenario",
     "plan_holds",
     "quick",
-    "storm_rates",
-    "storm_sessions",
 ]
 
 DEFAULT_SCENARIO = files("tippingpoint.bench").joinpath("default.toml").read_text()
@@ -46,93 +51,10 @@ DEFAULT_SCENARIO = files("tippingpoint.bench").joinpath("default.toml").read_tex
 MQTT_BACKENDS = ("serve", "mosquitto")
 
 
-class ScenarioError(ValueError):
-    """A scenario file that cannot be run; the message names the key."""
-
-
 def _connections(value: Any, key: str) -> float:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ScenarioError(f"{key}: a closed sweep starts at a whole number of connections >= 1")
     return float(value)
-
-
-@dataclass(frozen=True, slots=True)
-class Experiment:
-    name: str
-    kind: str
-    frontend: str = "http"
-    keepalive: bool = True
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-    method: str = "GET"
-    path: str = "/ping"
-    timeout: float = 30.0
-    tls_resume: bool = False
-    # sweep
-    closed: bool = False
-    """Step the connections of a closed loop (``start``/``step`` count connections)."""
-    start: float = 1000.0
-    step: tuple[str, float] = ("x", 1.5)
-    step_duration: float = 5.0
-    max_steps: int = 8
-    refine: int = 1
-    confirm_steps: int = 8
-    """Not a scenario key: ``--quick`` lowers it (see :func:`quick`)."""
-    slo: tuple[float, float] | None = None
-    # attack
-    rate: float = 100.0
-    duration: float = 10.0
-    max_connections: int | None = None
-    """Sweeps hold a fixed pool of 128 by default (see `tippingpoint sweep`)."""
-    # tls-cost (and step_duration)
-    rates: tuple[float, ...] = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
-    # hold
-    connections: int = 10_000
-    connect_rate: float = 2_000.0
-    request_every: float | None = None
-    # MQTT (frontend "mqtt" or "mqtts")
-    mqtt_keepalive: int = 60
-    """Seconds between a session's pings when it has nothing else to send."""
-    sessions: int = 50
-    """An MQTT sweep: the sessions that publish (and as many subscribers with delivery)."""
-    qos: int = 0
-    until: str = ""
-    """Where an MQTT sweep's latency ends: echo (serve's pong) or delivery (a subscriber
-    receives it); empty: echo with serve, delivery with mosquitto."""
-    payload_size: int = 64
-
-    @property
-    def mqtt(self) -> bool:
-        """It runs MQTT sessions (through the proxy's MQTT frontends)."""
-        return SCHEMES[self.frontend].app == "mqtt"
-
-
-@dataclass(frozen=True, slots=True)
-class Setup:
-    """One ``[[matrix]]`` entry: a proxy setup the scenario's experiments run on in turn
-    (the article's tables: 4, 6, 8, 16 cores; SSL or not). Unset keys keep the
-    scenario's own."""
-
-    name: str
-    threads: int | None = None
-    instances: int | None = None
-    cpus: tuple[int, ...] | None = None
-    cert: str | None = None
-    backend_processes: int | None = None
-    client_processes: int | None = None
-
-    def apply(self, scenario: Scenario) -> Scenario:
-        return replace(
-            scenario,
-            proxy_threads=self.threads or scenario.proxy_threads,
-            proxy_instances=self.instances or scenario.proxy_instances,
-            proxy_cpus=self.cpus if self.cpus is not None else scenario.proxy_cpus,
-            cert=self.cert or scenario.cert,
-            backend_processes=self.backend_processes or scenario.backend_processes,
-            client_processes=self.client_processes or scenario.client_processes,
-            setups=(),
-            setup=self.name,
-        )
 
 
 _SETUP_KEYS = (
@@ -171,20 +93,6 @@ def _setup(raw: dict[str, Any], i: int) -> Setup:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterSpec:
-    """``[cluster]``: the client side on the workers of a Dask cluster."""
-
-    address: str | None = None
-    """An existing scheduler, e.g. tls://scheduler.example:8786."""
-    workers: int = 0
-    """Or a local cluster of this many workers, started for the bench and stopped after."""
-    certs: str | None = None
-    """TLS with mutual authentication (``tippingpoint cluster certs``)."""
-    max_clock_skew: float = 0.05
-    insecure: bool = False
-
-
 def _cluster(raw: dict[str, Any]) -> ClusterSpec | None:
     if not raw:
         return None
@@ -204,107 +112,6 @@ def _cluster(raw: dict[str, Any]) -> ClusterSpec | None:
         max_clock_skew=parse_duration(str(raw.get("max_clock_skew", "50ms"))),
         insecure=bool(raw.get("insecure", False)),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    """What answers one kind of listener behind HAProxy (``Scheme.listener``)."""
-
-    program: str
-    """"serve", or "mosquitto" for MQTT (``[backends] mqtt``)."""
-    ports: tuple[int, ...]
-    key: str
-    """The scenario key that gives its ports."""
-    role: str
-    """What it is called in messages."""
-
-    @property
-    def shares_ports(self) -> bool:
-        """serve's processes share a port (SO_REUSEPORT): a bigger hold can add some.
-        mosquitto cannot: one instance per port, each under the open-file limit."""
-        return self.program == "serve"
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    title: str
-    backend_ports: tuple[int, ...]
-    backend_processes: int
-    backend_cpus: tuple[int, ...]
-    proxy_threads: int
-    proxy_instances: int
-    proxy_cpus: tuple[int, ...]
-    cert: str
-    http: tuple[str, int]
-    https: tuple[str, int]
-    rate_limit: int | None
-    client_processes: int
-    client_cpus: tuple[int, ...]
-    experiments: tuple[Experiment, ...] = field(default=())
-    http_reuse: str | None = None
-    open_files: int | None = None
-    """Soft open-file limit for everything the bench starts (at most the hard limit):
-    rehearses a plan for a machine with a lower limit, at a small scale."""
-    setups: tuple[Setup, ...] = ()
-    """``[[matrix]]``: the experiments run once on each (none: once, as configured)."""
-    setup: str = ""
-    """The name of the setup this scenario is (after :meth:`Setup.apply`)."""
-    mqtt_backend: str = "serve"
-    """``[backends] mqtt``: what the MQTT frontends reach, serve --mqtt or mosquitto."""
-    mqtt_ports: tuple[int, ...] = (21883, 21884)
-    mqtt: tuple[str, int] = ("127.0.0.1", 11883)
-    mqtts: tuple[str, int] = ("127.0.0.1", 18883)
-    cluster: ClusterSpec | None = None
-    """``[cluster]``: attacks, sweeps and holds run on a Dask cluster's workers."""
-    mqtt_balance: str = "client-id"
-    """``[proxy] mqtt_balance``: what keeps a session on its broker (client-id, username,
-    roundrobin). With mosquitto, username by default: an MQTT sweep's sessions share one,
-    so its publishers and subscribers meet on one broker, while held sessions (no user
-    name) spread round robin."""
-
-    @property
-    def listeners(self) -> tuple[str, ...]:
-        """The kinds of listener HAProxy and the backends need: HTTP always (the
-        default scenario's, and a WebSocket's upgrade), MQTT where an experiment runs it."""
-        used = {"http"} | {SCHEMES[e.frontend].listener for e in self.experiments}
-        return tuple(k for k in dict.fromkeys(s.listener for s in SCHEMES.values()) if k in used)
-
-    def backend(self, listener: str) -> Backend:
-        """What answers ``listener`` behind HAProxy."""
-        return {
-            "http": Backend("serve", self.backend_ports, "[backends] ports", "backends"),
-            "mqtt": Backend(
-                self.mqtt_backend, self.mqtt_ports, "[backends] mqtt_ports", "MQTT backends"
-            ),
-        }[listener]
-
-    def backend_of(self, exp: Experiment) -> Backend:
-        return self.backend(SCHEMES[exp.frontend].listener)
-
-    def served(self) -> dict[str, tuple[int, ...]]:
-        """The ports ``serve`` listens on, per kind of listener (mosquitto takes its own)."""
-        return {k: b.ports for k in self.listeners if (b := self.backend(k)).shares_ports}
-
-    @property
-    def mqtt_timeout(self) -> float:
-        """HAProxy's idle timeout on both sides of an MQTT session: 1.5x the longest
-        keepalive, as a broker allows (MQTT 3.1.1, 3.1.2.10)."""
-        keepalives = [e.mqtt_keepalive for e in self.experiments if e.mqtt and e.mqtt_keepalive]
-        return 1.5 * max(keepalives, default=60)
-
-    def frontend_address(self, scheme: str) -> tuple[str, int]:
-        """Where HAProxy listens for ``scheme`` (WebSockets through the HTTP frontends)."""
-        return {
-            "http": self.http,
-            "https": self.https,
-            "ws": self.http,
-            "wss": self.https,
-            "mqtt": self.mqtt,
-            "mqtts": self.mqtts,
-        }[scheme]
-
-    def until(self, exp: Experiment) -> str:
-        return exp.until or ("echo" if self.mqtt_backend == "serve" else "delivery")
 
 
 def _addr(text: str, key: str) -> tuple[str, int]:
@@ -338,8 +145,6 @@ def _experiment(raw: dict[str, Any], i: int) -> Experiment:
     slo = raw.get("slo")
     body_file = raw.get("body_file")
     closed = bool(raw.get("closed", False))
-    if closed and kind != "sweep":
-        raise ScenarioError(f"{key}.closed: only a sweep can be closed")
     rates = raw.get("rates", [250, 500, 1000, 2000, 4000, 8000])
     if not isinstance(rates, list) or not rates:
         raise ScenarioError(f"{key}.rates: a list of offered rates, e.g. [1000, 2000, 4000]")
@@ -529,81 +334,12 @@ def plan_holds(
     ports: tuple[int, int],
     memory: int | None,
 ) -> dict[int, ConnectionPlan]:
-    """The plan of every hold experiment (client processes, source addresses, backend
-    processes, HAProxy instances), made before anything starts: one that cannot fit is
-    refused with its numbers."""
+    """The plan of every experiment that holds connections (client processes, source
+    addresses, backend processes, HAProxy instances), made by its kind before anything
+    starts: one that cannot fit is refused with its numbers."""
     plans = {}
     for index, exp in enumerate(scenario.experiments):
-        if exp.kind == "connect-storm":
-            plans[index] = _plan_storm(scenario, exp, fd_limit, ports, memory)
-            continue
-        if KINDS[exp.kind].shape != "hold":
-            continue
-        ramp = exp.connections / exp.connect_rate
-        if ramp >= exp.duration:
-            raise ScenarioError(
-                f"{exp.name}: {exp.connections:,} connections at {exp.connect_rate:,.0f}/s take "
-                f"{ramp:.0f} s to open, and duration is {exp.duration:g} s: a longer duration "
-                "or a higher connect_rate"
-            )
-        plan = plan_connections(
-            exp.connections,
-            fd_limit,
-            ports,
-            1,
-            memory,
-            proxied=True,
-            scheme=exp.frontend,
-            idle=exp.request_every is None,
-            backend_ports=len(scenario.backend_of(exp).ports),
-            file_max=file_max(),
-        )
-        plans[index] = _check(scenario, exp, plan)
+        make_plan = KINDS[exp.kind].plan
+        if make_plan is not None:
+            plans[index] = make_plan(scenario, exp, fd_limit, ports, memory)
     return plans
-
-
-def storm_rates(exp: Experiment) -> list[float]:
-    """The connect rates a storm steps through, before any refinement."""
-    rates = [exp.start]
-    for _ in range(exp.max_steps - 1):
-        kind, amount = exp.step
-        rates.append(rates[-1] * amount if kind == "x" else rates[-1] + amount)
-    return rates
-
-
-def storm_sessions(exp: Experiment, rate: float) -> int:
-    """A storm step opens ``rate`` sessions a second for ``step_duration``."""
-    return max(1, round(rate * exp.step_duration))
-
-
-def _plan_storm(
-    scenario: Scenario, exp: Experiment, fd_limit: int, ports: tuple[int, int], memory: int | None
-) -> ConnectionPlan:
-    """A storm is planned for its largest step: every session of it open at the end."""
-    plan = plan_connections(
-        storm_sessions(exp, storm_rates(exp)[-1]),
-        fd_limit,
-        ports,
-        1,
-        memory,
-        proxied=True,
-        scheme=exp.frontend,
-        backend_ports=len(scenario.backend_of(exp).ports),
-        file_max=file_max(),
-    )
-    return _check(scenario, exp, plan)
-
-
-def _check(scenario: Scenario, exp: Experiment, plan: ConnectionPlan) -> ConnectionPlan:
-    if not plan.feasible:
-        raise ScenarioError(f"{exp.name}: this plan cannot fit: " + "; ".join(plan.problems))
-    backend = scenario.backend_of(exp)
-    first, have = backend.ports[0], len(backend.ports)
-    if not backend.shares_ports and plan.server_processes > have:
-        raise ScenarioError(
-            f"{exp.name}: {plan.connections:,} {costs_of(exp.frontend).noun} need "
-            f"{plan.server_processes} {backend.program} instances under this open-file limit, "
-            f"one per port, and {backend.key} has {have}: give {plan.server_processes} ports, "
-            f'e.g. "{first}-{first + plan.server_processes - 1}"'
-        )
-    return plan

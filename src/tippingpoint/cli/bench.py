@@ -60,7 +60,7 @@ def bench(
     if cluster:
         from dataclasses import replace
 
-        from tippingpoint.bench.scenario import ClusterSpec
+        from tippingpoint.bench.spec import ClusterSpec
 
         old = parsed.cluster or ClusterSpec()
         parsed = replace(parsed, cluster=replace(old, address=cluster, workers=0))

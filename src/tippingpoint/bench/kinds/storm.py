@@ -24,30 +24,32 @@ from tippingpoint.bench.experiments import (
     sweep_row,
     url_of,
 )
-from tippingpoint.bench.scenario import Experiment, storm_sessions
+from tippingpoint.bench.kinds.base import MQTT, MQTT_KEYS, STEP_KEYS, Kind, check_plan
+from tippingpoint.bench.spec import Experiment, Scenario
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
+from tippingpoint.limits import file_max
 from tippingpoint.model import AttackConfig
 from tippingpoint.monitor import Monitor, sampling
-from tippingpoint.plan import loopback_sources
+from tippingpoint.plan import ConnectionPlan, loopback_sources, plan_connections
 from tippingpoint.schemes import SCHEMES
 from tippingpoint.search import run_sweep
 from tippingpoint.stream import HoldRecord, Record
 from tippingpoint.sweep import Row, SweepConfig, machine_figures, render_table
 from tippingpoint.targets import Target
 
-__all__ = ["run_connect_storm", "storm_row"]
+__all__ = ["KIND", "storm_rates", "storm_row", "storm_sessions"]
 
 _SETTLE_S: Final = 2.0
 """A step's connections have this long after the last open began to finish opening; an
 open that takes longer fails as a timeout."""
 
 
-def run_connect_storm(bench: Bench, index: int, exp: Experiment) -> Outcome:
+def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
     out = bench.out / f"{index + 1:02d}-{exp.kind}"
     plan = bench.plans[index]
     hold = HoldConfig(
-        target=Target("GET", url_of(bench, exp)),
+        target=Target("GET", url_of(bench, exp, False)),
         connections=1,
         connect_rate=exp.start,
         duration=1.0,
@@ -128,7 +130,7 @@ def _storm_step(
             tally.processes = shards
 
         with sampling(bench.monitor, step_samples, step=n, offered=rate) as sampled:
-            bench.hold(config, on_record, on_start, tally)
+            bench.load.hold(config, on_record, on_start, tally)
     samples.extend(step_samples)
     row = storm_row(tally, rate, step_samples)
     row.account(sampled.cores)
@@ -161,3 +163,59 @@ def storm_row(tally: HoldTally, rate: float, samples: list[dict[str, Any]]) -> R
         client_cpu_pct=None if busy_client is None else round(busy_client * 100, 1),
         fixed_pool=True,
     )
+
+
+def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
+    scheme = SCHEMES[exp.frontend]
+    return (
+        f"new {scheme.noun} ({' + '.join(scheme.layers)}) to "
+        f"{app_of(exp).through(exp, url, scenario)} "
+        f"at rising rates from {exp.start:,.0f}/s, {exp.step_duration:g} s of opens each, "
+        "until the open latency tips over"
+    )
+
+
+def storm_rates(exp: Experiment) -> list[float]:
+    """The connect rates a storm steps through, before any refinement."""
+    rates = [exp.start]
+    for _ in range(exp.max_steps - 1):
+        kind, amount = exp.step
+        rates.append(rates[-1] * amount if kind == "x" else rates[-1] + amount)
+    return rates
+
+
+def storm_sessions(exp: Experiment, rate: float) -> int:
+    """A storm step opens ``rate`` sessions a second for ``step_duration``."""
+    return max(1, round(rate * exp.step_duration))
+
+
+def make_plan(
+    scenario: Scenario, exp: Experiment, fd_limit: int, ports: tuple[int, int], memory: int | None
+) -> ConnectionPlan:
+    """A storm is planned for its largest step: every session of it open at the end."""
+    planned = plan_connections(
+        storm_sessions(exp, storm_rates(exp)[-1]),
+        fd_limit,
+        ports,
+        1,
+        memory,
+        proxied=True,
+        scheme=exp.frontend,
+        backend_ports=len(scenario.backend_of(exp).ports),
+        file_max=file_max(),
+    )
+    return check_plan(scenario, exp, planned)
+
+
+KIND: Final[Kind] = Kind(
+    "connect-storm",
+    (*MQTT, "ws", "wss"),
+    (*STEP_KEYS, *MQTT_KEYS, "path"),
+    "sweep",
+    describe,
+    run,
+    make_plan,
+    per_1000=True,
+    costs_row=True,
+    sends=False,
+)

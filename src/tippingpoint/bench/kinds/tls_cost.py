@@ -6,18 +6,21 @@ HAProxy's CPU. From each step: HAProxy CPU in µs per request (1 % of one core f
 second is 10,000 µs). From the pairs: TLS keep-alive against plain HTTP at each rate
 (the article's "CPU percentage increase"), and a handshake's cost as the difference
 between a new-connection request and a keep-alive TLS request at the same rate.
-Pure: rows in, figures and sentences out.
+:class:`TLSCost` is pure: rows in, figures and sentences out.
 """
 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
 
-from tippingpoint.sweep import Row
+from tippingpoint.bench.experiments import Bench, Outcome, attack_config
+from tippingpoint.bench.kinds.base import Kind
+from tippingpoint.bench.spec import Experiment, Scenario
+from tippingpoint.sweep import Row, SweepConfig, run_step
 
-__all__ = ["PROTOCOLS", "Point", "Protocol", "TLSCost"]
+__all__ = ["KIND", "PROTOCOLS", "Point", "Protocol", "TLSCost"]
 
 _MIN_CPU_PCT = 5.0
 """Below this HAProxy CPU a ratio is mostly noise, and the opening of the pool."""
@@ -195,3 +198,52 @@ class TLSCost:
             "handshake_us": self.handshake_us(),
             "sentence": self.sentence(),
         }
+
+
+def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
+    rates = ", ".join(f"{r:,.0f}" for r in exp.rates)
+    return (
+        f"HAProxy's CPU at {rates} requests/s, {exp.step_duration:g} s each, with plain "
+        "HTTP and TLS keep-alive, and TLS with a new connection per request (each stops "
+        "at the first rate the client cannot offer)"
+    )
+
+
+def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
+    """The same rates three ways (see above); each way stops at its first
+    rate that the client could not offer or the proxy could not serve."""
+    out = bench.out / f"{index + 1:02d}-{exp.kind}"
+    cost = TLSCost()
+    for protocol in PROTOCOLS:
+        way = replace(exp, frontend=protocol.frontend, keepalive=protocol.keepalive)
+        config = SweepConfig(
+            attack=attack_config(bench, way),
+            start=exp.rates[0],
+            step_duration=exp.step_duration,
+            out=out / protocol.key,
+        )
+        for step, rate in enumerate(exp.rates):
+            row, summary = run_step(config, rate, step, bench.monitor, bench.samples)
+            point = cost.add(protocol.key, row)
+            cpu = "-" if point.proxy_cpu_pct is None else f"{point.proxy_cpu_pct:.1f}%"
+            bench.log(
+                f"  {protocol.label}, {rate:,.0f}/s: achieved {row.achieved:,.0f}/s, "
+                f"HAProxy CPU {cpu}, p99 {row.p99_ms:.2f} ms"
+                + (f" - {point.limited}" if point.limited else "")
+            )
+            if summary.interrupted:
+                return Outcome(cost.sentence(), {"tls_cost": cost.to_json()}, True)
+            if point.limited:
+                break
+    bench.log(cost.table())
+    return Outcome(cost.sentence(), {"tls_cost": cost.to_json()})
+
+
+KIND: Final[Kind] = Kind(
+    "tls-cost",
+    ("http", "https"),
+    ("headers", "method", "path", "body_file", "rates", "step_duration", "max_connections"),
+    "tls-cost",
+    describe,
+    run,
+)

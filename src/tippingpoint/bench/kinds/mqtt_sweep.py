@@ -2,13 +2,15 @@
 
 A step publishes at one rate from a fixed set of sessions through the proxy's MQTT
 frontend; its latency ends where the scenario says (the backend's pong, or delivery to a
-subscriber). Held MQTT sessions (``mqtt-hold``) are the bench's hold with MQTT sessions,
-and the connect storm is ``bench/storm.py``.
+subscriber). Held MQTT sessions (``mqtt-hold``) are the bench's hold with MQTT sessions
+(``kinds/hold.py``), and the connect storm is ``kinds/storm.py``.
 """
 
 from __future__ import annotations
 
-from tippingpoint.bench.apps import topic_of
+from typing import Final
+
+from tippingpoint.bench.apps import app_of, topic_of
 from tippingpoint.bench.experiments import (
     Bench,
     Outcome,
@@ -19,15 +21,14 @@ from tippingpoint.bench.experiments import (
     sweep_row,
     url_of,
 )
-from tippingpoint.bench.scenario import Experiment
+from tippingpoint.bench.kinds.base import MQTT, MQTT_KEYS, STEP_KEYS, Kind
+from tippingpoint.bench.spec import Experiment, Scenario
 from tippingpoint.model import AttackConfig, MQTTOptions, PublishConfig, TLSOptions
 from tippingpoint.search import run_sweep
-from tippingpoint.sweep import (
-    render_table,
-)
+from tippingpoint.sweep import render_table
 from tippingpoint.targets import Target
 
-__all__ = ["run_mqtt_sweep"]
+__all__ = ["KIND"]
 
 
 def _publish_config(bench: Bench, exp: Experiment) -> AttackConfig:
@@ -36,7 +37,7 @@ def _publish_config(bench: Bench, exp: Experiment) -> AttackConfig:
     # by user name puts a publisher and its subscribers on the same mosquitto.
     options = MQTTOptions(keepalive=exp.mqtt_keepalive, username=f"bench-{exp.name}"[:64])
     return AttackConfig(
-        targets=(Target("PUBLISH", url_of(bench, exp)),),
+        targets=(Target("PUBLISH", url_of(bench, exp, True)),),
         timeout=exp.timeout,
         tls=TLSOptions(cacert=bench.cacert),
         processes=bench.scenario.client_processes,
@@ -54,7 +55,7 @@ def _publish_config(bench: Bench, exp: Experiment) -> AttackConfig:
     )
 
 
-def run_mqtt_sweep(bench: Bench, index: int, exp: Experiment) -> Outcome:
+def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
     result = run_sweep(
         sweep_config(bench, index, exp, _publish_config(bench, exp)),
         bench.monitor,
@@ -68,3 +69,29 @@ def run_mqtt_sweep(bench: Bench, index: int, exp: Experiment) -> Outcome:
     entry = per_1000_entry(result, "messages/s", f"{until} latency")
     interrupted = result.reason == "interrupted"
     return Outcome(row + at_knee(result), entry, interrupted)
+
+
+def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
+    latency = {
+        "echo": "the backend's pong",
+        "delivery": f"delivery to {exp.sessions} subscribers",
+        "ack": "the broker's acknowledgement",
+    }[scenario.until(exp)]
+    return (
+        f"QoS {exp.qos} PUBLISH of {exp.payload_size} B to "
+        f"{app_of(exp).through(exp, url, scenario)} "
+        f"from {exp.sessions} sessions at rising rates from {exp.start:,.0f}/s, latency "
+        f"until {latency}"
+    )
+
+
+KIND: Final[Kind] = Kind(
+    "mqtt-sweep",
+    MQTT,
+    (*STEP_KEYS, *MQTT_KEYS, "sessions", "qos", "until", "payload_size"),
+    "sweep",
+    describe,
+    run,
+    per_1000=True,
+    costs_row=True,
+)
