@@ -13,6 +13,10 @@ it received is the cost per message. Clients take turns, round after round; medi
 The server's placement is read back from /proc before the runs.
 
     python benchmarks/ws_client_cost.py [--runs 3] [--duration 10] [--rate 10000]
+        [--baseline CHECKOUT]
+
+With --baseline (the root of another checkout, e.g. `git worktree add /tmp/before HEAD~1`)
+that checkout's attack runs too, in the same rounds: before and after, side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +28,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from client_cost import report, timed
-from common import HOST, machine, median, need, pinned, start, stop, tippingpoint, wait_port
+from common import (
+    HOST,
+    baseline_src,
+    machine,
+    median,
+    need,
+    pinned,
+    start,
+    stop,
+    tippingpoint,
+    wait_port,
+)
 
 HERE = Path(__file__).resolve().parent
 PORT = 18410
@@ -34,9 +49,9 @@ URL = f"ws://{HOST}:{PORT}/"
 
 
 def clients(
-    mode: str, duration: int, rate: int, tmp: Path
+    mode: str, duration: int, rate: int, tmp: Path, baseline: Path | None = None
 ) -> dict[str, Callable[[], tuple[int, float]]]:
-    def ours(*extra: str) -> tuple[int, float]:
+    def ours(*extra: str, src: Path | None = None) -> tuple[int, float]:
         stream = tmp / "ours.jsonl"
         args = ["--rate", "0", "--connections", str(CONNS)]
         if mode == "rate":
@@ -45,7 +60,7 @@ def clients(
             pinned(
                 0,
                 [
-                    *tippingpoint(),
+                    *tippingpoint(src),
                     *("attack", URL, *args, "--duration", f"{duration}s"),
                     *("--processes", "1", "-o", str(stream)),
                 ],
@@ -64,8 +79,12 @@ def clients(
         return int(out.split()[-1]), usage.total
 
     runs: dict[str, Callable[[], tuple[int, float]]] = {"tippingpoint attack": ours}
+    if baseline is not None:
+        runs["tippingpoint (baseline)"] = lambda: ours(src=baseline)
     if mode == "rate":  # paced like the others: every millisecond
         runs["tippingpoint --tick 1ms"] = lambda: ours("--tick", "1ms")
+        if baseline is not None:
+            runs["baseline --tick 1ms"] = lambda: ours("--tick", "1ms", src=baseline)
     return {**runs, "websockets": websockets_client, "ws (Node)": node_ws}
 
 
@@ -80,7 +99,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rate", type=int, default=10000)
+    parser.add_argument("--baseline", default=None, help="another checkout's root")
     args = parser.parse_args()
+    baseline = baseline_src(args.baseline) if args.baseline else None
     need("node", "taskset")
     if not (NODE / "node_modules" / "ws").is_dir():
         sys.exit("missing ws: run scripts/setup-bench first (npm install in benchmarks/node)")
@@ -100,7 +121,9 @@ def main() -> None:
                     sys.exit(f"serve pid {pid} may run on CPUs {where}, not 1 alone")
             for run in range(args.runs):
                 for mode in ("closed", "rate"):
-                    for name, client in clients(mode, args.duration, args.rate, tmp).items():
+                    for name, client in clients(
+                        mode, args.duration, args.rate, tmp, baseline
+                    ).items():
                         done, cpu = client()
                         results.setdefault((mode, name), []).append((done, cpu))
                         print(

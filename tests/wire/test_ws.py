@@ -78,7 +78,9 @@ def test_fragments_are_joined_and_control_frames_pass_between_them() -> None:
 def test_our_frames_are_read_by_the_independent_decoder() -> None:
     from websockets.streams import StreamReader
 
-    for payload in (b"", b"ping", b"y" * 126, b"z" * 70_000):
+    # Every length of the one-integer short frame (1-125), and either side of it.
+    lengths = [*range(0, 130), 70_000]
+    for payload in (bytes(range(n % 256)) * (n // 256) + bytes(range(n % 256)) for n in lengths):
         stream = StreamReader()
         stream.feed_data(ws.client_frame(ws.BINARY, payload))
         frame = next_frame(stream, mask=True)
@@ -181,3 +183,32 @@ def test_ping_words() -> None:
     assert ws.parse_ping(b"ping sleep=300 times=2 other") == (300, 2)
     assert "sleep" in str(ws.parse_ping(b"ping sleep=-1"))
     assert "times" in str(ws.parse_ping(b"ping times=100001"))
+
+
+def upgraded_client() -> ws.ClientWs:
+    client = ws.ClientWs()
+    client.upgraded = True
+    return client
+
+
+def test_a_client_reads_whole_short_frames_as_the_general_reader_does() -> None:
+    """A frame that arrives whole and alone is read without the general reader; what
+    the general reader would refuse is still refused."""
+    client = upgraded_client()
+    assert client.feed(ws.server_frame(ws.TEXT, b"pong")) == [(ws.TEXT, b"pong")]
+    assert client.feed(ws.server_frame(ws.BINARY, b"")) == [(ws.BINARY, b"")]
+    frame = ws.server_frame(ws.TEXT, b"pong")
+    assert client.feed(frame[:3]) == []  # split: buffered, then read whole
+    assert client.feed(frame[3:] + frame) == [(ws.TEXT, b"pong"), (ws.TEXT, b"pong")]
+    with pytest.raises(ws.Broken, match="close 1007"):
+        upgraded_client().feed(ws.server_frame(ws.TEXT, b"\xff\xfe"))
+    # A masked frame padded to the length its second byte would give unmasked.
+    sneaky = masked(Frame(Opcode.TEXT, b"x"))
+    sneaky += bytes(sneaky[1] + 2 - len(sneaky))
+    with pytest.raises(ws.Broken, match="close 1002"):
+        upgraded_client().feed(sneaky)
+    # A whole data frame while a fragmented message is under way.
+    client = upgraded_client()
+    assert client.feed(ws.server_frame(ws.TEXT, b"a", fin=False)) == []
+    with pytest.raises(ws.Broken, match="close 1002"):
+        client.feed(ws.server_frame(ws.TEXT, b"b"))

@@ -100,7 +100,8 @@ class WsConn(ClientConn):
             self._reply(st)
             self._broken(st, e)
             return
-        self._reply(st)
+        if st.ws.replies:
+            self._reply(st)
         upgraded = st.upgraded
         if upgraded is not None and st.ws.upgraded:
             st.upgraded = None

@@ -105,7 +105,13 @@ def server_frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
 def client_frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
     """A frame as a client sends it: masked with a fresh key (RFC 6455 5.3)."""
     key = _getrandbits(32)
-    return _header(opcode, len(payload), fin, 0x80) + key.to_bytes(4, "big") + mask(payload, key)
+    n = len(payload)
+    if 0 < n < 126 and fin:
+        # Header, key and masked payload as one integer: one bytes object made.
+        keys = int.from_bytes(key.to_bytes(4, "big") * ((n + 3) >> 2), "big") >> ((-n & 3) << 3)
+        head = ((0x80 | opcode) << 8 | 0x80 | n) << 32 | key
+        return (head << (n << 3) | (int.from_bytes(payload, "big") ^ keys)).to_bytes(n + 6, "big")
+    return _header(opcode, n, fin, 0x80) + key.to_bytes(4, "big") + mask(payload, key)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -155,6 +161,20 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         return len(self._buf) - self._pos
+
+    def whole(self, data: bytes) -> bool:
+        """``data`` is exactly one final TEXT or BINARY frame, unmasked, under 126 bytes,
+        with nothing buffered or under way: a client may take it as it is. (A masked
+        frame's second byte is 128 or more: it is left to :meth:`next` to refuse.)"""
+        return (
+            len(data) >= 2
+            and (data[0] == 0x81 or data[0] == 0x82)
+            and data[1] < 126
+            and data[1] <= self.max_message
+            and data[1] + 2 == len(data)
+            and not self._started
+            and self._pos >= len(self._buf)
+        )
 
     def feed(self, data: bytes) -> None:
         if self._pos >= len(self._buf):
@@ -424,7 +444,7 @@ class ClientWs:
     is the upgrade to send, :meth:`feed` reads the 101 and then frames (ping frames are
     answered through :meth:`outgoing`), :meth:`frame` frames what goes out."""
 
-    __slots__ = ("_replies", "frames", "head", "key", "path", "protocol", "upgraded")
+    __slots__ = ("frames", "head", "key", "path", "protocol", "replies", "upgraded")
 
     def __init__(
         self, protocol: str = "", path: str = "/", max_message: int = 16 * 1024 * 1024
@@ -435,7 +455,8 @@ class ClientWs:
         self.key = new_key()
         self.head = b""
         self.upgraded = False
-        self._replies: list[bytes] = []
+        self.replies: list[bytes] = []
+        """Frames the peer's frames asked for, not sent yet (:meth:`outgoing`)."""
 
     def request(self, host: str, path: str | None = None) -> bytes:
         return upgrade_request(host, path or self.path, self.key, self.protocol)
@@ -445,10 +466,10 @@ class ClientWs:
 
     def outgoing(self) -> bytes:
         """Frames to send that the peer's frames asked for (pongs, the close reply)."""
-        if not self._replies:
+        if not self.replies:
             return b""
-        data = b"".join(self._replies)
-        self._replies.clear()
+        data = b"".join(self.replies)
+        self.replies.clear()
         return data
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
@@ -459,21 +480,28 @@ class ClientWs:
             if not data:
                 return []
         frames = self.frames
-        frames.feed(data)
         events: list[tuple[int, bytes]] = []
         try:
+            if frames.whole(data):
+                # One whole, short, unfragmented data frame and nothing buffered: the
+                # answer to one message, read without the general reader.
+                payload = data[2:]
+                if data[0] == 0x81:
+                    _utf8(payload)
+                return [(data[0] & 0x0F, payload)]
+            frames.feed(data)
             while (event := frames.next()) is not None:
                 opcode = event[0]
                 if opcode == PING:
-                    self._replies.append(client_frame(PONG, event[1]))
+                    self.replies.append(client_frame(PONG, event[1]))
                 elif opcode == CLOSE:
-                    self._replies.append(client_frame(CLOSE, event[1][:2]))
+                    self.replies.append(client_frame(CLOSE, event[1][:2]))
                     code, reason = check_close(event[1])
                     raise PeerClosed(f"the server closed the WebSocket: {code} {reason}".rstrip())
                 else:
                     events.append(event)
         except WsError as e:
-            self._replies.append(client_frame(CLOSE, close_payload(e.code, e.reason)))
+            self.replies.append(client_frame(CLOSE, close_payload(e.code, e.reason)))
             raise Broken(f"the server broke RFC 6455: {e.reason} (close {e.code})") from None
         return events
 
