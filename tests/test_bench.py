@@ -150,6 +150,17 @@ def test_bench_writes_the_report_and_cleans_up(report_dir: Path) -> None:
         "held connections",
         "what tls costs",
     ]
+    # Each entry says what the report draws it by; a step's length where it has steps.
+    heads = [
+        (e["shape"], e["frontend"], e["tls"], e["step_duration"]) for e in summary["experiments"]
+    ]
+    assert heads == [
+        ("sweep", "http", False, 1.0),
+        ("sweep", "http", False, 1.0),
+        ("attack", "https", True, None),
+        ("hold", "http", False, None),
+        ("tls-cost", "http", False, 2.0),
+    ]
     sweep = summary["experiments"][0]["sweep"]
     # A step judged past the knee runs again to confirm it, a disturbed one to measure
     # it: on a busy machine 400/s may run up to three times, each run marked.
@@ -321,9 +332,9 @@ def test_default_scenario_parses_and_bad_ones_say_why(tmp_path: Path) -> None:
         "mqtt-hold",
     ]
     assert parsed.mqtt_backend == "serve" and parsed.listeners == ("http", "mqtt")
-    assert parsed.experiments[-1].mqtt_keepalive == 10
-    assert parsed.experiments[1].closed and parsed.experiments[1].start == 8
-    assert parsed.experiments[3].keepalive is False
+    assert parsed.experiments[-1].session.keepalive == 10
+    assert parsed.experiments[1].spec.steps.closed and parsed.experiments[1].spec.steps.start == 8
+    assert parsed.experiments[3].request.keepalive is False
     for text, message in (
         ("[bench", "not valid TOML"),
         ("", "no [[experiment]]"),

@@ -139,8 +139,12 @@ def test_a_knee_that_never_settles_is_not_reported() -> None:
 def test_quick_halves_the_confirmation() -> None:
     from tippingpoint.bench import DEFAULT_SCENARIO, parse_scenario, quick
 
-    sweeps = [e for e in quick(parse_scenario(DEFAULT_SCENARIO)).experiments if e.max_steps]
-    assert sweeps and all(e.confirm_steps == 4 for e in sweeps)
+    steps = [
+        e.spec.steps
+        for e in quick(parse_scenario(DEFAULT_SCENARIO)).experiments
+        if hasattr(e.spec, "steps")
+    ]
+    assert steps and all(s.confirm_steps == 4 for s in steps)
 
 
 def test_a_disturbed_step_runs_again_and_is_not_the_knee() -> None:

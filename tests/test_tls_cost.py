@@ -79,7 +79,7 @@ def test_a_client_limited_tls_sweep_says_why_in_cpu_per_request() -> None:
     from tippingpoint.sweep import SweepResult
 
     scenario = parse_scenario(DEFAULT_SCENARIO)
-    exp = next(e for e in scenario.experiments if e.frontend == "https" and not e.keepalive)
+    exp = next(e for e in scenario.experiments if e.frontend == "https" and not e.request.keepalive)
     last = row(1000, 36.5, achieved=660, saturated=True, client_cpu_pct=89.0)
     result = SweepResult([last], None, 1000, True, "client-limited", [])
     text = sweep_row(result, exp, scenario)

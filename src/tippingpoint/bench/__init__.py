@@ -1,9 +1,11 @@
 """`tippingpoint bench`: the article's whole experiment on this machine, one command.
 
+- :mod:`~tippingpoint.bench.spec`: what a scenario is, as data;
 - :mod:`~tippingpoint.bench.scenario`: the TOML scenario, validated (the default ships
   as ``default.toml``);
 - :mod:`~tippingpoint.bench.topology`: the processes started, each with its stop;
-- :mod:`~tippingpoint.bench.experiments`: one function per experiment kind, in a table;
+- :mod:`~tippingpoint.bench.experiments`: the bench every kind runs on;
+- :mod:`~tippingpoint.bench.kinds`: one module per experiment kind, with its typed spec;
 - :mod:`~tippingpoint.bench.report`: the report directory, rewritten after each one;
 - :mod:`~tippingpoint.bench.run`: :func:`run_bench`, which puts them together.
 """

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tippingpoint.bench.apps import app_of
-from tippingpoint.bench.spec import Backend, Experiment, Scenario
+from tippingpoint.bench.spec import Backend, Experiment, Scenario, Steps
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.runner import Load, Local
 from tippingpoint.knee import KneeRule
@@ -72,24 +72,34 @@ class Outcome:
     interrupted: bool = False
 
 
-def url_of(bench: Bench, exp: Experiment, sends: bool) -> str:
-    """The experiment's URL: the proxy's frontend, and what the application puts after
-    it (an MQTT URL names a topic where its sessions publish: ``sends``)."""
+def url_of(bench: Bench, exp: Experiment[Any], path: str | None = None) -> str:
+    """The experiment's URL: the proxy's frontend, then ``path``, by default what its
+    application puts there (a request's path; nothing for an MQTT session that only
+    holds, a topic for one that publishes, which its kind gives)."""
     scenario = bench.scenario
     host, port = scenario.frontend_address(exp.frontend)
-    return f"{exp.frontend}://{host}:{port}{app_of(exp).path(exp, scenario, sends)}"
+    return f"{exp.frontend}://{host}:{port}{app_of(exp).path(exp) if path is None else path}"
 
 
-def attack_config(bench: Bench, exp: Experiment) -> AttackConfig:
+def attack_config(
+    bench: Bench,
+    exp: Experiment[Any],
+    rate: float = 100.0,
+    duration: float = 10.0,
+    max_connections: int | None = None,
+) -> AttackConfig:
+    """The attack of an experiment's requests or messages (a sweep's steps set their
+    own rate and duration)."""
+    request = exp.request
     return AttackConfig(
-        targets=(Target(exp.method, url_of(bench, exp, True), exp.headers, exp.body),),
-        keepalive=exp.keepalive,
+        targets=(Target(request.method, url_of(bench, exp), request.headers, request.body),),
+        keepalive=request.keepalive,
         timeout=exp.timeout,
-        tls=TLSOptions(cacert=bench.cacert, resume=exp.tls_resume),
+        tls=TLSOptions(cacert=bench.cacert, resume=request.tls_resume),
         processes=bench.scenario.client_processes,
-        rate=exp.rate,
-        duration=exp.duration,
-        max_connections=exp.max_connections,
+        rate=rate,
+        duration=duration,
+        max_connections=max_connections,
     )
 
 
@@ -102,10 +112,10 @@ def step_line(row: Row) -> str:
     return f"  {key}: achieved {row.achieved:,.0f}/s, p99 {row.p99_ms:.2f} ms  {row.verdict}"
 
 
-def lift(exp: Experiment, scenario: Scenario) -> str:
+def lift(exp: Experiment[Any], scenario: Scenario) -> str:
     """What would lift a client limit, for this experiment."""
     ways = [f"more client processes ([client] processes, now {scenario.client_processes})"]
-    if exp.frontend == "https" and not exp.keepalive and not exp.tls_resume:
+    if exp.frontend == "https" and not exp.request.keepalive and not exp.request.tls_resume:
         ways.append("TLS session resumption (tls_resume = true)")
     ways.append("more client machines")
     return ", ".join(ways[:-1]) + " or " + ways[-1]
@@ -121,7 +131,7 @@ def _costs(row: Row, processes: int) -> str:
     return f" (it spent {client:,.0f} µs of CPU per request where HAProxy spent {proxy:,.0f} µs)"
 
 
-def sweep_row(result: SweepResult, exp: Experiment, scenario: Scenario) -> str:
+def sweep_row(result: SweepResult, exp: Experiment[Any], scenario: Scenario) -> str:
     """The summary row of a sweep; a client-limited sweep gives no tipping point."""
     if result.client_limited and result.rows:
         last = result.rows[-1]
@@ -174,20 +184,22 @@ def at_knee(result: SweepResult) -> str:
     return f"; HAProxy there: {at[0].proxy_cpu_pct:.0f} % of a core, {cost[0]:.2f} % per 1,000/s"
 
 
-def sweep_config(bench: Bench, index: int, exp: Experiment, attack: AttackConfig) -> SweepConfig:
+def sweep_config(
+    bench: Bench, index: int, exp: Experiment[Any], steps: Steps, attack: AttackConfig
+) -> SweepConfig:
     """The steps of a sweep-like experiment (a sweep, an MQTT sweep, a connect storm)."""
     return SweepConfig(
         attack=attack,
-        start=exp.start,
-        step=exp.step,
-        step_duration=exp.step_duration,
-        max_steps=exp.max_steps,
-        refine=exp.refine,
-        rule=KneeRule(slo=exp.slo),
+        start=steps.start,
+        step=steps.step,
+        step_duration=steps.step_duration,
+        max_steps=steps.max_steps,
+        refine=steps.refine,
+        rule=KneeRule(slo=steps.slo),
         out=bench.out / f"{index + 1:02d}-{exp.kind}",
-        closed=exp.closed,
+        closed=steps.closed,
         runner=bench.load.attack,
-        confirm_steps=exp.confirm_steps,
+        confirm_steps=steps.confirm_steps,
     )
 
 
@@ -234,4 +246,4 @@ def hold_topology(
         )
 
 
-Runner = Callable[[Bench, int, Experiment], Outcome]
+Runner = Callable[[Bench, int, Experiment[Any]], Outcome]

@@ -124,7 +124,9 @@ def _experiments(experiments: list[dict[str, Any]], lines: Sequence[str]) -> Non
         names[name] = i
 
 
-def _read_by(raw: dict[str, Any], kind: Kind, label: str, lines: Sequence[str], start: int) -> None:
+def _read_by(
+    raw: dict[str, Any], kind: Kind[Any], label: str, lines: Sequence[str], start: int
+) -> None:
     """Refuse a key of another kind: a ``rate`` in a hold would be ignored, and the
     hold would not be the one the user wrote."""
     own = (*COMMON_KEYS, *kind.keys)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,38 @@ from tippingpoint.monitor import loopback
 from tippingpoint.report.html import render_html
 from tippingpoint.stream import Interval, Record
 
-__all__ = ["BenchReport", "ReportError", "monitor_series", "timeline"]
+__all__ = ["BenchReport", "EntryHead", "ReportError", "monitor_series", "timeline"]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryHead:
+    """What every experiment's entry in summary.json starts with, before its kind's own
+    part: which experiment it is, and the traits the report draws it by (its kind's
+    row, its frontend's scheme). The report reads these, never the description."""
+
+    id: int
+    name: str
+    kind: str
+    description: str
+    setup: str
+    frontend: str
+    shape: str
+    """How the report draws it: "sweep", "attack", "hold" or "tls-cost"."""
+    per_1000: bool
+    costs_row: bool
+    tls: bool
+    noun: str
+    """What its connections are called ("connections", "sessions", "WebSockets")."""
+    ping: str
+    """What answers a held connection's keep-alive."""
+    keepalive: bool
+    step_duration: float | None
+    """Seconds a step lasts, for a kind that runs in steps."""
+    worker_restarts: list[str]
+    bench_cpu_pct: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class ReportError(BenchFailure):

@@ -302,20 +302,11 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
             for line in restarts:
                 bench.log(f"bench: backends: {line.removeprefix('tippingpoint serve: ')}")
             row += f" (backends: {len(restarts)} worker(s) died and were restarted during it)"
-        entry = {
-            "id": first + index,
-            "name": exp.name,
-            "kind": exp.kind,
-            "description": description,
-            "setup": setup,
-            "frontend": exp.frontend,
-            **kind.traits(exp.frontend),
-            "keepalive": exp.keepalive,
-            "worker_restarts": restarts,
-            "bench_cpu_pct": round(bench_cpu * 100, 1),
-        }
+        head = kind.head(
+            first + index, exp, description, setup, restarts, round(bench_cpu * 100, 1)
+        )
         name = f"{exp.name} [{setup}]" if setup else exp.name
-        report.add([name, row], {**entry, **outcome.entry})
+        report.add([name, row], {**head.to_json(), **outcome.entry})
         if outcome.interrupted or interrupt.requested():
             # Before the roles' check: a terminal's Ctrl-C reaches them too, and their
             # end is then the user's doing, not a failure.

@@ -15,21 +15,22 @@ from typing import Any, Final
 
 from tippingpoint.bench.keys import check_keys, with_line
 from tippingpoint.bench.kinds import KIND_NAMES, KINDS
+from tippingpoint.bench.kinds.base import whole
 from tippingpoint.bench.spec import (
     Backend,
     ClusterSpec,
     Experiment,
+    Request,
     Scenario,
     ScenarioError,
+    Session,
     Setup,
 )
-from tippingpoint.knee import parse_slo
-from tippingpoint.pacer import parse_duration, parse_rate
+from tippingpoint.pacer import parse_duration
 from tippingpoint.plan import ConnectionPlan
 from tippingpoint.proxy.config import MQTT_BALANCE
 from tippingpoint.schemes import SCHEMES
 from tippingpoint.server.config import parse_cpus, parse_ports
-from tippingpoint.sweep import parse_step
 from tippingpoint.targets import parse_header
 
 __all__ = [
@@ -49,12 +50,6 @@ DEFAULT_SCENARIO = files("tippingpoint.bench").joinpath("default.toml").read_tex
 
 
 MQTT_BACKENDS = ("serve", "mosquitto")
-
-
-def _connections(value: Any, key: str) -> float:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ScenarioError(f"{key}: a closed sweep starts at a whole number of connections >= 1")
-    return float(value)
 
 
 _SETUP_KEYS = (
@@ -97,7 +92,7 @@ def _cluster(raw: dict[str, Any]) -> ClusterSpec | None:
     if not raw:
         return None
     address = raw.get("address")  # its keys: checked with every table's (bench/keys.py)
-    workers = _whole(raw, "workers", 0, "cluster", 0)
+    workers = whole(raw, "workers", 0, "cluster", 0)
     if (address is None) == (workers == 0):
         raise ScenarioError(
             'cluster: give address = "tcp://HOST:PORT" (a running scheduler) or workers = N '
@@ -121,85 +116,45 @@ def _addr(text: str, key: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _whole(raw: dict[str, Any], key: str, default: int, where: str, least: int = 1) -> int:
-    """``raw[key]`` as a whole number >= ``least`` (``default`` when absent)."""
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ScenarioError(f"{where}.{key}: a whole number >= {least}, got {value!r}")
-    return value
-
-
-def _experiment(raw: dict[str, Any], i: int) -> Experiment:
+def _experiment(raw: dict[str, Any], i: int) -> Experiment[Any]:
     key = f"experiment[{i}]"
-    kind = raw.get("kind", "sweep")
-    if kind not in KINDS:
+    name = raw.get("kind", "sweep")
+    if name not in KINDS:
         names = ", ".join(KIND_NAMES[:-1]) + " or " + KIND_NAMES[-1]
-        raise ScenarioError(f"{key}.kind: use {names}, got {kind!r}")
-    connections = _whole(raw, "connections", 10_000, key)
-    every = raw.get("request_every")
-    frontends = KINDS[kind].frontends
-    frontend = raw.get("frontend", frontends[0])
-    if frontend not in frontends:
-        raise ScenarioError(f"{key}.frontend: a {kind} goes through {' or '.join(frontends)}")
-    own = _APP_KEYS[SCHEMES[frontend].app](raw, key, every)
-    slo = raw.get("slo")
-    body_file = raw.get("body_file")
-    closed = bool(raw.get("closed", False))
-    rates = raw.get("rates", [250, 500, 1000, 2000, 4000, 8000])
-    if not isinstance(rates, list) or not rates:
-        raise ScenarioError(f"{key}.rates: a list of offered rates, e.g. [1000, 2000, 4000]")
-    parsed_rates = tuple(sorted(parse_rate(str(r)) for r in rates))
-    if parsed_rates[0] <= 0:
-        raise ScenarioError(f"{key}.rates: every rate must be > 0")
+        raise ScenarioError(f"{key}.kind: use {names}, got {name!r}")
+    kind = KINDS[name]
+    frontend = raw.get("frontend", kind.frontends[0])
+    if frontend not in kind.frontends:
+        raise ScenarioError(f"{key}.frontend: a {name} goes through {' or '.join(kind.frontends)}")
     return Experiment(
         name=str(raw.get("name", f"experiment {i + 1}")),
-        kind=kind,
+        kind=name,
+        spec=kind.parse(raw, key),
         frontend=frontend,
-        headers=tuple(parse_header(h) for h in raw.get("headers", [])),
-        body=Path(body_file).read_bytes() if body_file else b"",
-        method=str(raw.get("method", "POST" if body_file else "GET")).upper(),
-        path=str(raw.get("path", "/ping")),
         timeout=parse_duration(str(raw.get("timeout", "30s"))),
-        tls_resume=bool(raw.get("tls_resume", False)),
-        closed=closed,
-        start=(
-            _connections(raw.get("start", 1), f"{key}.start")
-            if closed
-            else parse_rate(str(raw.get("start", 1000)))
-        ),
-        step=parse_step(str(raw.get("step", "x2" if closed else "x1.5"))),
-        step_duration=parse_duration(str(raw.get("step_duration", "5s"))),
-        max_steps=_whole(raw, "max_steps", 8, key),
-        refine=_whole(raw, "refine", 1, key, 0),
-        slo=parse_slo(slo) if slo else None,
-        rate=parse_rate(str(raw.get("rate", 100))),
-        duration=parse_duration(str(raw.get("duration", "10s"))),
-        max_connections=raw.get("max_connections", 128 if kind in ("sweep", "tls-cost") else None),
-        rates=parsed_rates,
-        connections=connections,
-        connect_rate=parse_rate(str(raw.get("connect_rate", 2000))),
-        request_every=parse_duration(str(every)) if every else None,
-        **own,
+        **_APP_KEYS[SCHEMES[frontend].app](raw, key),
     )
 
 
-def _http_keys(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
-    """An HTTP experiment's own keys (WebSocket messages too: an upgraded HTTP
-    connection)."""
-    return {"keepalive": bool(raw.get("keepalive", True))}
+def _request(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """What a request (or a WebSocket message) is made of, through an HTTP or WebSocket
+    frontend."""
+    body_file = raw.get("body_file")
+    return {
+        "request": Request(
+            keepalive=bool(raw.get("keepalive", True)),
+            headers=tuple(parse_header(h) for h in raw.get("headers", [])),
+            body=Path(body_file).read_bytes() if body_file else b"",
+            method=str(raw.get("method", "POST" if body_file else "GET")).upper(),
+            path=str(raw.get("path", "/ping")),
+            tls_resume=bool(raw.get("tls_resume", False)),
+        )
+    }
 
 
-def _mqtt_keys(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
-    """An MQTT experiment's own keys, checked (its connections are always kept: a
-    session)."""
-    until = str(raw.get("until", ""))
-    if until not in ("", "ack", "echo", "delivery"):
-        raise ScenarioError(f"{key}.until: use ack, echo or delivery")
-    qos = raw.get("qos", 0)
-    if qos not in (0, 1, 2):
-        raise ScenarioError(f"{key}.qos: 0, 1 or 2")
-    sessions = _whole(raw, "sessions", 50, key)
-    payload_size = _whole(raw, "payload_size", 64, key, 0)
+def _session(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """An MQTT session's keepalive, through an MQTT frontend (its connection is always
+    kept: a session)."""
     keepalive = 60
     if "keepalive" in raw:
         # MQTT's keepalive is a time (emqtt-bench -k), HTTP's a yes or no.
@@ -212,24 +167,17 @@ def _mqtt_keys(raw: dict[str, Any], key: str, every: Any) -> dict[str, Any]:
         )
         if not 0 <= keepalive <= 65535:
             raise ScenarioError(f"{key}.keepalive: seconds within 0-65535")
-    if every:
+    if raw.get("request_every"):
         raise ScenarioError(f"{key}.request_every: MQTT sessions ping once per keepalive")
-    return {
-        "keepalive": True,
-        "mqtt_keepalive": keepalive,
-        "sessions": sessions,
-        "qos": qos,
-        "until": until,
-        "payload_size": payload_size,
-    }
+    return {"session": Session(keepalive)}
 
 
-_APP_KEYS: Final[dict[str, Callable[[dict[str, Any], str, Any], dict[str, Any]]]] = {
-    "http": _http_keys,
-    "messages": _http_keys,
-    "mqtt": _mqtt_keys,
+_APP_KEYS: Final[dict[str, Callable[[dict[str, Any], str], dict[str, Any]]]] = {
+    "http": _request,
+    "messages": _request,
+    "mqtt": _session,
 }
-"""Each application's own keys of an experiment, by ``Scheme.app``."""
+"""What each application reads of an experiment's table, by ``Scheme.app``."""
 
 
 def parse_scenario(text: str) -> Scenario:
@@ -259,42 +207,36 @@ def parse_scenario(text: str) -> Scenario:
                 'backends.mqtt: use "serve" (tippingpoint serve --mqtt) or "mosquitto"'
             )
         mqtt_ports = parse_ports(str(backends.get("mqtt_ports", "21883-21884")))
-        if mqtt_backend == "mosquitto":
-            if list(mqtt_ports) != list(range(mqtt_ports[0], mqtt_ports[0] + len(mqtt_ports))):
-                raise ScenarioError(
-                    "backends.mqtt_ports: mosquitto instances listen on consecutive ports "
-                    '(one each), e.g. "21883-21886"'
-                )
-            for exp in experiments:
-                if exp.mqtt and exp.until == "echo":
-                    raise ScenarioError(
-                        f'{exp.name}: until = "echo" needs serve\'s ping/pong: '
-                        'use until = "delivery" with mosquitto, or backends.mqtt = "serve"'
-                    )
+        consecutive = list(range(mqtt_ports[0], mqtt_ports[0] + len(mqtt_ports)))
+        if mqtt_backend == "mosquitto" and list(mqtt_ports) != consecutive:
+            raise ScenarioError(
+                "backends.mqtt_ports: mosquitto instances listen on consecutive ports "
+                '(one each), e.g. "21883-21886"'
+            )
         balance = str(
             proxy.get("mqtt_balance", "username" if mqtt_backend == "mosquitto" else "client-id")
         )
         if balance not in MQTT_BALANCE:
             raise ScenarioError(f"proxy.mqtt_balance: use {', '.join(MQTT_BALANCE)}")
-        return Scenario(
+        scenario = Scenario(
             title=str(bench.get("title", "tippingpoint bench")),
             backend_ports=parse_ports(str(backends.get("ports", "8282-8285"))),
-            backend_processes=_whole(backends, "processes", 1, "backends"),
+            backend_processes=whole(backends, "processes", 1, "backends"),
             backend_cpus=(
                 parse_cpus(str(backends["cpus"])) if backends.get("cpus") is not None else ()
             ),
-            proxy_threads=_whole(proxy, "threads", 1, "proxy"),
-            proxy_instances=_whole(proxy, "instances", 1, "proxy"),
+            proxy_threads=whole(proxy, "threads", 1, "proxy"),
+            proxy_instances=whole(proxy, "instances", 1, "proxy"),
             proxy_cpus=parse_cpus(str(proxy["cpus"])) if proxy.get("cpus") is not None else (),
             cert=str(proxy.get("cert", "ecdsa")),
             http=_addr(str(proxy.get("http", "127.0.0.1:18080")), "proxy.http"),
             https=_addr(str(proxy.get("https", "127.0.0.1:18443")), "proxy.https"),
             rate_limit=proxy.get("rate_limit"),
             http_reuse=proxy.get("http_reuse"),
-            client_processes=_whole(client, "processes", 1, "client"),
+            client_processes=whole(client, "processes", 1, "client"),
             client_cpus=parse_cpus(str(client["cpus"])) if client.get("cpus") is not None else (),
             experiments=tuple(experiments),
-            open_files=_whole(bench, "open_files", 1, "bench") if "open_files" in bench else None,
+            open_files=whole(bench, "open_files", 1, "bench") if "open_files" in bench else None,
             setups=setups,
             mqtt_backend=mqtt_backend,
             mqtt_ports=mqtt_ports,
@@ -303,27 +245,22 @@ def parse_scenario(text: str) -> Scenario:
             mqtt_balance=balance,
             cluster=_cluster(data.get("cluster", {})),
         )
+        for exp in scenario.experiments:
+            check = KINDS[exp.kind].check
+            if check is not None:
+                check(exp, scenario)
+        return scenario
     except (ScenarioError, ValueError, OSError, TypeError) as e:
         raise ScenarioError(with_line(str(e), text)) from None
 
 
 def quick(scenario: Scenario) -> Scenario:
-    """A few minutes: short steps, fewer of them, short attacks, half the confirmation."""
+    """A few minutes: each kind's quick spec (short steps, fewer of them, short attacks
+    and holds, half the confirmation)."""
     return replace(
         scenario,
         experiments=tuple(
-            replace(
-                e,
-                # A closed loop has no schedule to settle into: a second a step is enough.
-                step_duration=min(e.step_duration, 1.0 if e.closed else 2.0),
-                max_steps=min(e.max_steps, 6),
-                refine=min(e.refine, 1),
-                # Half the knee's confirmation: a quick knee more often "did not repeat".
-                confirm_steps=min(e.confirm_steps, 4),
-                duration=min(e.duration, 8.0),
-                connections=min(e.connections, 2_000),
-            )
-            for e in scenario.experiments
+            replace(e, spec=KINDS[e.kind].quick(e.spec)) for e in scenario.experiments
         ),
     )
 

@@ -6,6 +6,7 @@ TOML and each kind's module (``bench/kinds/``) reads its own keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
 
 from tippingpoint.schemes import SCHEMES
 
@@ -13,9 +14,12 @@ __all__ = [
     "Backend",
     "ClusterSpec",
     "Experiment",
+    "Request",
     "Scenario",
     "ScenarioError",
+    "Session",
     "Setup",
+    "Steps",
 ]
 
 
@@ -24,49 +28,72 @@ class ScenarioError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Experiment:
-    name: str
-    kind: str
-    frontend: str = "http"
+class Request:
+    """What a request, or a WebSocket message, is made of: the keys of an experiment
+    through an HTTP or WebSocket frontend."""
+
     keepalive: bool = True
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
     method: str = "GET"
     path: str = "/ping"
-    timeout: float = 30.0
     tls_resume: bool = False
-    # sweep
-    closed: bool = False
-    """Step the connections of a closed loop (``start``/``step`` count connections)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """An MQTT session's own key, through an MQTT frontend."""
+
+    keepalive: int = 60
+    """Seconds between a session's pings when it has nothing else to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """How a sweep's steps rise and when its knee is found (a sweep, an MQTT sweep, a
+    connect storm)."""
+
     start: float = 1000.0
     step: tuple[str, float] = ("x", 1.5)
     step_duration: float = 5.0
     max_steps: int = 8
     refine: int = 1
     confirm_steps: int = 8
-    """Not a scenario key: ``--quick`` lowers it (see :func:`quick`)."""
+    """Not a scenario key: ``--quick`` lowers it."""
     slo: tuple[float, float] | None = None
-    # attack
-    rate: float = 100.0
-    duration: float = 10.0
-    max_connections: int | None = None
-    """Sweeps hold a fixed pool of 128 by default (see `tippingpoint sweep`)."""
-    # tls-cost (and step_duration)
-    rates: tuple[float, ...] = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
-    # hold
-    connections: int = 10_000
-    connect_rate: float = 2_000.0
-    request_every: float | None = None
-    # MQTT (frontend "mqtt" or "mqtts")
-    mqtt_keepalive: int = 60
-    """Seconds between a session's pings when it has nothing else to send."""
-    sessions: int = 50
-    """An MQTT sweep: the sessions that publish (and as many subscribers with delivery)."""
-    qos: int = 0
-    until: str = ""
-    """Where an MQTT sweep's latency ends: echo (serve's pong) or delivery (a subscriber
-    receives it); empty: echo with serve, delivery with mosquitto."""
-    payload_size: int = 64
+    closed: bool = False
+    """Step the connections of a closed loop (``start``/``step`` count connections)."""
+
+    def quick(self) -> Steps:
+        """A few minutes: short steps, fewer of them, half the confirmation (a quick knee
+        more often "did not repeat"); a closed loop has no schedule to settle into, so a
+        second a step is enough."""
+        return replace(
+            self,
+            step_duration=min(self.step_duration, 1.0 if self.closed else 2.0),
+            max_steps=min(self.max_steps, 6),
+            refine=min(self.refine, 1),
+            confirm_steps=min(self.confirm_steps, 4),
+        )
+
+
+S = TypeVar("S")
+"""An experiment kind's own spec (``bench/kinds/``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment(Generic[S]):
+    """One ``[[experiment]]``: what every kind has, what its frontend's application
+    reads (``request`` through HTTP and WebSocket frontends, ``session`` through MQTT's),
+    and its kind's own typed ``spec``."""
+
+    name: str
+    kind: str
+    spec: S
+    frontend: str = "http"
+    timeout: float = 30.0
+    request: Request = Request()
+    session: Session = Session()
 
     @property
     def mqtt(self) -> bool:
@@ -150,7 +177,7 @@ class Scenario:
     rate_limit: int | None
     client_processes: int
     client_cpus: tuple[int, ...]
-    experiments: tuple[Experiment, ...] = field(default=())
+    experiments: tuple[Experiment[Any], ...] = field(default=())
     http_reuse: str | None = None
     open_files: int | None = None
     """Soft open-file limit for everything the bench starts (at most the hard limit):
@@ -188,7 +215,7 @@ class Scenario:
             ),
         }[listener]
 
-    def backend_of(self, exp: Experiment) -> Backend:
+    def backend_of(self, exp: Experiment[Any]) -> Backend:
         return self.backend(SCHEMES[exp.frontend].listener)
 
     def served(self) -> dict[str, tuple[int, ...]]:
@@ -199,7 +226,8 @@ class Scenario:
     def mqtt_timeout(self) -> float:
         """HAProxy's idle timeout on both sides of an MQTT session: 1.5x the longest
         keepalive, as a broker allows (MQTT 3.1.1, 3.1.2.10)."""
-        keepalives = [e.mqtt_keepalive for e in self.experiments if e.mqtt and e.mqtt_keepalive]
+        keepalives = [e.session.keepalive for e in self.experiments if e.mqtt]
+        keepalives = [k for k in keepalives if k]
         return 1.5 * max(keepalives, default=60)
 
     def frontend_address(self, scheme: str) -> tuple[str, int]:
@@ -213,5 +241,7 @@ class Scenario:
             "mqtts": self.mqtts,
         }[scheme]
 
-    def until(self, exp: Experiment) -> str:
-        return exp.until or ("echo" if self.mqtt_backend == "serve" else "delivery")
+    def until(self, asked: str) -> str:
+        """Where an MQTT sweep's latency ends: as ``asked``, else echo (serve's pong) with
+        serve and delivery (to a subscriber) with mosquitto."""
+        return asked or ("echo" if self.mqtt_backend == "serve" else "delivery")

@@ -8,14 +8,14 @@ is a new module and a line here, not a branch in the bench.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from tippingpoint.bench.kinds import attack, hold, mqtt_sweep, storm, sweep, tls_cost
 from tippingpoint.bench.kinds.base import COMMON_KEYS, Kind
 
 __all__ = ["EXPERIMENT_KEYS", "KINDS", "KIND_NAMES", "Kind"]
 
-KINDS: Final = {
+KINDS: Final[dict[str, Kind[Any]]] = {
     k.name: k
     for k in (
         sweep.KIND,

@@ -8,73 +8,105 @@ backends, HAProxy instances), and a plan that cannot fit is refused with its num
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from tippingpoint.bench.apps import app_of
 from tippingpoint.bench.experiments import Bench, Outcome, hold_topology, url_of
-from tippingpoint.bench.kinds.base import MQTT, MQTT_KEYS, WEB, Kind, check_plan
+from tippingpoint.bench.kinds.base import MQTT, MQTT_KEYS, WEB, Kind, check_plan, whole
 from tippingpoint.bench.spec import Experiment, Scenario, ScenarioError
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
 from tippingpoint.limits import file_max
 from tippingpoint.monitor import proxy_total, sampling
+from tippingpoint.pacer import parse_duration, parse_rate
 from tippingpoint.plan import ConnectionPlan, costs_of, loopback_sources, plan_connections
 from tippingpoint.schemes import SCHEMES
 from tippingpoint.stream import HoldRecord, Record
 from tippingpoint.targets import Target
 
-__all__ = ["HOLD", "MQTT_HOLD", "cost_sentence", "proxy_cost"]
+__all__ = ["HOLD", "MQTT_HOLD", "HoldSpec", "cost_sentence", "proxy_cost"]
 
 _HOLD_KEYS: Final = ("connections", "connect_rate", "duration")
 
 
-def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
+@dataclass(frozen=True, slots=True)
+class HoldSpec:
+    connections: int = 10_000
+    connect_rate: float = 2_000.0
+    duration: float = 10.0
+    request_every: float | None = None
+    """A request (or a ping frame) on each connection this often; None: idle. MQTT
+    sessions ping once per keepalive instead."""
+
+
+def parse(raw: dict[str, Any], where: str) -> HoldSpec:
+    every = raw.get("request_every")
+    return HoldSpec(
+        connections=whole(raw, "connections", 10_000, where),
+        connect_rate=parse_rate(str(raw.get("connect_rate", 2000))),
+        duration=parse_duration(str(raw.get("duration", "10s"))),
+        request_every=parse_duration(str(every)) if every else None,
+    )
+
+
+def quick(spec: HoldSpec) -> HoldSpec:
+    return replace(spec, duration=min(spec.duration, 8.0), connections=min(spec.connections, 2_000))
+
+
+def describe(exp: Experiment[HoldSpec], url: str, scenario: Scenario) -> str:
     app = app_of(exp)
     return (
-        f"{exp.connections:,} {costs_of(exp.frontend).noun} to "
+        f"{exp.spec.connections:,} {costs_of(exp.frontend).noun} to "
         f"{app.through(exp, url, scenario)} opened at "
-        f"{exp.connect_rate:,.0f}/s and held for {exp.duration:g} s from the start, "
-        f"{app.pace(exp)}"
+        f"{exp.spec.connect_rate:,.0f}/s and held for {exp.spec.duration:g} s from the start, "
+        f"{app.pace(exp, exp.spec.request_every)}"
     )
 
 
 def make_plan(
-    scenario: Scenario, exp: Experiment, fd_limit: int, ports: tuple[int, int], memory: int | None
+    scenario: Scenario,
+    exp: Experiment[HoldSpec],
+    fd_limit: int,
+    ports: tuple[int, int],
+    memory: int | None,
 ) -> ConnectionPlan:
     """Every connection open at once, by the end of the ramp, which must end before
     the hold does."""
-    ramp = exp.connections / exp.connect_rate
-    if ramp >= exp.duration:
+    spec = exp.spec
+    ramp = spec.connections / spec.connect_rate
+    if ramp >= spec.duration:
         raise ScenarioError(
-            f"{exp.name}: {exp.connections:,} connections at {exp.connect_rate:,.0f}/s take "
-            f"{ramp:.0f} s to open, and duration is {exp.duration:g} s: a longer duration "
+            f"{exp.name}: {spec.connections:,} connections at {spec.connect_rate:,.0f}/s take "
+            f"{ramp:.0f} s to open, and duration is {spec.duration:g} s: a longer duration "
             "or a higher connect_rate"
         )
     planned = plan_connections(
-        exp.connections,
+        exp.spec.connections,
         fd_limit,
         ports,
         1,
         memory,
         proxied=True,
         scheme=exp.frontend,
-        idle=exp.request_every is None,
+        idle=exp.spec.request_every is None,
         backend_ports=len(scenario.backend_of(exp).ports),
         file_max=file_max(),
     )
     return check_plan(scenario, exp, planned)
 
 
-def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
+def run(bench: Bench, index: int, exp: Experiment[HoldSpec]) -> Outcome:
     exp_dir = bench.out / f"{index + 1:02d}-{exp.kind}"
     exp_dir.mkdir(parents=True, exist_ok=True)
     plan = bench.plans[index]
+    request = exp.request
     config = HoldConfig(
-        target=Target(exp.method, url_of(bench, exp, False), exp.headers, exp.body),
-        connections=exp.connections,
-        connect_rate=exp.connect_rate,
-        duration=exp.duration,
-        request_every=exp.request_every,
+        target=Target(request.method, url_of(bench, exp), request.headers, request.body),
+        connections=exp.spec.connections,
+        connect_rate=exp.spec.connect_rate,
+        duration=exp.spec.duration,
+        request_every=exp.spec.request_every,
         laddrs=loopback_sources(plan.source_addresses),
         timeout=exp.timeout,
         cacert=bench.cacert,
@@ -85,7 +117,7 @@ def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
     step = f"hold {index}"
     with Topology(bench.topology) as extra, open(exp_dir / "hold.jsonl", "wb") as stream:
         hold_topology(bench, extra, plan, exp_dir, bench.scenario.backend_of(exp))
-        tally = HoldTally(exp.connections, 1, exp.connect_rate, scheme=exp.frontend)
+        tally = HoldTally(exp.spec.connections, 1, exp.spec.connect_rate, scheme=exp.frontend)
 
         def on_record(record: Record, line: bytes) -> None:
             stream.write(line)
@@ -108,7 +140,9 @@ def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
     cost = proxy_cost(
         [before, *(s for s in bench.samples if s.get("step") == step)],
         tally.peak,
-        max(exp.connections / exp.connect_rate, tally.reached or 0.0),  # the ramp as it ran
+        max(
+            exp.spec.connections / exp.spec.connect_rate, tally.reached or 0.0
+        ),  # the ramp as it ran
     )
     entry = {"report": summary, "hold": tally.timeline, "client_behind": behind, "cost": cost}
     row = summary.splitlines()[0] + (f"; {behind}" if behind else "")
@@ -146,14 +180,14 @@ def proxy_cost(samples: list[dict[str, Any]], held: int, ramp_s: float) -> dict[
     }
 
 
-def cost_sentence(exp: Experiment, cost: dict[str, float] | None) -> str:
+def cost_sentence(exp: Experiment[HoldSpec], cost: dict[str, float] | None) -> str:
     """ "500,000 MQTT sessions through HAProxy cost 0.9 GiB of HAProxy memory and 4 % of
     a core at keepalive 60 s", from the hold's samples."""
     if cost is None:
         return ""
     app = app_of(exp)
     what = costs_of(exp.frontend).noun + (" over TLS" if SCHEMES[exp.frontend].tls else "")
-    pace = app.pace(exp)
+    pace = app.pace(exp, exp.spec.request_every)
     # HAProxy keeps the memory pools that earlier experiments grew: a small hold after
     # them may not grow its RSS at all, and then says only what it had.
     each = cost["bytes_per_connection"]
@@ -164,25 +198,27 @@ def cost_sentence(exp: Experiment, cost: dict[str, float] | None) -> str:
     )
 
 
-HOLD: Final[Kind] = Kind(
+HOLD: Final[Kind[HoldSpec]] = Kind(
     "hold",
     WEB,
     ("method", "path", "headers", "body_file", *_HOLD_KEYS, "request_every"),
     "hold",
+    parse,
     describe,
     run,
     make_plan,
-    sends=False,
+    quick=quick,
 )
-MQTT_HOLD: Final[Kind] = Kind(
+MQTT_HOLD: Final[Kind[HoldSpec]] = Kind(
     "mqtt-hold",
     MQTT,
     # request_every only to be refused with the reason: a session pings per keepalive.
     (*_HOLD_KEYS, *MQTT_KEYS, "request_every"),
     "hold",
+    parse,
     describe,
     run,
     make_plan,
+    quick=quick,
     costs_row=True,
-    sends=False,
 )

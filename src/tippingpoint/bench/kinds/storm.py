@@ -8,7 +8,7 @@ from connect() to open in every layer. The steps rise until that latency tips ov
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,8 +24,8 @@ from tippingpoint.bench.experiments import (
     sweep_row,
     url_of,
 )
-from tippingpoint.bench.kinds.base import MQTT, MQTT_KEYS, STEP_KEYS, Kind, check_plan
-from tippingpoint.bench.spec import Experiment, Scenario
+from tippingpoint.bench.kinds.base import MQTT, MQTT_KEYS, STEP_KEYS, Kind, check_plan, steps_of
+from tippingpoint.bench.spec import Experiment, Scenario, Steps
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.hold import HoldConfig, HoldTally
 from tippingpoint.limits import file_max
@@ -38,20 +38,34 @@ from tippingpoint.stream import HoldRecord, Record
 from tippingpoint.sweep import Row, SweepConfig, machine_figures, render_table
 from tippingpoint.targets import Target
 
-__all__ = ["KIND", "storm_rates", "storm_row", "storm_sessions"]
+__all__ = ["KIND", "StormSpec", "storm_rates", "storm_row", "storm_sessions"]
+
+
+@dataclass(frozen=True, slots=True)
+class StormSpec:
+    steps: Steps
+
+
+def parse(raw: dict[str, Any], where: str) -> StormSpec:
+    return StormSpec(steps_of(raw, where))
+
+
+def quick(spec: StormSpec) -> StormSpec:
+    return StormSpec(spec.steps.quick())
+
 
 _SETTLE_S: Final = 2.0
 """A step's connections have this long after the last open began to finish opening; an
 open that takes longer fails as a timeout."""
 
 
-def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
+def run(bench: Bench, index: int, exp: Experiment[StormSpec]) -> Outcome:
     out = bench.out / f"{index + 1:02d}-{exp.kind}"
     plan = bench.plans[index]
     hold = HoldConfig(
-        target=Target("GET", url_of(bench, exp, False)),
+        target=Target("GET", url_of(bench, exp)),
         connections=1,
-        connect_rate=exp.start,
+        connect_rate=exp.spec.steps.start,
         duration=1.0,
         laddrs=loopback_sources(plan.source_addresses),
         timeout=_SETTLE_S,
@@ -76,7 +90,7 @@ def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
     with Topology(bench.topology) as extra:
         hold_topology(bench, extra, plan, out, bench.scenario.backend_of(exp))
         result = run_sweep(
-            sweep_config(bench, index, exp, AttackConfig(targets=(hold.target,))),
+            sweep_config(bench, index, exp, exp.spec.steps, AttackConfig(targets=(hold.target,))),
             bench.monitor,
             lambda row: bench.log(_storm_line(row)),
             step,
@@ -101,7 +115,7 @@ def _storm_line(row: Row) -> str:
 
 def _storm_step(
     bench: Bench,
-    exp: Experiment,
+    exp: Experiment[StormSpec],
     hold: HoldConfig,
     out: Path,
     rate: float,
@@ -109,12 +123,13 @@ def _storm_step(
     samples: list[dict[str, Any]],
 ) -> tuple[Row, bool]:
     """``rate`` new connections a second for ``step_duration``, then all of them closed."""
-    sessions = storm_sessions(exp, rate)
+    steps = exp.spec.steps
+    sessions = storm_sessions(steps, rate)
     config = replace(
         hold,
         connections=sessions,
         connect_rate=rate,
-        duration=exp.step_duration + _SETTLE_S,
+        duration=steps.step_duration + _SETTLE_S,
         request_every=None,
     )
     tally = HoldTally(sessions, 1, rate, scheme=exp.frontend)
@@ -165,36 +180,41 @@ def storm_row(tally: HoldTally, rate: float, samples: list[dict[str, Any]]) -> R
     )
 
 
-def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
+def describe(exp: Experiment[StormSpec], url: str, scenario: Scenario) -> str:
+    steps = exp.spec.steps
     scheme = SCHEMES[exp.frontend]
     return (
         f"new {scheme.noun} ({' + '.join(scheme.layers)}) to "
         f"{app_of(exp).through(exp, url, scenario)} "
-        f"at rising rates from {exp.start:,.0f}/s, {exp.step_duration:g} s of opens each, "
+        f"at rising rates from {steps.start:,.0f}/s, {steps.step_duration:g} s of opens each, "
         "until the open latency tips over"
     )
 
 
-def storm_rates(exp: Experiment) -> list[float]:
+def storm_rates(steps: Steps) -> list[float]:
     """The connect rates a storm steps through, before any refinement."""
-    rates = [exp.start]
-    for _ in range(exp.max_steps - 1):
-        kind, amount = exp.step
+    rates = [steps.start]
+    for _ in range(steps.max_steps - 1):
+        kind, amount = steps.step
         rates.append(rates[-1] * amount if kind == "x" else rates[-1] + amount)
     return rates
 
 
-def storm_sessions(exp: Experiment, rate: float) -> int:
+def storm_sessions(steps: Steps, rate: float) -> int:
     """A storm step opens ``rate`` sessions a second for ``step_duration``."""
-    return max(1, round(rate * exp.step_duration))
+    return max(1, round(rate * steps.step_duration))
 
 
 def make_plan(
-    scenario: Scenario, exp: Experiment, fd_limit: int, ports: tuple[int, int], memory: int | None
+    scenario: Scenario,
+    exp: Experiment[StormSpec],
+    fd_limit: int,
+    ports: tuple[int, int],
+    memory: int | None,
 ) -> ConnectionPlan:
     """A storm is planned for its largest step: every session of it open at the end."""
     planned = plan_connections(
-        storm_sessions(exp, storm_rates(exp)[-1]),
+        storm_sessions(exp.spec.steps, storm_rates(exp.spec.steps)[-1]),
         fd_limit,
         ports,
         1,
@@ -207,15 +227,17 @@ def make_plan(
     return check_plan(scenario, exp, planned)
 
 
-KIND: Final[Kind] = Kind(
+KIND: Final[Kind[StormSpec]] = Kind(
     "connect-storm",
     (*MQTT, "ws", "wss"),
     (*STEP_KEYS, *MQTT_KEYS, "path"),
     "sweep",
+    parse,
     describe,
     run,
     make_plan,
+    quick=quick,
+    step_duration=lambda spec: spec.steps.step_duration,
     per_1000=True,
     costs_row=True,
-    sends=False,
 )

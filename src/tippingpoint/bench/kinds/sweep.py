@@ -5,7 +5,8 @@ at rising rates through HAProxy's HTTP frontends until the latency tips over; or
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 from tippingpoint.bench.apps import app_of
 from tippingpoint.bench.experiments import (
@@ -17,22 +18,47 @@ from tippingpoint.bench.experiments import (
     sweep_config,
     sweep_row,
 )
-from tippingpoint.bench.kinds.base import REQUEST_KEYS, STEP_KEYS, WEB, Kind
-from tippingpoint.bench.spec import Experiment, Scenario
+from tippingpoint.bench.kinds.base import (
+    REQUEST_KEYS,
+    STEP_KEYS,
+    WEB,
+    Kind,
+    max_connections_of,
+    steps_of,
+)
+from tippingpoint.bench.spec import Experiment, Scenario, Steps
 from tippingpoint.search import run_sweep
 from tippingpoint.sweep import render_table
 
-__all__ = ["KIND", "hits"]
+__all__ = ["KIND", "SweepSpec", "hits"]
 
 
-def hits(exp: Experiment, url: str, scenario: Scenario) -> str:
+@dataclass(frozen=True, slots=True)
+class SweepSpec:
+    steps: Steps
+    max_connections: int | None = 128
+    """A fixed pool, as wrk2 holds (see `tippingpoint sweep`)."""
+
+
+def parse(raw: dict[str, Any], where: str) -> SweepSpec:
+    closed = bool(raw.get("closed", False))
+    return SweepSpec(steps_of(raw, where, closed), max_connections_of(raw, where, 128))
+
+
+def quick(spec: SweepSpec) -> SweepSpec:
+    return replace(spec, steps=spec.steps.quick())
+
+
+def hits(exp: Experiment[Any], url: str, scenario: Scenario) -> str:
     """A sweep's or an attack's hits: HTTP requests, or messages over WebSockets."""
     return app_of(exp).hits(exp, url)
 
 
-def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
+def run(bench: Bench, index: int, exp: Experiment[SweepSpec]) -> Outcome:
+    spec = exp.spec
+    attack = attack_config(bench, exp, max_connections=spec.max_connections)
     result = run_sweep(
-        sweep_config(bench, index, exp, attack_config(bench, exp)),
+        sweep_config(bench, index, exp, spec.steps, attack),
         bench.monitor,
         lambda row: bench.log(step_line(row)),
     )
@@ -49,11 +75,14 @@ def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
     return Outcome(row, {"sweep": sweep}, interrupted)
 
 
-KIND: Final[Kind] = Kind(
+KIND: Final[Kind[SweepSpec]] = Kind(
     "sweep",
     WEB,
     (*REQUEST_KEYS, *STEP_KEYS, "closed", "max_connections"),
     "sweep",
+    parse,
     hits,
     run,
+    quick=quick,
+    step_duration=lambda spec: spec.steps.step_duration,
 )

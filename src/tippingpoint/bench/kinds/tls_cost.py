@@ -16,11 +16,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from tippingpoint.bench.experiments import Bench, Outcome, attack_config
-from tippingpoint.bench.kinds.base import Kind
-from tippingpoint.bench.spec import Experiment, Scenario
+from tippingpoint.bench.kinds.base import Kind, max_connections_of
+from tippingpoint.bench.spec import Experiment, Scenario, ScenarioError
+from tippingpoint.pacer import parse_duration, parse_rate
 from tippingpoint.sweep import Row, SweepConfig, run_step
 
-__all__ = ["KIND", "PROTOCOLS", "Point", "Protocol", "TLSCost"]
+__all__ = ["KIND", "PROTOCOLS", "Point", "Protocol", "TLSCost", "TLSCostSpec"]
 
 _MIN_CPU_PCT = 5.0
 """Below this HAProxy CPU a ratio is mostly noise, and the opening of the pool."""
@@ -200,29 +201,31 @@ class TLSCost:
         }
 
 
-def describe(exp: Experiment, url: str, scenario: Scenario) -> str:
-    rates = ", ".join(f"{r:,.0f}" for r in exp.rates)
+def describe(exp: Experiment[TLSCostSpec], url: str, scenario: Scenario) -> str:
+    rates = ", ".join(f"{r:,.0f}" for r in exp.spec.rates)
     return (
-        f"HAProxy's CPU at {rates} requests/s, {exp.step_duration:g} s each, with plain "
+        f"HAProxy's CPU at {rates} requests/s, {exp.spec.step_duration:g} s each, with plain "
         "HTTP and TLS keep-alive, and TLS with a new connection per request (each stops "
         "at the first rate the client cannot offer)"
     )
 
 
-def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
+def run(bench: Bench, index: int, exp: Experiment[TLSCostSpec]) -> Outcome:
     """The same rates three ways (see above); each way stops at its first
     rate that the client could not offer or the proxy could not serve."""
     out = bench.out / f"{index + 1:02d}-{exp.kind}"
     cost = TLSCost()
+    spec = exp.spec
     for protocol in PROTOCOLS:
-        way = replace(exp, frontend=protocol.frontend, keepalive=protocol.keepalive)
+        request = replace(exp.request, keepalive=protocol.keepalive)
+        way = replace(exp, frontend=protocol.frontend, request=request)
         config = SweepConfig(
-            attack=attack_config(bench, way),
-            start=exp.rates[0],
-            step_duration=exp.step_duration,
+            attack=attack_config(bench, way, max_connections=spec.max_connections),
+            start=spec.rates[0],
+            step_duration=spec.step_duration,
             out=out / protocol.key,
         )
-        for step, rate in enumerate(exp.rates):
+        for step, rate in enumerate(spec.rates):
             row, summary = run_step(config, rate, step, bench.monitor, bench.samples)
             point = cost.add(protocol.key, row)
             cpu = "-" if point.proxy_cpu_pct is None else f"{point.proxy_cpu_pct:.1f}%"
@@ -239,11 +242,39 @@ def run(bench: Bench, index: int, exp: Experiment) -> Outcome:
     return Outcome(cost.sentence(), {"tls_cost": cost.to_json()})
 
 
-KIND: Final[Kind] = Kind(
+@dataclass(frozen=True, slots=True)
+class TLSCostSpec:
+    rates: tuple[float, ...] = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
+    step_duration: float = 5.0
+    max_connections: int | None = 128
+
+
+def parse(raw: dict[str, Any], where: str) -> TLSCostSpec:
+    rates = raw.get("rates", [250, 500, 1000, 2000, 4000, 8000])
+    if not isinstance(rates, list) or not rates:
+        raise ScenarioError(f"{where}.rates: a list of offered rates, e.g. [1000, 2000, 4000]")
+    parsed = tuple(sorted(parse_rate(str(r)) for r in rates))
+    if parsed[0] <= 0:
+        raise ScenarioError(f"{where}.rates: every rate must be > 0")
+    return TLSCostSpec(
+        rates=parsed,
+        step_duration=parse_duration(str(raw.get("step_duration", "5s"))),
+        max_connections=max_connections_of(raw, where, 128),
+    )
+
+
+def quick(spec: TLSCostSpec) -> TLSCostSpec:
+    return replace(spec, step_duration=min(spec.step_duration, 2.0))
+
+
+KIND: Final[Kind[TLSCostSpec]] = Kind(
     "tls-cost",
     ("http", "https"),
     ("headers", "method", "path", "body_file", "rates", "step_duration", "max_connections"),
     "tls-cost",
+    parse,
     describe,
     run,
+    quick=quick,
+    step_duration=lambda spec: spec.step_duration,
 )
