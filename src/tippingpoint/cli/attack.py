@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
+from tippingpoint.cli.apps import commands_of
 from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.fleet import cluster_options, load_of
 from tippingpoint.cli.options import (
     attack_config,
     mqtt_publish_options,
-    publish_config,
     request_options,
     user_errors,
     warn_timeout,
@@ -142,7 +142,9 @@ def _attack_from(opts: dict[str, Any]) -> Any:
         requests=requests,
         connections=opts["connections"],
         records=opts["records"],
-        mqtt=publish_config(opts, closed=opts["rate"] in ("0", "0/1s") and not opts["pace"]),
+        **commands_of(opts["url"] or "").attack(
+            opts, closed=opts["rate"] in ("0", "0/1s") and not opts["pace"]
+        ),
     )
     if not config.closed and not config.pace and duration is None and requests is None:
         raise ValueError("give --duration or --requests (or --pace) so the attack ends")

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tippingpoint.cli.apps import commands_of
 from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.fleet import cluster_options, load_of
 from tippingpoint.cli.options import (
     check_local,
-    mqtt_session_config,
     mqtt_session_options,
     parse_laddrs,
     user_errors,
@@ -20,7 +20,6 @@ from tippingpoint.cli.options import (
 if TYPE_CHECKING:
     from tippingpoint.cli.output import ResultFile
     from tippingpoint.engine.hold import HoldConfig
-    from tippingpoint.model import MQTTOptions
     from tippingpoint.plan import ConnectionPlan
 
 
@@ -117,9 +116,8 @@ def hold(
             insecure,
             cacert,
         )
-        if config.target.origin.mqtt:
-            options = mqtt_session_config(mqtt, subscribe=subscribe, subscribe_qos=qos)
-            config = _with_mqtt(config, request_every, options)
+        own = {**mqtt, "subscribe": subscribe, "qos": qos, "request_every": request_every}
+        config = commands_of(url).held(config, own)
         config = dataclasses.replace(config, retries=retries)
     soft, _ = raise_nofile()
     plan = None
@@ -256,15 +254,6 @@ def _hold_config(
     if config.connect_rate <= 0:
         raise ValueError("--connect-rate must be > 0")
     return config
-
-
-def _with_mqtt(config: HoldConfig, request_every: str | None, options: MQTTOptions) -> HoldConfig:
-    """An MQTT hold: its sessions ping once per keepalive (none with keepalive 0)."""
-    from dataclasses import replace
-
-    if request_every:
-        raise ValueError("MQTT sessions ping once per --keepalive: drop --request-every")
-    return replace(config, mqtt=options, request_every=float(options.keepalive) or None)
 
 
 def _with_sources(config: HoldConfig, fd_limit: int) -> tuple[ConnectionPlan, HoldConfig]:

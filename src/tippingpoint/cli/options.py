@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from tippingpoint.cli.apps import commands_of
 from tippingpoint.cli.base import fail
 
 
@@ -191,35 +192,6 @@ def mqtt_session_options(f: Callable[..., None]) -> Callable[..., None]:
     return f
 
 
-def mqtt_session_config(opts: dict[str, Any], **extra: Any) -> Any:
-    """MQTTOptions from :func:`mqtt_session_options` (ValueError when one is bad)."""
-    from tippingpoint.engine.mqtt import parse_version
-    from tippingpoint.model import MQTTOptions
-    from tippingpoint.pacer import parse_duration
-
-    return MQTTOptions(
-        version=parse_version(opts["mqtt_version"]),
-        keepalive=round(parse_duration(opts["keepalive"])),
-        client_id=opts["client_id"],
-        clean=opts["clean_start"],
-        username=opts["username"],
-        password=opts["password"],
-        session_expiry=opts["session_expiry"],
-        ws_path=_ws_path(opts),
-        **extra,
-    )
-
-
-def _ws_path(opts: dict[str, Any]) -> str | None:
-    """MQTT over WebSocket's path (``--ws``), or None."""
-    if not opts.get("mqtt_ws"):
-        return None
-    path = str(opts.get("ws_path") or "/mqtt")
-    if not path.startswith("/") or any(c in path for c in " \r\n"):
-        raise ValueError(f"--ws-path {path!r}: give a path such as /mqtt")
-    return path
-
-
 def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
     """An AttackConfig from the shared request options and a load plan; raises ValueError,
     TargetError, click.BadParameter or OSError with a one-line message."""
@@ -245,16 +217,14 @@ def attack_config(opts: dict[str, Any], **plan: Any) -> Any:
         name = "stdin" if targets_file == "-" else targets_file
         targets = parse_targets(text, opts["targets_format"], head, body, base, name)
     elif opts["url"]:
-        mqtt = opts["url"].startswith(("mqtt://", "mqtts://"))
-        method = "PUBLISH" if mqtt else opts["method"].upper()
-        targets = [Target(method, opts["url"], head, body)]
+        targets = [Target(commands_of(opts["url"]).method(opts), opts["url"], head, body)]
     else:
         raise ValueError(
             "give a URL or --targets FILE, e.g. "
             "tippingpoint attack http://127.0.0.1:8282/ --rate 100 --duration 10s"
         )
-    if opts["no_keepalive"] and any(t.origin.websocket for t in targets):
-        raise ValueError("a WebSocket carries many messages: drop --no-keepalive")
+    for target in targets:
+        commands_of(target.url).check(opts)
     if opts["max_connections"] is not None and opts["max_connections"] < 1:
         raise ValueError("--max-connections must be >= 1")
     tick = parse_duration(opts["tick"]) if opts.get("tick") else None
@@ -335,32 +305,3 @@ def mqtt_publish_options(f: Callable[..., None]) -> Callable[..., None]:
         "--qos", type=click.IntRange(0, 2), default=0, show_default=True, help="MQTT: publish QoS."
     )(f)
     return f
-
-
-def publish_config(opts: dict[str, Any], closed: bool) -> Any:
-    """The MQTT side of an mqtt:// attack (None for HTTP); ValueError when it is wrong."""
-    from urllib.parse import urlsplit
-
-    from tippingpoint.model import PublishConfig
-
-    url = opts["url"] or ""
-    if not url.startswith(("mqtt://", "mqtts://")):
-        return None
-    if opts.get("targets_file"):
-        raise ValueError("MQTT takes one URL (mqtt://HOST[:PORT]/TOPIC), not --targets")
-    topic = urlsplit(url).path.lstrip("/")
-    if not topic:
-        raise ValueError(f"no topic in {url!r}: use mqtt://HOST[:PORT]/TOPIC, e.g. .../devices/%i")
-    if closed and opts["until"] == "delivery":
-        raise ValueError("--until delivery needs a --rate (the closed model is for ack and echo)")
-    inflight = opts["inflight"] if opts["inflight"] is not None else (1 if closed else 64)
-    return PublishConfig(
-        options=mqtt_session_config(opts),
-        topic=topic,
-        qos=opts["qos"],
-        payload_size=opts["payload_size"],
-        until=opts["until"],
-        subscribers=opts["subscribers"],
-        inflight=inflight,
-        retain=opts["retain"],
-    )

@@ -23,6 +23,15 @@ def parse_size(text: str) -> int:
     return int(float(found[1]) * 1024 ** "BKMGT".index(unit))
 
 
+_SCHEMES = {
+    (False, False): "http",
+    (False, True): "https",
+    (True, False): "mqtt",
+    (True, True): "mqtts",
+}
+"""The scheme of a plan by its flags (--mqtt, --tls)."""
+
+
 def _this_memory() -> str:
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return f"{total / 2**30:.0f}GiB"
@@ -90,11 +99,13 @@ def plan(
     """
     from tippingpoint.fleetplan import Machine, plan_fleet
     from tippingpoint.limits import port_range
+    from tippingpoint.plan import costs_of
 
     cores = os.cpu_count() or 1
     files = open_files or resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if requests and mqtt:
-        fail("--requests is for HTTP: an MQTT session always has its backend leg")
+    scheme = _SCHEMES[mqtt, tls]
+    if requests and costs_of(scheme).backend_leg:
+        fail(f"--requests is for HTTP: {costs_of(scheme).noun} always hold their backend leg")
         return
     try:
         if files < 256:
@@ -114,7 +125,7 @@ def plan(
             machine(client_cores, client_memory),
             machine(proxy_cores, proxy_memory),
             machine(backend_cores, backend_memory),
-            scheme=("mqtts" if tls else "mqtt") if mqtt else ("https" if tls else "http"),
+            scheme=scheme,
             key=key,
             idle=not requests,
             connect_rate=connect_rate,

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from tippingpoint.cli.apps import commands_of
 from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.fleet import cluster_options, load_of
 from tippingpoint.cli.options import (
     attack_config,
     mqtt_publish_options,
     parse_roles,
-    publish_config,
     request_options,
     user_errors,
     warn_timeout,
@@ -192,10 +192,8 @@ def _sweep_config(opts: dict[str, Any]) -> tuple[SweepConfig, dict[str, list[int
         # server makes the client open connection after connection, and the run measures
         # the proxy's connection handling instead.
         opts["max_connections"] = _SWEEP_CONNECTIONS
-    mqtt = publish_config(opts, closed=closed)
-    # MQTT: a fixed set of sessions publishes (the cap is their number).
-    sessions = {"connections": opts["max_connections"]} if mqtt is not None else {}
-    config = attack_config(opts, rate=1.0, duration=1.0, mqtt=mqtt, **sessions)
+    extra = commands_of(opts["url"] or "").attack(opts, closed=closed, sweep=True)
+    config = attack_config(opts, rate=1.0, duration=1.0, **extra)
     step_duration = parse_duration(opts["step_duration"])
     if step_duration < 1:
         raise ValueError("--step-duration must be >= 1s")
