@@ -226,8 +226,9 @@ class Scenario:
     def mqtt_timeout(self) -> float:
         """HAProxy's idle timeout on both sides of an MQTT session: 1.5x the longest
         keepalive, as a broker allows (MQTT 3.1.1, 3.1.2.10)."""
-        keepalives = [e.session.keepalive for e in self.experiments if e.mqtt]
-        keepalives = [k for k in keepalives if k]
+        keepalives = [
+            e.session.keepalive for e in self.experiments if e.mqtt and e.session.keepalive
+        ]
         return 1.5 * max(keepalives, default=60)
 
     def frontend_address(self, scheme: str) -> tuple[str, int]:

@@ -480,7 +480,6 @@ class ClientWs:
             if not data:
                 return []
         frames = self.frames
-        events: list[tuple[int, bytes]] = []
         try:
             if frames.whole(data):
                 # One whole, short, unfragmented data frame and nothing buffered: the
@@ -489,6 +488,7 @@ class ClientWs:
                 if data[0] == 0x81:
                     _utf8(payload)
                 return [(data[0] & 0x0F, payload)]
+            events: list[tuple[int, bytes]] = []
             frames.feed(data)
             while (event := frames.next()) is not None:
                 opcode = event[0]
