@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from tippingpoint import tap
 from tippingpoint.proxy.stats import show_info, sum_info
 
 if TYPE_CHECKING:
@@ -382,6 +383,7 @@ def sampling(monitor: Monitor | None, into: list[dict[str, Any]], **tags: Any) -
                 record = monitor.sample()
                 record.update(tags)
                 into.append(record)
+                tap.sample(record)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tippingpoint import interrupt
+from tippingpoint import interrupt, tap
 from tippingpoint.knee import Verdict, baseline, judge
 from tippingpoint.monitor import Monitor
 from tippingpoint.sweep import Row, SweepConfig, SweepResult, run_step
@@ -181,6 +181,7 @@ class _Search:
             self.rows.append(row)
             if self.on_row is not None:
                 self.on_row(row)
+            tap.row(vars(row))
             if stopped:
                 self.stop = "interrupted"
                 return None

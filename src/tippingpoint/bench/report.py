@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tippingpoint import tap
 from tippingpoint.bench.checks import invariants
 from tippingpoint.bench.topology import BenchFailure
 from tippingpoint.hdr import Histogram
@@ -153,6 +154,8 @@ class BenchReport:
     def write(self) -> None:
         """Replace the report files with what has run so far; :class:`ReportError` when
         the directory cannot be written."""
+        if tap.attached():
+            tap.report(self.data)
         try:
             self._write()
         except OSError as e:

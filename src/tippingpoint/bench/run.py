@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tippingpoint import interrupt
+from tippingpoint import interrupt, tap
 from tippingpoint.bench.experiments import Bench
 from tippingpoint.bench.kinds import KINDS
 from tippingpoint.bench.report import BenchReport
@@ -35,6 +35,7 @@ from tippingpoint.plan import ConnectionPlan
 from tippingpoint.proxy.config import Frontend, MQTTRouting, ProxyConfig, derive_maxconn
 from tippingpoint.proxy.instance import find_haproxy
 from tippingpoint.schemes import SCHEMES
+from tippingpoint.tap import Tapped
 
 if TYPE_CHECKING:
     from tippingpoint.cluster.fleet import Fleet
@@ -261,7 +262,7 @@ def _run_setup(
         log(f"bench: started pids {topology.pids} ({what})")
         bench = Bench(
             scenario, out, log, topology, monitor, report.samples, proxy_config, binary,
-            str(out / "tls" / "cert.pem"), cpus, plans, fleet or Local(soft),
+            str(out / "tls" / "cert.pem"), cpus, plans, Tapped(fleet or Local(soft)),
         )  # fmt: skip
         try:
             _run_experiments(bench, report, first)
@@ -290,6 +291,8 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
         kind = KINDS[exp.kind]
         description = kind.describe(exp, kind.url(bench, exp), bench.scenario)
         bench.log(f"bench: {exp.name} ({description})")
+        left = [e.name for e in bench.scenario.experiments[index + 1 :]]
+        tap.begin(exp.name, kind.shape, description, left)
         restarted = len(bench.topology.worker_restarts())
         began, cpu = time.monotonic(), _cpu_seconds()
         outcome = kind.run(bench, index, exp)

@@ -17,6 +17,7 @@ from tippingpoint.cli.options import (
     user_errors,
     warn_timeout,
 )
+from tippingpoint.cli.web import live_page, web_options
 
 
 @cli.command()
@@ -50,6 +51,7 @@ from tippingpoint.cli.options import (
 )
 @cluster_options
 @mqtt_publish_options
+@web_options
 def attack(**opts: Any) -> None:
     """Send load at a constant rate (or a plan, or closed-loop) and stream the results.
 
@@ -60,13 +62,21 @@ def attack(**opts: Any) -> None:
     With mqtt://HOST[:PORT]/TOPIC (or mqtts://), --connections sessions publish to
     TOPIC (%i: the session's number) and latency ends where --until says.
     """
+    with user_errors():
+        config = _attack_from(opts)
+    url = opts["url"] or config.targets[0].url
+    with live_page(
+        opts, f"tippingpoint attack {url}", "attack", None, ("attack", "attack", url), True
+    ):
+        _attack(config, opts)
+
+
+def _attack(config: Any, opts: dict[str, Any]) -> None:
     from contextlib import nullcontext
 
     from tippingpoint.report.merge import succeeded
     from tippingpoint.stream import Interval, Record
 
-    with user_errors():
-        config = _attack_from(opts)
     warn_timeout(config, "attack")
     from tippingpoint.cli.output import OutputError, ResultFile
 

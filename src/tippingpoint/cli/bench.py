@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from tippingpoint.cli.base import cli, fail
+from tippingpoint.cli.web import live_page, web_options
 
 
 @cli.command()
@@ -28,6 +29,7 @@ from tippingpoint.cli.base import cli, fail
     help="Run the client side on the workers of this Dask scheduler (the scenario's "
     "[cluster] otherwise), e.g. tcp://127.0.0.1:8786.",
 )
+@web_options
 def bench(
     scenario: str | None,
     out_dir: str,
@@ -35,6 +37,7 @@ def bench(
     haproxy_bin: str | None,
     print_scenario: bool,
     cluster: str | None,
+    **web: Any,
 ) -> None:
     """Build the bench (backends, HAProxy, monitor), run the scenario, write the report.
 
@@ -65,13 +68,22 @@ def bench(
         old = parsed.cluster or ClusterSpec()
         parsed = replace(parsed, cluster=replace(old, address=cluster, workers=0))
     out = Path(out_dir).absolute()
-    report = _run(parsed, out, scenario or "(default)", haproxy_bin)
-    click.echo(f"\n{report.title}")
-    for name, result in report.summary:
-        click.echo(f"  {name:40s} {result}")
-    for warning in report.warnings:
-        click.echo(f"\nwarning: {warning}")
-    click.echo(f"\nreport: {out / 'index.html'}")
+    with live_page(web, parsed.title, "bench", out):
+        report = _run(parsed, out, scenario or "(default)", haproxy_bin)
+        # Before the live page lingers: the answer first.
+        click.echo(f"\n{report.title}")
+        for name, result in report.summary:
+            click.echo(f"  {name:40s} {result}")
+        for warning in report.warnings:
+            click.echo(f"\nwarning: {warning}")
+        click.echo(f"\nreport: {out / 'index.html'}")
+
+
+def _log(line: str) -> None:
+    from tippingpoint import tap
+
+    click.echo(line, err=True)
+    tap.log(line)
 
 
 def _run(parsed: Any, out: Any, scenario: str, haproxy_bin: str | None) -> Any:
@@ -89,7 +101,7 @@ def _run(parsed: Any, out: Any, scenario: str, haproxy_bin: str | None) -> Any:
     try:
         with interrupt.catching():
             try:
-                return run_bench(parsed, out, lambda line: click.echo(line, err=True), haproxy_bin)
+                return run_bench(parsed, out, _log, haproxy_bin)
             finally:
                 stopped = interrupt.requested()
     except ScenarioError as e:

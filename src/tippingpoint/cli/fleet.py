@@ -52,14 +52,17 @@ def cluster_options(f: Callable[..., None]) -> Callable[..., None]:
 def load_of(opts: dict[str, Any], command: str, fd_limit: int | None = None) -> Iterator[Load]:
     """Where ``command``'s load runs, for the ``with`` block: this machine's processes
     (within ``fd_limit`` open files), or with ``--cluster`` the workers of a Dask cluster
-    (:func:`fleet_of`). The command calls its ``attack`` or ``hold`` and never asks which."""
+    (:func:`fleet_of`). The command calls its ``attack`` or ``hold`` and never asks which.
+    Its records also go to a live page's tap (``--web``)."""
+    from tippingpoint.tap import Tapped
+
     if not opts.get("cluster"):
         from tippingpoint.engine.runner import Local
 
-        yield Local(fd_limit)
+        yield Tapped(Local(fd_limit))
         return
     with fleet_of(opts, command) as fleet:
-        yield fleet
+        yield Tapped(fleet)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from tippingpoint.cli.options import (
     parse_laddrs,
     user_errors,
 )
+from tippingpoint.cli.web import live_page, web_options
 
 if TYPE_CHECKING:
     from tippingpoint.cli.output import ResultFile
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 )
 @cluster_options
 @mqtt_session_options
+@web_options
 def hold(
     url: str,
     connections: int,
@@ -100,9 +102,7 @@ def hold(
     """
     import dataclasses
 
-    from tippingpoint.cli.output import OutputError, ResultFile
-    from tippingpoint.limits import raise_nofile
-
+    web = {k: mqtt.pop(k) for k in list(mqtt) if k.startswith("web")}
     with user_errors():
         config = _hold_config(
             url,
@@ -119,6 +119,21 @@ def hold(
         own = {**mqtt, "subscribe": subscribe, "qos": qos, "request_every": request_every}
         config = commands_of(url).held(config, own)
         config = dataclasses.replace(config, retries=retries)
+    with live_page(web, f"tippingpoint hold {url}", "hold", None, ("hold", "hold", url), True):
+        _plan_and_run(config, output, cluster, {
+            "cluster": cluster,
+            "cluster_certs": cluster_certs,
+            "max_clock_skew": max_clock_skew,
+            "insecure_cluster": insecure_cluster,
+        })  # fmt: skip
+
+
+def _plan_and_run(
+    config: HoldConfig, output: str | None, cluster: str | None, where: dict[str, Any]
+) -> None:
+    from tippingpoint.cli.output import OutputError, ResultFile
+    from tippingpoint.limits import raise_nofile
+
     soft, _ = raise_nofile()
     plan = None
     if cluster is None:
@@ -133,12 +148,6 @@ def hold(
     except OutputError as e:
         fail(str(e))
         return
-    where = {
-        "cluster": cluster,
-        "cluster_certs": cluster_certs,
-        "max_clock_skew": max_clock_skew,
-        "insecure_cluster": insecure_cluster,
-    }
     _run(config, out, soft, plan, where)
 
 

@@ -18,6 +18,7 @@ from tippingpoint.cli.options import (
     user_errors,
     warn_timeout,
 )
+from tippingpoint.cli.web import live_page, web_options
 
 if TYPE_CHECKING:
     from tippingpoint.sweep import SweepConfig
@@ -97,20 +98,28 @@ _SWEEP_CONNECTIONS = 128
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @cluster_options
 @mqtt_publish_options
+@web_options
 def sweep(**opts: Any) -> None:
     """Step the rate up until latency tips over; print the table and the tipping point.
 
     With --closed, step the number of connections of a closed loop instead (each sends
     its next request when the last is answered, as wrk does): the tipping point is then
     the most the server carries while its latency stays near its low-load level."""
+    with user_errors():
+        sweep_config, roles = _sweep_config(opts)
+    url = opts["url"] or sweep_config.attack.targets[0].url
+    with live_page(opts, f"tippingpoint sweep {url}", "sweep", None, ("sweep", "sweep", url)):
+        _sweep(sweep_config, roles, opts)
+
+
+def _sweep(sweep_config: SweepConfig, roles: dict[str, list[int]], opts: dict[str, Any]) -> None:
     import json
 
+    from tippingpoint import tap
     from tippingpoint.monitor import Monitor
     from tippingpoint.search import run_sweep
     from tippingpoint.sweep import render_table
 
-    with user_errors():
-        sweep_config, roles = _sweep_config(opts)
     config = sweep_config.attack
     closed = sweep_config.closed
     warn_timeout(config, "sweep")
@@ -120,14 +129,15 @@ def sweep(**opts: Any) -> None:
         monitor.cores = _ledger(roles)
 
     def on_row(row: Any) -> None:
+        label = f"{row.connections:,d} connections" if closed else f"{row.offered:,.0f}/s"
+        line = (
+            f"step {label}: achieved {row.achieved:,.0f}/s, "
+            f"p99 {row.p99_ms:.2f} ms, success {row.success * 100:.2f}%"
+            + (f" - {row.verdict}" if row.verdict else "")
+        )
+        tap.log(line)
         if not opts["as_json"]:
-            label = f"{row.connections:,d} connections" if closed else f"{row.offered:,.0f}/s"
-            click.echo(
-                f"step {label}: achieved {row.achieved:,.0f}/s, "
-                f"p99 {row.p99_ms:.2f} ms, success {row.success * 100:.2f}%"
-                + (f" - {row.verdict}" if row.verdict else ""),
-                err=True,
-            )
+            click.echo(line, err=True)
 
     from dataclasses import replace
 
@@ -136,6 +146,7 @@ def sweep(**opts: Any) -> None:
     # A Ctrl-C between steps ends the sweep there.
     with interrupt.catching(), load_of(opts, "sweep") as load:
         result = run_sweep(replace(sweep_config, runner=load.attack), monitor, on_row)
+    tap.result(result.to_json())
     if opts["as_json"]:
         click.echo(json.dumps(result.to_json()))
     else:

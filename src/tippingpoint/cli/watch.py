@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 
+from tippingpoint import tap
 from tippingpoint.cli.base import cli, fail
 from tippingpoint.cli.options import parse_roles
+from tippingpoint.cli.web import live_page, web_options
 
 _CSV_COLUMNS = (
     "t",
@@ -61,6 +63,7 @@ _CSV_COLUMNS = (
     help="Output format.",
 )
 @click.option("-o", "--output", default="-", show_default=True, help="Output file.")
+@web_options
 def watch(
     roles: tuple[str, ...],
     haproxy_dir: str | None,
@@ -70,11 +73,11 @@ def watch(
     duration: str | None,
     fmt: str,
     output: str,
+    **web: Any,
 ) -> None:
     """Sample the machine as the article's Ganglia did: TCP established, sockets, packets,
     memory, CPU per role, HAProxy counters, and the MQTT side (mosquitto's $SYS, serve's
     MQTT counters)."""
-    import signal as sig
     from pathlib import Path
 
     from tippingpoint.monitor import Monitor
@@ -118,6 +121,23 @@ def watch(
     except OSError as e:
         fail(f"cannot write -o {output}: {e.strerror}")
         return
+    if fmt == "csv":
+        out.write(_csv_header(list(role_map)))
+    try:
+        _watch(monitor, out, (period, limit), lambda r: _line(r, fmt, list(role_map)), web)
+    finally:
+        for watcher in watchers:
+            watcher.close()
+        if out is not sys.stdout:
+            out.close()
+
+
+def _watch(
+    monitor: Any, out: Any, times: tuple[float, float | None], line: Any, web: dict[str, Any]
+) -> None:
+    """Sample until Ctrl-C, SIGTERM or the duration; the live page too with --web."""
+    import signal as sig
+
     stop = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -126,15 +146,11 @@ def watch(
 
     for s in (sig.SIGINT, sig.SIGTERM):
         sig.signal(s, on_signal)
-    if fmt == "csv":
-        out.write(_csv_header(list(role_map)))
-    try:
-        _sample(monitor, out, period, limit, lambda: stop, lambda r: _line(r, fmt, list(role_map)))
-    finally:
-        for watcher in watchers:
-            watcher.close()
-        if out is not sys.stdout:
-            out.close()
+    what = ("watch", "watch", f"the machine, sampled every {times[0]:g} s")
+    with live_page(web, "tippingpoint watch", "watch", None, what) as feed:
+        _sample(monitor, out, times[0], times[1], lambda: stop, line)
+        if stop and feed is not None:
+            feed.end("interrupted")  # Ctrl-C is how a watch ends: no lingering
 
 
 def _sample(
@@ -156,6 +172,7 @@ def _sample(
         if stopped() or (limit is not None and time.monotonic() - start > limit + 0.01):
             break
         record = monitor.sample()
+        tap.sample(record)
         for event in record.get("events", []):
             click.echo(f"tippingpoint watch: {event}", err=True)
         out.write(line(record))

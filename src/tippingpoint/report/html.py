@@ -14,7 +14,7 @@ import statistics
 from importlib import resources
 from typing import Any
 
-__all__ = ["plotly_js", "render_html"]
+__all__ = ["DRAW", "STYLE", "plotly_js", "render_body", "render_html"]
 
 
 def plotly_js() -> str:
@@ -22,7 +22,7 @@ def plotly_js() -> str:
     return (resources.files("plotly") / "package_data" / "plotly.min.js").read_text()
 
 
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
@@ -34,15 +34,18 @@ pre { background: #f8f8f8; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 tr.disturbed td { color: #999; }
 """
 
-_SCRIPT = """
-const DATA = JSON.parse(document.getElementById('bench-data').textContent);
+DRAW = """
+function draw(DATA) {
 const layout = (title, x, y, extra) => Object.assign({
   title: {text: title}, xaxis: {title: {text: x}}, yaxis: {title: {text: y}},
   margin: {t: 50, r: 20}, legend: {orientation: 'h'}}, extra || {});
 const config = {displaylogo: false, responsive: true};
 let rendered = 0;
 function plot(id, traces, lay) {
-  Plotly.newPlot(id, traces, lay, config).then(() => {
+  const div = document.getElementById(id);
+  if (!div) return;
+  // react: a live page draws the same div again each second with more points.
+  Plotly.react(div, traces, lay, config).then(() => {
     rendered += 1;
     document.body.dataset.charts = String(rendered);
   });
@@ -180,7 +183,12 @@ plot('mem', [{x: m.t, y: m.mem_used_mib, name: 'memory used (MiB)'}]
 plot('pkts', [{x: m.t, y: m.rx_packets, name: 'packets in/s (lo)'},
               {x: m.t, y: m.tx_packets, name: 'packets out/s (lo)'}],
   layout('Packets per second', 's', 'packets/s'));
+}
 """
+"""The report's charts, as one function of its data: the report calls it once, the live
+page (:mod:`tippingpoint.web.page`) each time its data grows."""
+
+_SCRIPT = DRAW + "draw(JSON.parse(document.getElementById('bench-data').textContent));\n"
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -453,6 +461,8 @@ _SWEEP_COLUMNS = [
 
 
 def _sweep_verdict(sweep: dict[str, Any], unit: str) -> str:
+    if sweep.get("running"):
+        return "Running: the tipping point is judged when the sweep ends"
     if sweep.get("client_limited"):
         verdict = "No tipping point: the client was the limit, not HAProxy"
         if sweep.get("lift"):
@@ -508,9 +518,11 @@ def _experiment(exp: dict[str, Any]) -> list[str]:
     return parts
 
 
-def render_html(data: dict[str, Any]) -> str:
-    """``data``: ``title``, ``summary`` rows, ``experiments`` (sweeps, attacks, holds),
-    ``monitor`` series, ``config`` text, ``machine``, ``placement``, ``warnings``."""
+def render_body(data: dict[str, Any]) -> str:
+    """The report's body without its data and script: headings, verdicts, tables and
+    the places of the charts :data:`DRAW` draws. ``data``: ``title``, ``summary`` rows,
+    ``experiments`` (sweeps, attacks, holds), ``monitor`` series, ``config`` text,
+    ``machine``, ``placement``, ``warnings``."""
     parts = [
         f"<h1>{html.escape(data['title'])}</h1>",
         f"<p>{html.escape(data['machine'])}</p>",
@@ -548,12 +560,17 @@ def render_html(data: dict[str, Any]) -> str:
         "<h2>HAProxy configuration</h2>",
         f"<pre>{html.escape(data['config'])}</pre>",
     ]
+    return "".join(parts)
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """The whole report: :func:`render_body`, plotly.js, the data and :data:`DRAW`."""
     payload = json.dumps(data, default=str).replace("</", "<\\/")
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(data['title'])}</title><style>{_STYLE}</style>"
+        f"<title>{html.escape(data['title'])}</title><style>{STYLE}</style>"
         f"<script>{plotly_js()}</script></head><body>"
-        + "".join(parts)
+        + render_body(data)
         + f'<script type="application/json" id="bench-data">{payload}</script>'
         + f"<script>{_SCRIPT}</script></body></html>\n"
     )

@@ -1,0 +1,169 @@
+"""What `--web` costs the bench: the knee and the generator's CPU per request with and
+without the live page, one page open.
+
+In one session, ``--runs`` times each, alternating: the default scenario's HTTP
+keep-alive sweep as the bench runs it, once plain and once with ``--web`` and one page
+open in headless Chromium (Playwright driving Debian's ``chromium``, under ``taskset -c``
+``--viewer-cpu``: the client's CPU by default, as a browser on the bench machine would
+land somewhere). For each run it prints the knee (last good - first bad), the generator's
+CPU per request (the client's CPU share over the achieved rate, median of the steps
+within the knee) and the bench process's own CPU during the sweep (from the report). With
+``--web`` it also reads back from /proc, while the page lingers, the web server thread's
+CPU time and the CPUs it may run on. Then the medians and the ratio with/without; the
+noise is the spread of the plain runs among themselves.
+
+    python benchmarks/web_cost.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from common import machine, median, need, tippingpoint
+from tippingpoint.bench import DEFAULT_SCENARIO
+from tippingpoint.web.server import THREAD_NAME
+
+NAME = "HTTP, keep-alive"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def scenario_text() -> str:
+    head, _, rest = DEFAULT_SCENARIO.partition("[[experiment]]")
+    blocks = ["[[experiment]]" + b for b in rest.split("[[experiment]]")]
+    return head + "".join(b for b in blocks if f'name = "{NAME}"' in b)
+
+
+def web_thread(pid: int) -> dict[str, Any]:
+    """The web server thread of ``pid``: its CPU seconds and the CPUs it may run on."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().strip() != THREAD_NAME:
+            continue
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        cpus = re.search(r"Cpus_allowed_list:\s*(\S+)", (task / "status").read_text())
+        return {
+            "cpu_s": (int(fields[11]) + int(fields[12])) / tick,
+            "cpus": cpus.group(1) if cpus else "?",
+        }
+    raise RuntimeError(f"no thread {THREAD_NAME} in pid {pid}")
+
+
+def viewer(url: str, cpu: str, tmp: Path, done: threading.Event) -> None:
+    """One page open on ``url`` until the run ends."""
+    from playwright.sync_api import sync_playwright
+
+    wrapper = tmp / "chromium-pinned"
+    wrapper.write_text(f'#!/bin/sh\nexec taskset -c {cpu} /usr/bin/chromium "$@"\n')
+    wrapper.chmod(0o755)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.wait_for_function("() => document.body.dataset.ended", timeout=900_000)
+        browser.close()
+    done.set()
+
+
+def run(tmp: Path, k: int, web: bool, cpu: str) -> dict[str, Any]:
+    path = tmp / "web-cost.toml"
+    path.write_text(scenario_text())
+    out = tmp / f"bench-{k}-{'web' if web else 'plain'}"
+    cmd = [*tippingpoint(), "bench", str(path), "-o", str(out)]
+    figures: dict[str, Any] = {}
+    if not web:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        proc = subprocess.Popen(
+            [*cmd, "--web", "--web-linger", "20s"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        url = re.search(r"live page (\S+)", proc.stderr.readline())
+        assert url, "no live page line"
+        done = threading.Event()
+        threading.Thread(target=viewer, args=(url.group(1), cpu, tmp, done), daemon=True).start()
+        for line in proc.stderr:
+            if "stays up" in line:
+                break
+        done.wait(30)
+        figures = web_thread(proc.pid)
+        proc.send_signal(2)
+        proc.wait(timeout=30)
+    summary = json.loads((out / "summary.json").read_text())
+    entry = next(e for e in summary["experiments"] if e["name"] == NAME)
+    sweep = entry["sweep"]
+    judged = [
+        r for r in sweep["steps"]
+        if not r["disturbed"] and not r["past"] and r["client_cpu_pct"] and r["achieved"]
+    ]  # fmt: skip
+    per_request = [r["client_cpu_pct"] / 100 * 1e6 / r["achieved"] for r in judged]
+    return {
+        "last_good": sweep["last_good"],
+        "first_bad": sweep["first_bad"],
+        "client_us_per_request": median(per_request) if per_request else float("nan"),
+        "bench_cpu_pct": entry.get("bench_cpu_pct"),
+        "duration_s": len(sweep["steps"]),
+        **figures,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--viewer-cpu", default="0")
+    args = parser.parse_args()
+    need("haproxy", "chromium", "taskset")
+    print(machine())
+    results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(args.runs):
+            for web in (False, True) if k % 2 == 0 else (True, False):
+                began = time.monotonic()
+                r = run(Path(tmp), k, web, args.viewer_cpu)
+                r["wall_s"] = round(time.monotonic() - began)
+                results[web].append(r)
+                print(("with --web " if web else "plain      ") + json.dumps(r), flush=True)
+    for web in (False, True):
+        rows = results[web]
+        goods = [r["last_good"] for r in rows if r["last_good"]]
+        print(
+            f"{'with --web' if web else 'plain':11s} knee (last good) median "
+            f"{median(goods) if goods else 0:,.0f}/s over {goods}; generator "
+            f"{median([r['client_us_per_request'] for r in rows]):.2f} µs/request; bench "
+            f"process {median([r['bench_cpu_pct'] or 0 for r in rows]):.1f} % of a core"
+        )
+    plain, web_rows = results[False], results[True]
+    if web_rows:
+        cpu = [r["cpu_s"] / r["wall_s"] * 100 for r in web_rows]
+        print(
+            f"web server thread: {median(cpu):.2f} % of a core over each run "
+            f"(runs {', '.join(f'{c:.2f}' for c in cpu)}), on CPUs "
+            f"{sorted({r['cpus'] for r in web_rows})}"
+        )
+    goods = [r["last_good"] for r in plain if r["last_good"]]
+    if len(goods) > 1:
+        m = median(goods)
+        print(f"noise (plain runs): knee {min(goods) / m:.2f}x-{max(goods) / m:.2f}x of median")
+
+
+if __name__ == "__main__":
+    main()
