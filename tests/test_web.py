@@ -27,7 +27,7 @@ from tippingpoint.cli.web import parse_address
 from tippingpoint.stream import Interval, decode
 from tippingpoint.web.feed import LiveFeed
 from tippingpoint.web.metrics import METRICS
-from tippingpoint.web.server import WebServer
+from tippingpoint.web.server import THREAD_NAME, WebServer
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -239,10 +239,13 @@ open_files = 1200
 [backends]
 ports = "{ports[0]}-{ports[0]}"
 processes = 1
+cpus = "1"
 [proxy]
 http = "127.0.0.1:{ports[1]}"
+cpus = "1"
 [client]
 processes = 1
+cpus = "0"
 [[experiment]]
 name = "http sweep"
 kind = "sweep"
@@ -261,6 +264,16 @@ duration = "3s"
 """
     )
     return path
+
+
+def _cpus(pid: int, comm: str | None = None) -> str:
+    """Where the thread named ``comm`` of ``pid`` (its main thread: None) may run."""
+    task = Path(f"/proc/{pid}/task/{pid}")
+    if comm is not None:
+        task = next(t for t in task.parent.iterdir() if (t / "comm").read_text().strip() == comm)
+    match = re.search(r"Cpus_allowed_list:\s*(\S+)", (task / "status").read_text())
+    assert match is not None
+    return match.group(1)
 
 
 def _points(page: Any) -> int:
@@ -302,6 +315,9 @@ def test_the_live_page_grows_in_chromium_and_links_the_report(tmp_path: Path) ->
                 timeout=30_000,
             )
             first = _points(page)
+            # The server's thread runs where the bench placed its process (its client's
+            # CPUs), read back from /proc.
+            assert _cpus(proc.pid, THREAD_NAME) == _cpus(proc.pid) == "0"
             page.wait_for_timeout(3000)
             second = _points(page)
             # The running sweep's chart gained a point a second (or the next experiment
@@ -335,3 +351,43 @@ def test_the_live_page_grows_in_chromium_and_links_the_report(tmp_path: Path) ->
     assert code == 0
     assert (out / "index.html").exists()
     assert not os.path.exists(out / "index.html.tmp")
+
+
+# --- the feed alone (no I/O) ----------------------------------------------------------
+
+
+def test_the_feed_draws_each_client_machine_of_a_cluster() -> None:
+    """Records of two client machines: the page's rate chart has a line per machine and
+    /metrics a counter per machine, the total exact."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tippingpoint.stream import Header
+    from tippingpoint.web.metrics import render_metrics
+    from tippingpoint.web.page import update
+
+    feed = LiveFeed("t", "attack", "here")
+    feed.begin("spread", "attack", "GET /", [])
+    plan = {"targets": ["GET http://127.0.0.1:1/"], "pace": [], "timeout": 5.0}
+    header = Header(time.time(), rate=30.0, closed_connections=None, duration=2.0,
+                    requests=None, keepalive=True, processes=2,
+                    max_connections_per_process=10, **plan)  # fmt: skip
+    feed.record(header)
+    for t in (0.0, 1.0):
+        for process, host, n in ((0, "cl1", 10), (1, "cl2", 20)):
+            feed.record(
+                Interval(process=process, t=t, dur=1.0, sent=n, done=n, codes={200: n}, host=host)
+            )
+    state = feed.state()
+    data = json.loads(update(state))["data"]
+    timeline = data["experiments"][-1]["timeline"]
+    assert timeline["rate"] == [30.0, 30.0]
+    assert timeline["hosts"] == {"cl1": [10.0, 10.0], "cl2": [20.0, 20.0]}
+    samples = {
+        (s.name, s.labels.get("host", "")): s.value
+        for f in text_string_to_metric_families(render_metrics(state))
+        for s in f.samples
+    }
+    assert samples[("tippingpoint_sent_total", "")] == 60
+    assert samples[("tippingpoint_client_sent_total", "cl1")] == 20
+    assert samples[("tippingpoint_client_sent_total", "cl2")] == 40
+    assert samples[("tippingpoint_achieved_per_second", "")] == 30.0

@@ -60,26 +60,37 @@ class ReportError(BenchFailure):
     """The report directory cannot be written; a one-line reason with the way out."""
 
 
-def timeline(records: list[Record]) -> dict[str, list[float]]:
-    """Per-second p50, p99 and throughput of an attack's interval records (all processes)."""
-    by_t: dict[float, list[Interval]] = {}
+def timeline(records: list[Record]) -> dict[str, Any]:
+    """Per-second p50, p99 and throughput of an attack's interval records (all processes);
+    on a cluster of several client machines, the throughput of each too (``hosts``)."""
+    seconds: dict[float, list[Any]] = {}
     for record in records:
         if isinstance(record, Interval):
-            by_t.setdefault(record.t, []).append(record)
-    out: dict[str, list[float]] = {"t": [], "p50_ms": [], "p99_ms": [], "rate": []}
-    for start in sorted(by_t):
-        h = Histogram()
-        done = 0
-        dur = 1.0
-        for record in by_t[start]:
-            h.add(record.histogram("latency"))
-            done += record.done
-            dur = record.dur or 1.0
-        p50, p99 = h.percentiles([50, 99])
-        out["t"].append(start)
+            second = seconds.setdefault(record.t, [Histogram(), 0, 1.0, {}])
+            second[0].add(record.histogram("latency"))
+            second[1] += record.done
+            second[2] = record.dur or 1.0
+            second[3][record.host] = second[3].get(record.host, 0) + record.done
+    return timeline_of(seconds)
+
+
+def timeline_of(seconds: dict[float, list[Any]]) -> dict[str, Any]:
+    """:func:`timeline` of seconds already gathered: t -> [latency histogram, completed,
+    duration, completed per client machine] (the live page keeps them so)."""
+    out: dict[str, Any] = {"t": [], "p50_ms": [], "p99_ms": [], "rate": []}
+    hosts = sorted({h for second in seconds.values() for h in second[3] if h})
+    by_host: dict[str, list[float]] = {h: [] for h in hosts}
+    for t in sorted(seconds):
+        latency, done, dur, per_host = seconds[t]
+        p50, p99 = latency.percentiles([50, 99])
+        out["t"].append(t)
         out["p50_ms"].append(p50 / 1000)
         out["p99_ms"].append(p99 / 1000)
         out["rate"].append(done / dur)
+        for h in hosts:
+            by_host[h].append(per_host.get(h, 0) / dur)
+    if len(hosts) > 1:
+        out["hosts"] = by_host
     return out
 
 

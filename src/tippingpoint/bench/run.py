@@ -292,7 +292,8 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
         description = kind.describe(exp, kind.url(bench, exp), bench.scenario)
         bench.log(f"bench: {exp.name} ({description})")
         left = [e.name for e in bench.scenario.experiments[index + 1 :]]
-        tap.begin(exp.name, kind.shape, description, left)
+        label = f"{exp.name} [{setup}]" if setup else exp.name  # its counters' label
+        tap.begin(label, kind.shape, description, left)
         restarted = len(bench.topology.worker_restarts())
         began, cpu = time.monotonic(), _cpu_seconds()
         outcome = kind.run(bench, index, exp)

@@ -41,14 +41,22 @@ const layout = (title, x, y, extra) => Object.assign({
   margin: {t: 50, r: 20}, legend: {orientation: 'h'}}, extra || {});
 const config = {displaylogo: false, responsive: true};
 let rendered = 0;
+function counted() {
+  rendered += 1;
+  document.body.dataset.charts = String(rendered);
+}
 function plot(id, traces, lay) {
   const div = document.getElementById(id);
   if (!div) return;
-  // react: a live page draws the same div again each second with more points.
-  Plotly.react(div, traces, lay, config).then(() => {
-    rendered += 1;
-    document.body.dataset.charts = String(rendered);
-  });
+  // A live page calls draw again each second: a chart whose figures did not change is
+  // left as it is, one that grew is drawn again in place (react).
+  const key = JSON.stringify([traces, lay]);
+  if (div.drawnKey === key) {
+    counted();
+    return;
+  }
+  div.drawnKey = key;
+  Plotly.react(div, traces, lay, config).then(counted);
 }
 for (const exp of DATA.experiments) {
   if (exp.shape === 'sweep') {
@@ -140,7 +148,10 @@ for (const exp of DATA.experiments) {
     plot('lat-' + exp.id, [
       {x: t.t, y: t.p50_ms, name: 'p50'}, {x: t.t, y: t.p99_ms, name: 'p99'}],
       layout(exp.name + ': latency over time', 's', 'ms'));
-    plot('rate-' + exp.id, [{x: t.t, y: t.rate, name: 'responses/s'}],
+    // On a cluster of several client machines, each machine's rate beside the total.
+    const hosts = t.hosts || {};
+    plot('rate-' + exp.id, [{x: t.t, y: t.rate, name: 'responses/s'}].concat(
+      Object.keys(hosts).map(h => ({x: t.t, y: hosts[h], name: h, line: {dash: 'dot'}}))),
       layout(exp.name + ': rate over time', 's', 'requests/s'));
   }
 }
@@ -548,19 +559,27 @@ def render_body(data: dict[str, Any]) -> str:
         for k, exp in enumerate(e for e in data["experiments"] if e.get("setup") == setups[0]):
             if exp["shape"] in ("sweep", "tls-cost"):
                 parts.append(f'<div id="overlay-{k}" class="chart"></div>')
+    # In sections, each with its own id: a live page replaces only those that changed,
+    # and the charts of the others stay as they are.
+    sections = [_section("head", parts)]
     for exp in data["experiments"]:
-        parts += _experiment(exp)
-    parts.append(_placement(data))
-    parts += [
+        sections.append(_section(str(exp["id"]), _experiment(exp)))
+    sections.append(_section("placement", [_placement(data)]))
+    machine = [
         "<h2>The machine</h2>",
         '<div id="tcp" class="chart"></div>',
         '<div id="cpu" class="chart"></div>',
         '<div id="mem" class="chart"></div>',
         '<div id="pkts" class="chart"></div>',
-        "<h2>HAProxy configuration</h2>",
-        f"<pre>{html.escape(data['config'])}</pre>",
     ]
-    return "".join(parts)
+    sections.append(_section("machine", machine))
+    config = ["<h2>HAProxy configuration</h2>", f"<pre>{html.escape(data['config'])}</pre>"]
+    sections.append(_section("config", config))
+    return "".join(sections)
+
+
+def _section(key: str, parts: list[str]) -> str:
+    return f'<section id="s-{html.escape(key)}">' + "".join(parts) + "</section>"
 
 
 def render_html(data: dict[str, Any]) -> str:

@@ -49,10 +49,14 @@ class Counts:
     hold_opened: dict[int, int] = field(default_factory=dict)
     hold_codes: dict[int, dict[int, int]] = field(default_factory=dict)
     """A hold's statuses per process (its records count since the hold began)."""
+    hold_failed: dict[int, dict[str, int]] = field(default_factory=dict)
+    """A hold's failed opens per process, by reason (counted since it began)."""
     second: float = -1.0
     second_done: int = 0
     second_dur: float = 1.0
     step: int = 0
+    by_host: Counter[str] = field(default_factory=Counter)
+    """Sent, per client machine (a cluster run)."""
 
     def copy(self) -> Counts:
         return Counts(
@@ -60,8 +64,9 @@ class Counts:
             self.closed, self.latency.copy(), self.lateness.copy(), self.latency_sum_us,
             self.offered, self.achieved, dict(self.open), dict(self.in_flight),
             dict(self.held), dict(self.lost), dict(self.hold_opened),
-            {k: dict(v) for k, v in self.hold_codes.items()}, self.second,
-            self.second_done, self.second_dur, self.step,
+            {k: dict(v) for k, v in self.hold_codes.items()},
+            {k: dict(v) for k, v in self.hold_failed.items()}, self.second,
+            self.second_done, self.second_dur, self.step, Counter(self.by_host),
         )  # fmt: skip
 
 
@@ -78,7 +83,8 @@ class Running:
     step: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[float, list[Any]] = field(default_factory=dict)
-    """t -> [latency histogram, completed, duration]: the latency and rate over time."""
+    """t -> [latency histogram, completed, duration, completed per client machine]: the
+    latency and rate over time."""
     hold: dict[float, list[int]] = field(default_factory=dict)
     """t -> [established, lost, request p99 in µs]: a hold's connections over time."""
     offset: float = 0.0
@@ -209,13 +215,7 @@ class LiveFeed:
         with self._lock:
             running = self._running
             if running is not None:
-                running = Running(
-                    running.name, running.shape, running.description, running.began,
-                    list(running.left), running.step, list(running.rows),
-                    {t: [h.copy(), n, d] for t, (h, n, d) in running.seconds.items()},
-                    {t: list(v) for t, v in running.hold.items()}, running.offset,
-                    running.sweep,
-                )  # fmt: skip
+                running = _copy(running)
             return State(
                 self.title, self.command, self.host, self.version, self._report, running,
                 list(self._samples), [list(e) for e in self._events],
@@ -226,6 +226,15 @@ class LiveFeed:
     def _event(self, line: str) -> None:
         level = "warning" if "warning" in line else "error" if "error" in line else "info"
         self._events.append([round(time.time() - self.started, 1), level, line])
+
+
+def _copy(r: Running) -> Running:
+    seconds = {t: [h.copy(), n, d, Counter(c)] for t, (h, n, d, c) in r.seconds.items()}
+    hold = {t: list(v) for t, v in r.hold.items()}
+    return Running(
+        r.name, r.shape, r.description, r.began, list(r.left), r.step, list(r.rows),
+        seconds, hold, r.offset, r.sweep,
+    )  # fmt: skip
 
 
 def _step(header: Header, n: int) -> str:
@@ -260,10 +269,13 @@ def _interval(counts: Counts, running: Running, record: Interval) -> None:
     t = round(running.offset + record.t, 1)
     second = running.seconds.get(t)
     if second is None:
-        running.seconds[t] = [latency, record.done, record.dur or 1.0]
+        second = running.seconds[t] = [latency, 0, record.dur or 1.0, Counter()]
     else:
         second[0].add(latency)
-        second[1] += record.done
+    second[1] += record.done
+    if record.host:  # a cluster's client machine
+        second[3][record.host] += record.done
+        counts.by_host[record.host] += record.sent
 
 
 def _held(counts: Counts, running: Running, record: HoldRecord) -> None:
@@ -271,6 +283,7 @@ def _held(counts: Counts, running: Running, record: HoldRecord) -> None:
     counts.lost[record.process] = record.lost
     counts.hold_opened[record.process] = record.opened
     counts.hold_codes[record.process] = dict(record.codes)
+    counts.hold_failed[record.process] = {k: e.count for k, e in record.failed.items()}
     t = round(running.offset + record.t, 1)
     p99 = record.histogram("request").percentile(99) if "request" in record.hist else 0
     point = running.hold.setdefault(t, [0, 0, 0])

@@ -24,6 +24,10 @@ BUCKETS_S: Final = (
 
 METRICS: Final[dict[str, tuple[str, str]]] = {
     "tippingpoint_sent_total": ("counter", "Requests or messages sent."),
+    "tippingpoint_client_sent_total": (
+        "counter",
+        "Requests or messages sent, by client machine (a cluster run).",
+    ),
     "tippingpoint_responses_total": ("counter", "Responses (or acknowledgements) by status."),
     "tippingpoint_failures_total": ("counter", "Requests that got no response, by reason."),
     "tippingpoint_connections_opened_total": ("counter", "Connections the load opened."),
@@ -101,14 +105,20 @@ def render_metrics(state: State) -> str:
 
 def _experiment(out: _Out, name: str, c: Counts) -> None:
     out.add("tippingpoint_sent_total", c.sent, experiment=name)
+    for host in sorted(c.by_host):
+        out.add("tippingpoint_client_sent_total", c.by_host[host], experiment=name, host=host)
     codes = dict(c.codes)
     for per_process in c.hold_codes.values():
         for code, n in per_process.items():
             codes[code] = codes.get(code, 0) + n
     for code in sorted(codes):
         out.add("tippingpoint_responses_total", codes[code], experiment=name, status=code)
-    for reason in sorted(c.errors):
-        out.add("tippingpoint_failures_total", c.errors[reason], experiment=name, reason=reason)
+    failures = dict(c.errors)
+    for failed in c.hold_failed.values():
+        for reason, n in failed.items():
+            failures[reason] = failures.get(reason, 0) + n
+    for reason in sorted(failures):
+        out.add("tippingpoint_failures_total", failures[reason], experiment=name, reason=reason)
     out.add("tippingpoint_connections_opened_total", c.opened, experiment=name)
     out.add("tippingpoint_connections_closed_total", c.closed, experiment=name)
     _histogram(out, name, c.latency)

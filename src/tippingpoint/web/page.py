@@ -15,8 +15,7 @@ import html
 import json
 from typing import Any
 
-from tippingpoint.bench.report import monitor_series
-from tippingpoint.hdr import Histogram
+from tippingpoint.bench.report import monitor_series, timeline_of
 from tippingpoint.report.html import DRAW, STYLE, plotly_js, render_body
 from tippingpoint.web.feed import Running, State
 
@@ -43,15 +42,33 @@ _LIVE_STYLE = """
 _CLIENT = """
 const token = new URLSearchParams(location.search).get('token');
 const q = token ? '?token=' + encodeURIComponent(token) : '';
-let body = null;
+// The report's sections, each replaced only when its HTML changed (the charts of the
+// others are left as they are; draw() redraws only the charts whose figures changed).
+function patch(container, body) {
+  const fresh = document.createElement('div');
+  fresh.innerHTML = body;
+  const wanted = Array.from(fresh.children);
+  const ids = new Set(wanted.map(e => e.id));
+  for (const old of Array.from(container.children)) if (!ids.has(old.id)) old.remove();
+  let before = null;
+  for (const section of wanted) {
+    const html = section.outerHTML;
+    let current = document.getElementById(section.id);
+    if (!current || current.sourceHtml !== html) {
+      section.sourceHtml = html;
+      if (current) current.replaceWith(section); else container.appendChild(section);
+      current = section;
+    }
+    const next = before ? before.nextElementSibling : container.firstElementChild;
+    if (next !== current) container.insertBefore(current, next);
+    before = current;
+  }
+}
 const source = new EventSource('events' + q);
 source.onmessage = (event) => {
   const u = JSON.parse(event.data);
   document.getElementById('live').innerHTML = u.live.replaceAll('{q}', q);
-  if (u.body !== body) {
-    document.getElementById('report').innerHTML = u.body;
-    body = u.body;
-  }
+  patch(document.getElementById('report'), u.body);
   draw(u.data);
   document.body.dataset.version = String(u.version);
   if (u.ended) {
@@ -159,22 +176,9 @@ def _running(r: Running, how: str) -> list[dict[str, Any]]:
                 "description": r.description,
                 "shape": "attack",
                 "report": r.step or "waiting for the first second of load",
-                "timeline": _timeline(r.seconds),
+                "timeline": timeline_of(r.seconds),
             }
         )
-    return out
-
-
-def _timeline(seconds: dict[float, list[Any]]) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"t": [], "p50_ms": [], "p99_ms": [], "rate": []}
-    for t in sorted(seconds):
-        latency, done, dur = seconds[t]
-        assert isinstance(latency, Histogram)
-        p50, p99 = latency.percentiles([50, 99])
-        out["t"].append(t)
-        out["p50_ms"].append(p50 / 1000)
-        out["p99_ms"].append(p99 / 1000)
-        out["rate"].append(done / dur)
     return out
 
 
