@@ -16,6 +16,7 @@ among themselves.
 
     taskset -c 0 python benchmarks/web_cost.py --runs 3 --viewer stream
     python benchmarks/web_cost.py --runs 2 --viewer browser
+    python benchmarks/web_cost.py --page-cost --viewer-cpu 1
 """
 
 from __future__ import annotations
@@ -191,6 +192,48 @@ def run(tmp: Path, k: int, web: bool, cpu: str, how: str) -> dict[str, Any]:
     }
 
 
+def page_cost(cpu: str, tmp: Path) -> None:
+    """What the page costs the browser that shows it: `serve` on CPU 1, an `attack --web`
+    at 2,000/s for 70 s on CPU 0, Chromium on ``cpu``; its processes' CPU from /proc."""
+    from playwright.sync_api import sync_playwright
+
+    from common import pinned, start, stop, wait_port
+
+    serve = start(pinned(1, [*tippingpoint(), "serve", "--ports", "18282", "--processes", "1"]))
+    try:
+        wait_port(18282)
+        attack = [*tippingpoint(), "attack", "http://127.0.0.1:18282/", "--rate", "2000"]
+        proc = subprocess.Popen(
+            pinned(0, [*attack, "--duration", "70s", "-o", "/dev/null", "--web"]),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        url = re.search(r"live page (\S+)", proc.stderr.readline())
+        assert url
+        wrapper = tmp / "chromium-pinned"
+        wrapper.write_text(f'#!/bin/sh\nexec taskset -c {cpu} /usr/bin/chromium "$@"\n')
+        wrapper.chmod(0o755)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            t0, c0 = time.monotonic(), browser_cpu_s()
+            page.goto(url.group(1))
+            page.wait_for_timeout(15_000)
+            t1, c1 = time.monotonic(), browser_cpu_s()
+            page.wait_for_timeout(40_000)
+            t2, c2 = time.monotonic(), browser_cpu_s()
+            browser.close()
+        print(
+            f"the page's browser (CPU {cpu}): {100 * (c1 - c0) / (t1 - t0):.1f} % of a core "
+            f"over its first 15 s, {100 * (c2 - c1) / (t2 - t1):.1f} % over the next 40 s"
+        )
+        proc.send_signal(2)
+        proc.wait(timeout=30)
+    finally:
+        stop(serve)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -202,9 +245,18 @@ def main() -> None:
         help="browser: the page in Chromium on --viewer-cpu; stream: its event stream read "
         "to the end (a browser on another machine costs the bench only that)",
     )
+    parser.add_argument(
+        "--page-cost",
+        action="store_true",
+        help="only what the page costs its browser (Chromium on --viewer-cpu, 1 advised)",
+    )
     args = parser.parse_args()
     need("haproxy", "chromium", "taskset")
     print(machine())
+    if args.page_cost:
+        with tempfile.TemporaryDirectory() as tmp:
+            page_cost(args.viewer_cpu, Path(tmp))
+        return
     results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.runs):

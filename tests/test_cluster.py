@@ -450,3 +450,28 @@ def test_a_hold_that_does_not_fit_the_fleet_is_refused_per_machine(
     # Each worker's machine with its share and what it lacks.
     assert refusal.count("30,000,000 connections: ") == 3 and "GiB are available" in refusal
     assert server.metrics()["tippingpoint_serve_connections_accepted_total"] == 0
+
+
+def test_doctor_checks_each_machine_of_the_cluster_through_its_workers(cluster: str) -> None:
+    """`doctor --cluster`: the checks run in a worker on each host, for the share of the
+    connections that host's workers would hold, printed under the host's name."""
+    import socket
+
+    result = run_tp("doctor", "--connections", "30000", "--cluster", cluster, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    out = result.stdout.decode()
+    head = re.search(
+        rf"^{re.escape(socket.gethostname())}: 3 worker\(s\), 30,000 of the 30,000 "
+        r"connections \(checked by worker pid (\d+), tcp://127\.0\.0\.1:\d+\)$",
+        out,
+        re.M,
+    )
+    assert head is not None, out
+    # A worker of the cluster, still running: not the doctor process, which has ended.
+    assert os.path.exists(f"/proc/{head.group(1)}")
+    checks = [line for line in out.splitlines()[1:] if line.startswith(("  ok ", "  FIX "))]
+    assert any("open files per process" in line for line in checks), out
+    assert any("ephemeral ports" in line for line in checks), out
+    refused = run_tp("doctor", "--cluster", cluster, "--apply", timeout=60)
+    assert refused.returncode == 2
+    assert refused.stderr.decode().strip().endswith("run it as root on each host")

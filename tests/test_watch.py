@@ -43,6 +43,7 @@ def test_established_connections_and_cpu_are_seen(serve) -> None:
     assert second["tcp_established"] >= first["tcp_established"] + 100
     assert second["roles"]["backend"]["processes"] == 1
     assert second["roles"]["backend"]["rss_kib"] > 1000
+    assert second["host"] == socket.gethostname()  # which machine (monitor.jsonl too)
     for s in socks:
         s.close()
 

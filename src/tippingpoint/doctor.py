@@ -15,11 +15,12 @@ import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tippingpoint.limits import memory_available
 from tippingpoint.plan import RESERVED_FDS, ConnectionPlan, plan_connections
 
-__all__ = ["Check", "apply_fixes", "diagnose"]
+__all__ = ["Check", "apply_fixes", "checks_here", "diagnose"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,12 @@ class _Sysctl:
             except OSError:
                 self.reads[key] = None
         return self.reads[key]
+
+
+def checks_here(connections: int, asked: dict[str, Any]) -> list[Check]:
+    """:func:`diagnose` on the machine this runs on (a cluster worker's, for
+    ``doctor --cluster``): its checks alone, which travel back as they are."""
+    return diagnose(connections, **asked)[0]
 
 
 def diagnose(

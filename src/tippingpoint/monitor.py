@@ -11,6 +11,7 @@ reported once, with its exit status when it was our child.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -147,6 +148,8 @@ class Monitor:
         """Accounts for every core the roles use, per step (see :mod:`tippingpoint.cores`)."""
         self.exit_status = exit_status
         self.on_event = on_event
+        self.host = socket.gethostname()
+        """The machine sampled: each record says which (monitor.jsonl, /metrics)."""
         self.start = time.monotonic()
         self._last_t = self.start
         self._last_snmp = read_snmp()
@@ -185,6 +188,7 @@ class Monitor:
         self._last_t = now
         record: dict[str, Any] = {
             "type": "monitor",
+            "host": self.host,
             "t": round(now - self.start, 3),
             "epoch": time.time(),
         }

@@ -99,7 +99,8 @@ def render_metrics(state: State) -> str:
         out.add("tippingpoint_running", int(name == running), experiment=name)
     out.add("tippingpoint_run_ended", int(bool(state.ended)))
     if state.samples:
-        _machine(out, state.host, state.samples[-1])
+        sample = state.samples[-1]
+        _machine(out, str(sample.get("host") or state.host), sample)
     return out.text()
 
 
