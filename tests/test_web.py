@@ -163,7 +163,7 @@ def test_metrics_parse_during_a_run_and_count_exactly(serve: Any, tmp_path: Path
     server = serve()
     port = free_ports(1)[0]
     results = tmp_path / "results.jsonl"
-    args = ["attack", server.url + "/", "--rate", "400", "--duration", "4s", "-o", str(results)]
+    args = ["attack", server.url + "/", "--rate", "500", "--duration", "3s", "-o", str(results)]
     proc = subprocess.Popen(
         tippingpoint_cmd(*args, "--web", f"127.0.0.1:{port}", "--web-linger", "30s"),
         stderr=subprocess.PIPE,
@@ -253,14 +253,14 @@ frontend = "http"
 start = 200
 step = "x2"
 step_duration = "2s"
-max_steps = 4
+max_steps = 3
 refine = 0
 [[experiment]]
 name = "steady"
 kind = "attack"
 frontend = "http"
 rate = 200
-duration = "3s"
+duration = "2s"
 """
     )
     return path
