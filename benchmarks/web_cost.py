@@ -70,6 +70,14 @@ def web_thread(pid: int) -> dict[str, Any]:
     raise RuntimeError(f"no thread {THREAD_NAME} in pid {pid}")
 
 
+def pinned_chromium(tmp: Path, cpu: str) -> str:
+    """Debian's chromium under ``taskset -c cpu``, as an executable Playwright starts."""
+    wrapper = tmp / "chromium-pinned"
+    wrapper.write_text(f'#!/bin/sh\nexec taskset -c {cpu} /usr/bin/chromium "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def browser_cpu_s() -> float:
     """CPU seconds of the Chromium processes this script started (its descendants)."""
     import psutil
@@ -92,11 +100,8 @@ def viewer(urls: queue.Queue[str], cpu: str, tmp: Path, ready: threading.Event,
     from 10 s after it opened (its drawing, once plotly.js is parsed)."""
     from playwright.sync_api import sync_playwright
 
-    wrapper = tmp / "chromium-pinned"
-    wrapper.write_text(f'#!/bin/sh\nexec taskset -c {cpu} /usr/bin/chromium "$@"\n')
-    wrapper.chmod(0o755)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=pinned_chromium(tmp, cpu), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         ready.set()
         url = urls.get(timeout=120)
@@ -211,11 +216,9 @@ def page_cost(cpu: str, tmp: Path) -> None:
         assert proc.stderr is not None
         url = re.search(r"live page (\S+)", proc.stderr.readline())
         assert url
-        wrapper = tmp / "chromium-pinned"
-        wrapper.write_text(f'#!/bin/sh\nexec taskset -c {cpu} /usr/bin/chromium "$@"\n')
-        wrapper.chmod(0o755)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(wrapper), args=CHROMIUM_ARGS)
+            chromium = pinned_chromium(tmp, cpu)
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             t0, c0 = time.monotonic(), browser_cpu_s()
             page.goto(url.group(1))

@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import free_ports, tippingpoint_cmd
+from tests.test_bench import CHROMIUM_FLAGS
 from tippingpoint.cli.base import cli
 from tippingpoint.cli.web import parse_address
 from tippingpoint.stream import Interval, decode
@@ -29,15 +30,6 @@ from tippingpoint.web.feed import LiveFeed
 from tippingpoint.web.metrics import METRICS
 from tippingpoint.web.server import THREAD_NAME, WebServer
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -302,7 +294,7 @@ def test_the_live_page_grows_in_chromium_and_links_the_report(tmp_path: Path) ->
         url = wait_line(proc, r"^tippingpoint: live page (http://127\.0\.0\.1:\d+/)").group(1)
         log = drain(proc)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
