@@ -108,8 +108,7 @@ class Tapped:
     def _tee(on_record: Sink) -> Sink:
         def both(rec: Record, line: bytes) -> None:
             on_record(rec, line)
-            for tap in _TAPS:
-                tap.record(rec)
+            record(rec)
 
         return both
 

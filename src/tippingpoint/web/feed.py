@@ -8,6 +8,7 @@ Nothing here does I/O: the page and the metrics are drawn from the copy elsewher
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections import Counter, deque
@@ -30,14 +31,12 @@ class Counts:
     """One experiment's counters since it began: what ``/metrics`` exports."""
 
     sent: int = 0
-    done: int = 0
     codes: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     opened: int = 0
     closed: int = 0
     latency: Histogram = field(default_factory=Histogram)
     lateness: Histogram = field(default_factory=Histogram)
-    latency_sum_us: int = 0
     offered: float = 0.0
     """The rate asked for now (a sweep's step, an attack's rate); 0 for a closed loop."""
     achieved: float = 0.0
@@ -46,7 +45,6 @@ class Counts:
     in_flight: dict[int, int] = field(default_factory=dict)
     held: dict[int, int] = field(default_factory=dict)
     lost: dict[int, int] = field(default_factory=dict)
-    hold_opened: dict[int, int] = field(default_factory=dict)
     hold_codes: dict[int, dict[int, int]] = field(default_factory=dict)
     """A hold's statuses per process (its records count since the hold began)."""
     hold_failed: dict[int, dict[str, int]] = field(default_factory=dict)
@@ -59,15 +57,7 @@ class Counts:
     """Sent, per client machine (a cluster run)."""
 
     def copy(self) -> Counts:
-        return Counts(
-            self.sent, self.done, Counter(self.codes), Counter(self.errors), self.opened,
-            self.closed, self.latency.copy(), self.lateness.copy(), self.latency_sum_us,
-            self.offered, self.achieved, dict(self.open), dict(self.in_flight),
-            dict(self.held), dict(self.lost), dict(self.hold_opened),
-            {k: dict(v) for k, v in self.hold_codes.items()},
-            {k: dict(v) for k, v in self.hold_failed.items()}, self.second,
-            self.second_done, self.second_dur, self.step, Counter(self.by_host),
-        )  # fmt: skip
+        return copy.deepcopy(self)
 
 
 @dataclass
@@ -229,7 +219,9 @@ class LiveFeed:
 
 
 def _copy(r: Running) -> Running:
-    seconds = {t: [h.copy(), n, d, Counter(c)] for t, (h, n, d, c) in r.seconds.items()}
+    """A copy to read in another thread: each second's histogram is shared (it is
+    replaced, never changed, see :func:`_interval`)."""
+    seconds = {t: [h, n, d, Counter(c)] for t, (h, n, d, c) in r.seconds.items()}
     hold = {t: list(v) for t, v in r.hold.items()}
     return Running(
         r.name, r.shape, r.description, r.began, list(r.left), r.step, list(r.rows),
@@ -248,13 +240,11 @@ def _step(header: Header, n: int) -> str:
 
 def _interval(counts: Counts, running: Running, record: Interval) -> None:
     counts.sent += record.sent
-    counts.done += record.done
     counts.codes.update(record.codes)
     for reason, error in record.errors.items():
         counts.errors[reason] += error.count
     counts.opened += record.opened
     counts.closed += record.closed
-    counts.latency_sum_us += record.latency_sum_us
     latency = record.histogram("latency")
     counts.latency.add(latency)
     counts.lateness.add(record.histogram("lateness"))
@@ -271,7 +261,12 @@ def _interval(counts: Counts, running: Running, record: Interval) -> None:
     if second is None:
         second = running.seconds[t] = [latency, 0, record.dur or 1.0, Counter()]
     else:
-        second[0].add(latency)
+        # A new histogram, never the one in place: the copies the page reads share
+        # each second's histogram (a copy of every second, each second, would grow
+        # with the run), and ``latency`` may be the record's own.
+        merged = second[0].copy()
+        merged.add(latency)
+        second[0] = merged
     second[1] += record.done
     if record.host:  # a cluster's client machine
         second[3][record.host] += record.done
@@ -281,7 +276,6 @@ def _interval(counts: Counts, running: Running, record: Interval) -> None:
 def _held(counts: Counts, running: Running, record: HoldRecord) -> None:
     counts.held[record.process] = record.established
     counts.lost[record.process] = record.lost
-    counts.hold_opened[record.process] = record.opened
     counts.hold_codes[record.process] = dict(record.codes)
     counts.hold_failed[record.process] = {k: e.count for k, e in record.failed.items()}
     t = round(running.offset + record.t, 1)

@@ -57,15 +57,15 @@ METRICS: Final[dict[str, tuple[str, str]]] = {
 """Every metric the endpoint exports: its type and help."""
 
 
+def _escape(value: Any) -> str:
+    """A label value as the text format wants it: backslash, quote and newline escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _labels(labels: dict[str, Any]) -> str:
     if not labels:
         return ""
-    inner = ",".join(
-        f'{k}="{str(v).replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        .replace("\n", "\\n")
-        for k, v in labels.items()
-    )  # fmt: skip
-    return "{" + inner + "}"
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
 
 
 def _number(value: float) -> str:

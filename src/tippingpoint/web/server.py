@@ -58,7 +58,7 @@ class WebServer:
         self.report_dir = report_dir.resolve() if report_dir is not None else None
         self._page = page_html(feed.title)
         self._update: tuple[int, bytes, bool] = (-1, b"", False)
-        self._metrics: tuple[float, str] = (-1.0, "")
+        self._metrics: tuple[float, int, str] = (-1.0, -1, "")
         self._changed: asyncio.Condition | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -191,10 +191,15 @@ class WebServer:
             return response
 
     async def _metrics_text(self, request: web.Request) -> web.StreamResponse:
-        made, text = self._metrics
-        if time.monotonic() - made >= _PERIOD_S or self.feed.ended:
-            text = await asyncio.to_thread(lambda: render_metrics(self.feed.state()))
-            self._metrics = (time.monotonic(), text)
+        """Rebuilt when the feed changed, at most once a second while the run goes on
+        (at once when it has ended: the final counts)."""
+        made, version, text = self._metrics
+        if self.feed.version != version and (
+            time.monotonic() - made >= _PERIOD_S or self.feed.ended
+        ):
+            state = self.feed.state()
+            text = await asyncio.to_thread(render_metrics, state)
+            self._metrics = (time.monotonic(), state.version, text)
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Prometheus-Format": "0.0.4"})  # fmt: skip
 
