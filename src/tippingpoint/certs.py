@@ -77,17 +77,23 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def make_certificate(
-    directory: Path, key_type: str = "ecdsa", name: str = "localhost", days: int = 30
+    directory: Path,
+    key_type: str = "ecdsa",
+    name: str = "localhost",
+    days: int = 30,
+    addresses: tuple[str, ...] = (),
 ) -> tuple[Path, Path, Path]:
     """Write ``cert.pem``, ``key.pem`` and ``bundle.pem`` (both, for HAProxy's ``crt``).
 
-    The certificate is valid for ``name``, ``localhost`` and 127.0.0.1.
+    The certificate is valid for ``name``, ``localhost``, 127.0.0.1 and ``addresses``
+    (a lab's proxy host).
     """
     key = new_key(key_type)
     names: list[x509.GeneralName] = [x509.DNSName(name)]
     if name != "localhost":
         names.append(x509.DNSName("localhost"))
-    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    for address in dict.fromkeys(("127.0.0.1", *addresses)):
+        names.append(x509.IPAddress(ipaddress.ip_address(address)))
     cert_pem, key_pem = pem(issue(name, names, key, ca=True, days=days), key)
     directory.mkdir(parents=True, exist_ok=True)
     paths = (directory / "cert.pem", directory / "key.pem", directory / "bundle.pem")

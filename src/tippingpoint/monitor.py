@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from tippingpoint import tap
+from tippingpoint.cluster.facts import host_name
 from tippingpoint.proxy.stats import show_info, sum_info
 
 if TYPE_CHECKING:
@@ -148,8 +149,15 @@ class Monitor:
         """Accounts for every core the roles use, per step (see :mod:`tippingpoint.cores`)."""
         self.exit_status = exit_status
         self.on_event = on_event
-        self.host = socket.gethostname()
+        self.host = host_name()
         """The machine sampled: each record says which (monitor.jsonl, /metrics)."""
+        self.hosts: Callable[[], dict[str, dict[str, Any]]] | None = None
+        """A lab's hosts, each one's newest sample (``hosts`` of each record; the roles
+        they carry merged into its ``roles``)."""
+        self._last_cpus = read_cores()
+        self.proxy_counters: Callable[[], dict[str, float]] | None = None
+        """An external proxy's counters (its stats CSV or Prometheus endpoint)."""
+        self._counters_failed = False
         self.start = time.monotonic()
         self._last_t = self.start
         self._last_snmp = read_snmp()
@@ -222,8 +230,15 @@ class Monitor:
         record["mem_available_kib"] = mem.get("MemAvailable", 0)
         record["mem_used_kib"] = mem.get("MemTotal", 0) - mem.get("MemAvailable", 0)
         record["slab_kib"] = mem.get("Slab", 0)
+        cpus = read_cores()
+        record["cpus"] = core_use(self._last_cpus, cpus)
+        self._last_cpus = cpus
+        record["load1"] = read_load()
         roles, events = self._roles(dt)
         record["roles"] = roles
+        if self.hosts is not None:
+            record["hosts"] = self.hosts()
+            _merge(record, record["hosts"])
         if events:
             record["events"] = events
             if self.on_event is not None:
@@ -242,7 +257,20 @@ class Monitor:
                     continue
             if infos:
                 record["haproxy"] = sum_info(infos)
+        if self.proxy_counters is not None:
+            self._external(record)
         return record
+
+    def _external(self, record: dict[str, Any]) -> None:
+        """An external proxy's counters into ``record``; a failure said once."""
+        assert self.proxy_counters is not None
+        try:
+            record["haproxy"] = self.proxy_counters()
+            self._counters_failed = False
+        except RuntimeError as e:
+            if not self._counters_failed and self.on_event is not None:
+                self.on_event(f"the external proxy's counters: {e}")
+            self._counters_failed = True
 
     def _roles(self, dt: float) -> tuple[dict[str, Any], list[str]]:
         """Each role's CPU (over the last ``dt`` seconds), memory and processes; the
@@ -333,7 +361,6 @@ _SERVE_MQTT: dict[str, str] = {
 
 def read_prometheus(host: str, port: int) -> dict[str, float]:
     """The unlabelled samples of a Prometheus text endpoint (``/metrics``); {} if down."""
-    import socket
 
     try:
         with socket.create_connection((host, port), timeout=2) as sock:
@@ -398,6 +425,56 @@ def sampling(monitor: Monitor | None, into: list[dict[str, Any]], **tags: Any) -
         thread.join()
         if ledger is not None:
             sampled.cores = ledger.end()
+
+
+def read_cores(text: str | None = None) -> dict[str, tuple[int, int, int]]:
+    """Each core's ``(total, idle, steal)`` clock ticks since boot (``/proc/stat``)."""
+    text = text if text is not None else Path("/proc/stat").read_text()
+    out = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(x) for x in rest.split()[:8]]
+            ticks += [0] * (8 - len(ticks))
+            out[name[3:]] = (sum(ticks), ticks[3] + ticks[4], ticks[7])
+    return out
+
+
+def core_use(
+    before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]]
+) -> dict[str, dict[str, float]]:
+    """Each core's busy and steal %, between two :func:`read_cores`."""
+    out = {}
+    for core, (total, idle, steal) in after.items():
+        t0, i0, s0 = before.get(core, (total, idle, steal))
+        span = max(total - t0, 1)
+        out[core] = {
+            "busy_pct": round(100 * (span - (idle - i0)) / span, 1) if total > t0 else 0.0,
+            "steal_pct": round(100 * (steal - s0) / span, 1),
+        }
+    return out
+
+
+def read_load() -> float:
+    """The 1-minute load average."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _merge(record: dict[str, Any], hosts: dict[str, dict[str, Any]]) -> None:
+    """The roles of a lab's hosts into ``record``'s (one role on several hosts: summed),
+    and HAProxy's counters where the bench has none of its own."""
+    roles = record["roles"]
+    for sample in hosts.values():
+        for name, role in sample.get("roles", {}).items():
+            mine = roles.setdefault(name, {"cpu_pct": 0.0, "rss_kib": 0, "processes": 0})
+            mine["cpu_pct"] = round(mine["cpu_pct"] + role["cpu_pct"], 1)
+            mine["rss_kib"] += role["rss_kib"]
+            mine["processes"] += role["processes"]
+        if "haproxy" in sample and "haproxy" not in record:
+            record["haproxy"] = sample["haproxy"]
 
 
 def _cpu(proc: psutil.Process) -> float:

@@ -189,6 +189,8 @@ class Placed:
     threads: int
     asked: frozenset[int]
     seen: frozenset[int]
+    host: str = ""
+    """The lab host it runs on (empty: the bench's machine)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,6 +199,7 @@ class Placed:
             "threads": self.threads,
             "cpus_asked": cpu_list(self.asked),
             "cpus_seen": cpu_list(self.seen),
+            **({"host": self.host} if self.host else {}),
         }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tippingpoint.bench.apps import app_of
+from tippingpoint.bench.lab import Lab, lab_cpus
 from tippingpoint.bench.spec import Backend, Experiment, Scenario, Steps
 from tippingpoint.bench.topology import Topology
 from tippingpoint.engine.runner import Load, Local
@@ -61,6 +62,8 @@ class Bench:
     plans: dict[int, ConnectionPlan] = field(default_factory=dict)
     load: Load = field(default_factory=Local)
     """Where the client side runs: this machine, or the workers of ``[cluster]``."""
+    lab: Lab | None = None
+    """The hosts of the roles, when they are not all this machine (``[hosts]``)."""
 
 
 @dataclass
@@ -215,7 +218,18 @@ def hold_topology(
     if not backend.shares_ports:
         more_serve = 0
     more_proxy = plan.proxy_instances - scenario.proxy_instances
-    if more_serve > 0:
+    if scenario.external is not None:
+        if more_proxy > 0:
+            bench.log(
+                f"  the plan asks for {plan.proxy_instances} HAProxy instance(s): the external "
+                "proxy is as its owner configured it"
+            )
+        more_proxy = 0
+    if scenario.backends_external:
+        more_serve = 0
+    if bench.lab is not None and bench.lab.remote:
+        _hold_lab(bench, bench.lab, extra, more_serve, more_proxy)
+    elif more_serve > 0:
         proc = extra.start_backends(
             scenario.served(),
             more_serve,
@@ -226,7 +240,7 @@ def hold_topology(
         )
         bench.monitor.add_role("backends (hold)", [proc.pid])
         extra.on_exit(lambda: bench.monitor.remove_role("backends (hold)"))
-    if more_proxy > 0:
+    if more_proxy > 0 and (bench.lab is None or not bench.lab.remote):
         fleet = extra.start_proxy(
             bench.binary,
             exp_dir / "proxy",
@@ -244,6 +258,33 @@ def hold_topology(
             f"  started {max(0, more_serve)} more backend process(es) and "
             f"{max(0, more_proxy)} more HAProxy instance(s) for this hold"
         )
+
+
+def _hold_lab(bench: Bench, lab: Lab, extra: Topology, more_serve: int, more_proxy: int) -> None:
+    """A hold's added processes on the lab's hosts: serve on each backend host, HAProxy
+    instances on the proxy's, joining the ports of those there."""
+    from tippingpoint.bench.topology import serve_command
+    from tippingpoint.cluster import agent
+
+    scenario = bench.scenario
+    cpus = lab_cpus(scenario)
+    served = scenario.served()
+    if more_serve > 0:
+        for host in scenario.hosts.backends:
+            address = lab.hosts[host].address
+            command = serve_command(served, more_serve, cpus["backends"], share=True, host=address)[
+                1:
+            ]
+            ports = [(address, p[-1]) for p in served.values()]
+            args = (command, ports, cpus["backends"])
+            lab.start(extra, host, "backends (hold)", agent.start_serve, *args)
+    if more_proxy > 0:
+        config = bench.proxy_config
+        assert config.cert_bundle is not None
+        lab.start(
+            extra, scenario.hosts.proxy, "proxy (hold)", agent.start_proxy, config,
+            config.cert_bundle.read_bytes(), more_proxy, cpus["proxy"], True,
+        )  # fmt: skip
 
 
 Runner = Callable[[Bench, int, Experiment[Any]], Outcome]

@@ -20,8 +20,10 @@ __all__ = ["EXPERIMENT_KEYS", "TABLE_KEYS", "check_keys", "with_line"]
 
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "bench": ("title", "open_files"),
-    "backends": ("ports", "processes", "cpus", "mqtt", "mqtt_ports"),
+    "backends": ("ports", "processes", "cpus", "mqtt", "mqtt_ports", "hosts", "external"),
+    "broker": ("hosts",),
     "proxy": (
+        "host",
         "threads",
         "instances",
         "cpus",
@@ -33,11 +35,16 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
         "mqtt",
         "mqtts",
         "mqtt_balance",
+        "external",
+        "stats",
+        "prometheus",
+        "cacert",
     ),
-    "client": ("processes", "cpus"),
+    "client": ("processes", "cpus", "hosts"),
     "cluster": ("address", "workers", "certs", "max_clock_skew", "insecure"),
+    "hosts": (),
 }
-"""The single tables and their keys."""
+"""The single tables and their keys (``[hosts]``: names of the user's choosing)."""
 
 ARRAYS = ("experiment", "matrix")
 """The arrays of tables (``[[experiment]]``, ``[[matrix]]``: checked where read)."""
@@ -84,7 +91,7 @@ def check_keys(data: dict[str, Any], text: str) -> None:
                 f"(a scenario has {', '.join(f'[{t}]' for t in TABLE_KEYS)}, "
                 "[[experiment]] and [[matrix]])"
             )
-        if name in TABLE_KEYS:
+        if TABLE_KEYS.get(name):
             start = _line(lines, rf"\s*\[\s*{re.escape(name)}\s*\]") or 1
             _known(value, TABLE_KEYS[name], name, lines, start - 1)
     _experiments(data.get("experiment", []), lines)

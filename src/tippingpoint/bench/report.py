@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,58 @@ def monitor_series(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "rx_packets": [loopback(s)["rx_packets_per_s"] for s in samples],
         "tx_packets": [loopback(s)["tx_packets_per_s"] for s in samples],
         "roles": roles,
+        "hosts": host_series(samples),
     }
+
+
+def host_series(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each lab host's series on the bench's time axis, as Ganglia drew a machine: CPU
+    busy and steal per core, load, memory used, TCP established, packets in and out
+    (every interface), each role's CPU."""
+    hosts: dict[str, dict[str, Any]] = {}
+    for s in samples:
+        for name, h in s.get("hosts", {}).items():
+            series = hosts.setdefault(
+                name,
+                {"t": [], "cpus": {}, "steal": {}, "load1": [], "mem_used_mib": [],
+                 "tcp_established": [], "rx_packets": [], "tx_packets": [], "roles": {}},
+            )  # fmt: skip
+            n = len(series["t"])
+            series["t"].append(s["t"])
+            for core, use in h.get("cpus", {}).items():
+                series["cpus"].setdefault(core, [None] * n).append(use["busy_pct"])
+                series["steal"].setdefault(core, [None] * n).append(use["steal_pct"])
+            series["load1"].append(h.get("load1"))
+            series["mem_used_mib"].append(round(h.get("mem_used_kib", 0) / 1024, 1))
+            series["tcp_established"].append(h.get("tcp_established", 0))
+            ifaces = h.get("interfaces", {}).values()
+            series["rx_packets"].append(round(sum(i["rx_packets_per_s"] for i in ifaces)))
+            series["tx_packets"].append(round(sum(i["tx_packets_per_s"] for i in ifaces)))
+            for role, r in h.get("roles", {}).items():
+                series["roles"].setdefault(role, [None] * n).append(r["cpu_pct"])
+            for column in (*series["cpus"].values(), *series["steal"].values(),
+                           *series["roles"].values()):  # fmt: skip
+                column += [None] * (n + 1 - len(column))
+    return hosts
+
+
+def knee_marks(
+    experiments: list[dict[str, Any]], samples: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Where each sweep's tipping point ran on the monitor's time axis: the first
+    sample of its knee step."""
+    marks = []
+    for exp in experiments:
+        sweep, span = exp.get("sweep"), exp.get("monitor_t")
+        if not sweep or not span or not sweep.get("tipping_point"):
+            continue
+        closed = sweep.get("model") == "closed"
+        key, knee = ("connections", sweep["knee_connections"]) if closed else (
+            "offered", sweep["tipping_point"])  # fmt: skip
+        at = [s["t"] for s in samples if span[0] <= s["t"] <= span[1] and s.get(key) == knee]
+        if at:
+            marks.append({"name": exp["name"], "t": at[0], "knee": sweep["tipping_point"]})
+    return marks
 
 
 def _replace(path: Path, text: str) -> None:
@@ -136,6 +188,8 @@ class BenchReport:
     """The names of a matrix scenario's setups, in order (none: one setup)."""
     placement: list[dict[str, Any]] = field(default_factory=list)
     """Each role's PIDs, threads and CPUs, asked and read back from /proc."""
+    hosts: Callable[[], list[dict[str, Any]]] | None = None
+    """A lab's hosts and the roles each carries (see :meth:`tippingpoint.bench.lab.Lab.table`)."""
 
     @property
     def warnings(self) -> list[str]:
@@ -160,6 +214,8 @@ class BenchReport:
             "setups": self.setups,
             "placement": self.placement,
             "warnings": self.warnings,
+            "hosts": self.hosts() if self.hosts is not None else [],
+            "marks": knee_marks(self.experiments, self.samples),
         }
 
     def write(self) -> None:
@@ -190,6 +246,7 @@ class BenchReport:
                     "setups": self.setups,
                     "placement": self.placement,
                     "warnings": self.warnings,
+                    "hosts": self.hosts() if self.hosts is not None else [],
                     "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                 },
                 default=str,

@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING
 from tippingpoint import interrupt, tap
 from tippingpoint.bench.experiments import Bench
 from tippingpoint.bench.kinds import KINDS
+from tippingpoint.bench.lab import Lab, lab_cpus
 from tippingpoint.bench.report import BenchReport
 from tippingpoint.bench.scenario import plan_holds
-from tippingpoint.bench.spec import ClusterSpec, Scenario, ScenarioError
-from tippingpoint.bench.topology import BenchFailure, Topology
+from tippingpoint.bench.spec import ClusterSpec, External, Scenario, ScenarioError
+from tippingpoint.bench.topology import BenchFailure, Topology, serve_command
 from tippingpoint.broker import SysWatcher
 from tippingpoint.certs import make_certificate
+from tippingpoint.cluster import agent
 from tippingpoint.cores import Ledger
 from tippingpoint.engine.runner import Local
 from tippingpoint.limits import check_nofile, memory_available, port_range
@@ -33,6 +35,7 @@ from tippingpoint.monitor import Monitor
 from tippingpoint.placement import PlacementError, place_self, verify
 from tippingpoint.plan import ConnectionPlan
 from tippingpoint.proxy.config import Frontend, MQTTRouting, ProxyConfig, derive_maxconn
+from tippingpoint.proxy.external import StatsError, reader
 from tippingpoint.proxy.instance import find_haproxy
 from tippingpoint.schemes import SCHEMES
 from tippingpoint.tap import Tapped
@@ -75,12 +78,24 @@ def _proxy_frontends(scenario: Scenario) -> tuple[Frontend, ...]:
     return tuple(Frontend(s, scenario.frontend_address(s)) for s in schemes)
 
 
-def _proxy_config(scenario: Scenario, out: Path, soft: int) -> ProxyConfig:
-    bundle = make_certificate(out / "tls", scenario.cert)[2]
+def _proxy_config(
+    scenario: Scenario,
+    out: Path,
+    soft: int,
+    where: dict[str, tuple[str, ...]] | None = None,
+    addresses: tuple[str, ...] = (),
+) -> ProxyConfig:
+    """HAProxy's configuration; ``where``: the addresses of each kind of listener's
+    backends (by default 127.0.0.1), ``addresses``: the proxy's, in its certificate."""
+    bundle = make_certificate(out / "tls", scenario.cert, addresses=addresses)[2]
     frontends = _proxy_frontends(scenario)
     ports = {k: scenario.backend(k).ports for k in scenario.listeners}
+    hosts = where or {}
     return ProxyConfig(
-        servers={f.app: tuple(("127.0.0.1", p) for p in ports[f.app]) for f in frontends},
+        servers={
+            f.app: tuple((a, p) for a in hosts.get(f.app, ("127.0.0.1",)) for p in ports[f.app])
+            for f in frontends
+        },
         frontends=frontends,
         mqtt=MQTTRouting(scenario.mqtt_balance, timeout_s=scenario.mqtt_timeout),
         cert_bundle=bundle,
@@ -92,22 +107,16 @@ def _proxy_config(scenario: Scenario, out: Path, soft: int) -> ProxyConfig:
     )
 
 
-def _start(
-    scenario: Scenario,
-    out: Path,
-    topology: Topology,
-    binary: str,
-    soft: int,
-    cpus: dict[str, tuple[int, ...]],
-) -> tuple[ProxyConfig, Monitor]:
-    """Backends (serve, and mosquitto for MQTT if asked), then HAProxy, each on its CPUs,
-    then the monitor that watches them and accounts for every core they use."""
+def _start_backends(
+    scenario: Scenario, out: Path, topology: Topology, cpus: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, list[int]], list[SysWatcher]]:
+    """serve (and mosquitto for MQTT if asked) on 127.0.0.1, each on its CPUs: their
+    roles' PIDs, and the brokers' $SYS watchers. None with ``[backends] external``."""
+    if scenario.backends_external:
+        return {}, []
     backends = {k: scenario.backend(k) for k in scenario.listeners}
     for backend in backends.values():
         topology.check_free("127.0.0.1", backend.ports, backend.role, backend.key)
-    for frontend in _proxy_frontends(scenario):
-        host, port = frontend.addr
-        topology.check_free(host, (port,), "proxy", f"[proxy] {frontend.scheme}")
     serve = topology.start_backends(
         scenario.served(),
         scenario.backend_processes,
@@ -127,7 +136,28 @@ def _start(
         watchers = [SysWatcher("127.0.0.1", p) for p in backend.ports]
         for watcher in watchers:
             topology.on_exit(watcher.close)
+    return roles, watchers
+
+
+def _start(
+    scenario: Scenario,
+    out: Path,
+    topology: Topology,
+    binary: str,
+    soft: int,
+    cpus: dict[str, tuple[int, ...]],
+) -> tuple[ProxyConfig, Monitor]:
+    """Backends, then HAProxy, each on its CPUs, then the monitor that watches them and
+    accounts for every core they use. An external proxy is not started: its counters
+    come from its statistics."""
+    if scenario.external is None:
+        for frontend in _proxy_frontends(scenario):
+            host, port = frontend.addr
+            topology.check_free(host, (port,), "proxy", f"[proxy] {frontend.scheme}")
+    roles, watchers = _start_backends(scenario, out, topology, cpus)
     config = _proxy_config(scenario, out, soft)
+    if scenario.external is not None:
+        return config, _external_monitor(scenario.external, out, roles, topology)
     fleet = topology.start_proxy(
         binary, out / "proxy", config, scenario.proxy_instances, cpus["proxy"]
     )
@@ -140,6 +170,74 @@ def _start(
     )
     monitor.cores = Ledger(topology.roles, cpus["client"])
     return fleet.config, monitor
+
+
+def _external_monitor(
+    external: External, out: Path, roles: dict[str, list[int]], topology: Topology
+) -> Monitor:
+    """The monitor of a bench whose proxy is external: its counters read from its stats
+    page or Prometheus endpoint (refused now if they cannot be read)."""
+    host, port = external.address
+    (out / "haproxy.cfg").write_text(
+        f"# The proxy under test is external, at {host}:{port}: the bench neither started nor\n"
+        f"# stopped it, and its configuration is its own. Its counters: {external.source}.\n"
+    )
+    monitor = Monitor(roles, None, topology.exit_status)
+    if external.stats or external.prometheus:
+        monitor.proxy_counters = reader(external.stats, external.prometheus)
+        try:
+            monitor.proxy_counters()
+        except StatsError as e:
+            raise BenchFailure(f"proxy.external: {e}") from None
+    return monitor
+
+
+def _start_lab(
+    scenario: Scenario, out: Path, topology: Topology, lab: Lab, soft: int
+) -> tuple[ProxyConfig, Monitor]:
+    """The roles on the lab's hosts through their workers, each bound to its host's
+    address: the backends (and mosquitto), then HAProxy, routing to them; a monitor of
+    this machine with every host's samples."""
+    hosts = scenario.hosts
+    cpus = lab_cpus(scenario)
+    address = {name: host.address for name, host in lab.hosts.items()}
+    brokers = hosts.brokers or hosts.backends
+    where: dict[str, tuple[str, ...]] = {}
+    for key in scenario.listeners:
+        backend = scenario.backend(key)
+        on = hosts.backends if backend.shares_ports else brokers
+        where[key] = tuple(address[h] for h in on)
+        for host in on:
+            lab.check_free(host, backend.ports, backend.role, backend.key)
+    for frontend in _proxy_frontends(scenario):
+        key = f"[proxy] {frontend.scheme}"
+        lab.check_free(hosts.proxy, (frontend.addr[1],), "proxy", key)
+    served = scenario.served()
+    for host in hosts.backends:
+        command = serve_command(
+            served, scenario.backend_processes, cpus["backends"], host=address[host]
+        )[1:]
+        ports = [(address[host], p[-1]) for p in served.values()]
+        lab.start(topology, host, "backends", agent.start_serve, command, ports, cpus["backends"])
+    for key in scenario.listeners:
+        backend = scenario.backend(key)
+        if backend.shares_ports:
+            continue  # serve's, started above
+        for host in brokers:
+            args = (address[host], backend.ports[0], len(backend.ports), cpus["brokers"])
+            lab.start(topology, host, "brokers", agent.start_brokers, *args)
+    proxy = address[hosts.proxy]
+    config = _proxy_config(scenario, out, soft, where, (proxy,))
+    assert config.cert_bundle is not None
+    answer = lab.start(
+        topology, hosts.proxy, "proxy", agent.start_proxy, config,
+        config.cert_bundle.read_bytes(), scenario.proxy_instances, cpus["proxy"], False,
+    )  # fmt: skip
+    (out / "haproxy.cfg").write_text(answer["config"])
+    topology.checks.append(lab.failure)
+    monitor = Monitor({}, None, topology.exit_status)
+    monitor.hosts = lab.samples
+    return config, monitor
 
 
 def run_bench(
@@ -158,11 +256,18 @@ def run_bench(
         if scenario.open_files < 256:
             raise ScenarioError("bench.open_files: at least 256")
         soft = min(scenario.open_files, hard)
-    binary = find_haproxy(haproxy_bin)
+    binary = find_haproxy(haproxy_bin) if scenario.external is None else "haproxy"
     home = tuple(sorted(os.sched_getaffinity(0)))
     plans = plan_holds(scenario, soft, port_range(), memory_available())
     out = out.absolute()
     machine = f"{os.cpu_count()} CPUs, open-file limit {soft}, {time.strftime('%Y-%m-%d %H:%M')}"
+    if scenario.external is not None:
+        host, port = scenario.external.address
+        machine += (
+            f"; the proxy under test is external, at {host}:{port} (started and stopped by no "
+            f"one here): its counters from {scenario.external.source}; its CPU and memory "
+            "are not seen from here, so no figure of HAProxy's CPU is given"
+        )
     report = BenchReport(out, scenario.title, machine)
     report.write()  # the directory is writable before anything starts
     for index, plan in plans.items():
@@ -173,9 +278,14 @@ def run_bench(
     report.setups = [s.setup for s in setups if s.setup]
     first = 0
     with ExitStack() as stack:
-        fleet = None
+        fleet = lab = None
         if scenario.cluster is not None:
             fleet = _open_fleet(scenario.cluster, log, stack, role_cpus(scenario, home)["client"])
+            if scenario.hosts.lab:
+                lab = stack.enter_context(Lab(fleet, scenario.hosts, log))
+                fleet.restrict(lab.client_workers)
+                report.hosts = lab.table
+                setups = [lab.rewrite(s) for s in setups]
             hosts = sorted({f.host for f in fleet.facts.values()})
             report.machine += (
                 f"; the client side on a Dask cluster of {len(fleet.workers)} worker(s) "
@@ -186,7 +296,9 @@ def run_bench(
             if setup.setup:
                 log(f"bench: setup {n + 1} of {len(setups)}: {setup.setup}")
             cpus = role_cpus(setup, home)
-            _run_setup(setup, where, log, report, binary, (soft, hard), cpus, plans, first, fleet)
+            _run_setup(
+                setup, where, log, report, binary, (soft, hard), cpus, plans, first, fleet, lab
+            )
             first += len(setup.experiments)
     return report
 
@@ -210,7 +322,7 @@ def _open_fleet(
         home = os.sched_getaffinity(0)
         place_self(cpus)  # its processes inherit this process's CPUs
         try:
-            local = local_cluster(spec.workers, 0, node)
+            local = local_cluster(spec.names or spec.workers, 0, node)
         finally:
             place_self(home)
         stack.callback(local.close, timeout=10)
@@ -238,6 +350,7 @@ def _run_setup(
     plans: dict[int, ConnectionPlan],
     first: int,
     fleet: Fleet | None = None,
+    lab: Lab | None = None,
 ) -> None:
     """Start one setup's topology, run the experiments on it, stop it (whatever raises)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +360,13 @@ def _run_setup(
             # The bench process (the monitor, the records, the report) beside the load
             # it forks: what it costs shows as the client's side, never as HAProxy's.
             topology.placed.append(verify("bench", [os.getpid()], cpus["client"], False))
-            proxy_config, monitor = _start(scenario, out, topology, binary, soft, cpus)
+            if lab is not None and lab.remote:
+                proxy_config, monitor = _start_lab(scenario, out, topology, lab, soft)
+            else:
+                proxy_config, monitor = _start(scenario, out, topology, binary, soft, cpus)
+                if lab is not None:
+                    monitor.hosts = lab.samples
+                    topology.checks.append(lab.failure)
         except PlacementError as e:
             raise BenchFailure(str(e)) from None
         finally:
@@ -259,15 +378,28 @@ def _run_setup(
         report.config = (report.config + "\n" if report.config else "") + label + config
         brokers = any(role.name == "brokers" for role in monitor.roles)
         what = "backends, mosquitto, HAProxy" if brokers else "backends, HAProxy"
-        log(f"bench: started pids {topology.pids} ({what})")
+        if scenario.external is not None:
+            what = "backends; the proxy is external" if monitor.roles else "nothing: all external"
+        if lab is not None and lab.remote:
+            log(f"bench: started {lab.started()}")
+        else:
+            log(f"bench: started pids {topology.pids} ({what})")
         bench = Bench(
             scenario, out, log, topology, monitor, report.samples, proxy_config, binary,
-            str(out / "tls" / "cert.pem"), cpus, plans, Tapped(fleet or Local(soft)),
+            _cacert(scenario, out), cpus, plans, Tapped(fleet or Local(soft)), lab,
         )  # fmt: skip
         try:
             _run_experiments(bench, report, first)
         finally:
             report.write()
+
+
+def _cacert(scenario: Scenario, out: Path) -> str:
+    """What the proxy's TLS certificates are checked against: the bench's own, or an
+    external proxy's CA."""
+    if scenario.external is not None and scenario.external.cacert:
+        return scenario.external.cacert
+    return str(out / "tls" / "cert.pem")
 
 
 def _sync_placement(report: BenchReport, topology: Topology, setup: str) -> None:
@@ -297,7 +429,10 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
         restarted = len(bench.topology.worker_restarts())
         began, cpu = time.monotonic(), _cpu_seconds()
         outcome = kind.run(bench, index, exp)
-        bench_cpu = (_cpu_seconds() - cpu) / max(time.monotonic() - began, 1e-3)
+        ended = time.monotonic()
+        bench_cpu = (_cpu_seconds() - cpu) / max(ended - began, 1e-3)
+        # Its span on the monitor's time axis (a sweep's knee is marked there).
+        span = [round(t - bench.monitor.start, 3) for t in (began, ended + 1.0)]
         _sync_placement(report, bench.topology, setup)
         restarts = bench.topology.worker_restarts()[restarted:]
         row = outcome.row
@@ -310,7 +445,7 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
             first + index, exp, description, setup, restarts, round(bench_cpu * 100, 1)
         )
         name = f"{exp.name} [{setup}]" if setup else exp.name
-        report.add([name, row], {**head.to_json(), **outcome.entry})
+        report.add([name, row], {**head.to_json(), **outcome.entry, "monitor_t": span})
         if outcome.interrupted or interrupt.requested():
             # Before the roles' check: a terminal's Ctrl-C reaches them too, and their
             # end is then the user's doing, not a failure.

@@ -20,6 +20,8 @@ from tippingpoint.bench.spec import (
     Backend,
     ClusterSpec,
     Experiment,
+    External,
+    Hosts,
     Request,
     Scenario,
     ScenarioError,
@@ -92,6 +94,10 @@ def _cluster(raw: dict[str, Any]) -> ClusterSpec | None:
     if not raw:
         return None
     address = raw.get("address")  # its keys: checked with every table's (bench/keys.py)
+    names: tuple[str, ...] = ()
+    if isinstance(raw.get("workers"), list):
+        names = _names(raw["workers"], "cluster.workers")
+        raw = {**raw, "workers": len(names)}
     workers = whole(raw, "workers", 0, "cluster", 0)
     if (address is None) == (workers == 0):
         raise ScenarioError(
@@ -103,9 +109,104 @@ def _cluster(raw: dict[str, Any]) -> ClusterSpec | None:
     return ClusterSpec(
         address=str(address) if address is not None else None,
         workers=workers,
+        names=names,
         certs=str(raw["certs"]) if raw.get("certs") else None,
         max_clock_skew=parse_duration(str(raw.get("max_clock_skew", "50ms"))),
         insecure=bool(raw.get("insecure", False)),
+    )
+
+
+def _cpus(table: dict[str, Any], elsewhere: bool) -> tuple[int, ...]:
+    """A role's ``cpus`` (none: ()); ``elsewhere``: of another host's, checked there."""
+    if table.get("cpus") is None:
+        return ()
+    return parse_cpus(str(table["cpus"]), None if elsewhere else 0)
+
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    """A list of host (or worker) names, each once."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ScenarioError(f'{key}: a list of names, e.g. ["be1", "be2"]')
+    if len(set(value)) < len(value):
+        raise ScenarioError(f"{key}: a name is given twice")
+    return tuple(value)
+
+
+def _hosts(data: dict[str, Any]) -> Hosts:
+    """``[hosts]`` and where each role runs; a role's host must be a name of ``[hosts]``
+    when there is one (else a worker's name, address or host name, found at the start)."""
+    table = data.get("hosts", {})
+    for name, worker in table.items():
+        if not isinstance(worker, str) or not worker:
+            raise ScenarioError(
+                f"hosts.{name}: the Dask worker this host is: its name, its address "
+                '("tcp://10.0.0.5:40000") or its machine\'s host name'
+            )
+    proxy = data.get("proxy", {}).get("host", "")
+    if not isinstance(proxy, str):
+        raise ScenarioError('proxy.host: one name, e.g. "lb"')
+    roles = {
+        "proxy.host": (proxy,) if proxy else (),
+        "backends.hosts": _names(data["backends"]["hosts"], "backends.hosts")
+        if "hosts" in data.get("backends", {})
+        else (),
+        "broker.hosts": _names(data["broker"]["hosts"], "broker.hosts")
+        if "hosts" in data.get("broker", {})
+        else (),
+        "client.hosts": _names(data["client"]["hosts"], "client.hosts")
+        if "hosts" in data.get("client", {})
+        else (),
+    }
+    for key, names in roles.items():
+        for name in names:
+            if table and name not in table:
+                raise ScenarioError(
+                    f"{key}: {name!r} is not a host of [hosts] ({', '.join(table)})"
+                )
+    if any(roles.values()) and not data.get("cluster"):
+        raise ScenarioError(
+            "hosts: roles on other hosts run through a Dask cluster's workers: add [cluster] "
+            'address = "tls://SCHEDULER:8786" (or workers = ["lb", "be1"] to try it here)'
+        )
+    return Hosts(
+        workers=tuple((str(k), str(v)) for k, v in table.items()),
+        proxy=proxy,
+        backends=roles["backends.hosts"],
+        brokers=roles["broker.hosts"],
+        client=roles["client.hosts"],
+    )
+
+
+def _external(proxy: dict[str, Any], experiments: list[Experiment[Any]]) -> External | None:
+    """``[proxy] external``: refused with what it cannot do."""
+    if "external" not in proxy:
+        for key in ("stats", "prometheus", "cacert"):
+            if key in proxy:
+                raise ScenarioError(
+                    f"proxy.{key}: read for an external proxy only (external = ...)"
+                )
+        return None
+    if proxy.get("host"):
+        raise ScenarioError("proxy.external: the bench does not start it: drop proxy.host")
+    for exp in experiments:
+        if exp.kind == "tls-cost":
+            raise ScenarioError(
+                f"proxy.external: {exp.name!r} (tls-cost) reads HAProxy's CPU from its "
+                "processes, which an external proxy's are not: remove it, or drop external"
+            )
+        key = {"ws": "http", "wss": "https"}.get(exp.frontend, exp.frontend)
+        if key != "http" and key not in proxy:
+            raise ScenarioError(
+                f"proxy.{key}: {exp.name!r} goes through the external proxy's {key} frontend: "
+                f'give its address (proxy.{key} = "HOST:PORT")'
+            )
+    return External(
+        address=_addr(str(proxy["external"]), "proxy.external"),
+        stats=str(proxy.get("stats", "")),
+        prometheus=str(proxy.get("prometheus", "")),
+        cacert=str(proxy.get("cacert", "")),
     )
 
 
@@ -222,14 +323,14 @@ def parse_scenario(text: str) -> Scenario:
             title=str(bench.get("title", "tippingpoint bench")),
             backend_ports=parse_ports(str(backends.get("ports", "8282-8285"))),
             backend_processes=whole(backends, "processes", 1, "backends"),
-            backend_cpus=(
-                parse_cpus(str(backends["cpus"])) if backends.get("cpus") is not None else ()
-            ),
+            backend_cpus=_cpus(backends, "hosts" in backends),
             proxy_threads=whole(proxy, "threads", 1, "proxy"),
             proxy_instances=whole(proxy, "instances", 1, "proxy"),
-            proxy_cpus=parse_cpus(str(proxy["cpus"])) if proxy.get("cpus") is not None else (),
+            proxy_cpus=_cpus(proxy, "host" in proxy),
             cert=str(proxy.get("cert", "ecdsa")),
-            http=_addr(str(proxy.get("http", "127.0.0.1:18080")), "proxy.http"),
+            http=_addr(
+                str(proxy.get("external", proxy.get("http", "127.0.0.1:18080"))), "proxy.http"
+            ),
             https=_addr(str(proxy.get("https", "127.0.0.1:18443")), "proxy.https"),
             rate_limit=proxy.get("rate_limit"),
             http_reuse=proxy.get("http_reuse"),
@@ -244,6 +345,9 @@ def parse_scenario(text: str) -> Scenario:
             mqtts=_addr(str(proxy.get("mqtts", "127.0.0.1:18883")), "proxy.mqtts"),
             mqtt_balance=balance,
             cluster=_cluster(data.get("cluster", {})),
+            hosts=_hosts(data),
+            external=_external(proxy, experiments),
+            backends_external=bool(backends.get("external", False)),
         )
         for exp in scenario.experiments:
             check = KINDS[exp.kind].check

@@ -14,6 +14,8 @@ __all__ = [
     "Backend",
     "ClusterSpec",
     "Experiment",
+    "External",
+    "Hosts",
     "Request",
     "Scenario",
     "ScenarioError",
@@ -137,10 +139,55 @@ class ClusterSpec:
     """An existing scheduler, e.g. tls://scheduler.example:8786."""
     workers: int = 0
     """Or a local cluster of this many workers, started for the bench and stopped after."""
+    names: tuple[str, ...] = ()
+    """The local workers' names (``workers = ["lb", "be1"]``): each stands for a host."""
     certs: str | None = None
     """TLS with mutual authentication (``tippingpoint cluster certs``)."""
     max_clock_skew: float = 0.05
     insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Hosts:
+    """Where each role runs: ``[hosts]`` (a name for each Dask worker, by its name, its
+    address or its machine's host name) and each role's ``host``/``hosts``. Empty: the
+    role on this machine, as a bench without a lab."""
+
+    workers: tuple[tuple[str, str], ...] = ()
+    """``[hosts]``: (name, the worker it is)."""
+    proxy: str = ""
+    backends: tuple[str, ...] = ()
+    brokers: tuple[str, ...] = ()
+    """``[broker] hosts``: mosquitto's hosts (default: the backends')."""
+    client: tuple[str, ...] = ()
+
+    @property
+    def lab(self) -> bool:
+        """Some role runs on a host of the cluster."""
+        return bool(self.proxy or self.backends or self.brokers or self.client)
+
+
+@dataclass(frozen=True, slots=True)
+class External:
+    """``[proxy] external``: a proxy the bench neither starts nor stops."""
+
+    address: tuple[str, int]
+    """Its HTTP frontend (``[proxy] https``, ``mqtt``... give the others)."""
+    stats: str = ""
+    """HAProxy's stats page (its CSV is read), e.g. http://10.0.0.5:8404/stats."""
+    prometheus: str = ""
+    """Or its Prometheus endpoint."""
+    cacert: str = ""
+    """The CA its TLS frontends' certificates are checked against."""
+
+    @property
+    def source(self) -> str:
+        """Where its counters come from, in words."""
+        if self.stats:
+            return f"its stats CSV ({self.stats})"
+        if self.prometheus:
+            return f"its Prometheus endpoint ({self.prometheus})"
+        return "nowhere (give [proxy] stats or prometheus)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +240,12 @@ class Scenario:
     mqtts: tuple[str, int] = ("127.0.0.1", 18883)
     cluster: ClusterSpec | None = None
     """``[cluster]``: attacks, sweeps and holds run on a Dask cluster's workers."""
+    hosts: Hosts = field(default_factory=Hosts)
+    """``[hosts]`` and the roles' hosts: a lab across machines."""
+    external: External | None = None
+    """``[proxy] external``: the proxy under test is one the bench does not start."""
+    backends_external: bool = False
+    """``[backends] external``: the proxy's backends are its own; the bench starts none."""
     mqtt_balance: str = "client-id"
     """``[proxy] mqtt_balance``: what keeps a session on its broker (client-id, username,
     roundrobin). With mosquitto, username by default: an MQTT sweep's sessions share one,

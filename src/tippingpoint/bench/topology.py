@@ -49,10 +49,14 @@ def serve_command(
     processes: int,
     cpus: tuple[int, ...] = (),
     share: bool = False,
+    host: str = "",
 ) -> list[str]:
     """`tippingpoint serve` on the ports of each kind of listener (``share``: join servers
-    already there; ``cpus``: every process there, checked by serve itself)."""
+    already there; ``cpus``: every process there, checked by serve itself; ``host``: the
+    address to listen on, 127.0.0.1 by default)."""
     command = [sys.executable, "-m", "tippingpoint", "serve", "--processes", str(processes)]
+    if host:
+        command += ["--host", host]
     for listener, ports in listeners.items():
         command += [_SERVE_OPTION[listener], ",".join(map(str, ports))]
     command.append("--ws")  # ws:// and wss:// experiments; plain HTTP is unchanged
@@ -91,6 +95,8 @@ class Topology:
         self.serve_logs: list[Path] = []
         self.placed: list[Placed] = []
         """Where each role started here runs, read back from /proc."""
+        self.checks: list[Callable[[], str | None]] = []
+        """More ways the bench may have failed (a lab host lost), asked by :meth:`failure`."""
 
     def __enter__(self) -> Topology:
         self.stack.__enter__()
@@ -134,6 +140,10 @@ class Topology:
             placed = verify(role, pids, cpus)
         except PlacementError as e:
             raise BenchFailure(str(e)) from None
+        self.add_placed(placed)
+
+    def add_placed(self, placed: Placed) -> None:
+        """A row of the placement table, here and in every enclosing topology."""
         node: Topology | None = self
         while node is not None:
             node.placed.append(placed)
@@ -249,6 +259,10 @@ class Topology:
         for pid, (role, proc) in self.procs.items():
             if proc.poll() is not None:
                 return f"{role} pid {pid} {self.exit_status(pid)}"
+        for check in self.checks:
+            problem = check()
+            if problem is not None:
+                return problem
         return None
 
     @property

@@ -55,7 +55,13 @@ def _node_security(certs: str | None) -> Any:
     default=None,
     help="TLS with mutual authentication, with these certificates (tippingpoint cluster certs).",
 )
-def local(workers: int, port: int, certs: str | None) -> None:
+@click.option(
+    "--hosts",
+    default=None,
+    help="Comma-separated names: one worker each, standing for a host of a lab "
+    "([hosts] of a bench scenario), on its own address 127.0.K.1.",
+)
+def local(workers: int, port: int, certs: str | None, hosts: str | None) -> None:
     """A scheduler and N workers on this machine, until Ctrl-C.
 
     The first line is the scheduler's address, for --cluster. Each worker has its own
@@ -64,15 +70,21 @@ def local(workers: int, port: int, certs: str | None) -> None:
     from tippingpoint.cluster import ClusterError
     from tippingpoint.cluster.local import local_cluster, worker_laddrs
 
+    names = [n.strip() for n in hosts.split(",") if n.strip()] if hosts else []
     try:
         if port:
             _check_free(port)
-        spec = local_cluster(workers, port, _node_security(certs))
+        spec = local_cluster(names or workers, port, _node_security(certs))
     except (ClusterError, ValueError, OSError) as e:
         fail(str(e))
         return
     _until_stopped(
-        spec, [f"worker {k}: source addresses {worker_laddrs(k)}" for k in range(workers)]
+        spec,
+        [
+            f"worker {names[k] if names else k}: source addresses {worker_laddrs(k)}"
+            + (f", host address 127.0.{k + 1}.1" if names else "")
+            for k in range(len(names) or workers)
+        ],
     )
 
 

@@ -9,10 +9,17 @@ from dataclasses import dataclass
 
 from tippingpoint.limits import file_max, memory_available, port_range
 
-__all__ = ["LADDRS_ENV", "Facts", "machine_facts"]
+__all__ = ["HOST_ENV", "LADDRS_ENV", "Facts", "host_name", "machine_facts"]
 
 LADDRS_ENV = "TIPPINGPOINT_LADDRS"
 """Source addresses a worker's shards use (``cluster local`` gives each worker its own)."""
+HOST_ENV = "TIPPINGPOINT_HOST"
+"""The host a worker stands for (a local lab's workers), instead of the machine's name."""
+
+
+def host_name() -> str:
+    """This machine's name, or the host this worker stands for."""
+    return os.environ.get(HOST_ENV) or socket.gethostname()
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +34,8 @@ class Facts:
     file_max: int | None
     laddrs: str
     """``--laddr`` syntax, e.g. 127.0.1.2-127.0.1.254; empty: the kernel chooses."""
+    name: str = ""
+    """The worker's Dask name."""
 
     def describe(self) -> str:
         memory = (
@@ -44,8 +53,15 @@ class Facts:
 
 def machine_facts() -> Facts:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        from distributed import get_worker
+
+        name = str(get_worker().name)
+    except (ImportError, ValueError):
+        name = ""
     return Facts(
-        host=socket.gethostname(),
+        name=name,
+        host=host_name(),
         pid=os.getpid(),
         cores=len(os.sched_getaffinity(0)),
         nofile_soft=soft,

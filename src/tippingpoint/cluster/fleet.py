@@ -172,6 +172,13 @@ class Fleet:
                 "zero: its seconds are shifted by that much against the others'"
             )
 
+    def restrict(self, workers: Sequence[str]) -> None:
+        """Run the load on ``workers`` only (a lab's client hosts; the others carry its
+        roles, resolved before this)."""
+        keep = set(workers)
+        self.workers = [w for w in self.workers if w in keep]
+        self.facts = {w: f for w, f in self.facts.items() if w in keep}
+
     def cores_by_host(self) -> dict[str, int]:
         """Each client machine's cores (as its workers may use them)."""
         out: dict[str, int] = {}

@@ -4,14 +4,19 @@ Each worker is its own process (a nanny and one thread: a shard is a process of 
 own, never a thread among others) and gets its own loopback source addresses,
 127.0.K.2-127.0.K.254 for worker K (from 1), as separate client machines would have
 their own addresses.
+
+Workers given names stand for the hosts of a lab (``[cluster] workers = ["lb", "be1"]``):
+each listens on its own address, 127.0.K.1, which the roles started through it bind
+(the bench's ``[hosts]``), and says its name as its machine's host name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tippingpoint.cluster import require_dask
-from tippingpoint.cluster.facts import LADDRS_ENV
+from tippingpoint.cluster.facts import HOST_ENV, LADDRS_ENV
 
 __all__ = ["QUIET", "local_cluster", "worker_laddrs"]
 
@@ -46,31 +51,40 @@ def worker_laddrs(k: int) -> str:
     return f"127.0.{k + 1}.2-127.0.{k + 1}.254"
 
 
-def local_cluster(workers: int, port: int = 0, security: Any = None) -> Any:
+def local_cluster(workers: int | Sequence[str], port: int = 0, security: Any = None) -> Any:
     """A started :class:`distributed.SpecCluster` on 127.0.0.1 (``port`` 0: any free);
-    with ``security`` (see :func:`tippingpoint.cluster.certs.node_security`), on TLS."""
+    with ``security`` (see :func:`tippingpoint.cluster.certs.node_security`), on TLS.
+    ``workers``: how many, or their names (each then a host of its own, on 127.0.K.1)."""
     require_dask()
     import dask
     from distributed import Nanny, Scheduler, SpecCluster
 
     dask.config.set(QUIET)  # this process: the scheduler and the nannies
 
-    if workers < 1:
+    names = list(workers) if not isinstance(workers, int) else []
+    count = len(names) if names else int(workers)  # type: ignore[arg-type]
+    if count < 1:
         raise ValueError("--workers must be >= 1")
+    if len(set(names)) < len(names):
+        raise ValueError("two local workers have the same name")
     specs = {
-        f"worker-{k}": {
+        (names[k] if names else f"worker-{k}"): {
             "cls": Nanny,
             "options": {
                 "nthreads": 1,
-                "host": "127.0.0.1",
-                "env": {LADDRS_ENV: worker_laddrs(k), **quiet_env()},
+                "host": f"127.0.{k + 1}.1" if names else "127.0.0.1",
+                "env": {
+                    LADDRS_ENV: worker_laddrs(k),
+                    **({HOST_ENV: names[k]} if names else {}),
+                    **quiet_env(),
+                },
                 "silence_logs": 30,
                 "dashboard": False,
                 "security": security,
                 "protocol": "tls" if security is not None else "tcp",
             },
         }
-        for k in range(workers)
+        for k in range(count)
     }
     scheduler = {
         "cls": Scheduler,

@@ -15,12 +15,12 @@ import os
 import pickle
 import selectors
 import signal
-import socket
 import threading
 import time
 from dataclasses import replace
 from typing import Any
 
+from tippingpoint.cluster.facts import host_name
 from tippingpoint.cluster.zygote import zygote
 
 __all__ = ["ShardResult", "prepare", "run_shard"]
@@ -47,7 +47,7 @@ def run_shard(
     from distributed import Event, get_client, get_worker
 
     worker = get_worker()
-    host = socket.gethostname()
+    host = host_name()
     kind, config, shards = pickle.loads(payload)
     # Time zero on this machine's monotonic clock, from the client's wall clock.
     delay = (start_epoch + offset) - time.time()

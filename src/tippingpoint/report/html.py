@@ -194,6 +194,30 @@ plot('mem', [{x: m.t, y: m.mem_used_mib, name: 'memory used (MiB)'}]
 plot('pkts', [{x: m.t, y: m.rx_packets, name: 'packets in/s (lo)'},
               {x: m.t, y: m.tx_packets, name: 'packets out/s (lo)'}],
   layout('Packets per second', 's', 'packets/s'));
+// A lab: one panel per host on the same time axis, each sweep's tipping point marked.
+const marks = DATA.marks || [];
+const marked = {shapes: marks.map(k => ({type: 'line', x0: k.t, x1: k.t, yref: 'paper',
+  y0: 0, y1: 1, line: {dash: 'dot', color: '#c0392b'}})),
+  annotations: marks.map(k => ({x: k.t, yref: 'paper', y: 1, text: k.name + ': knee',
+  showarrow: false, font: {size: 10, color: '#c0392b'}}))};
+Object.keys(m.hosts || {}).sort().forEach((name, k) => {
+  const h = m.hosts[name];
+  const cores = Object.keys(h.cpus).map(c => ({x: h.t, y: h.cpus[c], name: 'CPU ' + c + ' busy'}))
+    .concat(Object.keys(h.steal).filter(c => h.steal[c].some(v => v > 0))
+      .map(c => ({x: h.t, y: h.steal[c], name: 'CPU ' + c + ' steal', line: {dash: 'dot'}})))
+    .concat(Object.keys(h.roles).map(r => ({x: h.t, y: h.roles[r], name: r + ' (% of a core)',
+      line: {width: 3}})));
+  plot('host-cpu-' + k, cores, layout(name + ': CPU per core and per role', 's', '%', marked));
+  plot('host-net-' + k, [
+    {x: h.t, y: h.tcp_established, name: 'TCP established'},
+    {x: h.t, y: h.rx_packets, name: 'packets in/s', yaxis: 'y2'},
+    {x: h.t, y: h.tx_packets, name: 'packets out/s', yaxis: 'y2'},
+    {x: h.t, y: h.mem_used_mib, name: 'memory used (MiB)'},
+    {x: h.t, y: h.load1, name: 'load (1 min)', yaxis: 'y3', visible: 'legendonly'}],
+    layout(name + ': connections, packets, memory, load', 's', 'connections, MiB',
+      {yaxis2: {overlaying: 'y', side: 'right', title: {text: 'packets/s'}},
+       yaxis3: {overlaying: 'y', side: 'right', visible: false}, ...marked}));
+});
 }
 """
 """The report's charts, as one function of its data: the report calls it once, the live
@@ -263,8 +287,10 @@ def _placement(data: dict[str, Any]) -> str:
     if not rows:
         return ""
     setups = any(r.get("setup") for r in rows)
+    hosts = any(r.get("host") for r in rows)
     table = _table(
         ["role", "PIDs", "threads", "CPUs asked", "CPUs seen (/proc)"]
+        + (["host"] if hosts else [])
         + (["setup"] if setups else []),
         [
             [
@@ -273,6 +299,7 @@ def _placement(data: dict[str, Any]) -> str:
                 r["threads"],
                 r["cpus_asked"],
                 r["cpus_seen"],
+                *([r.get("host", "this machine")] if hosts else []),
                 *([r.get("setup", "")] if setups else []),
             ]
             for r in rows
@@ -293,6 +320,36 @@ def _placement(data: dict[str, Any]) -> str:
         else ""
     )
     return "<h2>Where each process ran</h2>" + table + (f"<p>{html.escape(note)}</p>")
+
+
+def _hosts(data: dict[str, Any]) -> list[str]:
+    """A lab's hosts: what each carries, then a panel of charts each."""
+    rows = data.get("hosts") or []
+    if not rows:
+        return []
+    parts = [
+        "<h2>The hosts</h2>",
+        _table(
+            ["host", "machine", "address", "Dask worker", "roles"],
+            [
+                [
+                    r["host"],
+                    r["machine"],
+                    r["address"],
+                    r["worker"],
+                    ", ".join(r["roles"]) + (" (lost)" if r.get("lost") else ""),
+                ]
+                for r in rows
+            ],
+        ),
+    ]
+    for k, name in enumerate(sorted(data["monitor"].get("hosts", {}))):
+        parts += [
+            f"<h3>{html.escape(name)}</h3>",
+            f'<div id="host-cpu-{k}" class="chart"></div>',
+            f'<div id="host-net-{k}" class="chart"></div>',
+        ]
+    return parts
 
 
 def _at_tipping_point(sweep: dict[str, Any]) -> dict[str, Any] | None:
@@ -572,6 +629,7 @@ def render_body(data: dict[str, Any]) -> str:
         '<div id="mem" class="chart"></div>',
         '<div id="pkts" class="chart"></div>',
     ]
+    machine += _hosts(data)
     sections.append(_section("machine", machine))
     config = ["<h2>HAProxy configuration</h2>", f"<pre>{html.escape(data['config'])}</pre>"]
     sections.append(_section("config", config))

@@ -38,15 +38,16 @@ def parse_ports(spec: str) -> tuple[int, ...]:
     return tuple(ports)
 
 
-def parse_cpus(spec: str) -> tuple[int, ...]:
-    """``"0-1,3"`` -> ``(0, 1, 3)``: CPU numbers as taskset writes them."""
+def parse_cpus(spec: str, limit: int | None = 0) -> tuple[int, ...]:
+    """``"0-1,3"`` -> ``(0, 1, 3)``: CPU numbers as taskset writes them, each one of
+    this machine's (``limit`` None: of another machine's, checked there)."""
     cpus: list[int] = []
     for part in str(spec).replace(" ", "").split(","):
         low_s, sep, high_s = part.partition("-")
         if not low_s.isdigit() or (sep and not high_s.isdigit()):
             raise ValueError(f"bad CPU list {spec!r}: use numbers and ranges like 0-1,3")
         low, high = int(low_s), int(high_s) if sep else int(low_s)
-        if high < low or high >= (os.cpu_count() or 1):
+        if high < low or (limit is not None and high >= (os.cpu_count() or 1)):
             raise ValueError(
                 f"bad CPU list {spec!r}: this machine has CPUs 0-{(os.cpu_count() or 1) - 1}"
             )

@@ -1,0 +1,267 @@
+"""A lab across hosts: HAProxy, the backends and the load each on a host of its own.
+
+A local Dask cluster whose workers stand for the hosts lb, be1, be2 and cl, each on its
+own address (127.0.K.1) and source addresses. The bench starts HAProxy through lb's
+worker, serve through be1's and be2's, and the load runs on cl. The process tree shows
+each role under its host's worker; after success, an error, Ctrl-C and the loss of lb's
+worker, nothing of the lab is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import free_ports, run_tp, tippingpoint_cmd
+
+pytest.importorskip("distributed", reason="pip install 'tippingpoint[cluster]'")
+
+HOSTS = ("lb", "be1", "be2", "cl")
+ADDRESS = {name: f"127.0.{k + 1}.1" for k, name in enumerate(HOSTS)}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    proc = subprocess.Popen(
+        tippingpoint_cmd("cluster", "local", "--hosts", ",".join(HOSTS)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    address = proc.stdout.readline().decode().strip()
+    assert address.startswith("tcp://127.0.0.1:"), address
+    yield proc, address
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _workers(address: str) -> dict[str, int]:
+    """Each host's worker process, by the host it stands for (its address's)."""
+    from urllib.parse import urlsplit
+
+    from distributed import Client
+
+    hosts = {a: name for name, a in ADDRESS.items()}
+    with Client(address, timeout="10s") as client:
+        pids = client.run(os.getpid)
+    out = {hosts[urlsplit(w).hostname or ""]: pid for w, pid in pids.items()}
+    assert set(out) == set(HOSTS), out
+    return out
+
+
+def _roles_left(workers: dict[str, int]) -> list[str]:
+    """HAProxy and serve processes still under a worker."""
+    left = []
+    for host, pid in workers.items():
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for child in children:
+            try:
+                line = " ".join(child.cmdline())
+            except psutil.Error:
+                continue
+            if "haproxy" in line or " serve " in line:
+                left.append(f"{host}: {child.pid} {line}")
+    return left
+
+
+def _scenario(tmp: Path, address: str, step: str = "1s", steps: int = 3) -> tuple[Path, list[int]]:
+    ports = free_ports(3)
+    path = tmp / "lab.toml"
+    path.write_text(f"""
+[bench]
+title = "a lab of four hosts"
+[hosts]
+lb = "lb"
+be1 = "be1"
+be2 = "be2"
+cl = "cl"
+[backends]
+ports = "{ports[0]}"
+hosts = ["be1", "be2"]
+cpus = "1"
+[proxy]
+host = "lb"
+cpus = "1"
+http = "127.0.0.1:{ports[1]}"
+https = "127.0.0.1:{ports[2]}"
+rate_limit = 1500      # HAProxy's sessions a second: the knee, whatever the machine
+[client]
+hosts = ["cl"]
+[cluster]
+address = "{address}"
+[[experiment]]
+name = "HTTP, new connection per request"
+kind = "sweep"
+frontend = "http"
+keepalive = false
+start = 500
+step = "x2"
+step_duration = "{step}"
+max_steps = {steps}
+refine = 0
+""")
+    return path, ports
+
+
+def _bench(scenario: Path, out: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as err:
+        return subprocess.Popen(
+            tippingpoint_cmd("bench", str(scenario), "-o", str(out)),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.1)
+
+
+def _placed(out: Path) -> list[dict[str, Any]]:
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [row for row in summary.get("placement", []) if row.get("host")]
+
+
+def _listening(ports: list[int]) -> list[str]:
+    from tippingpoint.listeners import listeners
+
+    return [
+        f"{host}:{p.port} pid {p.pid}" for host in ADDRESS.values() for p in listeners(host, ports)
+    ]
+
+
+def test_each_role_runs_under_its_hosts_worker_and_the_report_has_each_host(
+    cluster: tuple[subprocess.Popen[bytes], str], tmp_path: Path
+) -> None:
+    workers = _workers(cluster[1])
+    scenario, ports = _scenario(tmp_path, cluster[1])
+    out, log = tmp_path / "report", tmp_path / "bench.log"
+    bench = _bench(scenario, out, log)
+    try:
+        _wait_for(log, "bench: started", bench)
+        rows = _placed(out)
+        assert {(r["role"], r["host"]) for r in rows} == {
+            ("proxy", "lb"), ("backends", "be1"), ("backends", "be2"),
+        }  # fmt: skip
+        for row in rows:
+            for pid in row["pids"]:
+                # The role is its host's worker's child, not the bench's.
+                assert psutil.Process(pid).ppid() == workers[row["host"]], row
+                assert row["cpus_seen"] == "1"
+        proxy = psutil.Process(next(r["pids"][0] for r in rows if r["role"] == "proxy"))
+        assert "haproxy" in proxy.name()
+        assert bench.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    text = log.read_text()
+    assert "bench: started lb: proxy; be1: backends; be2: backends; cl: client" in text
+    assert f"http://{ADDRESS['lb']}:{ports[1]}/ping" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert "tipping point" in summary["summary"][0][1], summary["summary"]
+    assert [(h["host"], h["roles"]) for h in summary["hosts"]] == [
+        ("lb", ["proxy"]), ("be1", ["backends"]), ("be2", ["backends"]), ("cl", ["client"]),
+    ]  # fmt: skip
+    samples = [json.loads(line) for line in (out / "monitor.jsonl").read_text().splitlines()]
+    assert samples and all(set(s["hosts"]) == set(HOSTS) for s in samples)
+    busy = [s for s in samples if s["roles"].get("proxy", {}).get("cpu_pct", 0) > 1]
+    assert busy, "HAProxy's CPU on lb reached the bench's samples"
+    assert all(set(s["hosts"]["lb"]["roles"]) == {"proxy"} for s in samples)
+    assert all("1" in s["hosts"]["be1"]["cpus"] for s in samples)
+    report = (out / "index.html").read_text()
+    assert "<h2>The hosts</h2>" in report
+    for k in range(len(HOSTS)):
+        assert f'id="host-cpu-{k}"' in report and f'id="host-net-{k}"' in report
+    data = json.loads(report.split('id="bench-data">')[1].split("</script>")[0])
+    assert data["marks"] and data["marks"][0]["name"] == "HTTP, new connection per request"
+    assert set(data["monitor"]["hosts"]) == set(HOSTS)
+    assert _roles_left(workers) == [] and _listening(ports) == []
+
+
+def test_a_port_taken_on_one_host_is_refused_in_one_line_naming_it(
+    cluster: tuple[subprocess.Popen[bytes], str], tmp_path: Path
+) -> None:
+    import socket
+
+    scenario, ports = _scenario(tmp_path, cluster[1])
+    with socket.socket() as sock:
+        sock.bind((ADDRESS["be2"], ports[0]))
+        sock.listen()
+        result = run_tp("bench", str(scenario), "-o", str(tmp_path / "out"), timeout=120)
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert result.returncode != 0
+    assert "be2" in last and str(ports[0]) in last and "[backends] ports" in last, last
+    assert _roles_left(_workers(cluster[1])) == []
+
+
+@pytest.mark.parametrize("how", ["a backend dies", "Ctrl-C"])
+def test_nothing_is_left_after_an_error_or_ctrl_c(
+    cluster: tuple[subprocess.Popen[bytes], str], tmp_path: Path, how: str
+) -> None:
+    workers = _workers(cluster[1])
+    scenario, ports = _scenario(tmp_path, cluster[1], "2s", 6)
+    out, log = tmp_path / "report", tmp_path / "bench.log"
+    bench = _bench(scenario, out, log)
+    try:
+        _wait_for(log, "achieved", bench)
+        if how == "Ctrl-C":
+            bench.send_signal(signal.SIGINT)
+        else:
+            be1 = next(r for r in _placed(out) if r["host"] == "be1")
+            os.kill(be1["pids"][0], signal.SIGKILL)
+        code = bench.wait(timeout=90)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    lines = log.read_text().strip().splitlines()
+    if how == "Ctrl-C":
+        assert code == 130, lines[-5:]
+    else:
+        assert code != 0 and "on host be1: backends pid" in lines[-1], lines[-5:]
+    assert _roles_left(workers) == [] and _listening(ports) == []
+
+
+def test_the_loss_of_the_proxy_hosts_worker_ends_the_bench_in_one_line(
+    cluster: tuple[subprocess.Popen[bytes], str], tmp_path: Path
+) -> None:
+    workers = _workers(cluster[1])
+    scenario, ports = _scenario(tmp_path, cluster[1], "2s", 6)
+    out, log = tmp_path / "report", tmp_path / "bench.log"
+    bench = _bench(scenario, out, log)
+    try:
+        _wait_for(log, "achieved", bench)
+        haproxy = next(r for r in _placed(out) if r["role"] == "proxy")["pids"][0]
+        os.kill(workers["lb"], signal.SIGKILL)
+        code = bench.wait(timeout=90)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    last = log.read_text().strip().splitlines()[-1]
+    assert code != 0
+    assert "host lb (worker tcp://127.0.1.1:" in last and "the proxy on it" in last, last
+    assert not psutil.pid_exists(haproxy) or psutil.Process(haproxy).status() == "zombie"
+    left = _roles_left({h: p for h, p in workers.items() if h != "lb"})
+    assert left == [] and _listening(ports) == []
