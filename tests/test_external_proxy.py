@@ -32,7 +32,7 @@ defaults
 
 frontend www
     bind 127.0.0.1:{frontend}
-    rate-limit sessions 1500
+    rate-limit sessions 600
     default_backend app
 
 backend app
@@ -82,7 +82,7 @@ name = "HTTP, new connection per request"
 kind = "sweep"
 frontend = "http"
 keepalive = false
-start = 500
+start = 200
 step = "x2"
 step_duration = "1s"
 max_steps = 3
@@ -171,3 +171,69 @@ haproxy_backend_current_sessions{proxy="app"} 99
     counters = parse_prometheus(text)
     assert counters["CurrConns"] == 15 and counters["CumConns"] == 1000
     assert counters["CumReq"] == 2500
+
+
+def test_the_bench_runs_a_users_own_haproxy_configuration_as_written(tmp_path: Path) -> None:
+    backend, frontend, stats = free_ports(3)
+    config = tmp_path / "my-haproxy.cfg"
+    config.write_text(USER_CONFIG.format(frontend=frontend, backend=backend, stats=stats))
+    scenario = tmp_path / "own.toml"
+    scenario.write_text(f"""
+[backends]
+ports = "{backend}"
+[proxy]
+config = "{config}"      # its frontend (bind 127.0.0.1:{frontend}) is the load's target
+cpus = "1"
+[[experiment]]
+name = "HTTP, new connection per request"
+kind = "sweep"
+frontend = "http"
+keepalive = false
+start = 200
+step = "x2"
+step_duration = "1s"
+max_steps = 3
+refine = 0
+""")
+    out = tmp_path / "report"
+    result = run_tp("bench", str(scenario), "-o", str(out), timeout=180)
+    log = result.stderr.decode()
+    assert result.returncode == 0, log[-3000:]
+    assert f"GET http://127.0.0.1:{frontend}/ping" in log
+    written = (out / "haproxy.cfg").read_text()
+    assert "rate-limit sessions 600" in written and "stats socket" in written
+    assert "listen stats" in written  # as the user wrote it
+    summary = json.loads((out / "summary.json").read_text())
+    assert "tipping point" in summary["summary"][0][1], summary["summary"]
+    proxy = next(r for r in summary["placement"] if r["role"] == "proxy")
+    assert proxy["cpus_seen"] == "1"
+    steps = summary["experiments"][0]["sweep"]["steps"]
+    assert all(s["proxy_cpu_pct"] is not None for s in steps)
+    from tippingpoint.listeners import listeners
+
+    assert listeners("127.0.0.1", [frontend, stats]) == []  # stopped with the bench
+
+
+def test_a_users_configuration_haproxy_refuses_is_one_line(tmp_path: Path) -> None:
+    backend, frontend = free_ports(2)
+    config = tmp_path / "broken.cfg"
+    config.write_text(f"frontend www\n    bind 127.0.0.1:{frontend}\n    use_backend nowhere\n")
+    scenario = tmp_path / "own.toml"
+    scenario.write_text(f"""
+[backends]
+ports = "{backend}"
+[proxy]
+config = "{config}"
+[[experiment]]
+kind = "attack"
+rate = 10
+duration = "1s"
+""")
+    result = run_tp("bench", str(scenario), "-o", str(tmp_path / "out"), timeout=60)
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert result.returncode != 0
+    assert "HAProxy refused the configuration" in last and "nowhere" in last, last
+    threads = tmp_path / "threads.toml"
+    threads.write_text(scenario.read_text().replace("[proxy]", "[proxy]\nthreads = 4"))
+    with pytest.raises(ScenarioError, match=r"proxy\.threads: your configuration"):
+        parse_scenario(threads.read_text())

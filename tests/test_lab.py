@@ -36,6 +36,7 @@ def cluster() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, "TIPPINGPOINT_LAB_LEASE": "4"},  # a killed bench's roles: 4 s
     )
     assert proc.stdout is not None
     address = proc.stdout.readline().decode().strip()
@@ -101,7 +102,7 @@ host = "lb"
 cpus = "1"
 http = "127.0.0.1:{ports[1]}"
 https = "127.0.0.1:{ports[2]}"
-rate_limit = 1500      # HAProxy's sessions a second: the knee, whatever the machine
+rate_limit = 600       # HAProxy's sessions a second: the knee, whatever the machine
 [client]
 hosts = ["cl"]
 [cluster]
@@ -111,7 +112,7 @@ name = "HTTP, new connection per request"
 kind = "sweep"
 frontend = "http"
 keepalive = false
-start = 500
+start = 200
 step = "x2"
 step_duration = "{step}"
 max_steps = {steps}
@@ -217,18 +218,20 @@ def test_a_port_taken_on_one_host_is_refused_in_one_line_naming_it(
     assert _roles_left(_workers(cluster[1])) == []
 
 
-@pytest.mark.parametrize("how", ["a backend dies", "Ctrl-C"])
+@pytest.mark.parametrize("how", ["a backend dies", "Ctrl-C", "kill -9"])
 def test_nothing_is_left_after_an_error_or_ctrl_c(
     cluster: tuple[subprocess.Popen[bytes], str], tmp_path: Path, how: str
 ) -> None:
     workers = _workers(cluster[1])
-    scenario, ports = _scenario(tmp_path, cluster[1], "2s", 6)
+    scenario, ports = _scenario(tmp_path, cluster[1], "1s", 5)
     out, log = tmp_path / "report", tmp_path / "bench.log"
     bench = _bench(scenario, out, log)
     try:
         _wait_for(log, "achieved", bench)
         if how == "Ctrl-C":
             bench.send_signal(signal.SIGINT)
+        elif how == "kill -9":
+            bench.kill()
         else:
             be1 = next(r for r in _placed(out) if r["host"] == "be1")
             os.kill(be1["pids"][0], signal.SIGKILL)
@@ -237,7 +240,14 @@ def test_nothing_is_left_after_an_error_or_ctrl_c(
         if bench.poll() is None:
             bench.kill()
     lines = log.read_text().strip().splitlines()
-    if how == "Ctrl-C":
+    if how == "kill -9":
+        # No one is left to stop the roles: each host stops them once the bench's lease
+        # on them runs out (20 s after its last sample; 4 s in this cluster).
+        assert code == -9
+        deadline = time.monotonic() + 15
+        while _roles_left(workers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    elif how == "Ctrl-C":
         assert code == 130, lines[-5:]
     else:
         assert code != 0 and "on host be1: backends pid" in lines[-1], lines[-5:]
@@ -248,7 +258,7 @@ def test_the_loss_of_the_proxy_hosts_worker_ends_the_bench_in_one_line(
     cluster: tuple[subprocess.Popen[bytes], str], tmp_path: Path
 ) -> None:
     workers = _workers(cluster[1])
-    scenario, ports = _scenario(tmp_path, cluster[1], "2s", 6)
+    scenario, ports = _scenario(tmp_path, cluster[1], "1s", 5)
     out, log = tmp_path / "report", tmp_path / "bench.log"
     bench = _bench(scenario, out, log)
     try:
@@ -265,3 +275,36 @@ def test_the_loss_of_the_proxy_hosts_worker_ends_the_bench_in_one_line(
     assert not psutil.pid_exists(haproxy) or psutil.Process(haproxy).status() == "zombie"
     left = _roles_left({h: p for h, p in workers.items() if h != "lb"})
     assert left == [] and _listening(ports) == []
+
+
+def test_a_lab_through_a_plaintext_scheduler_off_loopback_is_refused(tmp_path: Path) -> None:
+    scenario, _ = _scenario(tmp_path, "tcp://10.255.255.1:8786")
+    result = run_tp("bench", str(scenario), "-o", str(tmp_path / "out"), timeout=60)
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert result.returncode != 0
+    assert "a plaintext scheduler off this machine runs whatever anyone sends it" in last, last
+    assert "tls://" in last
+
+
+def test_watch_cluster_samples_every_host_through_its_worker(
+    cluster: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    result = run_tp(
+        "watch", "--cluster", cluster[1], "--duration", "3s", "--format", "csv", timeout=60
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    header, *rows = result.stdout.decode().strip().splitlines()
+    columns = header.split(",")
+    for host in HOSTS:
+        assert f"{host}_cpu_busy_pct" in columns and f"{host}_tcp_established" in columns
+    assert len(rows) >= 2
+    last = dict(zip(columns, rows[-1].split(","), strict=True))
+    assert all(last[f"{host}_mem_used_kib"] not in ("", "0") for host in HOSTS), last
+    # Nothing of the watch stays on the workers: its samplers' labs are stopped.
+    from distributed import Client
+
+    from tippingpoint.cluster import agent
+
+    with Client(cluster[1], timeout="10s") as client:
+        labs = client.run(lambda: [k for k in agent._LABS if k.startswith("watch-")])
+    assert all(v == [] for v in labs.values()), labs

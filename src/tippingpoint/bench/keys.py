@@ -39,6 +39,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
         "stats",
         "prometheus",
         "cacert",
+        "config",
     ),
     "client": ("processes", "cpus", "hosts"),
     "cluster": ("address", "workers", "certs", "max_clock_skew", "insecure"),

@@ -220,20 +220,9 @@ class Lab:
     def _poll(self) -> None:
         names = {h.worker: h.name for h in self.hosts.values()}
         while not self._stop.wait(_POLL_S):
-            try:
-                alive = set(self.client.ncores())
-                answers = self.client.run(
-                    agent.lab_sample_of,
-                    self.id,
-                    names,
-                    workers=[w for w in names if w in alive],
-                    on_error="return",
-                )
-            except Exception:
-                alive, answers = set(), {}
-            for worker, name in names.items():
-                answer = answers.get(worker)
-                if worker not in alive or not isinstance(answer, dict) or "error" in answer:
+            for worker, answer in agent.sample_hosts(self.client, self.id, names).items():
+                name = names[worker]
+                if answer is None:
                     self._lost(name)
                     continue
                 self.latest[name] = answer

@@ -104,6 +104,7 @@ def _proxy_config(
         cpus=scenario.proxy_cpus,
         rate_limit_sessions=scenario.rate_limit,
         http_reuse=scenario.http_reuse,
+        raw=scenario.proxy_raw,
     )
 
 
@@ -397,9 +398,7 @@ def _run_setup(
 def _cacert(scenario: Scenario, out: Path) -> str:
     """What the proxy's TLS certificates are checked against: the bench's own, or an
     external proxy's CA."""
-    if scenario.external is not None and scenario.external.cacert:
-        return scenario.external.cacert
-    return str(out / "tls" / "cert.pem")
+    return scenario.proxy_cacert or str(out / "tls" / "cert.pem")
 
 
 def _sync_placement(report: BenchReport, topology: Topology, setup: str) -> None:

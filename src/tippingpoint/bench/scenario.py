@@ -30,7 +30,7 @@ from tippingpoint.bench.spec import (
 )
 from tippingpoint.pacer import parse_duration
 from tippingpoint.plan import ConnectionPlan
-from tippingpoint.proxy.config import MQTT_BALANCE
+from tippingpoint.proxy.config import MQTT_BALANCE, binds_of
 from tippingpoint.schemes import SCHEMES
 from tippingpoint.server.config import parse_cpus, parse_ports
 from tippingpoint.targets import parse_header
@@ -206,8 +206,35 @@ def _external(proxy: dict[str, Any], experiments: list[Experiment[Any]]) -> Exte
         address=_addr(str(proxy["external"]), "proxy.external"),
         stats=str(proxy.get("stats", "")),
         prometheus=str(proxy.get("prometheus", "")),
-        cacert=str(proxy.get("cacert", "")),
     )
+
+
+_DECIDED_BY_CONFIG: Final = ("threads", "cert", "rate_limit", "http_reuse", "mqtt_balance")
+"""``[proxy]`` keys a user's own configuration decides for itself."""
+
+
+def _own_config(proxy: dict[str, Any]) -> dict[str, Any]:
+    """``[proxy] config``: the user's file as text, and its frontends where the scenario
+    does not give them (its first plain and first TLS ``bind``)."""
+    if "config" not in proxy:
+        return {}
+    path = Path(str(proxy["config"]))
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ScenarioError(f"proxy.config: cannot read {path}: {e.strerror or e}") from None
+    for key in _DECIDED_BY_CONFIG:
+        if key in proxy:
+            raise ScenarioError(
+                f"proxy.{key}: your configuration ({path}) decides this: set it there"
+            )
+    binds = binds_of(text)
+    if not binds:
+        raise ScenarioError(f"proxy.config: {path} has no bind line: nothing to send load to")
+    found = {}
+    for address, tls in reversed(binds):
+        found["https" if tls else "http"] = f"{address[0]}:{address[1]}"
+    return {**found, **proxy, "raw": text}
 
 
 def _addr(text: str, key: str) -> tuple[str, int]:
@@ -293,6 +320,7 @@ def parse_scenario(text: str) -> Scenario:
         raise ScenarioError(str(e)) from None
     bench, backends = data.get("bench", {}), data.get("backends", {})
     proxy, client = data.get("proxy", {}), data.get("client", {})
+    proxy = {**proxy, **_own_config(proxy)}
     try:
         experiments = [_experiment(raw, i) for i, raw in enumerate(data.get("experiment", []))]
         if not experiments:
@@ -348,6 +376,8 @@ def parse_scenario(text: str) -> Scenario:
             hosts=_hosts(data),
             external=_external(proxy, experiments),
             backends_external=bool(backends.get("external", False)),
+            proxy_raw=proxy.get("raw"),
+            proxy_cacert=str(proxy.get("cacert", "")),
         )
         for exp in scenario.experiments:
             check = KINDS[exp.kind].check

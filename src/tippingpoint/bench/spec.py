@@ -177,8 +177,6 @@ class External:
     """HAProxy's stats page (its CSV is read), e.g. http://10.0.0.5:8404/stats."""
     prometheus: str = ""
     """Or its Prometheus endpoint."""
-    cacert: str = ""
-    """The CA its TLS frontends' certificates are checked against."""
 
     @property
     def source(self) -> str:
@@ -246,6 +244,10 @@ class Scenario:
     """``[proxy] external``: the proxy under test is one the bench does not start."""
     backends_external: bool = False
     """``[backends] external``: the proxy's backends are its own; the bench starts none."""
+    proxy_raw: str | None = None
+    """``[proxy] config``: the user's HAProxy configuration, run as written."""
+    proxy_cacert: str = ""
+    """``[proxy] cacert``: the CA of a user's proxy's TLS certificates."""
     mqtt_balance: str = "client-id"
     """``[proxy] mqtt_balance``: what keeps a session on its broker (client-id, username,
     roundrobin). With mosquitto, username by default: an MQTT sweep's sessions share one,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
 from tippingpoint import tap
 from tippingpoint.cli.base import cli, fail
+from tippingpoint.cli.fleet import cluster_options
 from tippingpoint.cli.options import parse_roles
 from tippingpoint.cli.web import live_page, web_options
 
@@ -64,6 +67,7 @@ _CSV_COLUMNS = (
 )
 @click.option("-o", "--output", default="-", show_default=True, help="Output file.")
 @web_options
+@cluster_options
 def watch(
     roles: tuple[str, ...],
     haproxy_dir: str | None,
@@ -73,11 +77,13 @@ def watch(
     duration: str | None,
     fmt: str,
     output: str,
+    cluster: str | None,
     **web: Any,
 ) -> None:
     """Sample the machine as the article's Ganglia did: TCP established, sockets, packets,
     memory, CPU per role, HAProxy counters, and the MQTT side (mosquitto's $SYS, serve's
-    MQTT counters)."""
+    MQTT counters). With --cluster, every machine of a Dask cluster too, through one of
+    its workers each: each record's ``hosts``, a CSV's HOST_* columns."""
     from pathlib import Path
 
     from tippingpoint.monitor import Monitor
@@ -121,15 +127,47 @@ def watch(
     except OSError as e:
         fail(f"cannot write -o {output}: {e.strerror}")
         return
-    if fmt == "csv":
-        out.write(_csv_header(list(role_map)))
     try:
-        _watch(monitor, out, (period, limit), lambda r: _line(r, fmt, list(role_map)), web)
+        with _hosts(monitor, cluster, web) as hosts:
+            if fmt == "csv":
+                out.write(_csv_header(list(role_map), hosts))
+            line = lambda r: _line(r, fmt, list(role_map), hosts)  # noqa: E731
+            _watch(monitor, out, (period, limit), line, web)
     finally:
         for watcher in watchers:
             watcher.close()
         if out is not sys.stdout:
             out.close()
+
+
+@contextmanager
+def _hosts(monitor: Any, cluster: str | None, opts: dict[str, Any]) -> Iterator[list[str]]:
+    """With --cluster, every machine of the cluster sampled through one of its workers
+    into each record's ``hosts``: the hosts' names, for the block."""
+    if not cluster:
+        yield []
+        return
+    import uuid
+
+    from tippingpoint.cli.fleet import fleet_of
+    from tippingpoint.cluster import agent
+
+    with fleet_of({**opts, "cluster": cluster}, "watch") as fleet:
+        names: dict[str, str] = {}
+        for worker in fleet.workers:  # one worker per machine
+            if fleet.facts[worker].host not in names.values():
+                names[worker] = fleet.facts[worker].host
+        lab = "watch-" + uuid.uuid4().hex[:10]
+
+        def sample() -> dict[str, Any]:
+            answers = agent.sample_hosts(fleet.client, lab, names)
+            return {names[w]: a for w, a in answers.items() if a is not None}
+
+        monitor.hosts = sample
+        try:
+            yield sorted(names.values())
+        finally:
+            fleet.client.run(agent.lab_stop, lab, None, workers=list(names))
 
 
 def _watch(
@@ -205,12 +243,40 @@ def _check_watched(
                 ) from None
 
 
-def _csv_header(roles: list[str]) -> str:
+_HOST_COLUMNS = (
+    "cpu_busy_pct",
+    "load1",
+    "tcp_established",
+    "rx_packets_per_s",
+    "tx_packets_per_s",
+    "mem_used_kib",
+)
+
+
+def _csv_header(roles: list[str], hosts: list[str]) -> str:
     names = [f"{r}_{k}" for r in roles for k in ("cpu_pct", "rss_kib")]
+    names += [f"{h}_{k}" for h in hosts for k in _HOST_COLUMNS]
     return ",".join([*_CSV_COLUMNS, *names, "haproxy_curr_conns"]) + "\n"
 
 
-def _line(record: dict[str, Any], fmt: str, roles: list[str]) -> str:
+def _host_row(sample: dict[str, Any] | None) -> list[str]:
+    """A host's :data:`_HOST_COLUMNS` (empty while it does not answer)."""
+    if sample is None:
+        return [""] * len(_HOST_COLUMNS)
+    cores = [c["busy_pct"] for c in sample.get("cpus", {}).values()]
+    ifaces = sample.get("interfaces", {}).values()
+    values = [
+        round(sum(cores) / len(cores), 1) if cores else "",
+        sample.get("load1", ""),
+        sample.get("tcp_established", ""),
+        round(sum(i["rx_packets_per_s"] for i in ifaces)),
+        round(sum(i["tx_packets_per_s"] for i in ifaces)),
+        sample.get("mem_used_kib", ""),
+    ]
+    return [str(v) for v in values]
+
+
+def _line(record: dict[str, Any], fmt: str, roles: list[str], hosts: list[str]) -> str:
     """One sample as a JSON line or a CSV row (the columns of :func:`_csv_header`)."""
     import json
 
@@ -222,5 +288,7 @@ def _line(record: dict[str, Any], fmt: str, roles: list[str]) -> str:
     row = [str(flat.get(c, "")) for c in _CSV_COLUMNS]
     for r in roles:
         row += [str(record["roles"][r]["cpu_pct"]), str(record["roles"][r]["rss_kib"])]
+    for h in hosts:
+        row += _host_row(record.get("hosts", {}).get(h))
     row.append(str(record.get("haproxy", {}).get("CurrConns", "")))
     return ",".join(row) + "\n"

@@ -36,13 +36,15 @@ __all__ = [
     "lab_sample",
     "lab_sample_of",
     "lab_stop",
+    "sample_hosts",
     "start_brokers",
     "start_proxy",
     "start_serve",
 ]
 
-LEASE_S: Final = 20.0
-"""A lab not heard of for this long is stopped by its host."""
+LEASE_S: Final = float(os.environ.get("TIPPINGPOINT_LAB_LEASE", "20"))
+"""A lab not heard of for this long is stopped by its host (seconds; the worker's
+``TIPPINGPOINT_LAB_LEASE`` sets it, at least 3: the bench samples once a second)."""
 
 Result = dict[str, Any]
 
@@ -111,7 +113,7 @@ def _lab(lab: str, name: str) -> _HostLab:
 def _expire() -> None:
     """Stop the labs whose bench stopped renewing them."""
     while True:
-        time.sleep(2.0)
+        time.sleep(1.0)
         with _LOCK:
             late = [k for k, h in _LABS.items() if time.monotonic() > h.deadline]
             hosts = [_LABS.pop(k) for k in late]
@@ -304,6 +306,23 @@ def lab_sample_of(lab: str, names: dict[str, str], dask_worker: Any = None) -> R
     if address not in names:
         return {"error": f"worker {address} is not a host of this lab"}
     return lab_sample(lab, names[address])
+
+
+def sample_hosts(client: Any, lab: str, names: dict[str, str]) -> dict[str, Result | None]:
+    """(Client side.) Every host of ``names`` (worker -> host name) sampled now through
+    its worker, in one round; None for a worker that is gone or failed."""
+    try:
+        alive = set(client.ncores())
+        answers = client.run(
+            lab_sample_of, lab, names, workers=[w for w in names if w in alive], on_error="return"
+        )
+    except Exception:  # the scheduler itself is gone
+        answers = {}
+    out: dict[str, Result | None] = {}
+    for worker in names:
+        answer = answers.get(worker)
+        out[worker] = answer if isinstance(answer, dict) and "error" not in answer else None
+    return out
 
 
 def lab_stop(lab: str, role: str | None = None) -> Result:

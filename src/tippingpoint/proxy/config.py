@@ -26,8 +26,10 @@ __all__ = [
     "Frontend",
     "MQTTRouting",
     "ProxyConfig",
+    "binds_of",
     "derive_maxconn",
     "render",
+    "with_stats_socket",
 ]
 
 MQTT_BALANCE: Final = {
@@ -130,6 +132,10 @@ class ProxyConfig:
     health_checks: bool = True
     stats_socket: Path = Path("haproxy.sock")
     extra_global: tuple[str, ...] = field(default=())
+    raw: str | None = None
+    """A user's own configuration, run as written with a stats socket added (its
+    frontends, backends and tuning are its own; the fields above then only tell the
+    bench where its frontends are)."""
 
     def __post_init__(self) -> None:
         if not self.frontends:
@@ -158,7 +164,41 @@ def _ms(seconds: float) -> str:
     return f"{int(seconds * 1000)}ms"
 
 
+def with_stats_socket(text: str, path: Path) -> str:
+    """``text`` with an admin stats socket at ``path`` in its ``global`` section (one
+    added at the top when it has none)."""
+    line = f"    stats socket {path} mode 600 level admin"
+    lines = text.splitlines()
+    for i, current in enumerate(lines):
+        if current.split("#", 1)[0].strip() == "global":
+            return "\n".join([*lines[: i + 1], line, *lines[i + 1 :]]) + "\n"
+    return "\n".join(["global", line, "", *lines]) + "\n"
+
+
+def binds_of(text: str) -> list[tuple[tuple[str, int], bool]]:
+    """The ``bind`` addresses of a configuration, each with whether it speaks TLS
+    (``ssl``); a bind on every address (``:8080``, ``*:8080``) is reached at 127.0.0.1."""
+    out = []
+    for raw in text.splitlines():
+        words = raw.split("#", 1)[0].split()
+        if len(words) < 2 or words[0] != "bind":
+            continue
+        for address in words[1].split(","):
+            host, _, port = address.rpartition(":")
+            if port.isdigit():
+                host = host.strip("[]")
+                out.append(
+                    (
+                        (host if host not in ("", "*", "0.0.0.0") else "127.0.0.1", int(port)),
+                        "ssl" in words[2:],
+                    )
+                )
+    return out
+
+
 def render(config: ProxyConfig) -> str:
+    if config.raw is not None:
+        return with_stats_socket(config.raw, config.stats_socket)
     request_timeout = config.timeout_request_s
     if request_timeout is None:
         request_timeout = config.timeout_client_s
