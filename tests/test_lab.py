@@ -308,3 +308,21 @@ def test_watch_cluster_samples_every_host_through_its_worker(
     with Client(cluster[1], timeout="10s") as client:
         labs = client.run(lambda: [k for k in agent._LABS if k.startswith("watch-")])
     assert all(v == [] for v in labs.values()), labs
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[proxy]\nhost = "lb"\n', "backends.hosts: the proxy runs on lb"),
+        ('[backends]\nhosts = ["be1"]\n', "proxy.host: the backends run on hosts"),
+        ('[hosts]\nlb = "w1"\n[proxy]\nhost = "lbb"\n', "proxy.host: 'lbb' is not a host"),
+        ('[client]\nhosts = ["cl", "cl"]\n', "client.hosts: a name is given twice"),
+        ("[hosts]\nlb = 3\n", "hosts.lb: the Dask worker this host is"),
+    ],
+)
+def test_a_lab_scenario_that_cannot_run_is_refused(text: str, message: str) -> None:
+    from tippingpoint.bench import ScenarioError, parse_scenario
+
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text + '[[experiment]]\nkind = "attack"\n')
+    assert message in str(caught.value), str(caught.value)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["catching", "in_worker", "passing_on", "requested"]
+__all__ = ["catching", "in_worker", "passing_on", "request", "requested"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -39,6 +39,12 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def request() -> None:
+    """Stop the command as SIGTERM would, from within it (a thread that found the run
+    cannot go on: a lab host lost); the command then says why it stopped."""
+    _on_signal(signal.SIGTERM, None)
 
 
 @contextmanager

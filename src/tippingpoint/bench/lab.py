@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from tippingpoint import interrupt
 from tippingpoint.bench.spec import Hosts, Scenario, ScenarioError
 from tippingpoint.bench.topology import BenchFailure, Topology
 from tippingpoint.cluster import agent
@@ -228,17 +229,22 @@ class Lab:
                 self.latest[name] = answer
                 for event in answer.get("events", []):
                     if self.problem is None and self.carries.get(name):
-                        self.problem = f"on host {name}: {event}"
+                        self._fail(f"on host {name}: {event}")
 
     def _lost(self, name: str) -> None:
         self.lost.add(name)
-        if self.problem is not None:
-            return
-        host = self.hosts[name]
-        roles = self.carries.get(name) or []
-        what = f"the {' and the '.join(roles)} on it stopped with it" if roles else "no role"
-        self.problem = f"host {name} (worker {host.worker}) was lost: {what}"
         self.latest.pop(name, None)
+        if self.problem is None:
+            host = self.hosts[name]
+            roles = self.carries.get(name) or []
+            what = f"the {' and the '.join(roles)} on it stopped with it" if roles else "no role"
+            self._fail(f"host {name} (worker {host.worker}) was lost: {what}")
+
+    def _fail(self, problem: str) -> None:
+        """The run cannot go on: stop what runs now (as Ctrl-C would); the bench then
+        ends with ``problem`` (:meth:`failure`)."""
+        self.problem = problem
+        interrupt.request()
 
     def failure(self) -> str | None:
         """A lost host or a role's process that ended, in one line (None: all well)."""

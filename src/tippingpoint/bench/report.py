@@ -188,6 +188,8 @@ class BenchReport:
     """The names of a matrix scenario's setups, in order (none: one setup)."""
     placement: list[dict[str, Any]] = field(default_factory=list)
     """Each role's PIDs, threads and CPUs, asked and read back from /proc."""
+    running: str = ""
+    """The experiment running now (or last)."""
     hosts: Callable[[], list[dict[str, Any]]] | None = None
     """A lab's hosts and the roles each carries (see :meth:`tippingpoint.bench.lab.Lab.table`)."""
 

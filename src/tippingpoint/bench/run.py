@@ -24,7 +24,7 @@ from tippingpoint.bench.lab import Lab, lab_cpus
 from tippingpoint.bench.report import BenchReport
 from tippingpoint.bench.scenario import plan_holds
 from tippingpoint.bench.spec import ClusterSpec, External, Scenario, ScenarioError
-from tippingpoint.bench.topology import BenchFailure, Topology, serve_command
+from tippingpoint.bench.topology import BenchFailure, LabFailure, Topology, serve_command
 from tippingpoint.broker import SysWatcher
 from tippingpoint.certs import make_certificate
 from tippingpoint.cluster import agent
@@ -207,7 +207,8 @@ def _start_lab(
     for key in scenario.listeners:
         backend = scenario.backend(key)
         on = hosts.backends if backend.shares_ports else brokers
-        where[key] = tuple(address[h] for h in on)
+        if on:
+            where[key] = tuple(address[h] for h in on)
         for host in on:
             lab.check_free(host, backend.ports, backend.role, backend.key)
     for frontend in _proxy_frontends(scenario):
@@ -257,6 +258,11 @@ def run_bench(
         if scenario.open_files < 256:
             raise ScenarioError("bench.open_files: at least 256")
         soft = min(scenario.open_files, hard)
+    if scenario.hosts.lab and scenario.cluster is None:
+        raise ScenarioError(
+            "hosts: roles on other hosts run through a Dask cluster's workers: add [cluster] "
+            'address = "tls://SCHEDULER:8786" or --cluster (workers = ["lb", "be1"]: try it here)'
+        )
     binary = find_haproxy(haproxy_bin) if scenario.external is None else "haproxy"
     home = tuple(sorted(os.sched_getaffinity(0)))
     plans = plan_holds(scenario, soft, port_range(), memory_available())
@@ -391,6 +397,8 @@ def _run_setup(
         )  # fmt: skip
         try:
             _run_experiments(bench, report, first)
+        except KeyboardInterrupt:
+            _stopped(bench, report, report.running)
         finally:
             report.write()
 
@@ -414,17 +422,29 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _stopped(bench: Bench, report: BenchReport, name: str) -> None:
+    """Raise what stopped the run: a lab's failure (a host lost, a role dead: it stopped
+    the run itself) or the user's Ctrl-C."""
+    problem = bench.lab.failure() if bench.lab is not None else None
+    if problem is None:
+        raise KeyboardInterrupt
+    report.failure = f"{problem} during {name!r}" if name else problem
+    report.write()
+    raise LabFailure(f"{report.failure}; the report has what ran: {bench.out / 'index.html'}")
+
+
 def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
     setup = bench.scenario.setup
     for index, exp in enumerate(bench.scenario.experiments):
         if interrupt.requested():  # Ctrl-C between two experiments
-            raise KeyboardInterrupt
+            _stopped(bench, report, exp.name)
         kind = KINDS[exp.kind]
         description = kind.describe(exp, kind.url(bench, exp), bench.scenario)
         bench.log(f"bench: {exp.name} ({description})")
         left = [e.name for e in bench.scenario.experiments[index + 1 :]]
         label = f"{exp.name} [{setup}]" if setup else exp.name  # its counters' label
         tap.begin(label, kind.shape, description, left)
+        report.running = exp.name
         restarted = len(bench.topology.worker_restarts())
         began, cpu = time.monotonic(), _cpu_seconds()
         outcome = kind.run(bench, index, exp)
@@ -448,7 +468,7 @@ def _run_experiments(bench: Bench, report: BenchReport, first: int) -> None:
         if outcome.interrupted or interrupt.requested():
             # Before the roles' check: a terminal's Ctrl-C reaches them too, and their
             # end is then the user's doing, not a failure.
-            raise KeyboardInterrupt
+            _stopped(bench, report, exp.name)
         failure = bench.topology.failure()
         if failure is not None:
             report.failure = f"{failure} during {exp.name!r}"

@@ -165,10 +165,14 @@ def _hosts(data: dict[str, Any]) -> Hosts:
                 raise ScenarioError(
                     f"{key}: {name!r} is not a host of [hosts] ({', '.join(table)})"
                 )
-    if any(roles.values()) and not data.get("cluster"):
+    if proxy and not roles["backends.hosts"] and not data.get("backends", {}).get("external"):
         raise ScenarioError(
-            "hosts: roles on other hosts run through a Dask cluster's workers: add [cluster] "
-            'address = "tls://SCHEDULER:8786" (or workers = ["lb", "be1"] to try it here)'
+            f"backends.hosts: the proxy runs on {proxy}: name the backends' hosts too (e.g. "
+            '["be1", "be2"]), which it reaches at their own addresses'
+        )
+    if not proxy and (roles["backends.hosts"] or roles["broker.hosts"]):
+        raise ScenarioError(
+            'proxy.host: the backends run on hosts of the lab: name the proxy\'s too (e.g. "lb")'
         )
     return Hosts(
         workers=tuple((str(k), str(v)) for k, v in table.items()),

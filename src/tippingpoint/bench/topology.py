@@ -33,11 +33,16 @@ from tippingpoint.procs import die_with_parent, stop_process
 from tippingpoint.proxy.config import ProxyConfig
 from tippingpoint.proxy.instance import HAProxyError, ProxyFleet
 
-__all__ = ["BenchFailure", "Topology", "serve_command"]
+__all__ = ["BenchFailure", "LabFailure", "Topology", "serve_command"]
 
 
 class BenchFailure(RuntimeError):
     """The bench cannot go on; a one-line reason."""
+
+
+class LabFailure(BenchFailure):
+    """A lab's host was lost or one of its roles died: the bench stopped the run itself
+    (as Ctrl-C would), and this is why."""
 
 
 _SERVE_OPTION: Final = {"http": "--ports", "mqtt": "--mqtt"}

@@ -66,7 +66,7 @@ def bench(
         from tippingpoint.bench.spec import ClusterSpec
 
         old = parsed.cluster or ClusterSpec()
-        parsed = replace(parsed, cluster=replace(old, address=cluster, workers=0))
+        parsed = replace(parsed, cluster=replace(old, address=cluster, workers=0, names=()))
     out = Path(out_dir).absolute()
     with live_page(web, parsed.title, "bench", out):
         report = _run(parsed, out, scenario or "(default)", haproxy_bin)
@@ -92,6 +92,7 @@ def _run(parsed: Any, out: Any, scenario: str, haproxy_bin: str | None) -> Any:
     the bench at its next step, which cleans up and keeps the report)."""
     from tippingpoint import interrupt
     from tippingpoint.bench import BenchFailure, ScenarioError, run_bench
+    from tippingpoint.bench.topology import LabFailure
     from tippingpoint.listeners import PortBusy
     from tippingpoint.proxy.instance import HAProxyError
 
@@ -107,7 +108,7 @@ def _run(parsed: Any, out: Any, scenario: str, haproxy_bin: str | None) -> Any:
     except ScenarioError as e:
         fail(f"scenario {scenario}: {e}")
     except (BenchFailure, HAProxyError, PortBusy, RuntimeError, OSError) as e:
-        if stopped:  # the roles died of the terminal's Ctrl-C
+        if stopped and not isinstance(e, LabFailure):  # the roles died of the terminal's Ctrl-C
             fail(interrupted, 130)
         if isinstance(e, OSError) and not isinstance(e, PortBusy):
             fail(f"bench: {e.strerror or e}: {e.filename}", 1)
