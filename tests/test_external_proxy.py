@@ -45,6 +45,19 @@ listen stats
 """
 
 
+SWEEP = """[[experiment]]
+name = "HTTP, new connection per request"
+kind = "sweep"
+frontend = "http"
+keepalive = false
+start = 200               # 200, 400, 800/s: the knee at HAProxy's 600 sessions a second
+step = "x2"
+step_duration = "1s"
+max_steps = 3
+refine = 0
+"""
+
+
 def _frontend_counters(stats: int) -> dict[str, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{stats}/stats;csv", timeout=5) as answer:
         return parse_csv(answer.read().decode())
@@ -77,17 +90,7 @@ ports = "{backend}"
 [proxy]
 external = "127.0.0.1:{frontend}"
 stats = "http://127.0.0.1:{stats}/stats"
-[[experiment]]
-name = "HTTP, new connection per request"
-kind = "sweep"
-frontend = "http"
-keepalive = false
-start = 200
-step = "x2"
-step_duration = "1s"
-max_steps = 3
-refine = 0
-""")
+{SWEEP}""")
         out = tmp_path / "report"
         result = run_tp("bench", str(scenario), "-o", str(out), timeout=180)
         log = result.stderr.decode()
@@ -184,17 +187,7 @@ ports = "{backend}"
 [proxy]
 config = "{config}"      # its frontend (bind 127.0.0.1:{frontend}) is the load's target
 cpus = "1"
-[[experiment]]
-name = "HTTP, new connection per request"
-kind = "sweep"
-frontend = "http"
-keepalive = false
-start = 200
-step = "x2"
-step_duration = "1s"
-max_steps = 3
-refine = 0
-""")
+{SWEEP}""")
     out = tmp_path / "report"
     result = run_tp("bench", str(scenario), "-o", str(out), timeout=180)
     log = result.stderr.decode()

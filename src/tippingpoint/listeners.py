@@ -12,12 +12,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["Listener", "PortBusy", "check_free", "listeners"]
+__all__ = ["Listener", "PortBusy", "check_free", "listeners", "wait_listening"]
 
 _LISTEN: Final = "0A"
 
@@ -139,3 +141,23 @@ def check_free(
             else f" or {other or 'choose other ports'}"
         )
     )
+
+
+def wait_listening(
+    host: str, port: int, proc: subprocess.Popen[bytes], log: Path, what: str, wait: float = 30
+) -> None:
+    """Return once ``proc`` accepts on ``host``:``port``; RuntimeError (its own reason
+    from ``log`` rather than its supervisor's "see above") when it ended or took longer
+    than ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                lines = log.read_text(errors="replace").strip().splitlines()
+                causes = [line for line in lines if "cannot" in line] or lines[-1:]
+                why = causes[0].split(": ", 1)[-1] if causes else "see " + str(log)
+                raise RuntimeError(f"{what} did not start on {host}:{port}: {why}") from None
+            time.sleep(0.05)

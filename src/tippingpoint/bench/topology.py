@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,7 +25,7 @@ from types import TracebackType
 from typing import Final
 
 from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet
-from tippingpoint.listeners import PortBusy, check_free
+from tippingpoint.listeners import PortBusy, check_free, wait_listening
 from tippingpoint.placement import Placed, PlacementError, cpu_list, spawn, verify
 from tippingpoint.procs import die_with_parent, stop_process
 from tippingpoint.proxy.config import ProxyConfig
@@ -70,22 +68,6 @@ def serve_command(
     if cpus:
         command += ["--cpus", cpu_list(cpus)]
     return command
-
-
-def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                lines = log.read_text(errors="replace").strip().splitlines()
-                # The worker's own reason, rather than its supervisor's "see above".
-                causes = [line for line in lines if "cannot" in line] or lines[-1:]
-                why = causes[0].split(": ", 1)[-1] if causes else "see " + str(log)
-                raise BenchFailure(f"the backends did not start on {host}:{port}: {why}") from None
-            time.sleep(0.05)
 
 
 class Topology:
@@ -184,8 +166,11 @@ class Topology:
             raise BenchFailure(str(e)) from None
         self._register(role, proc)
         self.stack.callback(stop_process, proc, 15.0)
-        for ports in listeners.values():
-            _wait_port("127.0.0.1", ports[-1], proc, log_path)
+        try:
+            for ports in listeners.values():
+                wait_listening("127.0.0.1", ports[-1], proc, log_path, "the backends")
+        except RuntimeError as e:
+            raise BenchFailure(str(e)) from None
         self._verify(role, [proc.pid], cpus)
         return proc
 

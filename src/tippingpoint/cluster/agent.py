@@ -134,6 +134,29 @@ def _guarded(run: Callable[[], Result]) -> Result:
         return {"error": str(e) or type(e).__name__}
 
 
+def _settle(
+    host: _HostLab,
+    role: str,
+    stack: ExitStack,
+    procs: list[subprocess.Popen[bytes]],
+    cpus: tuple[int, ...],
+) -> dict[str, Any]:
+    """A started role's processes read back from /proc (stopped if astray), then
+    watched: its pids and placement row."""
+    from tippingpoint.placement import verify
+
+    pids = [p.pid for p in procs]
+    for proc in procs:
+        host.procs[proc.pid] = proc
+    try:
+        placed = verify(role, pids, cpus)
+    except BaseException:
+        stack.close()
+        raise
+    host.add(role, stack, pids)
+    return {"pids": pids, "placed": placed.to_json(), "worker": os.getpid()}
+
+
 def check_ports(address: str, ports: tuple[int, ...], what: str, advice: str) -> Result:
     """Refuse ports where something listens on this host."""
     from tippingpoint.listeners import check_free
@@ -143,23 +166,6 @@ def check_ports(address: str, ports: tuple[int, ...], what: str, advice: str) ->
         return {}
 
     return _guarded(run)
-
-
-def _wait_port(address: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    import socket
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection((address, port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                lines = log.read_text(errors="replace").strip().splitlines()
-                causes = [line for line in lines if "cannot" in line] or lines[-1:]
-                why = causes[0].split(": ", 1)[-1] if causes else "see " + str(log)
-                raise RuntimeError(f"it did not start on {address}:{port}: {why}") from None
-            time.sleep(0.05)
 
 
 def start_serve(
@@ -174,7 +180,8 @@ def start_serve(
     on ``ports`` when this returns: its pid and placement."""
     import sys
 
-    from tippingpoint.placement import spawn, verify
+    from tippingpoint.listeners import wait_listening
+    from tippingpoint.placement import spawn
     from tippingpoint.procs import die_with_parent, stop_process
 
     def run() -> Result:
@@ -188,16 +195,13 @@ def start_serve(
                 [sys.executable, *command], cpus, role, log, lambda: die_with_parent(parent)
             )
         stack.callback(stop_process, proc, 15.0)
-        host.procs[proc.pid] = proc
         try:
             for address, port in ports:
-                _wait_port(address, port, proc, log_path)
-            placed = verify(role, [proc.pid], cpus)
+                wait_listening(address, port, proc, log_path, role)
         except BaseException:
             stack.close()
             raise
-        host.add(role, stack, [proc.pid])
-        return {"pids": [proc.pid], "placed": placed.to_json(), "worker": parent}
+        return _settle(host, role, stack, [proc], cpus)
 
     return _guarded(run)
 
@@ -215,7 +219,6 @@ def start_proxy(
     """HAProxy instances of ``config`` (a :class:`~tippingpoint.proxy.config.ProxyConfig`)
     on this host, with the certificate ``bundle`` written here; answering on their
     stats sockets when this returns. Checked with ``haproxy -c`` here."""
-    from tippingpoint.placement import verify
     from tippingpoint.proxy.instance import ProxyFleet, find_haproxy
 
     def run() -> Result:
@@ -237,24 +240,12 @@ def start_proxy(
         fleet.start(timeout=15.0 + 3.0 * instances)
         stack = ExitStack()
         stack.callback(fleet.stop, 1.0 if share else 5.0)
-        for proc in fleet.procs:
-            host.procs[proc.pid] = proc
         host.sockets += fleet.sockets
         stack.callback(
             lambda: setattr(host, "sockets", [s for s in host.sockets if s not in fleet.sockets])
         )
-        try:
-            placed = verify(role, fleet.pids, cpus)
-        except BaseException:
-            stack.close()
-            raise
-        host.add(role, stack, fleet.pids)
-        return {
-            "pids": fleet.pids,
-            "placed": placed.to_json(),
-            "config": fleet.config_paths[0].read_text(),
-            "worker": os.getpid(),
-        }
+        answer = _settle(host, role, stack, list(fleet.procs), cpus)
+        return {**answer, "config": fleet.config_paths[0].read_text()}
 
     return _guarded(run)
 
@@ -264,7 +255,6 @@ def start_brokers(
 ) -> Result:
     """mosquitto instances on ``address`` ports ``port``... of this host."""
     from tippingpoint.broker import BrokerConfig, BrokerFleet
-    from tippingpoint.placement import verify
 
     def run() -> Result:
         host = _lab(lab, name)
@@ -274,15 +264,7 @@ def start_brokers(
         fleet.start(timeout=15.0)
         stack = ExitStack()
         stack.callback(fleet.stop, 5.0)
-        for proc in fleet.procs:
-            host.procs[proc.pid] = proc
-        try:
-            placed = verify(role, fleet.pids, cpus)
-        except BaseException:
-            stack.close()
-            raise
-        host.add(role, stack, fleet.pids)
-        return {"pids": fleet.pids, "placed": placed.to_json(), "worker": os.getpid()}
+        return _settle(host, role, stack, list(fleet.procs), cpus)
 
     return _guarded(run)
 
