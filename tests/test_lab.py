@@ -87,12 +87,51 @@ def _roles_left(workers: dict[str, int]) -> list[str]:
     return left
 
 
-def _scenario(tmp: Path, address: str, step: str = "1s", steps: int = 3) -> tuple[Path, list[int]]:
-    ports = free_ports(3)
+THE_OTHERS = """
+[[experiment]]
+name = "TLS long requests"
+kind = "attack"
+frontend = "https"
+rate = 50
+duration = "2s"
+headers = ["sleep: 100"]
+[[experiment]]                # 3 HAProxy instances at 500 connections each: 2 added on lb
+name = "held connections"
+kind = "hold"
+frontend = "http"
+connections = 1500
+connect_rate = 1500
+duration = "3s"
+[[experiment]]
+name = "what TLS costs"
+kind = "tls-cost"
+rates = [100, 200]
+step_duration = "1s"
+[[experiment]]                # serve --mqtt on be1 and be2, behind lb's MQTT frontend
+name = "MQTT publish"
+kind = "mqtt-sweep"
+frontend = "mqtt"
+qos = 1
+sessions = 10
+start = 200
+step = "x2"
+step_duration = "1s"
+max_steps = 2
+refine = 0
+"""
+"""The default scenario's other kinds, small: each through the lab."""
+
+
+def _scenario(
+    tmp: Path, address: str, step: str = "1s", steps: int = 3, others: bool = False
+) -> tuple[Path, list[int]]:
+    ports = free_ports(7)
     path = tmp / "lab.toml"
-    path.write_text(f"""
+    path.write_text(
+        f"""
 [bench]
 title = "a lab of four hosts"
+open_files = 1200      # HAProxy: 500 connections per instance
 [hosts]
 lb = "lb"
 be1 = "be1"
@@ -100,6 +139,7 @@ be2 = "be2"
 cl = "cl"
 [backends]
 ports = "{ports[0]}"
+mqtt_ports = "{ports[3]},{ports[4]}"
 hosts = ["be1", "be2"]
 cpus = "1"
 [proxy]
@@ -107,6 +147,8 @@ host = "lb"
 cpus = "1"
 http = "127.0.0.1:{ports[1]}"
 https = "127.0.0.1:{ports[2]}"
+mqtt = "127.0.0.1:{ports[5]}"
+mqtts = "127.0.0.1:{ports[6]}"
 rate_limit = 600       # HAProxy's sessions a second: the knee, whatever the machine
 [client]
 hosts = ["cl"]
@@ -122,7 +164,9 @@ step = "x2"
 step_duration = "{step}"
 max_steps = {steps}
 refine = 0
-""")
+"""
+        + (THE_OTHERS if others else "")
+    )
     return path, ports
 
 
@@ -163,7 +207,7 @@ def test_each_role_runs_under_its_hosts_worker_and_the_report_has_each_host(
     cluster: tuple[subprocess.Popen[bytes], str], tmp_path: Path
 ) -> None:
     workers = _workers(cluster[1])
-    scenario, ports = _scenario(tmp_path, cluster[1])
+    scenario, ports = _scenario(tmp_path, cluster[1], others=True)
     out, log = tmp_path / "report", tmp_path / "bench.log"
     bench = _bench(scenario, out, log)
     try:
@@ -195,7 +239,16 @@ def test_each_role_runs_under_its_hosts_worker_and_the_report_has_each_host(
     assert samples and all(set(s["hosts"]) == set(HOSTS) for s in samples)
     busy = [s for s in samples if s["roles"].get("proxy", {}).get("cpu_pct", 0) > 1]
     assert busy, "HAProxy's CPU on lb reached the bench's samples"
-    assert all(set(s["hosts"]["lb"]["roles"]) == {"proxy"} for s in samples)
+    assert all(set(s["hosts"]["lb"]["roles"]) <= {"proxy", "proxy (hold)"} for s in samples)
+    # The hold's 2 added HAProxy instances ran on lb, under its worker too.
+    assert any("proxy (hold)" in s["hosts"]["lb"]["roles"] for s in samples)
+    rows = dict(summary["summary"])
+    assert "success 100.00%" in rows["TLS long requests"], rows
+    assert "peak established 1,500 of 1,500" in rows["held connections"], rows
+    assert "of HAProxy memory" in rows["held connections"] and "lost 0;" in rows["held connections"]
+    assert "µs of HAProxy CPU" in rows["what TLS costs"], rows
+    mqtt = next(e for e in summary["experiments"] if e["name"] == "MQTT publish")["sweep"]
+    assert all(s["achieved"] > 0.9 * s["offered"] for s in mqtt["steps"]), mqtt["steps"]
     assert all("1" in s["hosts"]["be1"]["cpus"] for s in samples)
     report = (out / "index.html").read_text()
     assert "<h2>The hosts</h2>" in report
@@ -317,3 +370,79 @@ def test_a_lab_scenario_that_cannot_run_is_refused(text: str, message: str) -> N
     with pytest.raises(ScenarioError) as caught:
         parse_scenario(text + '[[experiment]]\nkind = "attack"\n')
     assert message in str(caught.value), str(caught.value)
+
+
+def test_an_external_proxy_beside_a_lab_hosts_worker_is_watched_never_stopped(
+    cluster: tuple[subprocess.Popen[bytes], str], tmp_path: Path
+) -> None:
+    import shutil
+
+    _workers(cluster[1])
+    backend, frontend, stats = free_ports(3)
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(f"""
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend www
+    bind {ADDRESS["lb"]}:{frontend}
+    rate-limit sessions 600
+    default_backend app
+backend app
+    server be1 {ADDRESS["be1"]}:{backend}
+listen stats
+    bind {ADDRESS["lb"]}:{stats}
+    stats enable
+    stats uri /stats
+""")
+    haproxy = subprocess.Popen(
+        [shutil.which("haproxy") or "haproxy", "-f", str(config), "-db"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        scenario = tmp_path / "external.toml"
+        scenario.write_text(f"""
+[hosts]
+lb = "lb"
+be1 = "be1"
+cl = "cl"
+[backends]
+ports = "{backend}"
+hosts = ["be1"]
+[proxy]
+host = "lb"            # the machine it runs on: a worker there watches it
+external = "{ADDRESS["lb"]}:{frontend}"
+stats = "http://{ADDRESS["lb"]}:{stats}/stats"
+[client]
+hosts = ["cl"]
+[cluster]
+address = "{cluster[1]}"
+[[experiment]]
+name = "HTTP, new connection per request"
+kind = "sweep"
+frontend = "http"
+keepalive = false
+start = 200
+step = "x2"
+step_duration = "1s"
+max_steps = 3
+refine = 0
+""")
+        out = tmp_path / "report"
+        result = run_tp("bench", str(scenario), "-o", str(out), timeout=180)
+        log = result.stderr.decode()
+        assert result.returncode == 0, log[-3000:]
+        assert haproxy.poll() is None  # watched, never stopped
+        assert f"the external proxy on host lb: pids [{haproxy.pid}]" in log, log[-3000:]
+        summary = json.loads((out / "summary.json").read_text())
+        assert "from its processes on host lb" in summary["machine"]
+        assert "tipping point" in summary["summary"][0][1], summary["summary"]
+        steps = summary["experiments"][0]["sweep"]["steps"]
+        assert all(s["proxy_cpu_pct"] is not None for s in steps), steps
+        assert max(s["proxy_cpu_pct"] for s in steps) > 1
+    finally:
+        haproxy.terminate()
+        haproxy.wait(10)

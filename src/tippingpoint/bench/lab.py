@@ -106,8 +106,8 @@ class Lab:
     def rewrite(self, scenario: Scenario) -> Scenario:
         """``scenario`` with the proxy's frontends on the proxy host's address where it
         gives a loopback one (the default scenario's 127.0.0.1)."""
-        if not self.remote:
-            return scenario
+        if not self.remote or scenario.external is not None:
+            return scenario  # an external proxy's addresses are the user's, as given
         address = self.hosts[self.spec.proxy].address
         moved: dict[str, Any] = {}
         for key in ("http", "https", "mqtt", "mqtts"):

@@ -211,7 +211,7 @@ def _start_lab(
             where[key] = tuple(address[h] for h in on)
         for host in on:
             lab.check_free(host, backend.ports, backend.role, backend.key)
-    for frontend in _proxy_frontends(scenario):
+    for frontend in _proxy_frontends(scenario) if scenario.external is None else ():
         key = f"[proxy] {frontend.scheme}"
         lab.check_free(hosts.proxy, (frontend.addr[1],), "proxy", key)
     served = scenario.served()
@@ -228,6 +228,8 @@ def _start_lab(
         for host in brokers:
             args = (address[host], backend.ports[0], len(backend.ports), cpus["brokers"])
             lab.start(topology, host, "brokers", agent.start_brokers, *args)
+    if scenario.external is not None:
+        return _proxy_config(scenario, out, soft), _watch_external(scenario, out, topology, lab)
     proxy = address[hosts.proxy]
     config = _proxy_config(scenario, out, soft, where, (proxy,))
     assert config.cert_bundle is not None
@@ -240,6 +242,25 @@ def _start_lab(
     monitor = Monitor({}, None, topology.exit_status)
     monitor.hosts = lab.samples
     return config, monitor
+
+
+def _watch_external(scenario: Scenario, out: Path, topology: Topology, lab: Lab) -> Monitor:
+    """An external proxy beside a lab host's worker: the processes listening on its
+    frontend there watched as the proxy role (its CPU and memory), its counters from its
+    statistics."""
+    assert scenario.external is not None
+    name = scenario.hosts.proxy
+    address, port = scenario.external.address
+    answer = lab.call(name, agent.watch_listeners, lab.id, name, "proxy", address, (port,))
+    lab.carries.setdefault(name, []).append("proxy (external)")
+    lab.log(
+        f"bench: lab: the external proxy on host {name}: pids {answer['pids']} "
+        f"({', '.join(answer['commands'])}), watched, never stopped"
+    )
+    monitor = _external_monitor(scenario.external, out, {}, topology)
+    monitor.hosts = lab.samples
+    topology.checks.append(lab.failure)
+    return monitor
 
 
 def run_bench(
@@ -272,8 +293,14 @@ def run_bench(
         host, port = scenario.external.address
         machine += (
             f"; the proxy under test is external, at {host}:{port} (started and stopped by no "
-            f"one here): its counters from {scenario.external.source}; its CPU and memory "
-            "are not seen from here, so no figure of HAProxy's CPU is given"
+            f"one here): its counters from {scenario.external.source}; "
+            + (
+                f"its CPU and memory from its processes on host {scenario.hosts.proxy}, read "
+                "by the worker beside it"
+                if scenario.hosts.proxy
+                else "its CPU and memory are not seen from here, so no figure of HAProxy's "
+                "CPU is given (a worker on its machine and proxy.host would see them)"
+            )
         )
     report = BenchReport(out, scenario.title, machine)
     report.write()  # the directory is writable before anything starts

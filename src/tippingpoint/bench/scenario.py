@@ -192,13 +192,12 @@ def _external(proxy: dict[str, Any], experiments: list[Experiment[Any]]) -> Exte
                     f"proxy.{key}: read for an external proxy only (external = ...)"
                 )
         return None
-    if proxy.get("host"):
-        raise ScenarioError("proxy.external: the bench does not start it: drop proxy.host")
     for exp in experiments:
-        if exp.kind == "tls-cost":
+        if exp.kind == "tls-cost" and not proxy.get("host"):
             raise ScenarioError(
                 f"proxy.external: {exp.name!r} (tls-cost) reads HAProxy's CPU from its "
-                "processes, which an external proxy's are not: remove it, or drop external"
+                "processes, which are not seen from here: name its host (proxy.host, a worker "
+                "beside it), remove the experiment, or drop external"
             )
         key = {"ws": "http", "wss": "https"}.get(exp.frontend, exp.frontend)
         if key != "http" and key not in proxy:

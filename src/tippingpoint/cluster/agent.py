@@ -40,6 +40,7 @@ __all__ = [
     "start_brokers",
     "start_proxy",
     "start_serve",
+    "watch_listeners",
 ]
 
 LEASE_S: Final = float(os.environ.get("TIPPINGPOINT_LAB_LEASE", "20"))
@@ -265,6 +266,29 @@ def start_brokers(
         stack = ExitStack()
         stack.callback(fleet.stop, 5.0)
         return _settle(host, role, stack, list(fleet.procs), cpus)
+
+    return _guarded(run)
+
+
+def watch_listeners(lab: str, name: str, role: str, address: str, ports: tuple[int, ...]) -> Result:
+    """Watch, as ``role``, the processes that listen on ``address`` ``ports`` here (an
+    external proxy beside this worker): their CPU and memory go into this host's
+    samples. Never stopped by the lab: they are not its own."""
+    from tippingpoint.listeners import listeners
+
+    def run() -> Result:
+        host = _lab(lab, name)
+        found = listeners(address, ports)
+        pids = sorted({s.pid for s in found if s.pid is not None})
+        if not pids:
+            why = "nothing listens there" if not found else "their owner is another user"
+            raise RuntimeError(
+                f"no process listening on {address} ports {', '.join(map(str, ports))} can be "
+                f"watched: {why} (run the worker as the proxy's user, or as root)"
+            )
+        host.add(role, ExitStack(), pids)
+        commands = sorted({s.command or "" for s in found if s.pid is not None})
+        return {"pids": pids, "commands": commands}
 
     return _guarded(run)
 
