@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -81,12 +82,15 @@ class Lab:
         """Hosts whose worker is gone (their roles died with it)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._last_round = 0.0
         workers = {w: f for w, f in fleet.facts.items()}
         names = dict(hosts.workers)
         wanted = [hosts.proxy, *hosts.backends, *hosts.brokers, *hosts.client]
         for name in dict.fromkeys(n for n in wanted if n):
             self.hosts[name] = _resolve(name, names.get(name, name), workers)
         self.client_workers = self._client_workers(fleet)
+        self._names = {h.worker: h.name for h in self.hosts.values()}
 
     def _client_workers(self, fleet: Fleet) -> list[str]:
         """The workers that run the load: every worker of the client hosts; without
@@ -219,10 +223,18 @@ class Lab:
                 pass
 
     def _poll(self) -> None:
-        names = {h.worker: h.name for h in self.hosts.values()}
-        while not self._stop.wait(_POLL_S):
-            for worker, answer in agent.sample_hosts(self.client, self.id, names).items():
-                name = names[worker]
+        """Between the bench's own samples (and between experiments, when it takes
+        none): every host once a second, which renews the lease and finds a lost host."""
+        while not self._stop.wait(_POLL_S / 4):
+            if time.monotonic() - self._last_round >= _POLL_S * 0.9:
+                self._round()
+
+    def _round(self) -> None:
+        """Sample every host now, through its worker."""
+        with self._lock:
+            self._last_round = time.monotonic()
+            for worker, answer in agent.sample_hosts(self.client, self.id, self._names).items():
+                name = self._names[worker]
                 if answer is None:
                     self._lost(name)
                     continue
@@ -251,7 +263,10 @@ class Lab:
         return self.problem
 
     def samples(self) -> dict[str, dict[str, Any]]:
-        """Each host's newest sample (within a second)."""
+        """Each host sampled now, for the bench's own sample of this second: the hosts'
+        figures cover the same second as this machine's (a sample polled up to a second
+        earlier would put one step's CPU into the next step's)."""
+        self._round()
         return dict(self.latest)
 
 
