@@ -446,3 +446,20 @@ refine = 0
     finally:
         haproxy.terminate()
         haproxy.wait(10)
+
+
+def test_plan_cluster_plans_each_machines_share_with_its_own_figures(
+    cluster: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    _workers(cluster[1])
+    fits = run_tp("plan", "--connections", "40000", "--cluster", cluster[1], timeout=60)
+    out = fits.stdout.decode()
+    assert fits.returncode == 0, fits.stderr.decode()[-2000:]
+    assert "Per machine of the cluster (4 worker(s) on 4 machine(s)):" in out
+    for host in HOSTS:
+        assert f"  {host}: 1 worker(s), " in out and "10,000 connections in" in out
+    assert "SHORT" not in out
+    short = run_tp("plan", "--connections", "80000000", "--cluster", cluster[1], timeout=60)
+    assert short.returncode == 1
+    assert short.stdout.decode().count("SHORT, its share needs") == len(HOSTS)
+    assert "4 machine(s) of the cluster cannot hold their share" in short.stderr.decode()

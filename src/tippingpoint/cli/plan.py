@@ -6,10 +6,12 @@ import math
 import os
 import re
 import resource
+from typing import Any
 
 import click
 
 from tippingpoint.cli.base import cli, fail
+from tippingpoint.cli.fleet import cluster_options
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 
@@ -75,6 +77,7 @@ def _this_memory() -> str:
     show_default=True,
     help="HAProxy address:port pairs the clients spread over.",
 )
+@cluster_options
 def plan(
     connections: int,
     tls: bool,
@@ -90,12 +93,18 @@ def plan(
     backend_memory: str | None,
     open_files: int | None,
     destination_ports: int,
+    cluster: str | None,
+    **opts: Any,
 ) -> None:
     """The machines N connections through HAProxy need: client machines, HAProxy
     instances and memory, backend processes, source addresses; each figure explained.
 
     Machines default to this one's size; e.g. the article's question:
     tippingpoint plan --connections 2000000 --tls --client-cores 32 --client-memory 64GiB
+
+    With --cluster, each machine of a Dask cluster first: its share of the connections
+    (the fleet deals them evenly over the workers), planned with its own cores, memory
+    and open-file limit; exit 1 when one cannot hold its share.
     """
     from tippingpoint.fleetplan import Machine, plan_fleet
     from tippingpoint.limits import port_range
@@ -135,4 +144,48 @@ def plan(
     except ValueError as e:
         fail(str(e))
         return
+    short = 0
+    if cluster:
+        how = {"key": key, "idle": not requests, "destination_ports": destination_ports}
+        short = _per_host(
+            {**opts, "cluster": cluster}, connections, result, machine(None, None), how
+        )
     click.echo(result.render(), nl=False)
+    if short:
+        fail(f"{short} machine(s) of the cluster cannot hold their share: see above", 1)
+
+
+def _per_host(
+    opts: dict[str, Any], connections: int, whole: Any, default: Any, how: dict[str, Any]
+) -> int:
+    """Each machine of the cluster with its share of ``connections``, planned with its
+    own figures (as ``whole`` was planned); the number of machines that fall short."""
+    from collections import Counter
+
+    from tippingpoint.cli.fleet import fleet_of
+    from tippingpoint.fleetplan import Machine, plan_fleet
+
+    with fleet_of(opts, "plan") as fleet:
+        workers = Counter(fleet.facts[w].host for w in fleet.workers)
+        facts = {fleet.facts[w].host: fleet.facts[w] for w in fleet.workers}
+    total = sum(workers.values())
+    short = 0
+    click.echo(f"Per machine of the cluster ({total} worker(s) on {len(workers)} machine(s)):")
+    for host, count in sorted(workers.items()):
+        f = facts[host]
+        share = connections * count // total
+        machine = Machine(f.cores, f.memory_available or default.memory, f.nofile_hard)
+        mine = plan_fleet(
+            max(share, 1), machine, default, default, scheme=whole.scheme,
+            connect_rate=max(whole.connect_rate * share / connections, 1e-3),
+            port_range=f.port_range, **how,
+        )  # fmt: skip
+        fits = mine.client_machines <= 1
+        short += not fits
+        click.echo(
+            f"  {host}: {count} worker(s), {machine.describe()} available: {share:,} "
+            f"connections in {mine.client_processes} process(es) from "
+            f"{mine.source_addresses} source address(es), {mine.client_memory / 2**30:.2f} GiB"
+            + ("" if fits else f": SHORT, its share needs {mine.client_machines} machines like it")
+        )
+    return short
