@@ -24,6 +24,7 @@ import psutil
 
 from tippingpoint import tap
 from tippingpoint.cluster.facts import host_name
+from tippingpoint.cores import read_stat_cpus
 from tippingpoint.proxy.stats import show_info, sum_info
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class Monitor:
         self.hosts: Callable[[], dict[str, dict[str, Any]]] | None = None
         """A lab's hosts, each one's newest sample (``hosts`` of each record; the roles
         they carry merged into its ``roles``)."""
-        self._last_cpus = read_cores()
+        self._last_cpus = read_stat_cpus()
         self.proxy_counters: Callable[[], dict[str, float]] | None = None
         """An external proxy's counters (its stats CSV or Prometheus endpoint)."""
         self._counters_failed = False
@@ -230,8 +231,8 @@ class Monitor:
         record["mem_available_kib"] = mem.get("MemAvailable", 0)
         record["mem_used_kib"] = mem.get("MemTotal", 0) - mem.get("MemAvailable", 0)
         record["slab_kib"] = mem.get("Slab", 0)
-        cpus = read_cores()
-        record["cpus"] = core_use(self._last_cpus, cpus)
+        cpus = read_stat_cpus()
+        record["cpus"] = core_use(self._last_cpus, cpus, dt)
         self._last_cpus = cpus
         record["load1"] = read_load()
         roles, events = self._roles(dt)
@@ -427,31 +428,22 @@ def sampling(monitor: Monitor | None, into: list[dict[str, Any]], **tags: Any) -
             sampled.cores = ledger.end()
 
 
-def read_cores(text: str | None = None) -> dict[str, tuple[int, int, int]]:
-    """Each core's ``(total, idle, steal)`` clock ticks since boot (``/proc/stat``)."""
-    text = text if text is not None else Path("/proc/stat").read_text()
-    out = {}
-    for line in text.splitlines():
-        name, _, rest = line.partition(" ")
-        if name.startswith("cpu") and name[3:].isdigit():
-            ticks = [int(x) for x in rest.split()[:8]]
-            ticks += [0] * (8 - len(ticks))
-            out[name[3:]] = (sum(ticks), ticks[3] + ticks[4], ticks[7])
-    return out
-
-
 def core_use(
-    before: dict[str, tuple[int, int, int]], after: dict[str, tuple[int, int, int]]
+    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], dt: float
 ) -> dict[str, dict[str, float]]:
-    """Each core's busy and steal %, between two :func:`read_cores`."""
+    """Each core's busy and steal % over ``dt`` seconds, between two
+    :func:`~tippingpoint.cores.read_stat_cpus`: busy is the wall time less idle and steal
+    (the kernel counts idle exactly, busy only by sampling a tick)."""
+    ticks = max(dt * _HZ, 1e-9)
     out = {}
-    for core, (total, idle, steal) in after.items():
-        t0, i0, s0 = before.get(core, (total, idle, steal))
-        span = max(total - t0, 1)
-        out[core] = {
-            "busy_pct": round(100 * (span - (idle - i0)) / span, 1) if total > t0 else 0.0,
-            "steal_pct": round(100 * (steal - s0) / span, 1),
-        }
+    for cpu, (idle, steal) in after.items():
+        if cpu not in before:
+            continue
+        idle0, steal0 = before[cpu]
+        idle_pct = 100 * (idle - idle0) / ticks
+        steal_pct = 100 * (steal - steal0) / ticks
+        busy = min(100.0, max(0.0, 100 - idle_pct - steal_pct))
+        out[str(cpu)] = {"busy_pct": round(busy, 1), "steal_pct": round(steal_pct, 1)}
     return out
 
 

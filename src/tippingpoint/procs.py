@@ -11,7 +11,13 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Final
 
-__all__ = ["describe_status", "die_with_parent", "fork_child", "stop_process"]
+__all__ = [
+    "describe_returncode",
+    "describe_status",
+    "die_with_parent",
+    "fork_child",
+    "stop_process",
+]
 
 _PR_SET_PDEATHSIG: Final = 1
 
@@ -33,6 +39,13 @@ def describe_status(status: int) -> str:
         sig = os.WTERMSIG(status)
         return f"killed by signal {sig} ({signal.Signals(sig).name})"
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+def describe_returncode(code: int) -> str:
+    """A ``Popen.returncode`` as words (negative: the signal that killed it)."""
+    if code < 0:
+        return f"killed by signal {-code} ({signal.Signals(-code).name})"
+    return f"exited with code {code}"
 
 
 def fork_child(run: Callable[[], int], close_fds: Iterable[int] = ()) -> int:

@@ -263,28 +263,12 @@ def hold_topology(
 def _hold_lab(bench: Bench, lab: Lab, extra: Topology, more_serve: int, more_proxy: int) -> None:
     """A hold's added processes on the lab's hosts: serve on each backend host, HAProxy
     instances on the proxy's, joining the ports of those there."""
-    from tippingpoint.bench.topology import serve_command
-    from tippingpoint.cluster import agent
-
-    scenario = bench.scenario
-    cpus = lab_cpus(scenario)
-    served = scenario.served()
+    cpus = lab_cpus(bench.scenario)
     if more_serve > 0:
-        for host in scenario.hosts.backends:
-            address = lab.hosts[host].address
-            command = serve_command(served, more_serve, cpus["backends"], share=True, host=address)[
-                1:
-            ]
-            ports = [(address, p[-1]) for p in served.values()]
-            args = (command, ports, cpus["backends"])
-            lab.start(extra, host, "backends (hold)", agent.start_serve, *args)
+        served = bench.scenario.served()
+        lab.start_serve(extra, "backends (hold)", served, more_serve, cpus["backends"], True)
     if more_proxy > 0:
-        config = bench.proxy_config
-        assert config.cert_bundle is not None
-        lab.start(
-            extra, scenario.hosts.proxy, "proxy (hold)", agent.start_proxy, config,
-            config.cert_bundle.read_bytes(), more_proxy, cpus["proxy"], True,
-        )  # fmt: skip
+        lab.start_proxy(extra, "proxy (hold)", bench.proxy_config, more_proxy, cpus["proxy"], True)
 
 
 Runner = Callable[[Bench, int, Experiment[Any]], Outcome]

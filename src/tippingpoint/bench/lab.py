@@ -16,7 +16,6 @@ naming the host and the roles it carried. The lab's processes die with their wor
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 import uuid
@@ -27,9 +26,11 @@ from urllib.parse import urlsplit
 
 from tippingpoint import interrupt
 from tippingpoint.bench.spec import Hosts, Scenario, ScenarioError
-from tippingpoint.bench.topology import BenchFailure, Topology
+from tippingpoint.bench.topology import BenchFailure, Topology, serve_command
 from tippingpoint.cluster import agent
+from tippingpoint.cluster.address import is_loopback
 from tippingpoint.placement import Placed
+from tippingpoint.proxy.config import ProxyConfig
 
 if TYPE_CHECKING:
     from tippingpoint.cluster.fleet import Fleet
@@ -116,7 +117,7 @@ class Lab:
         moved: dict[str, Any] = {}
         for key in ("http", "https", "mqtt", "mqtts"):
             host, port = getattr(scenario, key)
-            if host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+            if is_loopback(host):
                 moved[key] = (address, port)
         return replace(scenario, **moved)
 
@@ -201,6 +202,49 @@ class Lab:
         topology.add_placed(_placed(answer["placed"], host))
         return answer
 
+    def start_serve(
+        self,
+        topology: Topology,
+        role: str,
+        served: dict[str, tuple[int, ...]],
+        processes: int,
+        cpus: tuple[int, ...],
+        share: bool = False,
+    ) -> None:
+        """``serve`` on every backend host, on its own address, up when this returns."""
+        for host in self.spec.backends:
+            address = self.hosts[host].address
+            command = serve_command(served, processes, cpus, share, address)[1:]
+            ports = [(address, p[-1]) for p in served.values()]
+            self.start(topology, host, role, agent.start_serve, command, ports, cpus)
+
+    def start_proxy(
+        self,
+        topology: Topology,
+        role: str,
+        config: ProxyConfig,
+        instances: int,
+        cpus: tuple[int, ...],
+        share: bool = False,
+    ) -> str:
+        """HAProxy instances of ``config`` on the proxy host, its certificate carried
+        there: the configuration as written there."""
+        assert config.cert_bundle is not None
+        bundle = config.cert_bundle.read_bytes()
+        args = (config, bundle, instances, cpus, share)
+        answer = self.start(topology, self.spec.proxy, role, agent.start_proxy, *args)
+        return str(answer["config"])
+
+    def watch(self, role: str, address: str, ports: tuple[int, ...]) -> dict[str, Any]:
+        """The processes listening on ``address`` ``ports`` of the proxy host, watched
+        as ``role`` there and never stopped (an external proxy beside its worker)."""
+        host = self.spec.proxy
+        answer: dict[str, Any] = self.call(
+            host, agent.watch_listeners, self.id, host, role, address, ports
+        )
+        self.carries.setdefault(host, []).append(f"{role} (external)")
+        return answer
+
     # -- watching -----------------------------------------------------------------------
 
     def __enter__(self) -> Lab:
@@ -237,6 +281,8 @@ class Lab:
                 name = self._names[worker]
                 if answer is None:
                     self._lost(name)
+                    continue
+                if "error" in answer:  # this second unsampled there; the lease renewed
                     continue
                 self.latest[name] = answer
                 for event in answer.get("events", []):
@@ -278,14 +324,6 @@ def lab_cpus(scenario: Scenario) -> dict[str, tuple[int, ...]]:
         "backends": scenario.backend_cpus,
         "brokers": scenario.backend_cpus,
     }
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _ip(worker: str) -> str:

@@ -24,7 +24,7 @@ from tippingpoint.bench.lab import Lab, lab_cpus
 from tippingpoint.bench.report import BenchReport
 from tippingpoint.bench.scenario import plan_holds
 from tippingpoint.bench.spec import ClusterSpec, External, Scenario, ScenarioError
-from tippingpoint.bench.topology import BenchFailure, LabFailure, Topology, serve_command
+from tippingpoint.bench.topology import BenchFailure, LabFailure, Topology
 from tippingpoint.broker import SysWatcher
 from tippingpoint.certs import make_certificate
 from tippingpoint.cluster import agent
@@ -197,8 +197,8 @@ def _start_lab(
     scenario: Scenario, out: Path, topology: Topology, lab: Lab, soft: int
 ) -> tuple[ProxyConfig, Monitor]:
     """The roles on the lab's hosts through their workers, each bound to its host's
-    address: the backends (and mosquitto), then HAProxy, routing to them; a monitor of
-    this machine with every host's samples."""
+    address: the backends (and mosquitto), then HAProxy, routing to them; the monitor of
+    this machine (the caller adds every host's samples to it)."""
     hosts = scenario.hosts
     cpus = lab_cpus(scenario)
     address = {name: host.address for name, host in lab.hosts.items()}
@@ -214,13 +214,9 @@ def _start_lab(
     for frontend in _proxy_frontends(scenario) if scenario.external is None else ():
         key = f"[proxy] {frontend.scheme}"
         lab.check_free(hosts.proxy, (frontend.addr[1],), "proxy", key)
-    served = scenario.served()
-    for host in hosts.backends:
-        command = serve_command(
-            served, scenario.backend_processes, cpus["backends"], host=address[host]
-        )[1:]
-        ports = [(address[host], p[-1]) for p in served.values()]
-        lab.start(topology, host, "backends", agent.start_serve, command, ports, cpus["backends"])
+    lab.start_serve(
+        topology, "backends", scenario.served(), scenario.backend_processes, cpus["backends"]
+    )
     for key in scenario.listeners:
         backend = scenario.backend(key)
         if backend.shares_ports:
@@ -230,18 +226,10 @@ def _start_lab(
             lab.start(topology, host, "brokers", agent.start_brokers, *args)
     if scenario.external is not None:
         return _proxy_config(scenario, out, soft), _watch_external(scenario, out, topology, lab)
-    proxy = address[hosts.proxy]
-    config = _proxy_config(scenario, out, soft, where, (proxy,))
-    assert config.cert_bundle is not None
-    answer = lab.start(
-        topology, hosts.proxy, "proxy", agent.start_proxy, config,
-        config.cert_bundle.read_bytes(), scenario.proxy_instances, cpus["proxy"], False,
-    )  # fmt: skip
-    (out / "haproxy.cfg").write_text(answer["config"])
-    topology.checks.append(lab.failure)
-    monitor = Monitor({}, None, topology.exit_status)
-    monitor.hosts = lab.samples
-    return config, monitor
+    config = _proxy_config(scenario, out, soft, where, (address[hosts.proxy],))
+    written = lab.start_proxy(topology, "proxy", config, scenario.proxy_instances, cpus["proxy"])
+    (out / "haproxy.cfg").write_text(written)
+    return config, Monitor({}, None, topology.exit_status)
 
 
 def _watch_external(scenario: Scenario, out: Path, topology: Topology, lab: Lab) -> Monitor:
@@ -249,18 +237,13 @@ def _watch_external(scenario: Scenario, out: Path, topology: Topology, lab: Lab)
     frontend there watched as the proxy role (its CPU and memory), its counters from its
     statistics."""
     assert scenario.external is not None
-    name = scenario.hosts.proxy
     address, port = scenario.external.address
-    answer = lab.call(name, agent.watch_listeners, lab.id, name, "proxy", address, (port,))
-    lab.carries.setdefault(name, []).append("proxy (external)")
+    answer = lab.watch("proxy", address, (port,))
     lab.log(
-        f"bench: lab: the external proxy on host {name}: pids {answer['pids']} "
-        f"({', '.join(answer['commands'])}), watched, never stopped"
+        f"bench: lab: the external proxy on host {scenario.hosts.proxy}: pids "
+        f"{answer['pids']} ({', '.join(answer['commands'])}), watched, never stopped"
     )
-    monitor = _external_monitor(scenario.external, out, {}, topology)
-    monitor.hosts = lab.samples
-    topology.checks.append(lab.failure)
-    return monitor
+    return _external_monitor(scenario.external, out, {}, topology)
 
 
 def run_bench(
@@ -398,9 +381,9 @@ def _run_setup(
                 proxy_config, monitor = _start_lab(scenario, out, topology, lab, soft)
             else:
                 proxy_config, monitor = _start(scenario, out, topology, binary, soft, cpus)
-                if lab is not None:
-                    monitor.hosts = lab.samples
-                    topology.checks.append(lab.failure)
+            if lab is not None:  # every host watched; a lost one fails the bench
+                monitor.hosts = lab.samples
+                topology.checks.append(lab.failure)
         except PlacementError as e:
             raise BenchFailure(str(e)) from None
         finally:

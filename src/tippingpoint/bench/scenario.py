@@ -142,7 +142,7 @@ def _hosts(data: dict[str, Any]) -> Hosts:
         if not isinstance(worker, str) or not worker:
             raise ScenarioError(
                 f"hosts.{name}: the Dask worker this host is: its name, its address "
-                '("tcp://10.0.0.5:40000") or its machine\'s host name'
+                '("tls://client-1.example:40000") or its machine\'s host name'
             )
     proxy = data.get("proxy", {}).get("host", "")
     if not isinstance(proxy, str):

@@ -174,7 +174,7 @@ class External:
     address: tuple[str, int]
     """Its HTTP frontend (``[proxy] https``, ``mqtt``... give the others)."""
     stats: str = ""
-    """HAProxy's stats page (its CSV is read), e.g. http://10.0.0.5:8404/stats."""
+    """HAProxy's stats page (its CSV is read), e.g. http://haproxy-1.example:8404/stats."""
     prometheus: str = ""
     """Or its Prometheus endpoint."""
 

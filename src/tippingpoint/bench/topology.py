@@ -15,7 +15,6 @@ is refused with one line.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from typing import Final
 from tippingpoint.broker import BrokerConfig, BrokerError, BrokerFleet
 from tippingpoint.listeners import PortBusy, check_free, wait_listening
 from tippingpoint.placement import Placed, PlacementError, cpu_list, spawn, verify
-from tippingpoint.procs import die_with_parent, stop_process
+from tippingpoint.procs import describe_returncode, die_with_parent, stop_process
 from tippingpoint.proxy.config import ProxyConfig
 from tippingpoint.proxy.instance import HAProxyError, ProxyFleet
 
@@ -228,10 +227,7 @@ class Topology:
         entry = self.procs.get(pid)
         if entry is None or entry[1].poll() is None:
             return None
-        code = entry[1].returncode
-        if code < 0:
-            return f"killed by signal {-code} ({signal.Signals(-code).name})"
-        return f"exited with code {code}"
+        return describe_returncode(entry[1].returncode)
 
     def worker_restarts(self) -> list[str]:
         """The backends' log lines of workers that died and were started again."""

@@ -161,7 +161,7 @@ def _hosts(monitor: Any, cluster: str | None, opts: dict[str, Any]) -> Iterator[
 
         def sample() -> dict[str, Any]:
             answers = agent.sample_hosts(fleet.client, lab, names)
-            return {names[w]: a for w, a in answers.items() if a is not None}
+            return {names[w]: a for w, a in answers.items() if a and "error" not in a}
 
         monitor.hosts = sample
         try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -57,7 +56,6 @@ class _HostLab:
         self.name = name
         self.dir = Path(tempfile.mkdtemp(prefix=f"tippingpoint-{lab}-"))
         self.roles: dict[str, ExitStack] = {}
-        self.pids: dict[str, list[int]] = {}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.sockets: list[Path] = []
         self.deadline = time.monotonic() + LEASE_S
@@ -70,19 +68,16 @@ class _HostLab:
         proc = self.procs.get(pid)
         if proc is None or proc.poll() is None:
             return None
-        code = proc.returncode
-        if code < 0:
-            return f"killed by signal {-code} ({signal.Signals(-code).name})"
-        return f"exited with code {code}"
+        from tippingpoint.procs import describe_returncode
+
+        return describe_returncode(proc.returncode)
 
     def add(self, role: str, stack: ExitStack, pids: list[int]) -> None:
         self.roles[role] = stack
-        self.pids[role] = pids
         self.monitor.add_role(role, pids)
 
     def stop(self, role: str) -> None:
         stack = self.roles.pop(role, None)
-        self.pids.pop(role, None)
         self.monitor.remove_role(role)
         if stack is not None:
             stack.close()
@@ -155,7 +150,7 @@ def _settle(
         stack.close()
         raise
     host.add(role, stack, pids)
-    return {"pids": pids, "placed": placed.to_json(), "worker": os.getpid()}
+    return {"pids": pids, "placed": placed.to_json()}
 
 
 def check_ports(address: str, ports: tuple[int, ...], what: str, advice: str) -> Result:
@@ -316,7 +311,8 @@ def lab_sample_of(lab: str, names: dict[str, str], dask_worker: Any = None) -> R
 
 def sample_hosts(client: Any, lab: str, names: dict[str, str]) -> dict[str, Result | None]:
     """(Client side.) Every host of ``names`` (worker -> host name) sampled now through
-    its worker, in one round; None for a worker that is gone or failed."""
+    its worker, in one round: its sample, ``{"error": ...}`` when sampling failed there,
+    None for a worker that is gone."""
     try:
         alive = set(client.ncores())
         answers = client.run(
@@ -327,7 +323,9 @@ def sample_hosts(client: Any, lab: str, names: dict[str, str]) -> dict[str, Resu
     out: dict[str, Result | None] = {}
     for worker in names:
         answer = answers.get(worker)
-        out[worker] = answer if isinstance(answer, dict) and "error" not in answer else None
+        if isinstance(answer, BaseException):
+            answer = {"error": str(answer) or type(answer).__name__}
+        out[worker] = answer if worker in answers and isinstance(answer, dict) else None
     return out
 
 
